@@ -1,0 +1,194 @@
+//! Errors of segment and array operations.
+//!
+//! Every variant carries what a user needs to act on it: the segment name,
+//! expected versus found values, the sizes involved.
+
+use std::io;
+
+use crate::header::{ControlError, HeaderError};
+
+/// Result alias for segment and array operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a segment name was rejected (before any syscall).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NameProblem {
+    /// The name is empty (or only `/`).
+    Empty,
+    /// Longer than 255 bytes.
+    TooLong,
+    /// Contains `/` (other than one leading `/`).
+    Slash,
+    /// Contains a NUL byte.
+    Nul,
+    /// `.` or `..`.
+    Dots,
+}
+
+impl std::fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameProblem::Empty => "it is empty",
+            NameProblem::TooLong => "it is longer than 255 bytes",
+            NameProblem::Slash => "it contains '/'",
+            NameProblem::Nul => "it contains a NUL byte",
+            NameProblem::Dots => "'.' and '..' are not names",
+        })
+    }
+}
+
+/// What is wrong with a segment that exists but cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The file is smaller than its header says.
+    #[error("file is {actual} bytes but its header needs {needed}")]
+    Truncated {
+        /// Bytes the header implies.
+        needed: u64,
+        /// Bytes the file has (`fstat`).
+        actual: u64,
+    },
+    /// The NPY header is malformed or overflows.
+    #[error("bad NPY header: {0}")]
+    Header(#[from] HeaderError),
+    /// The control block disagrees with the header.
+    #[error("bad control block: {0}")]
+    Control(#[from] ControlError),
+    /// The data offset is not a multiple of the element alignment.
+    #[error("data offset {offset} is not aligned to {align} bytes")]
+    Misaligned {
+        /// Offset of the data in the file.
+        offset: usize,
+        /// Alignment the element type needs.
+        align: usize,
+    },
+}
+
+/// Errors of creating, opening and removing segments.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The name cannot name a segment; no syscall was made.
+    #[error("invalid segment name {name:?}: {problem}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        problem: NameProblem,
+    },
+    /// No segment of that name exists.
+    #[error("segment {name:?} not found")]
+    NotFound {
+        /// Segment name.
+        name: String,
+    },
+    /// A segment (or any file) of that name already exists; it was not touched.
+    #[error("segment {name:?} already exists")]
+    AlreadyExists {
+        /// Segment name.
+        name: String,
+    },
+    /// The OS refused access (another user's segment, read-only file, ...).
+    #[error("permission denied for segment {name:?}")]
+    PermissionDenied {
+        /// Segment name.
+        name: String,
+    },
+    /// Not enough space in the shared-memory filesystem; nothing was left behind.
+    #[error("no space for segment {name:?}: {requested} bytes requested")]
+    NoSpace {
+        /// Segment name.
+        name: String,
+        /// Bytes that could not be reserved.
+        requested: u64,
+    },
+    /// The file exists but is not a segment this crate can read (not an NPY file,
+    /// not a regular file).
+    #[error("{name:?} is not a shmarray/NPY segment: {reason}")]
+    NotShmarray {
+        /// Segment name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The file looks like a segment but its contents are inconsistent.
+    #[error("segment {name:?} is corrupt: {problem}")]
+    Corrupt {
+        /// Segment name.
+        name: String,
+        /// What is wrong.
+        problem: Corruption,
+    },
+    /// The segment is still being built by its creator (or its creator died while
+    /// building it). Retry later, or remove it.
+    #[error("segment {name:?} is not ready (still being created, or its creator died mid-way)")]
+    NotReady {
+        /// Segment name.
+        name: String,
+    },
+    /// The segment holds a different element type or number of dimensions.
+    #[error("segment {name:?} holds {found}, expected {expected}")]
+    TypeMismatch {
+        /// Segment name.
+        name: String,
+        /// What the caller asked for, e.g. `f64, 2 dims`.
+        expected: String,
+        /// What the header says, e.g. `<i4, shape (3,)`.
+        found: String,
+    },
+    /// The requested shape cannot be represented (byte size overflows).
+    #[error("shape {shape:?} of {itemsize}-byte elements is too large")]
+    ShapeOverflow {
+        /// Requested shape.
+        shape: Vec<usize>,
+        /// Element size.
+        itemsize: usize,
+    },
+    /// The given array or shape does not match what the operation needs.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// The operation needs a control block, which plain `.npy` files lack.
+    #[error("segment {name:?} has no control block (a plain .npy file): {what} is unavailable")]
+    NoControlBlock {
+        /// Segment name.
+        name: String,
+        /// The feature that needs it.
+        what: &'static str,
+    },
+    /// The segment was opened read-only.
+    #[error("segment {name:?} was opened read-only")]
+    ReadOnly {
+        /// Segment name.
+        name: String,
+    },
+    /// Any other OS error, with the operation that failed.
+    #[error("{op} failed for segment {name:?}: {source}")]
+    Io {
+        /// The failed operation (`open`, `mmap`, ...).
+        op: &'static str,
+        /// Segment name (empty for anonymous segments).
+        name: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, name: &str, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            op,
+            name: name.to_string(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(name: &str, problem: impl Into<Corruption>) -> Self {
+        Error::Corrupt {
+            name: name.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
