@@ -609,12 +609,32 @@ impl SegmentInfo {
     pub fn is_persistent(&self) -> bool {
         self.control.is_some_and(|c| c.flags & FLAG_PERSISTENT != 0)
     }
+
+    /// Whether the segment is still being built (its creator has not published it).
+    pub fn is_building(&self) -> bool {
+        self.control
+            .is_some_and(|c| c.state != header::state::READY)
+    }
+
+    /// Whether `shmarray gc` may remove it: the creator is dead, and the segment is
+    /// either not persistent or was never finished.
+    pub fn is_garbage(&self) -> bool {
+        self.creator_alive == Some(false) && (!self.is_persistent() || self.is_building())
+    }
 }
 
 /// Reads and validates segment `name` in `ns` read-only, for any element type.
+///
+/// Unlike `open`, a segment that is still being built is reported (with
+/// `control.state == BUILDING` and its creator) when its header and control block are
+/// already written and their checksum matches: that is how `shmarray gc` finds
+/// segments whose creator died mid-creation without ever adopting a foreign file.
 pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
     let seg = Segment::open(ns, name, false)?;
-    let Attached { layout, control } = attach(&seg)?;
+    let Attached { layout, control } = match attach(&seg) {
+        Err(Error::NotReady { name }) => peek_building(&seg).ok_or(Error::NotReady { name })?,
+        other => other?,
+    };
     let creator_alive =
         control.map(|c| sys::liveness(c.creator_pid, c.creator_start_time) == sys::Liveness::Alive);
     Ok(SegmentInfo {
@@ -624,5 +644,48 @@ pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
         layout,
         control,
         creator_alive,
+    })
+}
+
+/// Reads a segment whose magic is not published yet: assumes the NPY 1.0 preamble a
+/// creator will store, and accepts the result only if a control block in state
+/// `BUILDING` sits where the header says and its checksum matches that header.
+fn peek_building(seg: &Segment) -> Option<Attached> {
+    let size = seg.len();
+    let base = seg.as_ptr();
+    if size < 12 {
+        return None;
+    }
+    let mut pre = [0u8; 12];
+    // SAFETY: 12 <= size bytes of the mapping are readable.
+    unsafe { std::ptr::copy_nonoverlapping(base, pre.as_mut_ptr(), 12) };
+    if pre[..8] != [0; 8] {
+        return None;
+    }
+    pre[..6].copy_from_slice(&NPY_MAGIC);
+    pre[6] = 1;
+    let (_, data_offset) = header::parse_preamble(&pre).ok()?;
+    if data_offset > size {
+        return None;
+    }
+    let mut hdr = vec![0u8; data_offset];
+    // SAFETY: `data_offset <= size` bytes of the mapping are readable.
+    unsafe { std::ptr::copy_nonoverlapping(base, hdr.as_mut_ptr(), data_offset) };
+    hdr[..8].copy_from_slice(&pre[..8]);
+    let layout = header::parse_header(&hdr).ok()?;
+    if size < layout.total_len() {
+        return None;
+    }
+    // SAFETY: the control block lies inside the mapping (checked just above) at a
+    // page-aligned offset; its shared fields are only read atomically.
+    let cb = unsafe { &*base.add(layout.control_offset).cast::<ControlBlock>() };
+    if cb.magic != CONTROL_MAGIC {
+        return None;
+    }
+    let fields = cb.fields();
+    header::validate_control(&fields, &layout, &hdr).ok()?;
+    Some(Attached {
+        layout,
+        control: Some(fields),
     })
 }

@@ -29,6 +29,8 @@
 #![warn(missing_docs)]
 
 pub mod array;
+#[doc(hidden)]
+pub mod demo;
 pub mod element;
 pub mod error;
 pub mod header;
