@@ -24,8 +24,7 @@ fn child_entry() {
         return;
     };
     let mut parts = spec.splitn(3, ':');
-    let (Some("create"), Some(dir), Some(name)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("create"), Some(dir), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
         std::process::exit(2);
     };
     let a = Options::new()
@@ -99,7 +98,10 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn create_ls_inspect_path_rm() {
     let d = TestDir::new();
-    let o = shmarray(&d.0, &["create", "frames", "--dtype", "float32", "--shape", "10,20"]);
+    let o = shmarray(
+        &d.0,
+        &["create", "frames", "--dtype", "float32", "--shape", "10,20"],
+    );
     assert!(o.status.success(), "{o:?}");
     assert_eq!(stdout(&o).trim(), d.0.join("frames").display().to_string());
     // The created segment stays (persistent) and opens with the right type.
@@ -113,7 +115,10 @@ fn create_ls_inspect_path_rm() {
 
     let ls = stdout(&shmarray(&d.0, &["ls"]));
     let row = ls.lines().find(|l| l.starts_with("frames")).expect(&ls);
-    assert!(row.contains("<f4") && row.contains("(10,20)") && row.contains("800 B"), "{row}");
+    assert!(
+        row.contains("<f4") && row.contains("(10,20)") && row.contains("800 B"),
+        "{row}"
+    );
     assert!(row.contains("persistent"), "{row}");
 
     let inspect = stdout(&shmarray(&d.0, &["inspect", "frames"]));
@@ -135,7 +140,10 @@ fn create_ls_inspect_path_rm() {
 #[test]
 fn bad_input_is_a_clear_error() {
     let d = TestDir::new();
-    let o = shmarray(&d.0, &["create", "x", "--dtype", "complex128", "--shape", "3"]);
+    let o = shmarray(
+        &d.0,
+        &["create", "x", "--dtype", "complex128", "--shape", "3"],
+    );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown dtype"));
     let o = shmarray(&d.0, &["inspect", "a/b"]);
@@ -150,11 +158,16 @@ fn gc_removes_only_segments_of_dead_creators() {
     let d = TestDir::new();
     let ns = d.ns();
     // live: created (and held) by this test process
-    let live = Options::new().namespace(ns.clone()).create::<f64, Ix1>("live", 4).unwrap();
+    let live = Options::new()
+        .namespace(ns.clone())
+        .create::<f64, Ix1>("live", 4)
+        .unwrap();
     // dead: its creator exited without cleaning up
     create_orphan(&d.0, "dead");
     // persistent: made by `shmarray create`, whose process has exited too
-    assert!(shmarray(&d.0, &["create", "kept", "--shape", "3"]).status.success());
+    assert!(shmarray(&d.0, &["create", "kept", "--shape", "3"])
+        .status
+        .success());
     // half-built: a dead creator's segment that never got its magic published
     create_orphan(&d.0, "half");
     let half = d.0.join("half");
@@ -179,12 +192,18 @@ fn gc_removes_only_segments_of_dead_creators() {
     assert!(status_of("dead").ends_with("dead"), "{ls}");
     assert!(status_of("half").contains("dead, building"), "{ls}");
     assert!(status_of("kept").contains("persistent"), "{ls}");
-    assert!(!ls.contains("foreign"), "plain ls lists only segments:\n{ls}");
+    assert!(
+        !ls.contains("foreign"),
+        "plain ls lists only segments:\n{ls}"
+    );
     let ls_all = stdout(&shmarray(&d.0, &["ls", "--all"]));
     assert!(ls_all.contains("foreign"), "{ls_all}");
 
     let dry = stdout(&shmarray(&d.0, &["gc", "--dry-run"]));
-    assert!(dry.contains("would remove dead") && dry.contains("would remove half"), "{dry}");
+    assert!(
+        dry.contains("would remove dead") && dry.contains("would remove half"),
+        "{dry}"
+    );
     assert_eq!(d.names().len(), 6, "dry run removes nothing");
 
     let gc = shmarray(&d.0, &["gc"]);
@@ -210,8 +229,15 @@ fn demo_runs_and_checks_its_result() {
     let d = TestDir::new();
     let o = shmarray(&d.0, &["demo", "--mib", "4"]);
     let out = stdout(&o);
-    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.contains("result checked: all 524288 elements doubled"), "{out}");
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("result checked: all 524288 elements doubled"),
+        "{out}"
+    );
     assert!(out.contains("round trip, pipe (copy)"), "{out}");
     assert!(d.names().is_empty(), "demo leaves nothing behind");
 }
