@@ -34,6 +34,7 @@ fn zero_copy(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("shared_memory", mib), &name, |b, name| {
             b.iter(|| worker.double_shm(name).expect("worker"))
         });
+
         drop(arr);
 
         let mut data = vec![1.0f64; n];

@@ -46,17 +46,13 @@ pub fn serve(ns: &Namespace) -> Result<()> {
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next()) {
             (Some("shm"), Some(name)) => {
-                let t0 = Instant::now();
-                let mut a = Options::new()
-                    .namespace(ns.clone())
-                    .open::<f64, Ix1>(name)?;
-                let attach = t0.elapsed();
-                let t1 = Instant::now();
-                let mut v = a.view_mut()?;
-                v *= 2.0;
-                let kernel = t1.elapsed();
-                writeln!(out, "ok {} {}", attach.as_nanos(), kernel.as_nanos())
-                    .map_err(pipe_err)?;
+                let reply = match double_in_place(ns, name) {
+                    Ok((attach, kernel)) => {
+                        format!("ok {} {}", attach.as_nanos(), kernel.as_nanos())
+                    }
+                    Err(e) => format!("err {e}"),
+                };
+                writeln!(out, "{reply}").map_err(pipe_err)?;
                 out.flush().map_err(pipe_err)?;
             }
             (Some("pipe"), Some(bytes)) => {
@@ -75,6 +71,19 @@ pub fn serve(ns: &Namespace) -> Result<()> {
             _ => return Ok(()),
         }
     }
+}
+
+/// Attaches `name`, doubles it in place and returns the (attach, kernel) times.
+fn double_in_place(ns: &Namespace, name: &str) -> Result<(Duration, Duration)> {
+    let t0 = Instant::now();
+    let mut a = Options::new()
+        .namespace(ns.clone())
+        .open::<f64, Ix1>(name)?;
+    let attach = t0.elapsed();
+    let t1 = Instant::now();
+    let mut v = a.view_mut()?;
+    v *= 2.0;
+    Ok((attach, t1.elapsed()))
 }
 
 /// A running worker process (the `shmarray` binary's hidden `__worker` command).

@@ -23,7 +23,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layers, top to bottom: [`array`] (typed views), [`header`] (the format, pure),
+//! Layers, top to bottom: [`array`](mod@array) (typed views), [`header`] (the format, pure),
 //! [`segment`] (files and mappings), `sys` (the only libc/nix calls), [`error`].
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
