@@ -125,45 +125,40 @@ impl Segment {
             .create_exclusive(bare)
             .map_err(|e| map_errno("create", bare, e))?;
         // From here on the file is ours: remove it if anything fails.
-        let cleanup = |err: Error| {
+        let mut seg = Segment::reserve_and_map(file, len, bare, |_| Ok(())).inspect_err(|_| {
             let _ = ns.dir.unlink(bare);
-            err
-        };
-        sys::reserve(&file, len as u64).map_err(|e| {
-            cleanup(match e {
-                Errno::ENOSPC | Errno::EFBIG => Error::NoSpace {
-                    name: bare.to_string(),
-                    requested: len as u64,
-                },
-                e => map_errno("fallocate", bare, e),
-            })
         })?;
-        let info = sys::fstat(&file).map_err(|e| cleanup(map_errno("fstat", bare, e)))?;
-        let map = map_file(&file, len, true).map_err(|e| cleanup(Error::io("mmap", bare, e)))?;
-        Ok(Segment {
-            name: Some(bare.to_string()),
-            ns: Some(ns.clone()),
-            file,
-            map,
-            info,
-            writable: true,
-            owner: true,
-        })
+        seg.name = Some(bare.to_string());
+        seg.ns = Some(ns.clone());
+        seg.owner = true;
+        Ok(seg)
     }
 
     /// Creates an anonymous segment (memfd) of `len` bytes, sealed against resizing.
     /// It vanishes when the last process closes its descriptor and mapping.
     pub fn create_anonymous(label: &str, len: usize) -> Result<Segment> {
         let file = sys::memfd(label).map_err(|e| Error::io("memfd_create", label, e))?;
+        Segment::reserve_and_map(file, len, label, |f| {
+            sys::seal_size(f).map_err(|e| Error::io("seal", label, e))
+        })
+    }
+
+    /// Reserves `len` bytes of a new file, runs `prepare` on it, and maps it read-write.
+    fn reserve_and_map(
+        file: File,
+        len: usize,
+        label: &str,
+        prepare: impl FnOnce(&File) -> Result<()>,
+    ) -> Result<Segment> {
         sys::reserve(&file, len as u64).map_err(|e| match e {
             Errno::ENOSPC | Errno::EFBIG => Error::NoSpace {
                 name: label.to_string(),
                 requested: len as u64,
             },
-            e => Error::io("fallocate", label, e),
+            e => map_errno("fallocate", label, e),
         })?;
-        sys::seal_size(&file).map_err(|e| Error::io("seal", label, e))?;
-        let info = sys::fstat(&file).map_err(|e| Error::io("fstat", label, e))?;
+        prepare(&file)?;
+        let info = sys::fstat(&file).map_err(|e| map_errno("fstat", label, e))?;
         let map = map_file(&file, len, true).map_err(|e| Error::io("mmap", label, e))?;
         Ok(Segment {
             name: None,
