@@ -1,0 +1,194 @@
+//! NumPy interop, both ways, with the real numpy (installed by `.ci/run`).
+//!
+//! If numpy cannot be imported these tests fail, unless `SHMARRAY_SKIP_NUMPY=1` is
+//! set: a silently skipped interop test would hide a broken CI.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytemuck::Zeroable;
+use common::{unique_name, wait_with_deadline, ShmFile};
+use ndarray::{arr2, Array, Ix0, Ix1, Ix2, IxDyn};
+use shmarray::{Error, Options, Order, SharedArray};
+
+/// Runs a Python snippet with numpy imported as `np`; returns its stdout.
+/// `None` when numpy is unavailable and skipping was requested.
+fn python(code: &str) -> Option<String> {
+    let script = format!("import sys\nimport numpy as np\n{code}\n");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed");
+    let status = wait_with_deadline(&mut child, Duration::from_secs(60));
+    let out = child.wait_with_output().expect("python output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !status.success() && stderr.contains("No module named 'numpy'") {
+        if std::env::var_os("SHMARRAY_SKIP_NUMPY").is_some() {
+            eprintln!("SKIPPED: numpy is not installed (SHMARRAY_SKIP_NUMPY is set)");
+            return None;
+        }
+        panic!("numpy is not installed: run `python3 -m pip install numpy` (or set SHMARRAY_SKIP_NUMPY=1)");
+    }
+    assert!(status.success(), "python failed:\n{script}\n{stderr}");
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn rust_created_segment_is_a_numpy_array_and_sees_numpy_writes() {
+    let name = unique_name("np-rust");
+    let src = Array::from_shape_fn((3, 4), |(i, j)| (i * 10 + j) as f64);
+    let a = SharedArray::create_from(&name, &src).unwrap();
+    let path = a.path().unwrap();
+    let Some(out) = python(&format!(
+        "a = np.load({path:?}, mmap_mode='r+')\n\
+         print(a.dtype, a.shape, a.flags['C_CONTIGUOUS'], float(a.sum()), float(a[2, 3]))\n\
+         a *= 2\n\
+         a[0, 0] = -1\n\
+         a.flush()"
+    )) else {
+        return;
+    };
+    assert_eq!(out, "float64 (3, 4) True 138.0 23.0");
+    // Rust sees numpy's writes through its live mapping, no reopen.
+    let mut expect = src.mapv(|x| 2.0 * x);
+    expect[(0, 0)] = -1.0;
+    assert_eq!(a.view(), expect);
+}
+
+#[test]
+fn element_types_and_orders_reach_numpy_intact() {
+    fn check<T: shmarray::Element + std::fmt::Debug>(v: T, np_dtype: &str, order: Order) -> bool {
+        let name = unique_name("np-types");
+        let opts = Options::new().order(order);
+        let src = Array::from_shape_fn(
+            (2, 3),
+            |(i, j)| if i == 1 && j == 2 { v } else { T::zeroed() },
+        );
+        let a = opts.create_from(&name, &src).unwrap();
+        let fortran = order == Order::ColumnMajor;
+        let Some(out) = python(&format!(
+            "a = np.load({:?}, mmap_mode='r')\n\
+             print(a.dtype, a.shape, a.flags['F_CONTIGUOUS'] and not a.flags['C_CONTIGUOUS'], a[1, 2])",
+            a.path().unwrap()
+        )) else {
+            return false;
+        };
+        let mut parts = out.split_whitespace();
+        assert_eq!(parts.next(), Some(np_dtype), "{out}");
+        assert_eq!(parts.next(), Some("(2,"), "{out}");
+        assert_eq!(parts.next(), Some("3)"), "{out}");
+        assert_eq!(
+            parts.next(),
+            Some(if fortran { "True" } else { "False" }),
+            "{out}"
+        );
+        assert_eq!(parts.next().unwrap(), format!("{v:?}"), "{out}");
+        true
+    }
+    if !check(7i32, "int32", Order::RowMajor) {
+        return;
+    }
+    check(200u8, "uint8", Order::RowMajor);
+    check(-5i8, "int8", Order::ColumnMajor);
+    check(1.5f32, "float32", Order::ColumnMajor);
+    check(2.25f64, "float64", Order::ColumnMajor);
+    check(u64::MAX, "uint64", Order::RowMajor);
+    check(i16::MIN, "int16", Order::RowMajor);
+}
+
+#[test]
+fn zero_length_and_zero_dimensional_arrays_load_in_numpy() {
+    let name = unique_name("np-empty");
+    let a = SharedArray::<f32, Ix2>::create(&name, (0, 5)).unwrap();
+    let name0 = unique_name("np-scalar");
+    let mut s = SharedArray::<i64, Ix0>::create(&name0, ()).unwrap();
+    s.view_mut().unwrap()[()] = -42;
+    let Some(out) = python(&format!(
+        "a = np.load({:?}, mmap_mode='r+')\n\
+         s = np.load({:?}, mmap_mode='r+')\n\
+         print(a.shape, a.dtype, s.shape, int(s))\n\
+         s[()] = 7\n\
+         s.flush()",
+        a.path().unwrap(),
+        s.path().unwrap()
+    )) else {
+        return;
+    };
+    assert_eq!(out, "(0, 5) float32 () -42");
+    assert_eq!(s.view()[()], 7);
+}
+
+#[test]
+fn numpy_saved_files_open_in_rust() {
+    let name = unique_name("np-saved");
+    let guard = ShmFile::new(&name);
+    let namef = unique_name("np-savedf");
+    let guardf = ShmFile::new(&namef);
+    // np.save appends ".npy" to str paths, so hand it open files.
+    let Some(_) = python(&format!(
+        "with open({:?}, 'wb') as f: np.save(f, np.arange(12, dtype=np.int32).reshape(3, 4))\n\
+         with open({:?}, 'wb') as f: np.save(f, np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)))",
+        guard.0, guardf.0
+    )) else {
+        return;
+    };
+    let a = SharedArray::<i32, Ix2>::open(&name).unwrap();
+    assert_eq!(
+        a.view(),
+        Array::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as i32)
+    );
+    assert!(
+        a.control_block().is_none(),
+        "a plain .npy has no control block"
+    );
+    let f = SharedArray::<f64, Ix2>::open(&namef).unwrap();
+    assert!(f.is_fortran());
+    assert_eq!(f.view(), arr2(&[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]));
+    // Wrong type: a typed error naming both sides, nothing adopted or changed.
+    match SharedArray::<f64, Ix2>::open(&name) {
+        Err(Error::TypeMismatch {
+            expected, found, ..
+        }) => {
+            assert!(expected.contains("f64"), "{expected}");
+            assert!(found.contains("<i4"), "{found}");
+        }
+        other => panic!("expected TypeMismatch, got {other:?}"),
+    }
+    assert!(matches!(
+        SharedArray::<i32, Ix1>::open(&name),
+        Err(Error::TypeMismatch { .. })
+    ));
+}
+
+#[test]
+fn numpy_open_memmap_segment_is_shared_both_ways() {
+    let name = unique_name("np-memmap");
+    let guard = ShmFile::new(&name);
+    let Some(_) = python(&format!(
+        "m = np.lib.format.open_memmap({:?}, mode='w+', dtype=np.uint16, shape=(4, 2, 3))\n\
+         m[...] = np.arange(24).reshape(4, 2, 3)\n\
+         m.flush()",
+        guard.0
+    )) else {
+        return;
+    };
+    let mut a = SharedArray::<u16, IxDyn>::open(&name).unwrap();
+    assert_eq!(a.shape(), &[4, 2, 3]);
+    assert_eq!(
+        a.view().iter().map(|&x| x as u32).sum::<u32>(),
+        (0..24).sum()
+    );
+    a.view_mut().unwrap().mapv_inplace(|x| x + 100);
+    let Some(out) = python(&format!(
+        "m = np.load({:?}, mmap_mode='r')\nprint(int(m.min()), int(m.max()))",
+        guard.0
+    )) else {
+        return;
+    };
+    assert_eq!(out, "100 123");
+}
