@@ -8,7 +8,6 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytemuck::Zeroable;
 use common::{unique_name, wait_with_deadline, ShmFile};
 use ndarray::{arr2, Array, Ix0, Ix1, Ix2, IxDyn};
 use shmarray::{Error, Options, Order, SharedArray};
