@@ -44,9 +44,10 @@ use crate::element::Element;
 use crate::error::{Corruption, Error, Result};
 use crate::header::{
     self, fnv1a64, ControlBlock, ControlFields, Dtype, HeaderError, Layout, CONTROL_MAGIC,
-    FLAG_PERSISTENT, LAYOUT_VERSION, NPY_MAGIC,
+    FLAG_LOCK_READY, FLAG_PERSISTENT, LAYOUT_VERSION, NPY_MAGIC,
 };
 use crate::segment::{Namespace, Segment};
+use crate::sync::{LockError, LockResult, RawMutexGuard, RawRobustMutex};
 use crate::sys;
 
 /// Memory order of a new array: row-major (C, the default) or column-major (Fortran).
@@ -142,6 +143,25 @@ impl Options {
         SharedArray::from_segment(seg)
     }
 
+    /// Creates a segment of `len` bytes whose data is initialised by `init` before
+    /// publication (for the named objects in [`crate::objects`]).
+    pub(crate) fn create_initialised(
+        &self,
+        name: &str,
+        len: usize,
+        init: impl FnOnce(*mut u8),
+    ) -> Result<SharedArray<u8, ndarray::Ix1>> {
+        let seg = publish(
+            Target::Named(&self.ns()?, name),
+            Dtype::U8,
+            false,
+            &[len],
+            self.persistent,
+            init,
+        )?;
+        SharedArray::from_segment(seg)
+    }
+
     /// Creates an anonymous (memfd) array: no name, sealed against resizing, gone when
     /// the last process closes it. Share it with children through its descriptor.
     pub fn create_anonymous<T: Element, D: Dimension>(
@@ -215,6 +235,10 @@ fn publish(
         std::ptr::copy_nonoverlapping(hdr.as_ptr().add(8), base.add(8), hdr.len() - 8);
         let cb = base.add(layout.control_offset).cast::<ControlBlock>();
         ControlBlock::init_at(cb, &fields);
+        let lock = std::ptr::addr_of_mut!((*cb).lock).cast::<RawRobustMutex>();
+        if RawRobustMutex::init_at(lock).is_ok() {
+            (*cb).flags.fetch_or(FLAG_LOCK_READY, Ordering::Relaxed);
+        }
         init(base.add(layout.data_offset));
         (*cb).state.store(header::state::READY, Ordering::Release);
         let magic = u64::from_le_bytes(hdr[..8].try_into().expect("8 bytes"));
@@ -422,7 +446,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     }
 
     #[inline]
-    fn data_ptr(&self) -> *mut T {
+    pub(crate) fn data_ptr(&self) -> *mut T {
         // SAFETY: `data_offset <= data_end <= mapping length` (checked in `attach`).
         unsafe { self.seg.as_ptr().add(self.layout.data_offset).cast::<T>() }
     }
@@ -538,7 +562,6 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         self.control.map(|p| unsafe { &*p.as_ptr() })
     }
 
-    #[allow(dead_code)] // used by the lock API
     pub(crate) fn require_control(&self, what: &'static str) -> Result<&ControlBlock> {
         self.control_block().ok_or_else(|| Error::NoControlBlock {
             name: self.seg.label().to_string(),
@@ -567,6 +590,110 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// `NotFound`). A name since re-created by someone else is left alone.
     pub fn unlink(&self) -> Result<()> {
         self.seg.unlink()
+    }
+
+    /// The array's robust process-shared mutex, if it can be used here.
+    fn mutex(&self) -> std::result::Result<&RawRobustMutex, Error> {
+        let cb = self.require_control("the array lock")?;
+        self.check_writable()?;
+        if cb.flags.load(Ordering::Relaxed) & FLAG_LOCK_READY == 0 {
+            return Err(Error::NoControlBlock {
+                name: self.seg.label().to_string(),
+                what: "the array lock (its creator could not initialise a robust mutex)",
+            });
+        }
+        // SAFETY: the slot is 128 bytes, 64-byte aligned, inside the mapping, and was
+        // initialised as a RawRobustMutex before publication (FLAG_LOCK_READY).
+        Ok(unsafe { &*std::ptr::addr_of!(cb.lock).cast::<RawRobustMutex>() })
+    }
+
+    fn guard_result<'a>(
+        &'a self,
+        r: LockResult<RawMutexGuard<'a>>,
+    ) -> LockResult<ArrayGuard<'a, T, D>> {
+        let wrap = |raw| ArrayGuard {
+            raw,
+            // SAFETY: the lock is held for the guard's lifetime; everyone mutating this
+            // array through `lock()` is excluded, the mapping is writable (checked in
+            // `mutex`) and bounds/alignment hold as for `view`.
+            view: unsafe { self.view_mut_unchecked() },
+        };
+        r.map(wrap).map_err(|e| e.map_guard(wrap))
+    }
+
+    /// Locks the array's robust process-shared mutex and returns a guard that derefs
+    /// to the mutable view. Blocks until the lock is free.
+    ///
+    /// If the previous holder died while holding it, this returns
+    /// `Err(LockError::OwnerDied(guard))`: the lock *is* held; check or repair the
+    /// data, call [`ArrayGuard::mark_consistent`], then drop the guard. Dropping it
+    /// unrepaired makes the lock `NotRecoverable` for everyone. See [`crate::sync`].
+    pub fn lock(&self) -> LockResult<ArrayGuard<'_, T, D>> {
+        match self.mutex() {
+            Ok(m) => self.guard_result(m.lock()),
+            Err(e) => Err(LockError::Segment(e)),
+        }
+    }
+
+    /// Like [`lock`](Self::lock), but `Err(WouldBlock)` instead of waiting.
+    pub fn try_lock(&self) -> LockResult<ArrayGuard<'_, T, D>> {
+        match self.mutex() {
+            Ok(m) => self.guard_result(m.try_lock()),
+            Err(e) => Err(LockError::Segment(e)),
+        }
+    }
+
+    /// Like [`lock`](Self::lock), but gives up with `Err(Timeout)` after `timeout`
+    /// (monotonic clock; any duration is accepted).
+    pub fn lock_timeout(&self, timeout: std::time::Duration) -> LockResult<ArrayGuard<'_, T, D>> {
+        match self.mutex() {
+            Ok(m) => self.guard_result(m.lock_timeout(timeout)),
+            Err(e) => Err(LockError::Segment(e)),
+        }
+    }
+
+    /// One of the control block's cache-padded atomic counters (`index < 8`), shared
+    /// by every process that attaches this array.
+    pub fn counter(&self, index: usize) -> Result<&AtomicU64> {
+        let cb = self.require_control("atomic counters")?;
+        cb.counters.get(index).map(|c| &c.value).ok_or_else(|| {
+            Error::Shape(format!(
+                "counter index {index} out of range 0..{}",
+                header::COUNTERS
+            ))
+        })
+    }
+}
+
+/// The array's lock, held: derefs to the mutable view. Unlocks on drop.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ArrayGuard<'a, T: Element, D: Dimension> {
+    view: ArrayViewMut<'a, T, D>,
+    raw: RawMutexGuard<'a>,
+}
+
+impl<T: Element, D: Dimension> ArrayGuard<'_, T, D> {
+    /// Whether the previous holder died and the data is not yet marked consistent.
+    pub fn owner_died(&self) -> bool {
+        self.raw.owner_died()
+    }
+
+    /// After an `OwnerDied`, declares the data repaired so the lock stays usable.
+    pub fn mark_consistent(&mut self) {
+        self.raw.mark_consistent();
+    }
+}
+
+impl<'a, T: Element, D: Dimension> std::ops::Deref for ArrayGuard<'a, T, D> {
+    type Target = ArrayViewMut<'a, T, D>;
+    fn deref(&self) -> &Self::Target {
+        &self.view
+    }
+}
+
+impl<T: Element, D: Dimension> std::ops::DerefMut for ArrayGuard<'_, T, D> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.view
     }
 }
 

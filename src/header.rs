@@ -692,6 +692,11 @@ pub mod state {
 /// never collected by `shmarray gc`).
 pub const FLAG_PERSISTENT: u32 = 1;
 
+/// Control block flag: the creator initialised the robust mutex in `lock`. Without
+/// it (a platform without robust mutexes), locking reports `Unsupported` instead of
+/// using a zeroed, non-robust mutex.
+pub const FLAG_LOCK_READY: u32 = 2;
+
 /// Storage for the segment's robust lock, interpreted by the `sync` layer.
 #[repr(C, align(64))]
 pub struct LockSlot(pub [u8; 128]);

@@ -34,11 +34,15 @@ pub mod demo;
 pub mod element;
 pub mod error;
 pub mod header;
+pub mod objects;
 pub mod segment;
+pub mod sync;
 mod sys;
 
-pub use array::{inspect, remove, Options, Order, SegmentInfo, SharedArray};
+pub use array::{inspect, remove, ArrayGuard, Options, Order, SegmentInfo, SharedArray};
 pub use element::Element;
 pub use error::{Corruption, Error, NameProblem, Result};
 pub use header::Dtype;
+pub use objects::{Barrier, Event, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64, SharedValue};
 pub use segment::{Namespace, Segment};
+pub use sync::{LockError, LockResult};

@@ -1,0 +1,365 @@
+//! A robust, process-shared mutex that lives in shared memory.
+//!
+//! Built on a pthread mutex with `PTHREAD_PROCESS_SHARED`, `PTHREAD_MUTEX_ROBUST` and
+//! `PTHREAD_MUTEX_ERRORCHECK`. When a holder dies (even by `kill -9`), the kernel's
+//! robust-futex list hands the lock to the next locker with `EOWNERDEAD`; we surface
+//! that as [`LockError::OwnerDied`], which *carries the guard*: the caller holds the
+//! lock, checks/repairs the data and calls [`RawMutexGuard::mark_consistent`]. A
+//! guard dropped without that makes the mutex permanently
+//! [`LockError::NotRecoverable`] for everyone — visible, never a deadlock, never a
+//! silent success.
+//!
+//! | outcome of `lock()`          | lock held? | meaning                                  |
+//! |------------------------------|------------|------------------------------------------|
+//! | `Ok(guard)`                  | yes        | normal                                   |
+//! | `Err(OwnerDied(guard))`      | yes        | previous holder died; data may be torn   |
+//! | `Err(NotRecoverable)`        | no         | an OwnerDied guard was dropped unrepaired|
+//! | `Err(Timeout(d))`            | no         | `lock_timeout` elapsed                   |
+//! | `Err(WouldBlock)`            | no         | `try_lock` found it held                 |
+//! | `Err(Deadlock)`              | no         | this thread already holds it             |
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use super::sys;
+
+/// Result of a lock operation: the guard, or why not (possibly still with a guard).
+pub type LockResult<G> = Result<G, LockError<G>>;
+
+/// Why a lock operation did not simply succeed.
+#[non_exhaustive]
+pub enum LockError<G> {
+    /// The previous holder died while holding the lock. **The lock is now held by
+    /// the caller** through the guard inside: inspect/repair the data, then call
+    /// `mark_consistent()` on the guard before dropping it.
+    OwnerDied(G),
+    /// A guard obtained through `OwnerDied` was dropped without `mark_consistent()`:
+    /// the lock can never be acquired again (re-create the segment).
+    NotRecoverable,
+    /// `lock_timeout` gave up after this long.
+    Timeout(Duration),
+    /// `try_lock` found the lock held.
+    WouldBlock,
+    /// The calling thread already holds this lock.
+    Deadlock,
+    /// The platform does not provide robust process-shared mutexes.
+    Unsupported(&'static str),
+    /// The lock is unavailable on this segment (no control block, read-only mapping).
+    Segment(crate::Error),
+    /// Any other error from the OS.
+    Os(Errno),
+}
+
+impl<G> LockError<G> {
+    /// Converts the guard inside an `OwnerDied` (other variants pass through).
+    pub fn map_guard<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
+            LockError::NotRecoverable => LockError::NotRecoverable,
+            LockError::Timeout(d) => LockError::Timeout(d),
+            LockError::WouldBlock => LockError::WouldBlock,
+            LockError::Deadlock => LockError::Deadlock,
+            LockError::Unsupported(s) => LockError::Unsupported(s),
+            LockError::Segment(e) => LockError::Segment(e),
+            LockError::Os(e) => LockError::Os(e),
+        }
+    }
+
+    /// The guard, if the lock was acquired anyway (`OwnerDied`).
+    pub fn into_guard(self) -> Option<G> {
+        match self {
+            LockError::OwnerDied(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Whether this is `OwnerDied`.
+    pub fn is_owner_died(&self) -> bool {
+        matches!(self, LockError::OwnerDied(_))
+    }
+}
+
+impl<G> fmt::Debug for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            LockError::NotRecoverable => f.write_str("NotRecoverable"),
+            LockError::Timeout(d) => f.debug_tuple("Timeout").field(d).finish(),
+            LockError::WouldBlock => f.write_str("WouldBlock"),
+            LockError::Deadlock => f.write_str("Deadlock"),
+            LockError::Unsupported(s) => f.debug_tuple("Unsupported").field(s).finish(),
+            LockError::Segment(e) => f.debug_tuple("Segment").field(e).finish(),
+            LockError::Os(e) => f.debug_tuple("Os").field(e).finish(),
+        }
+    }
+}
+
+impl<G> fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(_) => f.write_str(
+                "the previous lock holder died; the lock is held now, check the data and mark it consistent",
+            ),
+            LockError::NotRecoverable => f.write_str(
+                "the lock is not recoverable: a holder died and the data was never marked consistent",
+            ),
+            LockError::Timeout(d) => write!(f, "lock not acquired within {d:?}"),
+            LockError::WouldBlock => f.write_str("the lock is held by someone else"),
+            LockError::Deadlock => f.write_str("this thread already holds the lock"),
+            LockError::Unsupported(s) => write!(f, "robust process-shared locks unsupported: {s}"),
+            LockError::Segment(e) => write!(f, "{e}"),
+            LockError::Os(e) => write!(f, "lock failed: {e}"),
+        }
+    }
+}
+
+impl<G> std::error::Error for LockError<G> {}
+
+/// A robust, process-shared, error-checking mutex, placed in shared memory.
+///
+/// It protects no data by itself; [`crate::SharedArray::lock`] and
+/// [`crate::sync::SharedValue`] pair it with data.
+#[repr(C, align(64))]
+pub struct RawRobustMutex {
+    inner: UnsafeCell<libc::pthread_mutex_t>,
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<RawRobustMutex>() <= 128);
+    assert!(std::mem::align_of::<RawRobustMutex>() == 64);
+};
+
+// SAFETY: a process-shared pthread mutex is designed to be used from any thread of
+// any process; all access goes through pthread calls.
+unsafe impl Sync for RawRobustMutex {}
+// SAFETY: as above.
+unsafe impl Send for RawRobustMutex {}
+
+/// Whether robust process-shared mutexes really work here, checked once.
+///
+/// A thread locks a robust mutex and exits without unlocking; the next `lock` must
+/// report `EOWNERDEAD` (the kernel's robust list at work), and after
+/// `pthread_mutex_consistent` the mutex must be usable again.
+pub fn robust_mutexes_supported() -> Result<(), &'static str> {
+    static PROBE: OnceLock<Result<(), &'static str>> = OnceLock::new();
+    *PROBE.get_or_init(probe)
+}
+
+#[cold]
+fn probe() -> Result<(), &'static str> {
+    let m = Box::new(RawRobustMutex {
+        // SAFETY: all-zero bytes are a valid value to overwrite; `init_at` runs
+        // before any use.
+        inner: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+    });
+    // SAFETY: `m.inner` is valid, aligned and unused.
+    unsafe { sys::mutex_init(m.inner.get()) }
+        .map_err(|_| "pthread_mutex_init refused robust + pshared")?;
+    let addr = &m.inner as *const UnsafeCell<libc::pthread_mutex_t> as usize;
+    let locked = std::thread::spawn(move || {
+        // SAFETY: the Box outlives this thread (joined below).
+        let cell = unsafe { &*(addr as *const UnsafeCell<libc::pthread_mutex_t>) };
+        sys::mutex_lock(cell) == 0
+        // The thread exits holding the lock.
+    })
+    .join()
+    .unwrap_or(false);
+    if !locked {
+        return Err("could not lock a robust mutex");
+    }
+    let rc = sys::mutex_lock(&m.inner);
+    let result = if rc == libc::EOWNERDEAD {
+        // SAFETY: we hold the mutex, acquired with EOWNERDEAD.
+        let consistent = unsafe { sys::mutex_consistent(&m.inner) } == 0;
+        // SAFETY: we hold the mutex.
+        let unlocked = unsafe { sys::mutex_unlock(&m.inner) } == 0;
+        if consistent && unlocked {
+            Ok(())
+        } else {
+            Err("pthread_mutex_consistent did not recover the mutex")
+        }
+    } else {
+        Err("a dead holder was not reported (no EOWNERDEAD)")
+    };
+    // SAFETY: unlocked (or abandoned on failure, where destroy is harmless) and unused.
+    unsafe { sys::mutex_destroy(m.inner.get()) };
+    result
+}
+
+impl RawRobustMutex {
+    /// Initialises a mutex in place (robust, process-shared, error-checking).
+    ///
+    /// # Safety
+    /// - `ptr` is valid for writes of `size_of::<Self>()` bytes and 64-byte aligned.
+    /// - Nobody uses the memory as a mutex yet (it is not visible to other processes,
+    ///   or they are known not to touch it until initialisation is published).
+    pub unsafe fn init_at(ptr: *mut RawRobustMutex) -> Result<(), LockError<()>> {
+        robust_mutexes_supported().map_err(LockError::Unsupported)?;
+        // SAFETY: per the caller's contract, `ptr` is valid, aligned and unused;
+        // `UnsafeCell<T>` has the layout of `T`.
+        unsafe { sys::mutex_init(ptr.cast::<libc::pthread_mutex_t>()) }.map_err(LockError::Os)
+    }
+
+    /// Blocks until the lock is acquired.
+    #[inline]
+    pub fn lock(&self) -> LockResult<RawMutexGuard<'_>> {
+        self.outcome(sys::mutex_lock(&self.inner), None)
+    }
+
+    /// Acquires the lock if it is free, else `WouldBlock`.
+    #[inline]
+    pub fn try_lock(&self) -> LockResult<RawMutexGuard<'_>> {
+        self.outcome(sys::mutex_trylock(&self.inner), None)
+    }
+
+    /// Blocks for at most `timeout` (measured on `CLOCK_MONOTONIC`, so wall-clock
+    /// jumps don't matter); any duration is accepted, huge ones saturate.
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<RawMutexGuard<'_>> {
+        self.outcome(sys::mutex_lock_timeout(&self.inner, timeout), Some(timeout))
+    }
+
+    #[inline]
+    fn outcome(&self, code: sys::Code, timeout: Option<Duration>) -> LockResult<RawMutexGuard<'_>> {
+        if code == 0 {
+            Ok(self.guard(false))
+        } else {
+            self.slow_outcome(code, timeout)
+        }
+    }
+
+    #[cold]
+    fn slow_outcome(
+        &self,
+        code: sys::Code,
+        timeout: Option<Duration>,
+    ) -> LockResult<RawMutexGuard<'_>> {
+        Err(match code {
+            libc::EOWNERDEAD => LockError::OwnerDied(self.guard(true)),
+            libc::ENOTRECOVERABLE => LockError::NotRecoverable,
+            libc::ETIMEDOUT => LockError::Timeout(timeout.unwrap_or_default()),
+            libc::EBUSY => LockError::WouldBlock,
+            libc::EDEADLK => LockError::Deadlock,
+            other => LockError::Os(Errno::from_raw(other)),
+        })
+    }
+
+    fn guard(&self, owner_died: bool) -> RawMutexGuard<'_> {
+        RawMutexGuard {
+            mutex: self,
+            owner_died,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+/// Proof that the calling thread holds a [`RawRobustMutex`]; unlocks on drop.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RawMutexGuard<'a> {
+    mutex: &'a RawRobustMutex,
+    owner_died: bool,
+    // pthread mutexes must be unlocked by the thread that locked them.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl RawMutexGuard<'_> {
+    /// Whether this guard came from `OwnerDied` and is not yet marked consistent.
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+
+    /// Declares the protected data repaired after an `OwnerDied`, so the lock stays
+    /// usable. A no-op for guards from a normal lock.
+    pub fn mark_consistent(&mut self) {
+        if self.owner_died {
+            // SAFETY: this thread holds the mutex, acquired with EOWNERDEAD.
+            let rc = unsafe { sys::mutex_consistent(&self.mutex.inner) };
+            debug_assert_eq!(rc, 0, "pthread_mutex_consistent failed");
+            self.owner_died = false;
+        }
+    }
+}
+
+impl Drop for RawMutexGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard exists only while this thread holds the mutex. If the
+        // guard came from OwnerDied and was not marked consistent, this unlock makes
+        // the mutex ENOTRECOVERABLE, by design.
+        let rc = unsafe { sys::mutex_unlock(&self.mutex.inner) };
+        debug_assert_eq!(rc, 0, "pthread_mutex_unlock failed");
+    }
+}
+
+impl fmt::Debug for RawMutexGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawMutexGuard")
+            .field("owner_died", &self.owner_died)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heap_mutex() -> Box<RawRobustMutex> {
+        let mut b = Box::<RawRobustMutex>::new_uninit();
+        // SAFETY: fresh, aligned, private memory.
+        unsafe { RawRobustMutex::init_at(b.as_mut_ptr()) }.unwrap();
+        // SAFETY: initialised just above.
+        unsafe { b.assume_init() }
+    }
+
+    #[test]
+    fn probe_passes_here() {
+        robust_mutexes_supported().unwrap();
+    }
+
+    #[test]
+    fn lock_try_lock_deadlock_detection() {
+        let m = heap_mutex();
+        let g = m.lock().unwrap();
+        assert!(matches!(m.lock(), Err(LockError::Deadlock)));
+        drop(g);
+        let g = m.try_lock().unwrap();
+        let addr = &*m as *const RawRobustMutex as usize;
+        let other = std::thread::spawn(move || {
+            // SAFETY: the mutex outlives the thread (joined below).
+            let m = unsafe { &*(addr as *const RawRobustMutex) };
+            matches!(m.try_lock(), Err(LockError::WouldBlock))
+        });
+        assert!(other.join().unwrap());
+        drop(g);
+    }
+
+    #[test]
+    fn dead_holder_thread_gives_owner_died_then_recovery_or_not_recoverable() {
+        for repair in [true, false] {
+            let m = heap_mutex();
+            let addr = &*m as *const RawRobustMutex as usize;
+            std::thread::spawn(move || {
+                // SAFETY: the mutex outlives the thread.
+                let m = unsafe { &*(addr as *const RawRobustMutex) };
+                std::mem::forget(m.lock().unwrap());
+            })
+            .join()
+            .unwrap();
+            let mut g = m.lock().unwrap_err().into_guard().expect("OwnerDied");
+            assert!(g.owner_died());
+            if repair {
+                g.mark_consistent();
+                drop(g);
+                drop(m.lock().expect("usable after repair"));
+            } else {
+                drop(g);
+                assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
+                assert!(matches!(m.try_lock(), Err(LockError::NotRecoverable)));
+            }
+        }
+    }
+}

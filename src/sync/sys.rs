@@ -1,0 +1,222 @@
+//! FFI of the sync layer: robust process-shared pthread mutexes and futexes.
+//! The only file of `sync` that calls libc.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+extern "C" {
+    // glibc >= 2.30; not (yet) declared by the libc crate.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// Result of a pthread mutex call, as an errno-like code (0 = success).
+pub type Code = libc::c_int;
+
+/// Initialises a robust, process-shared, error-checking mutex in place.
+///
+/// # Safety
+/// `m` must be valid for writes, aligned, and not in use by anyone (not locked,
+/// no waiters): initialising a mutex in use is undefined behaviour.
+pub unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> Result<(), Errno> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: `attr` is a local we initialise before use and destroy after; `m` is
+    // valid per the caller's contract.
+    unsafe {
+        Errno::result(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+        let a = attr.as_mut_ptr();
+        let rc = (|| {
+            check(libc::pthread_mutexattr_setpshared(
+                a,
+                libc::PTHREAD_PROCESS_SHARED,
+            ))?;
+            check(libc::pthread_mutexattr_setrobust(
+                a,
+                libc::PTHREAD_MUTEX_ROBUST,
+            ))?;
+            check(libc::pthread_mutexattr_settype(
+                a,
+                libc::PTHREAD_MUTEX_ERRORCHECK,
+            ))?;
+            check(libc::pthread_mutex_init(m, a))
+        })();
+        libc::pthread_mutexattr_destroy(a);
+        rc
+    }
+}
+
+fn check(code: Code) -> Result<(), Errno> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw(code))
+    }
+}
+
+/// `pthread_mutex_lock`; returns the raw code (0, `EOWNERDEAD`, `ENOTRECOVERABLE`, ...).
+#[inline]
+pub fn mutex_lock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
+    // SAFETY: `m` points to a mutex initialised by `mutex_init` (the callers in
+    // `mutex.rs` only hand out references to initialised mutexes).
+    unsafe { libc::pthread_mutex_lock(m.get()) }
+}
+
+/// `pthread_mutex_trylock`.
+#[inline]
+pub fn mutex_trylock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
+    // SAFETY: as for `mutex_lock`.
+    unsafe { libc::pthread_mutex_trylock(m.get()) }
+}
+
+/// `pthread_mutex_clocklock(CLOCK_MONOTONIC)` with a deadline `timeout` from now.
+/// The deadline is normalised (`tv_nsec` in `[0, 1e9)`) and saturates for huge
+/// timeouts, so this never fails with `EINVAL` because of the duration.
+pub fn mutex_lock_timeout(m: &UnsafeCell<libc::pthread_mutex_t>, timeout: Duration) -> Code {
+    let deadline = deadline_after(timeout);
+    // SAFETY: as for `mutex_lock`; `deadline` is a valid, normalised timespec.
+    unsafe { pthread_mutex_clocklock(m.get(), libc::CLOCK_MONOTONIC, &deadline) }
+}
+
+/// `pthread_mutex_unlock`.
+///
+/// # Safety
+/// The calling thread must hold the mutex.
+#[inline]
+pub unsafe fn mutex_unlock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
+    // SAFETY: the caller holds the mutex.
+    unsafe { libc::pthread_mutex_unlock(m.get()) }
+}
+
+/// `pthread_mutex_consistent`: marks a mutex acquired with `EOWNERDEAD` as repaired.
+///
+/// # Safety
+/// The calling thread must hold the mutex, acquired with `EOWNERDEAD`.
+pub unsafe fn mutex_consistent(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
+    // SAFETY: per the caller's contract.
+    unsafe { libc::pthread_mutex_consistent(m.get()) }
+}
+
+/// `pthread_mutex_destroy`.
+///
+/// # Safety
+/// The mutex must be unlocked and unused from now on.
+pub unsafe fn mutex_destroy(m: *mut libc::pthread_mutex_t) {
+    // SAFETY: per the caller's contract.
+    unsafe { libc::pthread_mutex_destroy(m) };
+}
+
+/// Current `CLOCK_MONOTONIC` time.
+fn monotonic_now() -> libc::timespec {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts
+}
+
+/// `CLOCK_MONOTONIC` now + `d`, normalised, saturating at ~292 years from boot.
+pub fn deadline_after(d: Duration) -> libc::timespec {
+    timespec_add(monotonic_now(), d)
+}
+
+/// Adds `d` to `t`, keeping `tv_nsec` in `[0, 1e9)` and saturating `tv_sec`.
+pub fn timespec_add(t: libc::timespec, d: Duration) -> libc::timespec {
+    const NANOS: i64 = 1_000_000_000;
+    let max_sec = libc::time_t::MAX / 2;
+    let add_sec = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let mut sec = t.tv_sec.saturating_add(add_sec);
+    let mut nsec = t.tv_nsec + d.subsec_nanos() as i64;
+    if nsec >= NANOS {
+        nsec -= NANOS;
+        sec = sec.saturating_add(1);
+    }
+    if sec > max_sec {
+        sec = max_sec;
+        nsec = 0;
+    }
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
+/// Outcome of a futex wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FutexWait {
+    /// Woken (or spurious wake-up): re-check the condition.
+    Woken,
+    /// The word did not hold the expected value when the kernel looked.
+    ValueChanged,
+    /// The timeout elapsed.
+    TimedOut,
+}
+
+/// `FUTEX_WAIT` (process-shared: no `FUTEX_PRIVATE_FLAG`) while `*word == expected`,
+/// for at most `timeout` (relative, so measured on `CLOCK_MONOTONIC`).
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> FutexWait {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX / 2),
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of the call;
+    // the timespec (if any) outlives the call. FUTEX_WAIT only reads the word.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if rc == 0 {
+        return FutexWait::Woken;
+    }
+    match Errno::last() {
+        Errno::EAGAIN => FutexWait::ValueChanged,
+        Errno::ETIMEDOUT => FutexWait::TimedOut,
+        // EINTR and anything unexpected: let the caller re-check its condition.
+        _ => FutexWait::Woken,
+    }
+}
+
+/// `FUTEX_WAKE` (process-shared) for up to `n` waiters; returns how many were woken.
+pub fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+    let n = n.min(i32::MAX as u32);
+    // SAFETY: `word` is a valid, aligned 32-bit atomic; FUTEX_WAKE does not access it.
+    let rc = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    rc.max(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timespec_add_normalises_and_saturates() {
+        let t = libc::timespec {
+            tv_sec: 10,
+            tv_nsec: 999_999_999,
+        };
+        let r = timespec_add(t, Duration::from_nanos(2));
+        assert_eq!((r.tv_sec, r.tv_nsec), (11, 1));
+        let r = timespec_add(t, Duration::from_millis(1500));
+        assert_eq!((r.tv_sec, r.tv_nsec), (12, 499_999_999));
+        let r = timespec_add(t, Duration::MAX);
+        assert_eq!((r.tv_sec, r.tv_nsec), (libc::time_t::MAX / 2, 0));
+        assert!((0..1_000_000_000).contains(&r.tv_nsec));
+    }
+}
