@@ -25,7 +25,15 @@ use crate::sync::{BarrierError, LockResult, RawBarrier, RawEvent, TimedOut};
 /// use shmarray::objects::SharedValue;
 /// let counter = SharedValue::<i64>::create("counter", 0)?;   // process A
 /// let counter = SharedValue::<i64>::open("counter")?;        // process B
-/// *counter.lock()? += 1;                                      // counter.get_lock() + value += 1
+/// match counter.lock() {                                     // counter.get_lock()
+///     Ok(mut v) => *v += 1,
+///     // The previous holder died mid-update: we hold the lock; repair, then go on.
+///     Err(shmarray::LockError::OwnerDied(mut v)) => {
+///         v.mark_consistent();
+///         *v += 1;
+///     }
+///     Err(e) => return Err(e.to_string().into()),
+/// }
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
