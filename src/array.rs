@@ -684,6 +684,15 @@ impl<T: Element, D: Dimension> ArrayGuard<'_, T, D> {
     }
 }
 
+impl<T: Element, D: Dimension> fmt::Debug for ArrayGuard<'_, T, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArrayGuard")
+            .field("shape", &self.view.shape())
+            .field("owner_died", &self.owner_died())
+            .finish()
+    }
+}
+
 impl<'a, T: Element, D: Dimension> std::ops::Deref for ArrayGuard<'a, T, D> {
     type Target = ArrayViewMut<'a, T, D>;
     fn deref(&self) -> &Self::Target {

@@ -127,6 +127,15 @@ impl<T: Element> ValueGuard<'_, T> {
     }
 }
 
+impl<T: Element + std::fmt::Debug> std::fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueGuard")
+            .field("value", &**self)
+            .field("owner_died", &self.owner_died())
+            .finish()
+    }
+}
+
 impl<T: Element> Deref for ValueGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {

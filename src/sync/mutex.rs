@@ -212,9 +212,18 @@ impl RawRobustMutex {
     }
 
     /// Acquires the lock if it is free, else `WouldBlock`.
+    ///
+    /// Implemented as a timed lock with an already expired deadline, not with
+    /// `pthread_mutex_trylock`: glibc's trylock on a robust mutex that is not
+    /// recoverable leaves the lock word owned by the caller (it unlocks only when the
+    /// word was already ours), after which every other locker blocks forever instead
+    /// of getting `ENOTRECOVERABLE`. The timed path releases it correctly.
     #[inline]
     pub fn try_lock(&self) -> LockResult<RawMutexGuard<'_>> {
-        self.outcome(sys::mutex_trylock(&self.inner), None)
+        match sys::mutex_try_lock(&self.inner) {
+            libc::ETIMEDOUT => Err(LockError::WouldBlock),
+            code => self.outcome(code, None),
+        }
     }
 
     /// Blocks for at most `timeout` (measured on `CLOCK_MONOTONIC`, so wall-clock
@@ -325,6 +334,10 @@ mod tests {
         let m = heap_mutex();
         let g = m.lock().unwrap();
         assert!(matches!(m.lock(), Err(LockError::Deadlock)));
+        assert!(matches!(
+            m.lock_timeout(Duration::from_millis(5)),
+            Err(LockError::Deadlock)
+        ));
         drop(g);
         let g = m.try_lock().unwrap();
         let addr = &*m as *const RawRobustMutex as usize;
@@ -359,6 +372,22 @@ mod tests {
                 drop(g);
                 assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
                 assert!(matches!(m.try_lock(), Err(LockError::NotRecoverable)));
+                assert!(matches!(
+                    m.lock_timeout(Duration::from_millis(5)),
+                    Err(LockError::NotRecoverable)
+                ));
+                // Regression: glibc's trylock would have left the word owned by this
+                // thread, so other threads would time out (block) instead.
+                let addr = &*m as *const RawRobustMutex as usize;
+                let other = std::thread::spawn(move || {
+                    // SAFETY: the mutex outlives the thread (joined below).
+                    let m = unsafe { &*(addr as *const RawRobustMutex) };
+                    matches!(
+                        m.lock_timeout(Duration::from_secs(2)),
+                        Err(LockError::NotRecoverable)
+                    )
+                });
+                assert!(other.join().unwrap(), "others must see NotRecoverable too");
             }
         }
     }

@@ -67,11 +67,17 @@ pub fn mutex_lock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
     unsafe { libc::pthread_mutex_lock(m.get()) }
 }
 
-/// `pthread_mutex_trylock`.
+/// Takes the mutex only if that needs no waiting: `pthread_mutex_clocklock` with a
+/// deadline in the past (see `RawRobustMutex::try_lock` for why not trylock).
+/// Returns `ETIMEDOUT` when the mutex is held.
 #[inline]
-pub fn mutex_trylock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
-    // SAFETY: as for `mutex_lock`.
-    unsafe { libc::pthread_mutex_trylock(m.get()) }
+pub fn mutex_try_lock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
+    let past = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as for `mutex_lock`; `past` is a valid, normalised timespec.
+    unsafe { pthread_mutex_clocklock(m.get(), libc::CLOCK_MONOTONIC, &past) }
 }
 
 /// `pthread_mutex_clocklock(CLOCK_MONOTONIC)` with a deadline `timeout` from now.
