@@ -123,7 +123,7 @@ impl<G> std::error::Error for LockError<G> {}
 /// A robust, process-shared, error-checking mutex, placed in shared memory.
 ///
 /// It protects no data by itself; [`crate::SharedArray::lock`] and
-/// [`crate::sync::SharedValue`] pair it with data.
+/// [`crate::objects::SharedValue`] pair it with data.
 #[repr(C, align(64))]
 pub struct RawRobustMutex {
     inner: UnsafeCell<libc::pthread_mutex_t>,
