@@ -35,6 +35,8 @@ pub mod element;
 pub mod error;
 pub mod header;
 pub mod objects;
+pub mod pool;
+pub mod process;
 pub mod segment;
 pub mod sync;
 mod sys;

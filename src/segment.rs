@@ -251,6 +251,12 @@ impl Segment {
         self.ns.as_ref()
     }
 
+    /// Device and inode of the file: identifies the segment even if its name is
+    /// removed and re-created.
+    pub fn file_id(&self) -> (u64, u64) {
+        (self.info.dev, self.info.ino)
+    }
+
     /// Whether the mapping is writable.
     pub fn is_writable(&self) -> bool {
         self.writable

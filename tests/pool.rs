@@ -1,0 +1,516 @@
+//! Worker processes and the pool, with real processes (spawn and fork).
+//!
+//! `harness = false`: spawned workers re-execute this binary, so `main` calls
+//! `shmarray::process::init()` first, exactly as a user's program does. Every test
+//! runs in its own thread (so spawning happens from a multithreaded parent), under a
+//! watchdog that fails the run if anything hangs.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, Ix2};
+use shmarray::pool::{as_completed, Partition, Pool};
+use shmarray::process::{Process, StartMethod, TaskError};
+use shmarray::SharedArray;
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn my_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn panics_on_13(x: u64) -> u64 {
+    assert!(x != 13, "thirteen is unlucky");
+    x
+}
+
+fn dies_on_7(x: u64) -> u64 {
+    if x == 7 {
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
+    x
+}
+
+fn exits_3(_: ()) -> u64 {
+    std::process::exit(3)
+}
+
+fn slow_identity(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_micros(300));
+    x
+}
+
+fn double_rows(mut rows: ArrayViewMut2<'_, f64>) {
+    rows *= 2.0;
+}
+
+fn add_one(mut rows: ArrayViewMut2<'_, f64>) {
+    rows += 1.0;
+}
+
+fn part_sum(rows: ArrayView2<'_, f64>) -> f64 {
+    rows.sum()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "shmarray-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ------------------------------------------------------------------ processes
+
+fn process_join_pid_and_errors(method: StartMethod) {
+    let p = Process::start_with(method, square, 12).unwrap();
+    assert!(p.pid() != std::process::id());
+    assert_eq!(p.join().unwrap(), 144);
+
+    let p = Process::start_with(method, my_pid, ()).unwrap();
+    let pid = p.pid();
+    assert_eq!(p.join().unwrap(), pid);
+
+    match Process::start_with(method, panics_on_13, 13)
+        .unwrap()
+        .join()
+    {
+        Err(TaskError::Panicked { message, .. }) => {
+            assert!(message.contains("unlucky"), "{message}")
+        }
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    match Process::start_with(method, exits_3, ()).unwrap().join() {
+        Err(TaskError::WorkerDied {
+            code: Some(3),
+            signal: None,
+            ..
+        }) => {}
+        other => panic!("expected exit code 3, got {other:?}"),
+    }
+    let mut p = Process::start_with(method, sleep_ms, 10_000).unwrap();
+    assert!(p.is_alive());
+    p.kill();
+    let pid = p.pid();
+    match p.join() {
+        Err(TaskError::WorkerDied {
+            signal: Some(9),
+            pid: dead,
+            ..
+        }) => assert_eq!(dead, pid),
+        other => panic!("expected SIGKILL, got {other:?}"),
+    }
+    let p = Process::start_with(method, sleep_ms, 10_000).unwrap();
+    p.terminate();
+    assert!(matches!(
+        p.join(),
+        Err(TaskError::WorkerDied {
+            signal: Some(15),
+            ..
+        })
+    ));
+    let p = Process::start_with(method, sleep_ms, 10_000).unwrap();
+    let pid = p.pid();
+    assert!(matches!(
+        p.join_timeout(Some(Duration::from_millis(100))),
+        Err(TaskError::Timeout(_))
+    ));
+    assert!(!pid_alive(pid), "a timed-out process is killed and reaped");
+}
+
+fn process_spawn() {
+    process_join_pid_and_errors(StartMethod::Spawn);
+}
+
+fn process_fork() {
+    process_join_pid_and_errors(StartMethod::Fork);
+}
+
+// ------------------------------------------------------------------ pool
+
+fn map_matches_serial_in_order() {
+    let pool = Pool::new(2).unwrap();
+    let want: Vec<u64> = (0..1000).map(square).collect();
+    assert_eq!(pool.map(square, 0..1000).unwrap(), want);
+    for cs in [1, 7, 1000, 5000] {
+        assert_eq!(
+            pool.map_chunked(square, (0..1000).collect(), cs).unwrap(),
+            want
+        );
+    }
+    assert_eq!(
+        pool.map(square, Vec::<u64>::new()).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        pool.starmap(add, (0..100).map(|i| (i, 2 * i))).unwrap(),
+        (0..100).map(|i| 3 * i).collect::<Vec<_>>()
+    );
+}
+
+fn imap_is_lazy_ordered_and_unordered_covers_all() {
+    let pool = Pool::new(2).unwrap();
+    // An endless input: only a bounded window is ever submitted.
+    let first: Vec<u64> = pool
+        .imap(square, 0u64.., 10)
+        .take(100)
+        .map(|(_, r)| r.unwrap())
+        .collect();
+    assert_eq!(first, (0..100).map(square).collect::<Vec<_>>());
+    let ordered: Vec<usize> = pool
+        .imap(slow_identity, 0..200u64, 3)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(ordered, (0..200).collect::<Vec<_>>());
+    let mut seen: Vec<(usize, u64)> = pool
+        .imap_unordered(slow_identity, 0..200u64, 3)
+        .map(|(i, r)| (i, r.unwrap()))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..200).map(|i| (i, i as u64)).collect::<Vec<_>>());
+}
+
+fn map_async_get_timeout_and_ready() {
+    let pool = Pool::new(2).unwrap();
+    let r = pool.map_async(sleep_ms, vec![300, 300], 1).unwrap();
+    assert!(!r.ready());
+    assert!(matches!(
+        r.get(Some(Duration::from_millis(20))),
+        Err(TaskError::Timeout(_))
+    ));
+    assert_eq!(
+        r.get(Some(Duration::from_secs(20))).unwrap(),
+        vec![300, 300]
+    );
+    assert!(r.ready());
+}
+
+fn submit_as_completed_timeout_cancel() {
+    let pool = Pool::new(2).unwrap();
+    let futs: Vec<_> = [400u64, 50, 200]
+        .iter()
+        .map(|&ms| pool.submit(sleep_ms, ms).unwrap())
+        .collect();
+    let order: Vec<(usize, u64)> = as_completed(&futs).map(|(i, r)| (i, r.unwrap())).collect();
+    assert_eq!(order.len(), 3);
+    assert_eq!(
+        order[0],
+        (1, 50),
+        "the 50 ms task finishes first: {order:?}"
+    );
+    let set: HashSet<usize> = order.iter().map(|(i, _)| *i).collect();
+    assert_eq!(set.len(), 3);
+
+    let slow = pool.submit(sleep_ms, 5_000).unwrap();
+    assert!(matches!(
+        slow.result(Some(Duration::from_millis(50))),
+        Err(TaskError::Timeout(_))
+    ));
+    let pids_before = pool.worker_pids();
+    let t = Instant::now();
+    assert!(slow.cancel(), "a running task can be cancelled");
+    assert!(matches!(
+        slow.result(Some(Duration::from_secs(10))),
+        Err(TaskError::Cancelled { .. })
+    ));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "cancel kills the worker instead of waiting"
+    );
+    // Queued tasks are cancelled without running; the pool still works after.
+    let blockers: Vec<_> = (0..2)
+        .map(|_| pool.submit(sleep_ms, 300).unwrap())
+        .collect();
+    let queued = pool.submit(square, 5).unwrap();
+    assert!(queued.cancel());
+    assert!(matches!(
+        queued.result(None),
+        Err(TaskError::Cancelled { .. })
+    ));
+    for b in blockers {
+        assert_eq!(b.result(None).unwrap(), 300);
+    }
+    assert_eq!(pool.submit(square, 9).unwrap().result(None).unwrap(), 81);
+    let pids_after = pool.worker_pids();
+    assert!(
+        pids_before.iter().any(|p| !pids_after.contains(p)),
+        "the cancelled task's worker was replaced"
+    );
+}
+
+fn panic_and_worker_death_are_reported_per_task() {
+    let pool = Pool::new(2).unwrap();
+    let results: Vec<_> = pool.imap(panics_on_13, 0..20u64, 1).collect();
+    for (i, r) in &results {
+        match (i, r) {
+            (13, Err(TaskError::Panicked { task: 13, message })) => {
+                assert!(message.contains("unlucky"))
+            }
+            (13, other) => panic!("task 13: {other:?}"),
+            (i, Ok(v)) => assert_eq!(*v, *i as u64),
+            (i, Err(e)) => panic!("task {i}: {e}"),
+        }
+    }
+    // map reports the first failure, naming the task.
+    assert!(matches!(
+        pool.map(panics_on_13, 0..20u64),
+        Err(TaskError::Panicked { task: 13, .. })
+    ));
+
+    let results: Vec<_> = pool.imap(dies_on_7, 0..20u64, 1).collect();
+    assert_eq!(results.len(), 20);
+    for (i, r) in results {
+        match (i, r) {
+            (
+                7,
+                Err(TaskError::WorkerDied {
+                    task: 7,
+                    signal: Some(9),
+                    ..
+                }),
+            ) => {}
+            (7, other) => panic!("task 7: {other:?}"),
+            (i, r) => assert_eq!(r.unwrap(), i as u64),
+        }
+    }
+    assert_eq!(
+        pool.map(square, 0..10).unwrap().len(),
+        10,
+        "usable after a death"
+    );
+}
+
+fn chaos_killing_random_workers_reports_every_task_once() {
+    let pool = Pool::new(2).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed = std::thread::scope(|s| {
+        let stop2 = stop.clone();
+        let pool_ref = &pool;
+        let killer = s.spawn(move || {
+            let mut killed = 0;
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(15));
+                let pids = pool_ref.worker_pids();
+                if pids.is_empty() {
+                    continue;
+                }
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let pid = pids[(seed as usize) % pids.len()];
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                killed += 1;
+            }
+            killed
+        });
+        let mut seen = vec![0u32; 2000];
+        let (mut ok, mut died) = (0, 0);
+        for (i, r) in pool.imap(slow_identity, 0..2000u64, 5) {
+            seen[i] += 1;
+            match r {
+                Ok(v) => {
+                    assert_eq!(v, i as u64);
+                    ok += 1
+                }
+                Err(TaskError::WorkerDied { task, .. }) => {
+                    assert_eq!(task, i);
+                    died += 1
+                }
+                Err(e) => panic!("task {i}: unexpected {e}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let killed = killer.join().unwrap();
+        // Let the last SIGKILL land: a worker that died idle is replaced before the
+        // next task is handed to it.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            seen.iter().all(|&n| n == 1),
+            "every task reported exactly once"
+        );
+        assert_eq!(ok + died, 2000);
+        eprintln!("    chaos: {killed} kills, {ok} results, {died} WorkerDied");
+        killed
+    });
+    assert!(killed > 0, "the chaos thread killed workers");
+    assert_eq!(
+        pool.map(square, 0..100).unwrap().len(),
+        100,
+        "pool usable after chaos"
+    );
+}
+
+fn dropping_the_pool_reaps_every_worker() {
+    let pids = {
+        let pool = Pool::with_method(3, StartMethod::Spawn).unwrap();
+        pool.map(square, 0..30).unwrap();
+        pool.worker_pids()
+    };
+    assert_eq!(pids.len(), 3);
+    for pid in pids {
+        assert!(!pid_alive(pid), "worker {pid} left behind");
+    }
+}
+
+fn fork_pool_works() {
+    let pool = Pool::with_method(2, StartMethod::Fork).unwrap();
+    assert_eq!(
+        pool.map(square, 0..100).unwrap(),
+        (0..100).map(square).collect::<Vec<_>>()
+    );
+    let results: Vec<_> = pool.imap(dies_on_7, 0..10u64, 1).collect();
+    assert!(matches!(results[7].1, Err(TaskError::WorkerDied { .. })));
+    assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
+}
+
+fn kernels_run_in_place_on_disjoint_parts() {
+    let name = unique("kernel");
+    let a = SharedArray::<f64, Ix2>::create(&name, (1000, 37)).unwrap();
+    let pool = Pool::new(2).unwrap();
+    for partition in [
+        Partition::PerWorker,
+        Partition::Parts(7),
+        Partition::Parts(5000),
+    ] {
+        a.lock().unwrap().fill(0.0);
+        pool.for_each_chunk_with(&a, Axis(0), partition, add_one)
+            .unwrap();
+        assert!(
+            a.view().iter().all(|&x| x == 1.0),
+            "every row exactly once ({partition:?})"
+        );
+        pool.for_each_chunk_with(&a, Axis(1), partition, add_one)
+            .unwrap();
+        assert!(
+            a.view().iter().all(|&x| x == 2.0),
+            "axis 1 too ({partition:?})"
+        );
+    }
+    {
+        let mut g = a.lock().unwrap();
+        for (i, x) in g.iter_mut().enumerate() {
+            *x = i as f64;
+        }
+    }
+    pool.for_each_chunk(&a, Axis(0), double_rows).unwrap();
+    assert!(a
+        .view()
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == 2.0 * i as f64));
+    let sums = pool
+        .map_chunks(&a, Axis(0), Partition::Parts(4), part_sum)
+        .unwrap();
+    assert_eq!(sums.len(), 4);
+    assert_eq!(sums.iter().sum::<f64>(), a.view().sum());
+    // A second kernel reuses the workers' cached mapping; a re-created name is not.
+    drop(a);
+    let a2 = SharedArray::<f64, Ix2>::create(&name, (10, 3)).unwrap();
+    pool.for_each_chunk(&a2, Axis(0), add_one).unwrap();
+    assert!(a2.view().iter().all(|&x| x == 1.0));
+    let anon = SharedArray::<f64, Ix2>::create_anonymous((4, 4)).unwrap();
+    assert!(matches!(
+        pool.for_each_chunk(&anon, Axis(0), add_one),
+        Err(TaskError::Array(_))
+    ));
+}
+
+fn main() {
+    shmarray::process::init();
+
+    let tests: &[(&str, fn())] = &[
+        ("process_spawn", process_spawn),
+        ("process_fork", process_fork),
+        ("map_matches_serial_in_order", map_matches_serial_in_order),
+        (
+            "imap_is_lazy_ordered_and_unordered_covers_all",
+            imap_is_lazy_ordered_and_unordered_covers_all,
+        ),
+        (
+            "map_async_get_timeout_and_ready",
+            map_async_get_timeout_and_ready,
+        ),
+        (
+            "submit_as_completed_timeout_cancel",
+            submit_as_completed_timeout_cancel,
+        ),
+        (
+            "panic_and_worker_death_are_reported_per_task",
+            panic_and_worker_death_are_reported_per_task,
+        ),
+        (
+            "chaos_killing_random_workers_reports_every_task_once",
+            chaos_killing_random_workers_reports_every_task_once,
+        ),
+        (
+            "dropping_the_pool_reaps_every_worker",
+            dropping_the_pool_reaps_every_worker,
+        ),
+        ("fork_pool_works", fork_pool_works),
+        (
+            "kernels_run_in_place_on_disjoint_parts",
+            kernels_run_in_place_on_disjoint_parts,
+        ),
+    ];
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // Watchdog: a hang fails the run instead of stalling CI.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(300));
+        eprintln!("pool tests: watchdog fired after 300 s");
+        std::process::exit(101);
+    });
+    println!("\nrunning {} tests", tests.len());
+    let (mut passed, mut failed) = (0, 0);
+    for (name, f) in tests {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let t = Instant::now();
+        let f = *f;
+        let ok = std::thread::spawn(f).join().is_ok();
+        println!(
+            "test {name} ... {} ({:.2?})",
+            if ok { "ok" } else { "FAILED" },
+            t.elapsed()
+        );
+        if ok {
+            passed += 1
+        } else {
+            failed += 1
+        }
+    }
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&format!("shmarray-test-{}-", std::process::id())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !left.is_empty() {
+        println!("segments left behind: {left:?}");
+        failed += 1;
+    }
+    println!("\n{passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 101 });
+}
