@@ -1,0 +1,290 @@
+//! The shared-memory queue across real processes: a million items through 2 producers
+//! and 2 consumers, close/timeout semantics, and producers/consumers SIGKILLed in the
+//! middle of an operation.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{unique_name, wait_with_deadline};
+use shmarray::{ByteQueue, Queue, QueueError};
+
+const CHILD_ENV: &str = "SHMARRAY_QUEUE_CHILD";
+
+/// Child roles; not a real test without the variable.
+#[test]
+fn child_entry() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let args: Vec<&str> = spec.split(':').collect();
+    match args.as_slice() {
+        ["produce", name, id, n] => {
+            let q = Queue::<u64>::open(name).unwrap();
+            let (id, n): (u64, u64) = (id.parse().unwrap(), n.parse().unwrap());
+            let items: Vec<u64> = (0..n).map(|i| (id << 32) | i).collect();
+            for chunk in items.chunks(256) {
+                q.put_slice(chunk).unwrap();
+            }
+        }
+        ["consume", name] => {
+            let q = Queue::<u64>::open(name).unwrap();
+            let mut buf = vec![0u64; 512];
+            let (mut count, mut sum, mut sq) = (0u64, 0u64, 0u64);
+            let mut last = [None::<u64>; 2];
+            loop {
+                match q.get_into(&mut buf) {
+                    Ok(n) => {
+                        for &v in &buf[..n] {
+                            let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                            assert!(last[p].is_none_or(|l| l < i), "producer order broken");
+                            last[p] = Some(i);
+                            count += 1;
+                            sum = sum.wrapping_add(v);
+                            sq = sq.wrapping_add(v.wrapping_mul(v));
+                        }
+                    }
+                    Err(QueueError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            println!("result {count} {sum} {sq}");
+        }
+        ["put_and_die", name] => {
+            let q = ByteQueue::open(name).unwrap();
+            q.put_with(5, |buf| {
+                buf.copy_from_slice(b"half-");
+                println!("claimed");
+                std::thread::sleep(Duration::from_secs(120));
+            })
+            .unwrap();
+        }
+        ["get_and_die", name] => {
+            let q = ByteQueue::open(name).unwrap();
+            q.get_with(|_| {
+                println!("taken");
+                std::thread::sleep(Duration::from_secs(120));
+            })
+            .unwrap();
+        }
+        _ => std::process::exit(2),
+    }
+    std::process::exit(0);
+}
+
+struct Kids(Vec<Child>);
+
+impl Kids {
+    fn spawn(&mut self, role: String) -> usize {
+        self.0.push(
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, role)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        self.0.len() - 1
+    }
+
+    fn wait_line(&mut self, i: usize, suffix: &str) -> String {
+        let mut r = BufReader::new(self.0[i].stdout.as_mut().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                r.read_line(&mut line).unwrap() > 0,
+                "child {i} ended before {suffix:?}"
+            );
+            if line.trim_end().ends_with(suffix) || line.contains(suffix) {
+                return line.trim().to_string();
+            }
+        }
+    }
+
+    fn finish(&mut self, i: usize) -> String {
+        let status = wait_with_deadline(&mut self.0[i], Duration::from_secs(120));
+        let mut out = String::new();
+        if let Some(mut o) = self.0[i].stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut o, &mut out);
+        }
+        assert!(status.success(), "child {i} failed: {status}\n{out}");
+        out
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.0[i].kill().unwrap();
+        self.0[i].wait().unwrap();
+    }
+}
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn a_million_items_through_two_producers_and_two_consumers_exactly_once() {
+    let name = unique_name("mpmc");
+    let q = Queue::<u64>::create(&name, 4096).unwrap();
+    let per = 500_000u64;
+    let mut kids = Kids(Vec::new());
+    let consumers: Vec<usize> = (0..2)
+        .map(|_| kids.spawn(format!("consume:{name}")))
+        .collect();
+    let producers: Vec<usize> = (0..2)
+        .map(|p| kids.spawn(format!("produce:{name}:{p}:{per}")))
+        .collect();
+    for p in producers {
+        kids.finish(p);
+    }
+    q.close();
+    let (mut count, mut sum, mut sq) = (0u64, 0u64, 0u64);
+    for c in consumers {
+        let out = kids.finish(c);
+        let line = out.lines().find(|l| l.contains("result ")).expect(&out);
+        let nums: Vec<u64> = line
+            .split("result ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        count += nums[0];
+        sum = sum.wrapping_add(nums[1]);
+        sq = sq.wrapping_add(nums[2]);
+    }
+    let all = (0..2u64).flat_map(|p| (0..per).map(move |i| (p << 32) | i));
+    let (want_sum, want_sq) = all.fold((0u64, 0u64), |(s, q), v| {
+        (s.wrapping_add(v), q.wrapping_add(v.wrapping_mul(v)))
+    });
+    assert_eq!(count, 2 * per, "every item exactly once (count)");
+    assert_eq!(
+        (sum, sq),
+        (want_sum, want_sq),
+        "every item exactly once (sums)"
+    );
+    assert_eq!(q.lost() + q.abandoned(), 0);
+}
+
+#[test]
+fn close_drains_then_reports_closed_and_a_sentinel_still_works() {
+    let name = unique_name("close");
+    let q = Queue::<i32>::create(&name, 8).unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    q.put(-1).unwrap(); // sentinel
+    q.close();
+    assert!(matches!(q.put(3), Err(QueueError::Closed)));
+    let mut got = Vec::new();
+    loop {
+        match q.get() {
+            Ok(-1) => got.push(-1),
+            Ok(v) => got.push(v),
+            Err(QueueError::Closed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, vec![1, 2, -1]);
+    assert!(q.is_closed() && q.is_empty());
+}
+
+#[test]
+fn timeouts_and_try_forms() {
+    let name = unique_name("timeouts");
+    let q = Queue::<f64>::create(&name, 2).unwrap();
+    assert!(matches!(q.try_get(), Err(QueueError::Empty)));
+    let t = Instant::now();
+    assert!(
+        matches!(q.get_timeout(Duration::from_millis(100)), Err(QueueError::Timeout(d)) if d == Duration::from_millis(100))
+    );
+    assert!(t.elapsed() >= Duration::from_millis(100) && t.elapsed() < Duration::from_secs(3));
+    q.try_put(1.0).unwrap();
+    q.put(2.0).unwrap();
+    assert!(matches!(q.try_put(3.0), Err(QueueError::Full)));
+    assert!(matches!(
+        q.put_timeout(3.0, Duration::from_millis(50)),
+        Err(QueueError::Timeout(_))
+    ));
+    assert_eq!(q.len(), 2);
+    let mut buf = [0.0; 8];
+    assert_eq!(q.get_into(&mut buf).unwrap(), 2);
+    assert_eq!(&buf[..2], &[1.0, 2.0]);
+}
+
+#[test]
+fn byte_messages_fruit_and_errors() {
+    let name = unique_name("bytes");
+    let q = ByteQueue::create(&name, 4, 16).unwrap();
+    for fruit in ["apple", "banana", "cherry"] {
+        q.put(fruit.as_bytes()).unwrap();
+    }
+    assert!(matches!(
+        q.put(&[0u8; 17]),
+        Err(QueueError::TooLarge { len: 17, max: 16 })
+    ));
+    assert_eq!(q.get().unwrap(), b"apple");
+    assert_eq!(q.get_with(|b| b.len()).unwrap(), 6);
+    let other = ByteQueue::open(&name).unwrap();
+    assert_eq!(other.get().unwrap(), b"cherry");
+    assert!(matches!(
+        Queue::<u64>::open(&name),
+        Err(QueueError::NotAQueue { .. })
+    ));
+    let typed = unique_name("typed");
+    let _t = Queue::<u32>::create(&typed, 4).unwrap();
+    assert!(matches!(
+        Queue::<u64>::open(&typed),
+        Err(QueueError::NotAQueue { .. })
+    ));
+    assert!(matches!(
+        ByteQueue::open(&typed),
+        Err(QueueError::NotAQueue { .. })
+    ));
+}
+
+#[test]
+fn a_producer_killed_mid_put_does_not_wedge_the_queue() {
+    let name = unique_name("deadproducer");
+    let q = ByteQueue::create(&name, 4, 32).unwrap();
+    let mut kids = Kids(Vec::new());
+    let p = kids.spawn(format!("put_and_die:{name}"));
+    kids.wait_line(p, "claimed");
+    q.put(b"after").unwrap(); // lands behind the dead producer's slot
+    kids.kill(p);
+    let t = Instant::now();
+    assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), b"after");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        q.lost(),
+        1,
+        "the dead producer's half-written item is reported lost"
+    );
+    q.put(b"more").unwrap();
+    assert_eq!(q.get().unwrap(), b"more");
+}
+
+#[test]
+fn a_consumer_killed_mid_get_does_not_wedge_the_queue() {
+    let name = unique_name("deadconsumer");
+    let q = ByteQueue::create(&name, 2, 32).unwrap();
+    q.put(b"one").unwrap();
+    q.put(b"two").unwrap();
+    let mut kids = Kids(Vec::new());
+    let c = kids.spawn(format!("get_and_die:{name}"));
+    kids.wait_line(c, "taken");
+    kids.kill(c);
+    assert_eq!(q.get().unwrap(), b"two");
+    // Position 2 maps to the slot the dead consumer still holds.
+    let t = Instant::now();
+    q.put_timeout(b"three", Duration::from_secs(10)).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(q.abandoned(), 1);
+    assert_eq!(q.get().unwrap(), b"three");
+}
