@@ -23,7 +23,7 @@
 //! instructions between winning a slot and recording the claimant; a blocked peer
 //! then gets `Timeout` (if it used a timeout), not a hang it cannot escape.
 //!
-//! See [`ring`] for the layout and the slot state table.
+//! The layout and the slot state table are documented in `src/queue/ring.rs`.
 
 mod ring;
 
