@@ -43,7 +43,9 @@ use ring::{Padded, Ring, RingHeader, Step, SLOT_HEAD};
 pub const MAX_MEMBERS: usize = 64;
 const MAGIC: [u8; 8] = *b"SHMQUEU1";
 const VERSION: u32 = 1;
-const SPINS: u32 = 100;
+/// How long a blocked call spins before it sleeps on the futex: long enough to
+/// catch a peer that is about to answer (ping-pong), short enough to be noise.
+const SPIN: Duration = Duration::from_micros(20);
 const SLICE: Duration = Duration::from_millis(10);
 
 /// Why a queue operation did not complete.
@@ -276,7 +278,8 @@ impl RawQueue {
         } else {
             (&rh.puts, &rh.get_waiters)
         };
-        let mut spins = 0;
+        let mut spin_until: Option<Instant> = None;
+        let mut spins = 0u32;
         loop {
             let closed = rh.closed.0.load(Ordering::Acquire) != 0;
             if put && closed {
@@ -300,8 +303,10 @@ impl RawQueue {
                     QueueError::Empty
                 });
             };
-            if spins < SPINS {
-                spins += 1;
+            spins = spins.wrapping_add(1);
+            if spins % 64 != 0
+                || *spin_until.get_or_insert_with(|| Instant::now() + SPIN) > Instant::now()
+            {
                 std::hint::spin_loop();
                 continue;
             }
