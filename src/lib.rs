@@ -47,6 +47,7 @@ pub use element::Element;
 pub use error::{Corruption, Error, NameProblem, Result};
 pub use header::Dtype;
 pub use objects::{Barrier, Event, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64, SharedValue};
+#[cfg(not(loom))]
 pub use queue::{ByteQueue, Queue, QueueError};
 pub use segment::{Namespace, Segment};
 pub use sync::{LockError, LockResult};

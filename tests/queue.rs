@@ -288,3 +288,18 @@ fn a_consumer_killed_mid_get_does_not_wedge_the_queue() {
     assert_eq!(q.abandoned(), 1);
     assert_eq!(q.get().unwrap(), b"three");
 }
+
+#[test]
+fn capacity_one_is_rounded_up_and_never_overwrites_an_unread_item() {
+    // With a single slot the stamp scheme cannot tell "published" from "free for
+    // the next lap" (loom found it); the queue rounds up to 2.
+    let name = unique_name("cap1");
+    let q = Queue::<u32>::create(&name, 1).unwrap();
+    assert_eq!(q.capacity(), 2);
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    assert!(matches!(q.try_put(3), Err(QueueError::Full)));
+    assert_eq!(q.get().unwrap(), 1);
+    q.put(3).unwrap();
+    assert_eq!((q.get().unwrap(), q.get().unwrap()), (2, 3));
+}

@@ -27,666 +27,680 @@
 
 mod ring;
 
-use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+#[cfg(not(loom))]
+pub use imp::*;
 
-use ndarray::Ix1;
+// Everything but the ring touches real shared memory and syscalls; under
+// `--cfg loom` only the ring is compiled, for model checking.
+#[cfg(not(loom))]
+mod imp {
 
-use crate::array::{Options, SharedArray};
-use crate::element::Element;
-use crate::sync::{self, wait_while_equal};
-use crate::sys::{self as psys, Liveness};
-use ring::{Padded, Ring, RingHeader, Step, SLOT_HEAD};
+    use std::marker::PhantomData;
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
 
-/// Most processes that can attach one queue at the same time.
-pub const MAX_MEMBERS: usize = 64;
-const MAGIC: [u8; 8] = *b"SHMQUEU1";
-const VERSION: u32 = 1;
-/// How long a blocked call spins before it sleeps on the futex: long enough to
-/// catch a peer that is about to answer (ping-pong), short enough to be noise.
-const SPIN: Duration = Duration::from_micros(20);
-const SLICE: Duration = Duration::from_millis(10);
+    use ndarray::Ix1;
 
-/// Why a queue operation did not complete.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum QueueError {
-    /// The queue was closed (for `get`: and is drained).
-    #[error("the queue is closed")]
-    Closed,
-    /// `try_put` on a full queue.
-    #[error("the queue is full")]
-    Full,
-    /// `try_get` on an empty queue.
-    #[error("the queue is empty")]
-    Empty,
-    /// A timed operation gave up.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    /// A byte message larger than the queue's maximum.
-    #[error("message of {len} bytes exceeds the maximum of {max}")]
-    TooLarge {
-        /// Message length.
-        len: usize,
-        /// The queue's maximum message size.
-        max: usize,
-    },
-    /// More than [`MAX_MEMBERS`] processes attached at once.
-    #[error("more than {MAX_MEMBERS} processes attached to the queue")]
-    TooManyProcesses,
-    /// The segment is not a queue of this kind.
-    #[error("segment {name:?} is not {expected}")]
-    NotAQueue {
-        /// Segment name.
-        name: String,
-        /// What was expected.
-        expected: String,
-    },
-    /// Creating or opening the segment failed.
-    #[error(transparent)]
-    Segment(#[from] crate::Error),
-}
+    use super::ring::{Padded, Ring, RingHeader, Step, MIN_CAPACITY, SLOT_HEAD};
+    use crate::array::{Options, SharedArray};
+    use crate::element::Element;
+    use crate::sync::{self, wait_while_equal};
+    use crate::sys::{self as psys, Liveness};
 
-#[repr(C)]
-struct Member {
-    pid: AtomicU32,
-    _pad: u32,
-    start_time: AtomicU64,
-}
+    /// Most processes that can attach one queue at the same time.
+    pub const MAX_MEMBERS: usize = 64;
+    const MAGIC: [u8; 8] = *b"SHMQUEU1";
+    const VERSION: u32 = 1;
+    /// How long a blocked call spins before it sleeps on the futex: long enough to
+    /// catch a peer that is about to answer (ping-pong), short enough to be noise.
+    const SPIN: Duration = Duration::from_micros(20);
+    const SLICE: Duration = Duration::from_millis(10);
 
-#[repr(C, align(128))]
-struct QueueHeader {
-    magic: [u8; 8],
-    version: u32,
-    /// 0: typed items; 1: byte messages.
-    kind: u32,
-    dtype_code: u32,
-    item_size: u32,
-    capacity: u64,
-    stride: u64,
-    members: [Member; MAX_MEMBERS],
-}
-
-const HDR: usize = std::mem::size_of::<QueueHeader>();
-const RING_HDR: usize = std::mem::size_of::<RingHeader>();
-const _: () = assert!(HDR % 128 == 0 && RING_HDR % 128 == 0);
-
-/// The untyped queue both front ends share.
-struct RawQueue {
-    seg: SharedArray<u8, Ix1>,
-    me: u32,
-}
-
-impl RawQueue {
-    fn layout(capacity: u64, payload: usize) -> (usize, usize) {
-        let stride = (SLOT_HEAD + payload).div_ceil(16) * 16;
-        (stride, HDR + RING_HDR + stride * capacity as usize)
+    /// Why a queue operation did not complete.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum QueueError {
+        /// The queue was closed (for `get`: and is drained).
+        #[error("the queue is closed")]
+        Closed,
+        /// `try_put` on a full queue.
+        #[error("the queue is full")]
+        Full,
+        /// `try_get` on an empty queue.
+        #[error("the queue is empty")]
+        Empty,
+        /// A timed operation gave up.
+        #[error("timed out after {0:?}")]
+        Timeout(Duration),
+        /// A byte message larger than the queue's maximum.
+        #[error("message of {len} bytes exceeds the maximum of {max}")]
+        TooLarge {
+            /// Message length.
+            len: usize,
+            /// The queue's maximum message size.
+            max: usize,
+        },
+        /// More than [`MAX_MEMBERS`] processes attached at once.
+        #[error("more than {MAX_MEMBERS} processes attached to the queue")]
+        TooManyProcesses,
+        /// The segment is not a queue of this kind.
+        #[error("segment {name:?} is not {expected}")]
+        NotAQueue {
+            /// Segment name.
+            name: String,
+            /// What was expected.
+            expected: String,
+        },
+        /// Creating or opening the segment failed.
+        #[error(transparent)]
+        Segment(#[from] crate::Error),
     }
 
-    fn create(
-        name: &str,
+    #[repr(C)]
+    struct Member {
+        pid: AtomicU32,
+        _pad: u32,
+        start_time: AtomicU64,
+    }
+
+    #[repr(C, align(128))]
+    struct QueueHeader {
+        magic: [u8; 8],
+        version: u32,
+        /// 0: typed items; 1: byte messages.
         kind: u32,
         dtype_code: u32,
-        item_size: usize,
-        capacity: usize,
-    ) -> Result<RawQueue, QueueError> {
-        let capacity = capacity.max(1) as u64;
-        let (stride, len) = Self::layout(capacity, item_size);
-        let seg = Options::new().create_initialised(name, len, |p| {
-            // SAFETY: `p` is the zeroed, private, page-aligned data area of `len` bytes;
-            // zero bytes are valid for the header (atomics and integers).
-            let hdr = unsafe { &mut *p.cast::<QueueHeader>() };
-            hdr.magic = MAGIC;
-            hdr.version = VERSION;
-            hdr.kind = kind;
-            hdr.dtype_code = dtype_code;
-            hdr.item_size = item_size as u32;
-            hdr.capacity = capacity;
-            hdr.stride = stride as u64;
-            // SAFETY: the ring header and slots follow inside the same area.
-            let ring = unsafe {
-                Ring::new(
-                    &*p.add(HDR).cast::<RingHeader>(),
-                    p.add(HDR + RING_HDR),
-                    capacity,
-                    stride,
-                )
-            };
-            ring.init();
-        })?;
-        RawQueue::attach(seg)
+        item_size: u32,
+        capacity: u64,
+        stride: u64,
+        members: [Member; MAX_MEMBERS],
     }
 
-    fn open(
-        name: &str,
-        kind: u32,
-        dtype_code: u32,
-        item_size: Option<usize>,
-        what: &str,
-    ) -> Result<RawQueue, QueueError> {
-        let seg: SharedArray<u8, Ix1> = Options::new().open(name)?;
-        let not = || QueueError::NotAQueue {
-            name: name.to_string(),
-            expected: what.to_string(),
-        };
-        if seg.len() < HDR + RING_HDR || !seg.segment().is_writable() {
-            return Err(not());
+    const HDR: usize = std::mem::size_of::<QueueHeader>();
+    const RING_HDR: usize = std::mem::size_of::<RingHeader>();
+    const _: () = assert!(HDR % 128 == 0 && RING_HDR % 128 == 0);
+
+    /// The untyped queue both front ends share.
+    struct RawQueue {
+        seg: SharedArray<u8, Ix1>,
+        me: u32,
+    }
+
+    impl RawQueue {
+        fn layout(capacity: u64, payload: usize) -> (usize, usize) {
+            let stride = (SLOT_HEAD + payload).div_ceil(16) * 16;
+            (stride, HDR + RING_HDR + stride * capacity as usize)
         }
-        // SAFETY: at least HDR bytes of page-aligned data; the fields read here are
-        // written before publication and never change.
-        let hdr = unsafe { &*seg.data_ptr().cast::<QueueHeader>() };
-        let (stride, len) = Self::layout(hdr.capacity, hdr.item_size as usize);
-        let ok = hdr.magic == MAGIC
-            && hdr.version == VERSION
-            && hdr.kind == kind
-            && hdr.dtype_code == dtype_code
-            && item_size.is_none_or(|s| s == hdr.item_size as usize)
-            && hdr.stride == stride as u64
-            && len == seg.len();
-        if !ok {
-            return Err(not());
-        }
-        RawQueue::attach(seg)
-    }
 
-    fn attach(seg: SharedArray<u8, Ix1>) -> Result<RawQueue, QueueError> {
-        let mut q = RawQueue { seg, me: u32::MAX };
-        let pid = psys::current_pid();
-        let start = psys::process_start_time(pid).unwrap_or(0);
-        for pass in 0..2 {
-            for (i, m) in q.hdr().members.iter().enumerate() {
-                if m.pid
-                    .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    m.start_time.store(start, Ordering::Release);
-                    q.me = i as u32;
-                    return Ok(q);
-                }
-            }
-            if pass == 0 {
-                for m in &q.hdr().members {
-                    let p = m.pid.load(Ordering::Acquire);
-                    if p != 0
-                        && psys::liveness(p, m.start_time.load(Ordering::Acquire)) == Liveness::Dead
-                    {
-                        let _ = m
-                            .pid
-                            .compare_exchange(p, 0, Ordering::AcqRel, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
-        Err(QueueError::TooManyProcesses)
-    }
-
-    fn hdr(&self) -> &QueueHeader {
-        // SAFETY: validated at create/open; lives as long as `self.seg`.
-        unsafe { &*self.seg.data_ptr().cast::<QueueHeader>() }
-    }
-
-    fn ring(&self) -> Ring<'_> {
-        let h = self.hdr();
-        let base = self.seg.data_ptr();
-        // SAFETY: layout validated at create/open: the ring header and `capacity`
-        // slots of `stride` bytes follow the queue header inside the mapping.
-        unsafe {
-            Ring::new(
-                &*base.add(HDR).cast::<RingHeader>(),
-                base.add(HDR + RING_HDR),
-                h.capacity,
-                h.stride as usize,
-            )
-        }
-    }
-
-    fn is_dead(&self, member: u32) -> bool {
-        match self.hdr().members.get(member as usize) {
-            Some(m) => {
-                let pid = m.pid.load(Ordering::Acquire);
-                pid == 0
-                    || psys::liveness(pid, m.start_time.load(Ordering::Acquire)) == Liveness::Dead
-            }
-            None => false,
-        }
-    }
-
-    fn rh(&self) -> &RingHeader {
-        // SAFETY: as in `ring`.
-        unsafe { &*self.seg.data_ptr().add(HDR).cast::<RingHeader>() }
-    }
-
-    fn notify(&self, counter: &Padded<AtomicU32>, waiters: &Padded<AtomicU32>) {
-        counter.0.fetch_add(1, Ordering::SeqCst);
-        if waiters.0.load(Ordering::SeqCst) > 0 {
-            sync::wake_all(&counter.0);
-        }
-    }
-
-    /// Claims up to `max` slots for producing (or consuming), blocking as allowed.
-    fn claim(
-        &self,
-        put: bool,
-        max: u64,
-        deadline: Option<Option<Instant>>,
-    ) -> Result<(u64, u64), QueueError> {
-        let ring = self.ring();
-        let rh = self.rh();
-        let (counter, waiters) = if put {
-            (&rh.gets, &rh.put_waiters)
-        } else {
-            (&rh.puts, &rh.get_waiters)
-        };
-        let mut spin_until: Option<Instant> = None;
-        let mut spins = 0u32;
-        loop {
-            let closed = rh.closed.0.load(Ordering::Acquire) != 0;
-            if put && closed {
-                return Err(QueueError::Closed);
-            }
-            let step = if put {
-                ring.claim_put(max, self.me)
-            } else {
-                ring.claim_get(max, self.me)
-            };
-            if let Step::Done(r) = step {
-                return Ok(r);
-            }
-            if !put && closed && ring.len() == 0 {
-                return Err(QueueError::Closed);
-            }
-            let Some(deadline) = deadline else {
-                return Err(if put {
-                    QueueError::Full
-                } else {
-                    QueueError::Empty
-                });
-            };
-            spins = spins.wrapping_add(1);
-            if spins % 64 != 0
-                || *spin_until.get_or_insert_with(|| Instant::now() + SPIN) > Instant::now()
-            {
-                std::hint::spin_loop();
-                continue;
-            }
-            waiters.0.fetch_add(1, Ordering::SeqCst);
-            let seen = counter.0.load(Ordering::SeqCst);
-            let again = if put {
-                ring.claim_put(max, self.me)
-            } else {
-                ring.claim_get(max, self.me)
-            };
-            if let Step::Done(r) = again {
-                waiters.0.fetch_sub(1, Ordering::SeqCst);
-                return Ok(r);
-            }
-            let slice = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(SLICE),
-                    _ => {
-                        waiters.0.fetch_sub(1, Ordering::SeqCst);
-                        return Err(QueueError::Timeout(Duration::ZERO));
-                    }
-                },
-                None => SLICE,
-            };
-            let timed_out = wait_while_equal(&counter.0, seen, Some(slice)).is_err();
-            waiters.0.fetch_sub(1, Ordering::SeqCst);
-            if timed_out {
-                let dead = |m| self.is_dead(m);
-                let recovered = if put {
-                    ring.recover_dead_consumer(dead)
-                } else {
-                    ring.recover_dead_producer(dead)
+        fn create(
+            name: &str,
+            kind: u32,
+            dtype_code: u32,
+            item_size: usize,
+            capacity: usize,
+        ) -> Result<RawQueue, QueueError> {
+            // Rounded up to the ring's minimum of 2 slots.
+            let capacity = (capacity as u64).max(MIN_CAPACITY);
+            let (stride, len) = Self::layout(capacity, item_size);
+            let seg = Options::new().create_initialised(name, len, |p| {
+                // SAFETY: `p` is the zeroed, private, page-aligned data area of `len` bytes;
+                // zero bytes are valid for the header (atomics and integers).
+                let hdr = unsafe { &mut *p.cast::<QueueHeader>() };
+                hdr.magic = MAGIC;
+                hdr.version = VERSION;
+                hdr.kind = kind;
+                hdr.dtype_code = dtype_code;
+                hdr.item_size = item_size as u32;
+                hdr.capacity = capacity;
+                hdr.stride = stride as u64;
+                // SAFETY: the ring header and slots follow inside the same area.
+                let ring = unsafe {
+                    Ring::new(
+                        &*p.add(HDR).cast::<RingHeader>(),
+                        p.add(HDR + RING_HDR),
+                        capacity,
+                        stride,
+                    )
                 };
-                if recovered {
-                    let (c, w) = if put {
-                        (&rh.gets, &rh.get_waiters)
-                    } else {
-                        (&rh.puts, &rh.put_waiters)
-                    };
-                    self.notify(c, w);
+                ring.init();
+            })?;
+            RawQueue::attach(seg)
+        }
+
+        fn open(
+            name: &str,
+            kind: u32,
+            dtype_code: u32,
+            item_size: Option<usize>,
+            what: &str,
+        ) -> Result<RawQueue, QueueError> {
+            let seg: SharedArray<u8, Ix1> = Options::new().open(name)?;
+            let not = || QueueError::NotAQueue {
+                name: name.to_string(),
+                expected: what.to_string(),
+            };
+            if seg.len() < HDR + RING_HDR || !seg.segment().is_writable() {
+                return Err(not());
+            }
+            // SAFETY: at least HDR bytes of page-aligned data; the fields read here are
+            // written before publication and never change.
+            let hdr = unsafe { &*seg.data_ptr().cast::<QueueHeader>() };
+            let (stride, len) = Self::layout(hdr.capacity, hdr.item_size as usize);
+            let ok = hdr.magic == MAGIC
+                && hdr.version == VERSION
+                && hdr.kind == kind
+                && hdr.dtype_code == dtype_code
+                && item_size.is_none_or(|s| s == hdr.item_size as usize)
+                && hdr.stride == stride as u64
+                && len == seg.len();
+            if !ok {
+                return Err(not());
+            }
+            RawQueue::attach(seg)
+        }
+
+        fn attach(seg: SharedArray<u8, Ix1>) -> Result<RawQueue, QueueError> {
+            let mut q = RawQueue { seg, me: u32::MAX };
+            let pid = psys::current_pid();
+            let start = psys::process_start_time(pid).unwrap_or(0);
+            for pass in 0..2 {
+                for (i, m) in q.hdr().members.iter().enumerate() {
+                    if m.pid
+                        .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        m.start_time.store(start, Ordering::Release);
+                        q.me = i as u32;
+                        return Ok(q);
+                    }
                 }
+                if pass == 0 {
+                    for m in &q.hdr().members {
+                        let p = m.pid.load(Ordering::Acquire);
+                        if p != 0
+                            && psys::liveness(p, m.start_time.load(Ordering::Acquire))
+                                == Liveness::Dead
+                        {
+                            let _ =
+                                m.pid
+                                    .compare_exchange(p, 0, Ordering::AcqRel, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            Err(QueueError::TooManyProcesses)
+        }
+
+        fn hdr(&self) -> &QueueHeader {
+            // SAFETY: validated at create/open; lives as long as `self.seg`.
+            unsafe { &*self.seg.data_ptr().cast::<QueueHeader>() }
+        }
+
+        fn ring(&self) -> Ring<'_> {
+            let h = self.hdr();
+            let base = self.seg.data_ptr();
+            // SAFETY: layout validated at create/open: the ring header and `capacity`
+            // slots of `stride` bytes follow the queue header inside the mapping.
+            unsafe {
+                Ring::new(
+                    &*base.add(HDR).cast::<RingHeader>(),
+                    base.add(HDR + RING_HDR),
+                    h.capacity,
+                    h.stride as usize,
+                )
+            }
+        }
+
+        fn is_dead(&self, member: u32) -> bool {
+            match self.hdr().members.get(member as usize) {
+                Some(m) => {
+                    let pid = m.pid.load(Ordering::Acquire);
+                    pid == 0
+                        || psys::liveness(pid, m.start_time.load(Ordering::Acquire))
+                            == Liveness::Dead
+                }
+                None => false,
+            }
+        }
+
+        fn rh(&self) -> &RingHeader {
+            // SAFETY: as in `ring`.
+            unsafe { &*self.seg.data_ptr().add(HDR).cast::<RingHeader>() }
+        }
+
+        fn notify(&self, counter: &Padded<AtomicU32>, waiters: &Padded<AtomicU32>) {
+            counter.0.fetch_add(1, Ordering::SeqCst);
+            if waiters.0.load(Ordering::SeqCst) > 0 {
+                sync::wake_all(&counter.0);
+            }
+        }
+
+        /// Claims up to `max` slots for producing (or consuming), blocking as allowed.
+        fn claim(
+            &self,
+            put: bool,
+            max: u64,
+            deadline: Option<Option<Instant>>,
+        ) -> Result<(u64, u64), QueueError> {
+            let ring = self.ring();
+            let rh = self.rh();
+            let (counter, waiters) = if put {
+                (&rh.gets, &rh.put_waiters)
+            } else {
+                (&rh.puts, &rh.get_waiters)
+            };
+            let mut spin_until: Option<Instant> = None;
+            let mut spins = 0u32;
+            loop {
+                let closed = rh.closed.0.load(Ordering::Acquire) != 0;
+                if put && closed {
+                    return Err(QueueError::Closed);
+                }
+                let step = if put {
+                    ring.claim_put(max, self.me)
+                } else {
+                    ring.claim_get(max, self.me)
+                };
+                if let Step::Done(r) = step {
+                    return Ok(r);
+                }
+                if !put && closed && ring.len() == 0 {
+                    return Err(QueueError::Closed);
+                }
+                let Some(deadline) = deadline else {
+                    return Err(if put {
+                        QueueError::Full
+                    } else {
+                        QueueError::Empty
+                    });
+                };
+                spins = spins.wrapping_add(1);
+                if spins % 64 != 0
+                    || *spin_until.get_or_insert_with(|| Instant::now() + SPIN) > Instant::now()
+                {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                waiters.0.fetch_add(1, Ordering::SeqCst);
+                let seen = counter.0.load(Ordering::SeqCst);
+                let again = if put {
+                    ring.claim_put(max, self.me)
+                } else {
+                    ring.claim_get(max, self.me)
+                };
+                if let Step::Done(r) = again {
+                    waiters.0.fetch_sub(1, Ordering::SeqCst);
+                    return Ok(r);
+                }
+                let slice = match deadline {
+                    Some(d) => match d.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => left.min(SLICE),
+                        _ => {
+                            waiters.0.fetch_sub(1, Ordering::SeqCst);
+                            return Err(QueueError::Timeout(Duration::ZERO));
+                        }
+                    },
+                    None => SLICE,
+                };
+                let timed_out = wait_while_equal(&counter.0, seen, Some(slice)).is_err();
+                waiters.0.fetch_sub(1, Ordering::SeqCst);
+                if timed_out {
+                    let dead = |m| self.is_dead(m);
+                    let recovered = if put {
+                        ring.recover_dead_consumer(dead)
+                    } else {
+                        ring.recover_dead_producer(dead)
+                    };
+                    if recovered {
+                        let (c, w) = if put {
+                            (&rh.gets, &rh.get_waiters)
+                        } else {
+                            (&rh.puts, &rh.put_waiters)
+                        };
+                        self.notify(c, w);
+                    }
+                }
+            }
+        }
+
+        fn put_batch(
+            &self,
+            max: u64,
+            deadline: Option<Option<Instant>>,
+            mut fill: impl FnMut(u64, &mut [u8]) -> u32,
+        ) -> Result<u64, QueueError> {
+            let (pos, n) = self.claim(true, max, deadline)?;
+            let ring = self.ring();
+            for k in 0..n {
+                // SAFETY: we own positions pos..pos+n (won the head CAS).
+                let len = fill(k, unsafe { ring.payload(pos + k) });
+                ring.publish(pos + k, len);
+            }
+            let rh = self.rh();
+            self.notify(&rh.puts, &rh.get_waiters);
+            Ok(n)
+        }
+
+        fn get_batch(
+            &self,
+            max: u64,
+            deadline: Option<Option<Instant>>,
+            mut take: impl FnMut(u64, &[u8]),
+        ) -> Result<u64, QueueError> {
+            let (pos, n) = self.claim(false, max, deadline)?;
+            let ring = self.ring();
+            for k in 0..n {
+                let len = ring.slot(pos + k).len.load(Ordering::Relaxed) as usize;
+                // SAFETY: we own positions pos..pos+n (won the tail CAS).
+                let payload = unsafe { ring.payload(pos + k) };
+                take(k, &payload[..len.min(payload.len())]);
+                ring.release(pos + k);
+            }
+            let rh = self.rh();
+            self.notify(&rh.gets, &rh.put_waiters);
+            Ok(n)
+        }
+
+        fn close(&self) {
+            let rh = self.rh();
+            rh.closed.0.store(1, Ordering::Release);
+            rh.puts.0.fetch_add(1, Ordering::SeqCst);
+            rh.gets.0.fetch_add(1, Ordering::SeqCst);
+            sync::wake_all(&rh.puts.0);
+            sync::wake_all(&rh.gets.0);
+        }
+    }
+
+    impl Drop for RawQueue {
+        fn drop(&mut self) {
+            if let Some(m) = self.hdr().members.get(self.me as usize) {
+                m.pid.store(0, Ordering::Release);
             }
         }
     }
 
-    fn put_batch(
-        &self,
-        max: u64,
-        deadline: Option<Option<Instant>>,
-        mut fill: impl FnMut(u64, &mut [u8]) -> u32,
-    ) -> Result<u64, QueueError> {
-        let (pos, n) = self.claim(true, max, deadline)?;
-        let ring = self.ring();
-        for k in 0..n {
-            // SAFETY: we own positions pos..pos+n (won the head CAS).
-            let len = fill(k, unsafe { ring.payload(pos + k) });
-            ring.publish(pos + k, len);
-        }
-        let rh = self.rh();
-        self.notify(&rh.puts, &rh.get_waiters);
-        Ok(n)
+    fn deadline(timeout: Option<Duration>) -> Option<Option<Instant>> {
+        Some(timeout.and_then(|t| Instant::now().checked_add(t)))
     }
 
-    fn get_batch(
-        &self,
-        max: u64,
-        deadline: Option<Option<Instant>>,
-        mut take: impl FnMut(u64, &[u8]),
-    ) -> Result<u64, QueueError> {
-        let (pos, n) = self.claim(false, max, deadline)?;
-        let ring = self.ring();
-        for k in 0..n {
-            let len = ring.slot(pos + k).len.load(Ordering::Relaxed) as usize;
-            // SAFETY: we own positions pos..pos+n (won the tail CAS).
-            let payload = unsafe { ring.payload(pos + k) };
-            take(k, &payload[..len.min(payload.len())]);
-            ring.release(pos + k);
-        }
-        let rh = self.rh();
-        self.notify(&rh.gets, &rh.put_waiters);
-        Ok(n)
-    }
-
-    fn close(&self) {
-        let rh = self.rh();
-        rh.closed.0.store(1, Ordering::Release);
-        rh.puts.0.fetch_add(1, Ordering::SeqCst);
-        rh.gets.0.fetch_add(1, Ordering::SeqCst);
-        sync::wake_all(&rh.puts.0);
-        sync::wake_all(&rh.gets.0);
-    }
-}
-
-impl Drop for RawQueue {
-    fn drop(&mut self) {
-        if let Some(m) = self.hdr().members.get(self.me as usize) {
-            m.pid.store(0, Ordering::Release);
-        }
-    }
-}
-
-fn deadline(timeout: Option<Duration>) -> Option<Option<Instant>> {
-    Some(timeout.and_then(|t| Instant::now().checked_add(t)))
-}
-
-fn with_timeout<T>(r: Result<T, QueueError>, t: Duration) -> Result<T, QueueError> {
-    r.map_err(|e| match e {
-        QueueError::Timeout(_) => QueueError::Timeout(t),
-        e => e,
-    })
-}
-
-macro_rules! common_methods {
-    () => {
-        /// Items currently in the queue (approximate while others are active).
-        pub fn len(&self) -> usize {
-            self.raw.ring().len() as usize
-        }
-
-        /// Whether the queue is empty.
-        pub fn is_empty(&self) -> bool {
-            self.len() == 0
-        }
-
-        /// The capacity in items.
-        pub fn capacity(&self) -> usize {
-            self.raw.hdr().capacity as usize
-        }
-
-        /// Closes the queue: puts fail with `Closed`; gets drain what is left, then
-        /// fail with `Closed`. Wakes every waiter.
-        pub fn close(&self) {
-            self.raw.close()
-        }
-
-        /// Whether the queue was closed.
-        pub fn is_closed(&self) -> bool {
-            self.raw.rh().closed.0.load(Ordering::Acquire) != 0
-        }
-
-        /// Items lost because their producer died after claiming a slot.
-        pub fn lost(&self) -> u64 {
-            self.raw.rh().lost.0.load(Ordering::Relaxed)
-        }
-
-        /// Items taken by consumers that died before finishing with them.
-        pub fn abandoned(&self) -> u64 {
-            self.raw.rh().abandoned.0.load(Ordering::Relaxed)
-        }
-
-        /// The underlying segment (name, path, unlink).
-        pub fn array(&self) -> &SharedArray<u8, Ix1> {
-            &self.raw.seg
-        }
-    };
-}
-
-/// A bounded MPMC queue of `T` items between processes. See the [module docs](self).
-pub struct Queue<T: Element> {
-    raw: RawQueue,
-    _t: PhantomData<T>,
-}
-
-impl<T: Element> Queue<T> {
-    /// Creates queue `name` holding up to `capacity` items (owner: removed on drop).
-    pub fn create(name: &str, capacity: usize) -> Result<Self, QueueError> {
-        let raw = RawQueue::create(name, 0, T::DTYPE.code(), std::mem::size_of::<T>(), capacity)?;
-        Ok(Queue {
-            raw,
-            _t: PhantomData,
+    fn with_timeout<T>(r: Result<T, QueueError>, t: Duration) -> Result<T, QueueError> {
+        r.map_err(|e| match e {
+            QueueError::Timeout(_) => QueueError::Timeout(t),
+            e => e,
         })
     }
 
-    /// Attaches queue `name` (checked: a queue of `T`).
-    pub fn open(name: &str) -> Result<Self, QueueError> {
-        let what = format!("a Queue<{}>", T::DTYPE);
-        let raw = RawQueue::open(
-            name,
-            0,
-            T::DTYPE.code(),
-            Some(std::mem::size_of::<T>()),
-            &what,
-        )?;
-        Ok(Queue {
-            raw,
-            _t: PhantomData,
-        })
+    macro_rules! common_methods {
+        () => {
+            /// Items currently in the queue (approximate while others are active).
+            pub fn len(&self) -> usize {
+                self.raw.ring().len() as usize
+            }
+
+            /// Whether the queue is empty.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// The capacity in items.
+            pub fn capacity(&self) -> usize {
+                self.raw.hdr().capacity as usize
+            }
+
+            /// Closes the queue: puts fail with `Closed`; gets drain what is left, then
+            /// fail with `Closed`. Wakes every waiter.
+            pub fn close(&self) {
+                self.raw.close()
+            }
+
+            /// Whether the queue was closed.
+            pub fn is_closed(&self) -> bool {
+                self.raw.rh().closed.0.load(Ordering::Acquire) != 0
+            }
+
+            /// Items lost because their producer died after claiming a slot.
+            pub fn lost(&self) -> u64 {
+                self.raw.rh().lost.0.load(Ordering::Relaxed)
+            }
+
+            /// Items taken by consumers that died before finishing with them.
+            pub fn abandoned(&self) -> u64 {
+                self.raw.rh().abandoned.0.load(Ordering::Relaxed)
+            }
+
+            /// The underlying segment (name, path, unlink).
+            pub fn array(&self) -> &SharedArray<u8, Ix1> {
+                &self.raw.seg
+            }
+        };
     }
 
-    fn put_one(&self, v: T, d: Option<Option<Instant>>) -> Result<(), QueueError> {
-        self.raw
-            .put_batch(1, d, |_, buf| {
-                buf[..std::mem::size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&v));
-                std::mem::size_of::<T>() as u32
+    /// A bounded MPMC queue of `T` items between processes. See the [module docs](crate::queue).
+    pub struct Queue<T: Element> {
+        raw: RawQueue,
+        _t: PhantomData<T>,
+    }
+
+    impl<T: Element> Queue<T> {
+        /// Creates queue `name` holding up to `capacity` items (at least 2; smaller
+        /// values are rounded up). The creator owns it: removed on drop.
+        pub fn create(name: &str, capacity: usize) -> Result<Self, QueueError> {
+            let raw =
+                RawQueue::create(name, 0, T::DTYPE.code(), std::mem::size_of::<T>(), capacity)?;
+            Ok(Queue {
+                raw,
+                _t: PhantomData,
             })
-            .map(drop)
-    }
-
-    fn get_one(&self, d: Option<Option<Instant>>) -> Result<T, QueueError> {
-        let mut out = T::zeroed();
-        self.raw.get_batch(1, d, |_, b| {
-            out = bytemuck::pod_read_unaligned(&b[..std::mem::size_of::<T>()])
-        })?;
-        Ok(out)
-    }
-
-    /// Puts `v`, waiting while the queue is full.
-    pub fn put(&self, v: T) -> Result<(), QueueError> {
-        self.put_one(v, deadline(None))
-    }
-
-    /// Puts `v` or fails with `Full` at once.
-    pub fn try_put(&self, v: T) -> Result<(), QueueError> {
-        self.put_one(v, None)
-    }
-
-    /// Puts `v`, waiting at most `timeout`.
-    pub fn put_timeout(&self, v: T, timeout: Duration) -> Result<(), QueueError> {
-        with_timeout(self.put_one(v, deadline(Some(timeout))), timeout)
-    }
-
-    /// Puts every item of `items` in order, claiming runs of free slots at once.
-    pub fn put_slice(&self, items: &[T]) -> Result<(), QueueError> {
-        let size = std::mem::size_of::<T>();
-        let mut done = 0usize;
-        while done < items.len() {
-            let chunk = &items[done..];
-            let n = self
-                .raw
-                .put_batch(chunk.len() as u64, deadline(None), |k, buf| {
-                    buf[..size].copy_from_slice(bytemuck::bytes_of(&chunk[k as usize]));
-                    size as u32
-                })?;
-            done += n as usize;
         }
-        Ok(())
-    }
 
-    /// Takes the next item, waiting while the queue is empty.
-    pub fn get(&self) -> Result<T, QueueError> {
-        self.get_one(deadline(None))
-    }
-
-    /// Takes the next item or fails with `Empty` (or `Closed`) at once.
-    pub fn try_get(&self) -> Result<T, QueueError> {
-        self.get_one(None)
-    }
-
-    /// Takes the next item, waiting at most `timeout`.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, QueueError> {
-        with_timeout(self.get_one(deadline(Some(timeout))), timeout)
-    }
-
-    /// Waits for at least one item, then fills `buf` with as many as are ready (up
-    /// to its length); returns how many.
-    pub fn get_into(&self, buf: &mut [T]) -> Result<usize, QueueError> {
-        if buf.is_empty() {
-            return Ok(0);
+        /// Attaches queue `name` (checked: a queue of `T`).
+        pub fn open(name: &str) -> Result<Self, QueueError> {
+            let what = format!("a Queue<{}>", T::DTYPE);
+            let raw = RawQueue::open(
+                name,
+                0,
+                T::DTYPE.code(),
+                Some(std::mem::size_of::<T>()),
+                &what,
+            )?;
+            Ok(Queue {
+                raw,
+                _t: PhantomData,
+            })
         }
-        let size = std::mem::size_of::<T>();
-        let n = self
-            .raw
-            .get_batch(buf.len() as u64, deadline(None), |k, b| {
-                buf[k as usize] = bytemuck::pod_read_unaligned(&b[..size]);
+
+        fn put_one(&self, v: T, d: Option<Option<Instant>>) -> Result<(), QueueError> {
+            self.raw
+                .put_batch(1, d, |_, buf| {
+                    buf[..std::mem::size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&v));
+                    std::mem::size_of::<T>() as u32
+                })
+                .map(drop)
+        }
+
+        fn get_one(&self, d: Option<Option<Instant>>) -> Result<T, QueueError> {
+            let mut out = T::zeroed();
+            self.raw.get_batch(1, d, |_, b| {
+                out = bytemuck::pod_read_unaligned(&b[..std::mem::size_of::<T>()])
             })?;
-        Ok(n as usize)
-    }
+            Ok(out)
+        }
 
-    common_methods!();
-}
+        /// Puts `v`, waiting while the queue is full.
+        pub fn put(&self, v: T) -> Result<(), QueueError> {
+            self.put_one(v, deadline(None))
+        }
 
-/// A bounded MPMC queue of byte messages (up to a fixed maximum size) between
-/// processes. See the [module docs](self).
-pub struct ByteQueue {
-    raw: RawQueue,
-}
+        /// Puts `v` or fails with `Full` at once.
+        pub fn try_put(&self, v: T) -> Result<(), QueueError> {
+            self.put_one(v, None)
+        }
 
-impl ByteQueue {
-    /// Creates queue `name` of `capacity` messages of at most `max_message` bytes.
-    pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Self, QueueError> {
-        Ok(ByteQueue {
-            raw: RawQueue::create(name, 1, 0, max_message, capacity)?,
-        })
-    }
+        /// Puts `v`, waiting at most `timeout`.
+        pub fn put_timeout(&self, v: T, timeout: Duration) -> Result<(), QueueError> {
+            with_timeout(self.put_one(v, deadline(Some(timeout))), timeout)
+        }
 
-    /// Attaches byte queue `name`.
-    pub fn open(name: &str) -> Result<Self, QueueError> {
-        Ok(ByteQueue {
-            raw: RawQueue::open(name, 1, 0, None, "a ByteQueue")?,
-        })
-    }
-
-    /// The largest message this queue carries.
-    pub fn max_message(&self) -> usize {
-        self.raw.hdr().item_size as usize
-    }
-
-    fn check(&self, len: usize) -> Result<(), QueueError> {
-        if len > self.max_message() {
-            Err(QueueError::TooLarge {
-                len,
-                max: self.max_message(),
-            })
-        } else {
+        /// Puts every item of `items` in order, claiming runs of free slots at once.
+        pub fn put_slice(&self, items: &[T]) -> Result<(), QueueError> {
+            let size = std::mem::size_of::<T>();
+            let mut done = 0usize;
+            while done < items.len() {
+                let chunk = &items[done..];
+                let n = self
+                    .raw
+                    .put_batch(chunk.len() as u64, deadline(None), |k, buf| {
+                        buf[..size].copy_from_slice(bytemuck::bytes_of(&chunk[k as usize]));
+                        size as u32
+                    })?;
+                done += n as usize;
+            }
             Ok(())
         }
-    }
 
-    /// Writes a message of `len` bytes directly into its slot with `fill` (no
-    /// intermediate buffer), waiting while the queue is full.
-    pub fn put_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), QueueError> {
-        self.check(len)?;
-        let mut fill = Some(fill);
-        self.raw
-            .put_batch(1, deadline(None), |_, buf| {
-                if let Some(f) = fill.take() {
-                    f(&mut buf[..len]);
-                }
-                len as u32
-            })
-            .map(drop)
-    }
+        /// Takes the next item, waiting while the queue is empty.
+        pub fn get(&self) -> Result<T, QueueError> {
+            self.get_one(deadline(None))
+        }
 
-    fn put_msg(&self, msg: &[u8], d: Option<Option<Instant>>) -> Result<(), QueueError> {
-        self.check(msg.len())?;
-        self.raw
-            .put_batch(1, d, |_, buf| {
-                buf[..msg.len()].copy_from_slice(msg);
-                msg.len() as u32
-            })
-            .map(drop)
-    }
+        /// Takes the next item or fails with `Empty` (or `Closed`) at once.
+        pub fn try_get(&self) -> Result<T, QueueError> {
+            self.get_one(None)
+        }
 
-    /// Puts a message, waiting while the queue is full.
-    pub fn put(&self, msg: &[u8]) -> Result<(), QueueError> {
-        self.put_msg(msg, deadline(None))
-    }
+        /// Takes the next item, waiting at most `timeout`.
+        pub fn get_timeout(&self, timeout: Duration) -> Result<T, QueueError> {
+            with_timeout(self.get_one(deadline(Some(timeout))), timeout)
+        }
 
-    /// Puts a message or fails with `Full` at once.
-    pub fn try_put(&self, msg: &[u8]) -> Result<(), QueueError> {
-        self.put_msg(msg, None)
-    }
-
-    /// Puts a message, waiting at most `timeout`.
-    pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), QueueError> {
-        with_timeout(self.put_msg(msg, deadline(Some(timeout))), timeout)
-    }
-
-    /// Reads the next message in place with `f` (no copy out), waiting while empty.
-    pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
-        let mut f = Some(f);
-        let mut out = None;
-        self.raw.get_batch(1, deadline(None), |_, b| {
-            if let Some(f) = f.take() {
-                out = Some(f(b));
+        /// Waits for at least one item, then fills `buf` with as many as are ready (up
+        /// to its length); returns how many.
+        pub fn get_into(&self, buf: &mut [T]) -> Result<usize, QueueError> {
+            if buf.is_empty() {
+                return Ok(0);
             }
-        })?;
-        out.ok_or(QueueError::Empty)
+            let size = std::mem::size_of::<T>();
+            let n = self
+                .raw
+                .get_batch(buf.len() as u64, deadline(None), |k, b| {
+                    buf[k as usize] = bytemuck::pod_read_unaligned(&b[..size]);
+                })?;
+            Ok(n as usize)
+        }
+
+        common_methods!();
     }
 
-    fn get_msg(&self, d: Option<Option<Instant>>) -> Result<Vec<u8>, QueueError> {
-        let mut out = Vec::new();
-        self.raw.get_batch(1, d, |_, b| out.extend_from_slice(b))?;
-        Ok(out)
+    /// A bounded MPMC queue of byte messages (up to a fixed maximum size) between
+    /// processes. See the [module docs](crate::queue).
+    pub struct ByteQueue {
+        raw: RawQueue,
     }
 
-    /// Takes the next message, waiting while the queue is empty.
-    pub fn get(&self) -> Result<Vec<u8>, QueueError> {
-        self.get_msg(deadline(None))
-    }
+    impl ByteQueue {
+        /// Creates queue `name` of `capacity` messages of at most `max_message` bytes.
+        pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Self, QueueError> {
+            Ok(ByteQueue {
+                raw: RawQueue::create(name, 1, 0, max_message, capacity)?,
+            })
+        }
 
-    /// Takes the next message or fails with `Empty` (or `Closed`) at once.
-    pub fn try_get(&self) -> Result<Vec<u8>, QueueError> {
-        self.get_msg(None)
-    }
+        /// Attaches byte queue `name`.
+        pub fn open(name: &str) -> Result<Self, QueueError> {
+            Ok(ByteQueue {
+                raw: RawQueue::open(name, 1, 0, None, "a ByteQueue")?,
+            })
+        }
 
-    /// Takes the next message, waiting at most `timeout`.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<u8>, QueueError> {
-        with_timeout(self.get_msg(deadline(Some(timeout))), timeout)
-    }
+        /// The largest message this queue carries.
+        pub fn max_message(&self) -> usize {
+            self.raw.hdr().item_size as usize
+        }
 
-    common_methods!();
+        fn check(&self, len: usize) -> Result<(), QueueError> {
+            if len > self.max_message() {
+                Err(QueueError::TooLarge {
+                    len,
+                    max: self.max_message(),
+                })
+            } else {
+                Ok(())
+            }
+        }
+
+        /// Writes a message of `len` bytes directly into its slot with `fill` (no
+        /// intermediate buffer), waiting while the queue is full.
+        pub fn put_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), QueueError> {
+            self.check(len)?;
+            let mut fill = Some(fill);
+            self.raw
+                .put_batch(1, deadline(None), |_, buf| {
+                    if let Some(f) = fill.take() {
+                        f(&mut buf[..len]);
+                    }
+                    len as u32
+                })
+                .map(drop)
+        }
+
+        fn put_msg(&self, msg: &[u8], d: Option<Option<Instant>>) -> Result<(), QueueError> {
+            self.check(msg.len())?;
+            self.raw
+                .put_batch(1, d, |_, buf| {
+                    buf[..msg.len()].copy_from_slice(msg);
+                    msg.len() as u32
+                })
+                .map(drop)
+        }
+
+        /// Puts a message, waiting while the queue is full.
+        pub fn put(&self, msg: &[u8]) -> Result<(), QueueError> {
+            self.put_msg(msg, deadline(None))
+        }
+
+        /// Puts a message or fails with `Full` at once.
+        pub fn try_put(&self, msg: &[u8]) -> Result<(), QueueError> {
+            self.put_msg(msg, None)
+        }
+
+        /// Puts a message, waiting at most `timeout`.
+        pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), QueueError> {
+            with_timeout(self.put_msg(msg, deadline(Some(timeout))), timeout)
+        }
+
+        /// Reads the next message in place with `f` (no copy out), waiting while empty.
+        pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
+            let mut f = Some(f);
+            let mut out = None;
+            self.raw.get_batch(1, deadline(None), |_, b| {
+                if let Some(f) = f.take() {
+                    out = Some(f(b));
+                }
+            })?;
+            out.ok_or(QueueError::Empty)
+        }
+
+        fn get_msg(&self, d: Option<Option<Instant>>) -> Result<Vec<u8>, QueueError> {
+            let mut out = Vec::new();
+            self.raw.get_batch(1, d, |_, b| out.extend_from_slice(b))?;
+            Ok(out)
+        }
+
+        /// Takes the next message, waiting while the queue is empty.
+        pub fn get(&self) -> Result<Vec<u8>, QueueError> {
+            self.get_msg(deadline(None))
+        }
+
+        /// Takes the next message or fails with `Empty` (or `Closed`) at once.
+        pub fn try_get(&self) -> Result<Vec<u8>, QueueError> {
+            self.get_msg(None)
+        }
+
+        /// Takes the next message, waiting at most `timeout`.
+        pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<u8>, QueueError> {
+            with_timeout(self.get_msg(deadline(Some(timeout))), timeout)
+        }
+
+        common_methods!();
+    }
 }

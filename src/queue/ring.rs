@@ -22,10 +22,19 @@
 //! Acquire before it is read/overwritten; `head`/`tail` CASes only arbitrate
 //! ownership (Relaxed would do; we use AcqRel for clarity of the claimant store).
 
+// Under `--cfg loom` the ring's atomics are loom's, so its index logic can be model
+// checked on heap memory (see the `loom_tests` module for the command).
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Flag in the high bit of a stamp: the slot's item was lost with its producer.
 pub(crate) const LOST: u64 = 1 << 63;
+/// Smallest capacity the stamp scheme supports: with one slot, "published for
+/// position p" (`p+1`) and "free for position p+1" (`p+1`) would be the same stamp,
+/// and a producer could overwrite an item not yet consumed (found by loom).
+pub(crate) const MIN_CAPACITY: u64 = 2;
 /// Claimant value meaning "nobody".
 pub(crate) const NOBODY: u32 = u32::MAX;
 
@@ -60,6 +69,7 @@ pub(crate) struct SlotHead {
 }
 
 pub(crate) const SLOT_HEAD: usize = std::mem::size_of::<SlotHead>();
+#[cfg(not(loom))]
 const _: () = assert!(SLOT_HEAD == 16);
 
 /// A view of a ring in (shared) memory.
@@ -283,7 +293,7 @@ impl<'a> Ring<'a> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -440,5 +450,159 @@ mod tests {
         assert!(ring.recover_dead_consumer(|m| m == 5));
         assert!(matches!(ring.claim_put(1, 1), Step::Done(_)));
         assert_eq!(h.hdr.abandoned.0.load(Ordering::Relaxed), 1);
+    }
+}
+
+/// Model checking of the ring's index logic with loom (every interleaving of a few
+/// threads on a tiny ring). Run:
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib queue::ring::loom_tests`
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use std::cell::UnsafeCell;
+
+    #[repr(C, align(16))]
+    struct LoomSlot {
+        head: SlotHead,
+        payload: [u8; 16],
+    }
+
+    struct Heap {
+        hdr: RingHeader,
+        slots: UnsafeCell<Vec<LoomSlot>>,
+        cap: u64,
+    }
+
+    // SAFETY: slots are only touched through the ring protocol under test.
+    unsafe impl Sync for Heap {}
+    // SAFETY: as above.
+    unsafe impl Send for Heap {}
+
+    fn pad32(v: u32) -> Padded<AtomicU32> {
+        Padded(AtomicU32::new(v))
+    }
+
+    fn heap(cap: u64) -> Arc<Heap> {
+        let hdr = RingHeader {
+            head: Padded(AtomicU64::new(0)),
+            tail: Padded(AtomicU64::new(0)),
+            puts: pad32(0),
+            gets: pad32(0),
+            get_waiters: pad32(0),
+            put_waiters: pad32(0),
+            closed: pad32(0),
+            lost: Padded(AtomicU64::new(0)),
+            abandoned: Padded(AtomicU64::new(0)),
+        };
+        let slots = (0..cap)
+            .map(|i| LoomSlot {
+                head: SlotHead {
+                    seq: AtomicU64::new(i),
+                    claimant: AtomicU32::new(NOBODY),
+                    len: AtomicU32::new(0),
+                },
+                payload: [0; 16],
+            })
+            .collect();
+        Arc::new(Heap {
+            hdr,
+            slots: UnsafeCell::new(slots),
+            cap,
+        })
+    }
+
+    fn ring(h: &Heap) -> Ring<'_> {
+        // SAFETY: `cap` slots of `size_of::<LoomSlot>()` bytes, alive with `h`.
+        unsafe {
+            Ring::new(
+                &h.hdr,
+                (*h.slots.get()).as_mut_ptr().cast::<u8>(),
+                h.cap,
+                std::mem::size_of::<LoomSlot>(),
+            )
+        }
+    }
+
+    fn put(r: &Ring<'_>, v: u8, me: u32) {
+        loop {
+            if let Step::Done((pos, _)) = r.claim_put(1, me) {
+                // SAFETY: we own `pos`.
+                unsafe { r.payload(pos)[0] = v };
+                r.publish(pos, 1);
+                return;
+            }
+            loom::thread::yield_now();
+        }
+    }
+
+    fn get(r: &Ring<'_>, me: u32) -> u8 {
+        loop {
+            if let Step::Done((pos, _)) = r.claim_get(1, me) {
+                // SAFETY: we own `pos`.
+                let v = unsafe { r.payload(pos)[0] };
+                r.release(pos);
+                return v;
+            }
+            loom::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn two_producers_one_consumer_each_item_exactly_once() {
+        loom::model(|| {
+            let h = heap(2);
+            let handles: Vec<_> = [1u8, 2]
+                .into_iter()
+                .map(|v| {
+                    let h = h.clone();
+                    loom::thread::spawn(move || put(&ring(&h), v, v as u32))
+                })
+                .collect();
+            let r = ring(&h);
+            let mut got = [get(&r, 9), get(&r, 9)];
+            for t in handles {
+                t.join().unwrap();
+            }
+            got.sort();
+            assert_eq!(got, [1, 2]);
+        });
+    }
+
+    #[test]
+    fn wraparound_keeps_order_on_the_smallest_ring() {
+        loom::model(|| {
+            let h = heap(MIN_CAPACITY);
+            let h2 = h.clone();
+            let p = loom::thread::spawn(move || {
+                let r = ring(&h2);
+                for v in 1..=3 {
+                    put(&r, v, 0);
+                }
+            });
+            let r = ring(&h);
+            for v in 1..=3 {
+                assert_eq!(get(&r, 1), v);
+            }
+            p.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn two_consumers_never_take_the_same_item() {
+        loom::model(|| {
+            let h = heap(2);
+            {
+                let r = ring(&h);
+                put(&r, 1, 0);
+                put(&r, 2, 0);
+            }
+            let h2 = h.clone();
+            let c = loom::thread::spawn(move || get(&ring(&h2), 1));
+            let a = get(&ring(&h), 2);
+            let b = c.join().unwrap();
+            assert_ne!(a, b);
+            assert_eq!(a + b, 3);
+        });
     }
 }
