@@ -60,7 +60,8 @@ pub enum Dtype {
     F64,
 }
 
-const ALL_DTYPES: [Dtype; 10] = [
+/// Every supported element type.
+pub const ALL_DTYPES: [Dtype; 10] = [
     Dtype::I8,
     Dtype::I16,
     Dtype::I32,

@@ -2,20 +2,9 @@
 //! panics, whatever the bytes (the same code `fuzz/` drives with libFuzzer).
 
 use proptest::prelude::*;
-use shmarray::header::{build_header, parse_header, parse_preamble, Dtype, HeaderError, PAGE};
-
-const DTYPES: [Dtype; 10] = [
-    Dtype::I8,
-    Dtype::I16,
-    Dtype::I32,
-    Dtype::I64,
-    Dtype::U8,
-    Dtype::U16,
-    Dtype::U32,
-    Dtype::U64,
-    Dtype::F32,
-    Dtype::F64,
-];
+use shmarray::header::{
+    build_header, parse_header, parse_preamble, Dtype, HeaderError, ALL_DTYPES as DTYPES, PAGE,
+};
 
 fn dtype() -> impl Strategy<Value = Dtype> {
     (0..DTYPES.len()).prop_map(|i| DTYPES[i])
