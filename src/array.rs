@@ -144,21 +144,24 @@ impl Options {
     }
 
     /// Creates a segment of `len` bytes whose data is initialised by `init` before
-    /// publication (for the named objects in [`crate::objects`]).
+    /// publication (for the named objects in [`crate::objects`] and the queues).
+    /// `name == None` makes an anonymous (memfd) segment.
     pub(crate) fn create_initialised(
         &self,
-        name: &str,
+        name: Option<&str>,
         len: usize,
         init: impl FnOnce(*mut u8),
     ) -> Result<SharedArray<u8, ndarray::Ix1>> {
-        let seg = publish(
-            Target::Named(&self.ns()?, name),
-            Dtype::U8,
-            false,
-            &[len],
-            self.persistent,
-            init,
-        )?;
+        let ns;
+        let target = match name {
+            Some(name) => {
+                ns = self.ns()?;
+                Target::Named(&ns, name)
+            }
+            None => Target::Anonymous,
+        };
+        let persistent = self.persistent && name.is_some();
+        let seg = publish(target, Dtype::U8, false, &[len], persistent, init)?;
         SharedArray::from_segment(seg)
     }
 

@@ -260,7 +260,7 @@ impl<S> StateSegment<S> {
         init: impl FnOnce(&mut S),
     ) -> Result<Self> {
         let len = std::mem::size_of::<Stamped<S>>();
-        let array = opts.create_initialised(name, len, |p| {
+        let array = opts.create_initialised(Some(name), len, |p| {
             // SAFETY: `p` is the page-aligned, zero-filled, private data area of `len`
             // bytes; zero bytes are a valid `Stamped<S>` (caller's contract).
             let st = unsafe { &mut *p.cast::<Stamped<S>>() };

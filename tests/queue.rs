@@ -61,6 +61,19 @@ fn child_entry() {
             })
             .unwrap();
         }
+        ["anon_produce", path] => {
+            // Attach an anonymous queue through the parent's /proc fd link.
+            let q = Queue::<u64>::from_file(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .unwrap(),
+            )
+            .unwrap();
+            q.put_slice(&(0..1000).collect::<Vec<u64>>()).unwrap();
+            q.close();
+        }
         ["get_and_die", name] => {
             let q = ByteQueue::open(name).unwrap();
             q.get_with(|_| {
@@ -302,4 +315,32 @@ fn capacity_one_is_rounded_up_and_never_overwrites_an_unread_item() {
     assert_eq!(q.get().unwrap(), 1);
     q.put(3).unwrap();
     assert_eq!((q.get().unwrap(), q.get().unwrap()), (2, 3));
+}
+
+#[test]
+fn anonymous_queue_is_shared_through_its_descriptor() {
+    use std::os::fd::AsRawFd;
+    let q = Queue::<u64>::create_anonymous(64).unwrap();
+    assert!(q.array().name().is_none());
+    let path = format!("/proc/{}/fd/{}", std::process::id(), q.file().as_raw_fd());
+    let mut kids = Kids(Vec::new());
+    let p = kids.spawn(format!("anon_produce:{path}"));
+    let mut sum = 0u64;
+    let mut n = 0;
+    loop {
+        match q.get_timeout(Duration::from_secs(30)) {
+            Ok(v) => {
+                sum += v;
+                n += 1
+            }
+            Err(QueueError::Closed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    kids.finish(p);
+    assert_eq!((n, sum), (1000, 999 * 1000 / 2));
+    assert!(matches!(
+        ByteQueue::from_file(q.file().try_clone().unwrap()),
+        Err(QueueError::NotAQueue { .. })
+    ));
 }

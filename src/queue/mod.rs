@@ -133,7 +133,7 @@ mod imp {
         }
 
         fn create(
-            name: &str,
+            name: Option<&str>,
             kind: u32,
             dtype_code: u32,
             item_size: usize,
@@ -167,16 +167,16 @@ mod imp {
             RawQueue::attach(seg)
         }
 
-        fn open(
-            name: &str,
+        /// Checks that `seg` is a queue of this kind and attaches to it.
+        fn validate(
+            seg: SharedArray<u8, Ix1>,
             kind: u32,
             dtype_code: u32,
             item_size: Option<usize>,
             what: &str,
         ) -> Result<RawQueue, QueueError> {
-            let seg: SharedArray<u8, Ix1> = Options::new().open(name)?;
             let not = || QueueError::NotAQueue {
-                name: name.to_string(),
+                name: seg.segment().label().to_string(),
                 expected: what.to_string(),
             };
             if seg.len() < HDR + RING_HDR || !seg.segment().is_writable() {
@@ -187,6 +187,7 @@ mod imp {
             let hdr = unsafe { &*seg.data_ptr().cast::<QueueHeader>() };
             let (stride, len) = Self::layout(hdr.capacity, hdr.item_size as usize);
             let ok = hdr.magic == MAGIC
+                && hdr.capacity >= MIN_CAPACITY
                 && hdr.version == VERSION
                 && hdr.kind == kind
                 && hdr.dtype_code == dtype_code
@@ -197,6 +198,28 @@ mod imp {
                 return Err(not());
             }
             RawQueue::attach(seg)
+        }
+
+        fn open(
+            name: &str,
+            kind: u32,
+            dtype_code: u32,
+            item_size: Option<usize>,
+            what: &str,
+        ) -> Result<RawQueue, QueueError> {
+            let seg: SharedArray<u8, Ix1> = Options::new().open(name)?;
+            Self::validate(seg, kind, dtype_code, item_size, what)
+        }
+
+        fn from_file(
+            file: std::fs::File,
+            kind: u32,
+            dtype_code: u32,
+            item_size: Option<usize>,
+            what: &str,
+        ) -> Result<RawQueue, QueueError> {
+            let seg = SharedArray::<u8, Ix1>::from_file(file, true)?;
+            Self::validate(seg, kind, dtype_code, item_size, what)
         }
 
         fn attach(seg: SharedArray<u8, Ix1>) -> Result<RawQueue, QueueError> {
@@ -472,6 +495,11 @@ mod imp {
             pub fn array(&self) -> &SharedArray<u8, Ix1> {
                 &self.raw.seg
             }
+
+            /// The segment's open file (for anonymous queues: the memfd to share).
+            pub fn file(&self) -> &std::fs::File {
+                self.raw.seg.segment().file()
+            }
         };
     }
 
@@ -485,6 +513,17 @@ mod imp {
         /// Creates queue `name` holding up to `capacity` items (at least 2; smaller
         /// values are rounded up). The creator owns it: removed on drop.
         pub fn create(name: &str, capacity: usize) -> Result<Self, QueueError> {
+            Self::make(Some(name), capacity)
+        }
+
+        /// Creates an anonymous queue (memfd): no name, gone when the last process
+        /// closes it. Hand [`file`](Self::file) to other processes (inherit it, or
+        /// open `/proc/<pid>/fd/<n>`) and attach with [`from_file`](Self::from_file).
+        pub fn create_anonymous(capacity: usize) -> Result<Self, QueueError> {
+            Self::make(None, capacity)
+        }
+
+        fn make(name: Option<&str>, capacity: usize) -> Result<Self, QueueError> {
             let raw =
                 RawQueue::create(name, 0, T::DTYPE.code(), std::mem::size_of::<T>(), capacity)?;
             Ok(Queue {
@@ -493,15 +532,33 @@ mod imp {
             })
         }
 
+        fn what() -> String {
+            format!("a Queue<{}>", T::DTYPE)
+        }
+
         /// Attaches queue `name` (checked: a queue of `T`).
         pub fn open(name: &str) -> Result<Self, QueueError> {
-            let what = format!("a Queue<{}>", T::DTYPE);
             let raw = RawQueue::open(
                 name,
                 0,
                 T::DTYPE.code(),
                 Some(std::mem::size_of::<T>()),
-                &what,
+                &Self::what(),
+            )?;
+            Ok(Queue {
+                raw,
+                _t: PhantomData,
+            })
+        }
+
+        /// Attaches a queue from an open segment file (e.g. an anonymous queue's memfd).
+        pub fn from_file(file: std::fs::File) -> Result<Self, QueueError> {
+            let raw = RawQueue::from_file(
+                file,
+                0,
+                T::DTYPE.code(),
+                Some(std::mem::size_of::<T>()),
+                &Self::what(),
             )?;
             Ok(Queue {
                 raw,
@@ -601,7 +658,21 @@ mod imp {
         /// Creates queue `name` of `capacity` messages of at most `max_message` bytes.
         pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Self, QueueError> {
             Ok(ByteQueue {
-                raw: RawQueue::create(name, 1, 0, max_message, capacity)?,
+                raw: RawQueue::create(Some(name), 1, 0, max_message, capacity)?,
+            })
+        }
+
+        /// Creates an anonymous byte queue (memfd); see [`Queue::create_anonymous`].
+        pub fn create_anonymous(capacity: usize, max_message: usize) -> Result<Self, QueueError> {
+            Ok(ByteQueue {
+                raw: RawQueue::create(None, 1, 0, max_message, capacity)?,
+            })
+        }
+
+        /// Attaches a byte queue from an open segment file.
+        pub fn from_file(file: std::fs::File) -> Result<Self, QueueError> {
+            Ok(ByteQueue {
+                raw: RawQueue::from_file(file, 1, 0, None, "a ByteQueue")?,
             })
         }
 
