@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, Ix2};
-use shmarray::pool::{as_completed, Partition, Pool};
+use shmarray::pool::{as_completed, ArrayHandle, Partition, Pool};
 use shmarray::process::{Process, StartMethod, TaskError};
 use shmarray::SharedArray;
 
@@ -61,6 +61,16 @@ fn add_one(mut rows: ArrayViewMut2<'_, f64>) {
 
 fn part_sum(rows: ArrayView2<'_, f64>) -> f64 {
     rows.sum()
+}
+
+fn handle_row_sum((h, row): (ArrayHandle<f64, Ix2>, usize)) -> f64 {
+    h.with(|a| a.view().row(row).sum()).unwrap()
+}
+
+fn handle_type_check(h: ArrayHandle<f32, Ix2>) -> String {
+    h.with(|_| ())
+        .map(|()| "ok".to_string())
+        .unwrap_or_else(|e| e.to_string())
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -436,6 +446,38 @@ fn kernels_run_in_place_on_disjoint_parts() {
     ));
 }
 
+fn array_handles_travel_as_task_arguments() {
+    let name = unique("handle");
+    let a = SharedArray::<f64, Ix2>::create(&name, (64, 8)).unwrap();
+    a.lock()
+        .unwrap()
+        .rows_mut()
+        .into_iter()
+        .enumerate()
+        .for_each(|(i, mut r)| r.fill(i as f64));
+    let h = ArrayHandle::of(&a).unwrap();
+    let pool = Pool::new(2).unwrap();
+    let sums = pool
+        .map_chunked(handle_row_sum, (0..64).map(|r| (h.clone(), r)).collect(), 4)
+        .unwrap();
+    assert_eq!(sums, (0..64).map(|r| 8.0 * r as f64).collect::<Vec<_>>());
+    // The worker checks the type against the segment header.
+    let wrong: ArrayHandle<f32, Ix2> = serde_roundtrip(&h);
+    let msg = pool
+        .submit(handle_type_check, wrong)
+        .unwrap()
+        .result(None)
+        .unwrap();
+    assert!(msg.contains("holds"), "{msg}");
+    let anon = SharedArray::<f64, Ix2>::create_anonymous((2, 2)).unwrap();
+    assert!(matches!(ArrayHandle::of(&anon), Err(TaskError::Array(_))));
+}
+
+/// Re-types a handle through its wire form (what a confused caller could send).
+fn serde_roundtrip<A: serde::Serialize, B: serde::de::DeserializeOwned>(a: &A) -> B {
+    bincode::deserialize(&bincode::serialize(a).unwrap()).unwrap()
+}
+
 fn main() {
     shmarray::process::init();
 
@@ -471,6 +513,10 @@ fn main() {
         (
             "kernels_run_in_place_on_disjoint_parts",
             kernels_run_in_place_on_disjoint_parts,
+        ),
+        (
+            "array_handles_travel_as_task_arguments",
+            array_handles_travel_as_task_arguments,
         ),
     ];
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));

@@ -9,7 +9,9 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::ops::Range;
+use std::rc::Rc;
 
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, Slice};
 use serde::{Deserialize, Serialize};
@@ -30,12 +32,38 @@ pub enum Partition {
     Parts(usize),
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct Part {
+/// Where a named segment is, and which file it was when the handle was made.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+struct Location {
     dir: String,
     name: String,
     dev: u64,
     ino: u64,
+}
+
+impl Location {
+    fn of<T: Element, D: Dimension>(array: &SharedArray<T, D>) -> Result<Location, TaskError> {
+        let (Some(name), Some(path)) = (array.name(), array.path()) else {
+            return Err(TaskError::Array(
+                "only named segments can be sent to workers (anonymous ones have no name to attach)".into(),
+            ));
+        };
+        let (dev, ino) = array.segment().file_id();
+        Ok(Location {
+            dir: path
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            name: name.to_string(),
+            dev,
+            ino,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Part {
+    at: Location,
     axis: usize,
     start: usize,
     end: usize,
@@ -43,38 +71,86 @@ struct Part {
 
 thread_local! {
     /// Worker-side cache of attached arrays, keyed by (device, inode).
-    static ATTACHED: RefCell<HashMap<(u64, u64), Box<dyn Any>>> = RefCell::new(HashMap::new());
+    static ATTACHED: RefCell<HashMap<(u64, u64), Rc<dyn Any>>> = RefCell::new(HashMap::new());
 }
 
-/// Runs `f` with the cached `SharedArray<T, D>` for `part`, attaching it on first use.
+/// Runs `f` with the cached `SharedArray<T, D>` at `at`, attaching it on first use.
+/// The cache is not borrowed while `f` runs, so `f` may attach other handles.
 fn with_attached<T: Element, D: Dimension + 'static, O>(
-    part: &Part,
+    at: &Location,
     f: impl FnOnce(&SharedArray<T, D>) -> O,
 ) -> Result<O, String> {
-    ATTACHED.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        let key = (part.dev, part.ino);
-        let fresh = !matches!(cache.get(&key), Some(b) if b.is::<SharedArray<T, D>>());
-        if fresh {
-            let ns = Namespace::at(&part.dir).map_err(|e| e.to_string())?;
+    let key = (at.dev, at.ino);
+    let cached = ATTACHED.with(|c| c.borrow().get(&key).cloned());
+    let array = match cached.and_then(|a| a.downcast::<SharedArray<T, D>>().ok()) {
+        Some(a) => a,
+        None => {
+            let ns = Namespace::at(&at.dir).map_err(|e| e.to_string())?;
             let a: SharedArray<T, D> = Options::new()
                 .namespace(ns)
-                .open(&part.name)
+                .open(&at.name)
                 .map_err(|e| e.to_string())?;
             if a.segment().file_id() != key {
                 return Err(format!(
-                    "segment {:?} was replaced since the kernel was submitted",
-                    part.name
+                    "segment {:?} was replaced since the handle was made",
+                    at.name
                 ));
             }
-            cache.insert(key, Box::new(a));
+            let a = Rc::new(a);
+            ATTACHED.with(|c| c.borrow_mut().insert(key, a.clone()));
+            a
         }
-        let a = cache
-            .get(&key)
-            .and_then(|b| b.downcast_ref::<SharedArray<T, D>>())
-            .expect("just inserted");
-        Ok(f(a))
-    })
+    };
+    Ok(f(&array))
+}
+
+/// A shared array as a task argument: serialises to its location (directory, name,
+/// device, inode), and in a worker attaches once and is cached for later tasks.
+///
+/// ```no_run
+/// use shmarray::pool::{ArrayHandle, Pool};
+/// fn row_sum((h, row): (ArrayHandle<f64, ndarray::Ix2>, usize)) -> f64 {
+///     h.with(|a| a.view().row(row).sum()).unwrap()
+/// }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # shmarray::process::init();
+/// let a = shmarray::SharedArray::<f64, ndarray::Ix2>::create("m", (4, 4))?;
+/// let h = ArrayHandle::of(&a)?;
+/// let pool = Pool::new(2)?;
+/// let sums = pool.map(row_sum, (0..4).map(|r| (h.clone(), r)))?;
+/// # Ok(()) }
+/// ```
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct ArrayHandle<T, D> {
+    at: Location,
+    #[serde(skip)]
+    _t: PhantomData<fn() -> (T, D)>,
+}
+
+impl<T, D> Clone for ArrayHandle<T, D> {
+    fn clone(&self) -> Self {
+        ArrayHandle {
+            at: self.at.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Element, D: Dimension + 'static> ArrayHandle<T, D> {
+    /// A handle to a named array (anonymous arrays have no name: `TaskError::Array`).
+    pub fn of(array: &SharedArray<T, D>) -> Result<Self, TaskError> {
+        Ok(ArrayHandle {
+            at: Location::of(array)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// Runs `f` with the array, attaching it on first use in this process and
+    /// reusing the mapping afterwards. Fails if the name now refers to a different
+    /// file, or holds a different type.
+    pub fn with<R>(&self, f: impl FnOnce(&SharedArray<T, D>) -> R) -> Result<R, TaskError> {
+        with_attached(&self.at, f).map_err(TaskError::Array)
+    }
 }
 
 fn call_kernel<T: Element, D: Dimension + 'static>(
@@ -87,7 +163,7 @@ fn call_kernel<T: Element, D: Dimension + 'static>(
         unsafe { std::mem::transmute::<usize, fn(ArrayViewMut<'_, T, D>)>(func) };
     let parts: Vec<Part> = decode(payload)?;
     let outcomes = run_items(parts, |p| {
-        with_attached::<T, D, ()>(&p, |a| {
+        with_attached::<T, D, ()>(&p.at, |a| {
             // SAFETY: the pool hands out disjoint ranges of one axis, each exactly
             // once, so no two views of the same elements exist at the same time; the
             // caller's array handle is borrowed for the kernel's whole duration.
@@ -108,7 +184,7 @@ fn call_reduce<T: Element, D: Dimension + 'static, R: Serialize>(
         unsafe { std::mem::transmute::<usize, fn(ArrayView<'_, T, D>) -> R>(func) };
     let parts: Vec<Part> = decode(payload)?;
     let outcomes = run_items(parts, |p| {
-        with_attached::<T, D, R>(&p, |a| {
+        with_attached::<T, D, R>(&p.at, |a| {
             f(a.view()
                 .slice_axis_move(Axis(p.axis), Slice::from(p.start..p.end)))
         })
@@ -145,11 +221,7 @@ impl Pool {
         axis: Axis,
         partition: Partition,
     ) -> Result<Vec<Part>, TaskError> {
-        let (Some(name), Some(path)) = (array.name(), array.path()) else {
-            return Err(TaskError::Array(
-                "kernels need a named segment (anonymous segments have no name to attach)".into(),
-            ));
-        };
+        let at = Location::of(array)?;
         if axis.0 >= array.shape().len() {
             return Err(TaskError::Array(format!(
                 "axis {} out of range for shape {:?}",
@@ -157,10 +229,6 @@ impl Pool {
                 array.shape()
             )));
         }
-        let dir = path
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
         let len = array.shape()[axis.0];
         // Along the outermost axis of a C-order array every index is a contiguous
         // block of `row` bytes: put boundaries on page (else cache-line) multiples.
@@ -182,14 +250,10 @@ impl Pool {
                 }
             }
         }
-        let (dev, ino) = array.segment().file_id();
         Ok(ranges
             .into_iter()
             .map(|r| Part {
-                dir: dir.clone(),
-                name: name.to_string(),
-                dev,
-                ino,
+                at: at.clone(),
                 axis: axis.0,
                 start: r.start,
                 end: r.end,

@@ -26,7 +26,7 @@ use crate::process::{
     Trampoline, Worker,
 };
 
-pub use kernel::Partition;
+pub use kernel::{ArrayHandle, Partition};
 
 #[derive(Debug)]
 enum Status {
