@@ -383,6 +383,27 @@ fn dropping_the_pool_reaps_every_worker() {
     }
 }
 
+fn dropping_a_pool_with_a_stuck_task_does_not_hang() {
+    let pool = Pool::new(2).unwrap();
+    let stuck = pool.submit(sleep_ms, 600_000).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let pids = pool.worker_pids();
+    let t = Instant::now();
+    drop(pool);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "drop took {:?}",
+        t.elapsed()
+    );
+    assert!(matches!(
+        stuck.result(None),
+        Err(TaskError::WorkerDied { .. })
+    ));
+    for pid in pids {
+        assert!(!pid_alive(pid), "worker {pid} left behind");
+    }
+}
+
 fn fork_pool_works() {
     let pool = Pool::with_method(2, StartMethod::Fork).unwrap();
     assert_eq!(
@@ -517,6 +538,10 @@ fn main() {
         (
             "array_handles_travel_as_task_arguments",
             array_handles_travel_as_task_arguments,
+        ),
+        (
+            "dropping_a_pool_with_a_stuck_task_does_not_hang",
+            dropping_a_pool_with_a_stuck_task_does_not_hang,
         ),
     ];
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));

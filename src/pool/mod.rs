@@ -469,7 +469,14 @@ impl Pool {
     }
 }
 
+/// How long `drop` lets running tasks finish before it kills their workers.
+const DROP_GRACE: Duration = Duration::from_secs(2);
+
 impl Drop for Pool {
+    /// Queued tasks fail with `PoolClosed`; running tasks get [`DROP_GRACE`] (2 s) to
+    /// finish, then their workers are SIGKILLed (their futures report `WorkerDied`).
+    /// Every worker is reaped; dropping never hangs on a stuck task. Collect results
+    /// before dropping the pool if you need them.
     fn drop(&mut self) {
         {
             let mut q = self.shared.queue.lock().unwrap();
@@ -479,6 +486,15 @@ impl Drop for Pool {
             }
         }
         self.shared.ready.notify_all();
+        let deadline = Instant::now() + DROP_GRACE;
+        while Instant::now() < deadline && !self.drivers.iter().all(|d| d.is_finished()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if !self.drivers.iter().all(|d| d.is_finished()) {
+            for pid in self.worker_pids() {
+                crate::process::kill_pid(pid);
+            }
+        }
         for d in self.drivers.drain(..) {
             let _ = d.join();
         }
