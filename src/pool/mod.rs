@@ -473,7 +473,7 @@ impl Pool {
 const DROP_GRACE: Duration = Duration::from_secs(2);
 
 impl Drop for Pool {
-    /// Queued tasks fail with `PoolClosed`; running tasks get [`DROP_GRACE`] (2 s) to
+    /// Queued tasks fail with `PoolClosed`; running tasks get 2 seconds to
     /// finish, then their workers are SIGKILLed (their futures report `WorkerDied`).
     /// Every worker is reaped; dropping never hangs on a stuck task. Collect results
     /// before dropping the pool if you need them.
