@@ -79,6 +79,10 @@ fn segment_file_is_mode_0600_whatever_the_umask() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// `umask(2)`.
+///
+/// # Safety
+/// Process-wide: callers must restore the previous mask right after use.
 unsafe fn libc_umask(mask: u32) -> u32 {
     extern "C" {
         fn umask(mask: u32) -> u32;
