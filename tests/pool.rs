@@ -214,7 +214,7 @@ fn map_async_get_timeout_and_ready() {
 
 fn submit_as_completed_timeout_cancel() {
     let pool = Pool::new(2).unwrap();
-    let futs: Vec<_> = [400u64, 50, 200]
+    let futs: Vec<_> = [800u64, 50, 300]
         .iter()
         .map(|&ms| pool.submit(sleep_ms, ms).unwrap())
         .collect();
