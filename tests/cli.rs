@@ -241,3 +241,31 @@ fn demo_runs_and_checks_its_result() {
     assert!(out.contains("round trip, pipe (copy)"), "{out}");
     assert!(d.names().is_empty(), "demo leaves nothing behind");
 }
+
+#[test]
+fn ls_tells_arrays_values_queues_barriers_and_events_apart() {
+    let q = unique_name("kind-q");
+    let b = unique_name("kind-b");
+    let e = unique_name("kind-e");
+    let v = unique_name("kind-v");
+    let a = unique_name("kind-a");
+    let _q = shmarray::Queue::<u64>::create(&q, 8).unwrap();
+    let _b = shmarray::Barrier::create(&b, 2).unwrap();
+    let _e = shmarray::Event::create(&e).unwrap();
+    let _v = shmarray::SharedValue::<i32>::create(&v, 0).unwrap();
+    let _a = shmarray::SharedArray::<u8, Ix1>::create(&a, 100).unwrap();
+    let ls = stdout(&shmarray(Path::new("/dev/shm"), &["ls"]));
+    for (name, kind) in [
+        (&q, "queue"),
+        (&b, "barrier"),
+        (&e, "event"),
+        (&v, "value"),
+        (&a, "array"),
+    ] {
+        let row = ls
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} missing:\n{ls}"));
+        assert_eq!(row.split_whitespace().nth(1), Some(kind), "{row}");
+    }
+}

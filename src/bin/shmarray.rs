@@ -145,15 +145,40 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// What a segment holds: an array, a 0-d value, or one of the named objects whose
+/// data starts with a magic (queue, barrier, event).
+fn kind_of(info: &SegmentInfo) -> &'static str {
+    let l = &info.layout;
+    if l.header.shape.is_empty() {
+        return "value";
+    }
+    if l.dtype == Some(Dtype::U8) && l.header.shape.len() == 1 && l.data_len >= 8 {
+        let mut magic = [0u8; 8];
+        let read = std::fs::File::open(&info.path).and_then(|f| {
+            use std::os::unix::fs::FileExt;
+            f.read_exact_at(&mut magic, l.data_offset as u64)
+        });
+        if read.is_ok() {
+            match &magic {
+                b"SHMQUEU1" => return "queue",
+                b"SHMBARR1" => return "barrier",
+                b"SHMEVNT1" => return "event",
+                _ => {}
+            }
+        }
+    }
+    "array"
+}
+
 fn ls(ns: &Namespace, all: bool) -> Result<ExitCode, Error> {
-    let mut rows = vec![[
-        "NAME".to_string(),
-        "DTYPE".into(),
-        "SHAPE".into(),
-        "BYTES".into(),
-        "PID".into(),
-        "CREATOR".into(),
-    ]];
+    let header = ["NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "PID", "CREATOR"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    let dashes = |name: String, status: String| {
+        let mut r = vec![name];
+        r.extend(std::iter::repeat_n("-".to_string(), 5));
+        r.push(status);
+        r
+    };
     for name in ns.entries()? {
         match classify(ns, &name) {
             Entry::Segment(info) => {
@@ -171,8 +196,9 @@ fn ls(ns: &Namespace, all: bool) -> Result<ExitCode, Error> {
                     _ if all => ("-".to_string(), "plain .npy".to_string()),
                     _ => continue,
                 };
-                rows.push([
+                rows.push(vec![
                     name,
+                    kind_of(&info).to_string(),
                     info.layout.header.descr.clone(),
                     shape_str(&info.layout.header.shape),
                     human_bytes(info.layout.data_len as u64),
@@ -180,22 +206,10 @@ fn ls(ns: &Namespace, all: bool) -> Result<ExitCode, Error> {
                     status,
                 ]);
             }
-            Entry::Problem(Error::NotReady { .. }) => rows.push([
-                name,
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "not ready".into(),
-            ]),
-            Entry::Problem(e) if all => rows.push([
-                name,
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                format!("foreign: {}", short_reason(&e)),
-            ]),
+            Entry::Problem(Error::NotReady { .. }) => rows.push(dashes(name, "not ready".into())),
+            Entry::Problem(e) if all => {
+                rows.push(dashes(name, format!("foreign: {}", short_reason(&e))))
+            }
             Entry::Problem(_) => {}
         }
     }
@@ -212,8 +226,8 @@ fn short_reason(e: &Error) -> String {
     }
 }
 
-fn print_table(rows: &[[String; 6]]) {
-    let mut widths = [0usize; 6];
+fn print_table(rows: &[Vec<String>]) {
+    let mut widths = vec![0usize; rows.first().map_or(0, Vec::len)];
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -222,8 +236,8 @@ fn print_table(rows: &[[String; 6]]) {
     for r in rows {
         let line: Vec<String> = r
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .zip(&widths)
+            .map(|(c, &w)| format!("{c:<w$}"))
             .collect();
         println!("{}", line.join("  ").trim_end());
     }
