@@ -19,9 +19,10 @@
 //! whether the slot's claimant is dead, and if so finishes the step for it: the dead
 //! producer's item is skipped and counted in [`Queue::lost`]; the dead consumer's slot
 //! is released, and the item it had taken is counted in [`Queue::abandoned`]. Items
-//! are never duplicated. The one window not covered is a death in the few
-//! instructions between winning a slot and recording the claimant; a blocked peer
-//! then gets `Timeout` (if it used a timeout), not a hang it cannot escape.
+//! are never duplicated. A death in the few instructions between winning a slot and
+//! recording the claimant is covered too: each member announces the positions it is
+//! about to claim, so the winner is found from the announcements (see
+//! `src/queue/ring.rs`).
 //!
 //! The layout and the slot state table are documented in `src/queue/ring.rs`.
 
@@ -41,16 +42,16 @@ mod imp {
 
     use ndarray::Ix1;
 
+    pub use super::ring::MAX_MEMBERS;
     use super::ring::{Padded, Ring, RingHeader, Step, MIN_CAPACITY, SLOT_HEAD};
     use crate::array::{Options, SharedArray};
     use crate::element::Element;
     use crate::sync::{self, wait_while_equal};
     use crate::sys::{self as psys, Liveness};
 
-    /// Most processes that can attach one queue at the same time.
-    pub const MAX_MEMBERS: usize = 64;
     const MAGIC: [u8; 8] = *b"SHMQUEU1";
-    const VERSION: u32 = 1;
+    /// 2: the ring header gained the per-member intent table.
+    const VERSION: u32 = 2;
     /// How long a blocked call spins before it sleeps on the futex: long enough to
     /// catch a peer that is about to answer (ping-pong), short enough to be noise.
     const SPIN: Duration = Duration::from_micros(20);
@@ -393,14 +394,13 @@ mod imp {
             mut fill: impl FnMut(u64, &mut [u8]) -> u32,
         ) -> Result<u64, QueueError> {
             let (pos, n) = self.claim(true, max, deadline)?;
-            let ring = self.ring();
+            let mut op = Finish::new(self, true, pos, n);
             for k in 0..n {
                 // SAFETY: we own positions pos..pos+n (won the head CAS).
-                let len = fill(k, unsafe { ring.payload(pos + k) });
-                ring.publish(pos + k, len);
+                let len = fill(k, unsafe { op.ring.payload(pos + k) });
+                op.ring.publish(pos + k, len);
+                op.next += 1;
             }
-            let rh = self.rh();
-            self.notify(&rh.puts, &rh.get_waiters);
             Ok(n)
         }
 
@@ -411,16 +411,15 @@ mod imp {
             mut take: impl FnMut(u64, &[u8]),
         ) -> Result<u64, QueueError> {
             let (pos, n) = self.claim(false, max, deadline)?;
-            let ring = self.ring();
+            let mut op = Finish::new(self, false, pos, n);
             for k in 0..n {
-                let len = ring.slot(pos + k).len.load(Ordering::Relaxed) as usize;
+                let len = op.ring.slot(pos + k).len.load(Ordering::Relaxed) as usize;
                 // SAFETY: we own positions pos..pos+n (won the tail CAS).
-                let payload = unsafe { ring.payload(pos + k) };
+                let payload = unsafe { op.ring.payload(pos + k) };
                 take(k, &payload[..len.min(payload.len())]);
-                ring.release(pos + k);
+                op.ring.release(pos + k);
+                op.next += 1;
             }
-            let rh = self.rh();
-            self.notify(&rh.gets, &rh.put_waiters);
             Ok(n)
         }
 
@@ -431,6 +430,51 @@ mod imp {
             rh.gets.0.fetch_add(1, Ordering::SeqCst);
             sync::wake_all(&rh.puts.0);
             sync::wake_all(&rh.gets.0);
+        }
+    }
+
+    /// The end of a put or get operation over positions `next..end`: withdraws the
+    /// intent and wakes the other side. If the caller's closure unwound (a panic in
+    /// `put_with`/`get_with`), the positions not finished are finished here, so this
+    /// live process does not hold them forever: unwritten items are published as
+    /// lost, unread ones released as abandoned.
+    struct Finish<'q> {
+        q: &'q RawQueue,
+        ring: Ring<'q>,
+        put: bool,
+        next: u64,
+        end: u64,
+    }
+
+    impl<'q> Finish<'q> {
+        fn new(q: &'q RawQueue, put: bool, pos: u64, n: u64) -> Finish<'q> {
+            Finish {
+                q,
+                ring: q.ring(),
+                put,
+                next: pos,
+                end: pos + n,
+            }
+        }
+    }
+
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            let rh = self.q.rh();
+            for p in self.next..self.end {
+                if self.put {
+                    self.ring.publish_lost(p);
+                } else {
+                    self.ring.release(p);
+                    rh.abandoned.0.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.ring.done(self.q.me, self.put);
+            if self.put {
+                self.q.notify(&rh.puts, &rh.get_waiters);
+            } else {
+                self.q.notify(&rh.gets, &rh.put_waiters);
+            }
         }
     }
 
@@ -481,12 +525,14 @@ mod imp {
                 self.raw.rh().closed.0.load(Ordering::Acquire) != 0
             }
 
-            /// Items lost because their producer died after claiming a slot.
+            /// Items lost because their producer died after claiming a slot (or its
+            /// `put_with` closure panicked).
             pub fn lost(&self) -> u64 {
                 self.raw.rh().lost.0.load(Ordering::Relaxed)
             }
 
-            /// Items taken by consumers that died before finishing with them.
+            /// Items taken by consumers that died before finishing with them (or whose
+            /// `get_with` closure panicked).
             pub fn abandoned(&self) -> u64 {
                 self.raw.rh().abandoned.0.load(Ordering::Relaxed)
             }

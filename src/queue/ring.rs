@@ -1,8 +1,8 @@
 //! The bounded MPMC ring (Vyukov-style sequence stamps) over raw shared memory.
 //!
-//! Layout (all `#[repr(C)]`, offsets only): a [`RingHeader`] followed by `capacity`
-//! slots of `stride` bytes: a [`SlotHead`] (sequence stamp + claimant) then the
-//! payload bytes.
+//! Layout (all `#[repr(C)]`, offsets only): a [`RingHeader`] (control words and one
+//! [`Intent`] per member) followed by `capacity` slots of `stride` bytes: a
+//! [`SlotHead`] (sequence stamp + length) then the payload bytes.
 //!
 //! ## Slot state table (position `p`, capacity `c`)
 //! | `seq` of slot `p % c` | meaning | next transition |
@@ -11,16 +11,25 @@
 //! | `p+1` | holds the item of position `p` | consumer wins `tail: p → p+1`, reads, stores `p+c` (Release) |
 //! | `p+1`, `LOST` flag | the producer of `p` died after claiming | consumer skips it (counted in `lost`) |
 //!
-//! A producer/consumer writes its member index into `claimant` right after winning
-//! its CAS. If a slot stays claimed-but-unfinished while its claimant's process is
-//! dead (pid + start time in the member table), a blocked peer finishes the step on
-//! its behalf: a dead producer's slot is published as `LOST`, a dead consumer's slot
-//! is released. So a dying process never wedges the ring.
+//! ## Who holds a slot: intents
+//! Before its `head`/`tail` CAS a member announces an [`Intent`] (first position + 1
+//! and count) in its own cache line, and withdraws it only after the last stamp
+//! store of the operation ([`Ring::done`]), or when it gives up (`Blocked`). So while
+//! a slot is claimed (`head`/`tail` past it) but not finished, the member that won
+//! it has an intent covering it. Others' intents may cover it too (a member whose
+//! CAS for the same position failed, before it retries), so a blocked peer finishes
+//! the step for the holder only when *every* member whose intent covers the slot is
+//! dead (pid + start time in the queue's member table): a dead producer's slot is
+//! published as `LOST`, a dead consumer's slot is released. A dying process thus
+//! never wedges the ring, whatever instruction it died at.
 //!
 //! ## Memory ordering
 //! Stamps are stored with Release after the payload is written/read and loaded with
-//! Acquire before it is read/overwritten; `head`/`tail` CASes only arbitrate
-//! ownership (Relaxed would do; we use AcqRel for clarity of the claimant store).
+//! Acquire before it is read/overwritten. An intent is stored (Release) before the
+//! AcqRel `head`/`tail` CAS, so a recoverer that loads `head`/`tail` (Acquire) past a
+//! position sees the winner's intent or a later value of that word; later values are
+//! written (Release) only after the winner's stamp store, so a recoverer that reads
+//! one also sees the new stamp and its recovery CAS fails, as it must.
 
 // Under `--cfg loom` the ring's atomics are loom's, so its index logic can be model
 // checked on heap memory (see the `loom_tests` module for the command).
@@ -35,8 +44,12 @@ pub(crate) const LOST: u64 = 1 << 63;
 /// position p" (`p+1`) and "free for position p+1" (`p+1`) would be the same stamp,
 /// and a producer could overwrite an item not yet consumed (found by loom).
 pub(crate) const MIN_CAPACITY: u64 = 2;
-/// Claimant value meaning "nobody".
-pub(crate) const NOBODY: u32 = u32::MAX;
+/// Most processes that can attach one ring at the same time (member indices are
+/// `0..MAX_MEMBERS`). Smaller under loom, whose models track every atomic.
+#[cfg(not(loom))]
+pub const MAX_MEMBERS: usize = 64;
+#[cfg(loom)]
+pub const MAX_MEMBERS: usize = 3;
 
 /// Ring control words, each on its own cache-line pair.
 #[repr(C, align(128))]
@@ -58,14 +71,58 @@ pub(crate) struct RingHeader {
     pub lost: Padded<AtomicU64>,
     /// Items taken by consumers that died before releasing the slot.
     pub abandoned: Padded<AtomicU64>,
+    /// What each member is claiming right now (see the module docs).
+    pub intents: [Intent; MAX_MEMBERS],
+}
+
+/// The claim a member has in flight, written by that member only: `*_pos` is the
+/// first position + 1 (0: none), `*_n` the count. Stored before the `head`/`tail`
+/// CAS (Release), cleared after the operation's last stamp store (Release).
+#[repr(C, align(64))]
+#[derive(Default)]
+pub(crate) struct Intent {
+    put_pos: AtomicU64,
+    put_n: AtomicU64,
+    get_pos: AtomicU64,
+    get_n: AtomicU64,
+}
+
+impl Intent {
+    fn words(&self, put: bool) -> (&AtomicU64, &AtomicU64) {
+        if put {
+            (&self.put_pos, &self.put_n)
+        } else {
+            (&self.get_pos, &self.get_n)
+        }
+    }
+
+    #[inline]
+    fn announce(&self, put: bool, pos: u64, n: u64) {
+        let (p, c) = self.words(put);
+        c.store(n, Ordering::Relaxed);
+        p.store(pos + 1, Ordering::Release);
+    }
+
+    #[inline]
+    fn clear(&self, put: bool) {
+        self.words(put).0.store(0, Ordering::Release);
+    }
+
+    /// Whether the claim in flight covers `pos`.
+    fn covers(&self, put: bool, pos: u64) -> bool {
+        let (p, c) = self.words(put);
+        let first = p.load(Ordering::Acquire);
+        first != 0
+            && (first - 1..(first - 1).saturating_add(c.load(Ordering::Relaxed))).contains(&pos)
+    }
 }
 
 /// The head of every slot.
 #[repr(C, align(16))]
 pub(crate) struct SlotHead {
     pub seq: AtomicU64,
-    pub claimant: AtomicU32,
     pub len: AtomicU32,
+    _reserved: AtomicU32,
 }
 
 pub(crate) const SLOT_HEAD: usize = std::mem::size_of::<SlotHead>();
@@ -89,6 +146,8 @@ pub(crate) enum Step<T> {
     Blocked,
 }
 
+// Under loom only the index logic is exercised.
+#[cfg_attr(loom, allow(dead_code))]
 impl<'a> Ring<'a> {
     /// # Safety
     /// `hdr` is followed in memory by `capacity` slots of `stride` bytes starting at
@@ -110,9 +169,7 @@ impl<'a> Ring<'a> {
     /// Initialises the stamps of a fresh ring (slot `i` free for position `i`).
     pub fn init(&self) {
         for i in 0..self.capacity {
-            let s = self.slot(i);
-            s.seq.store(i, Ordering::Relaxed);
-            s.claimant.store(NOBODY, Ordering::Relaxed);
+            self.slot(i).seq.store(i, Ordering::Relaxed);
         }
     }
 
@@ -148,9 +205,12 @@ impl<'a> Ring<'a> {
     /// Claims up to `max` consecutive positions for producing. Returns the first
     /// position and the count.
     pub fn claim_put(&self, max: u64, me: u32) -> Step<(u64, u64)> {
+        let intent = self.hdr.intents.get(me as usize);
         let mut pos = self.hdr.head.0.load(Ordering::Relaxed);
         loop {
-            let seq = self.slot(pos).seq.load(Ordering::Acquire);
+            // A LOST slot not yet skipped by a consumer is "not free yet" (without the
+            // mask its huge stamp would read as "another producer moved on").
+            let seq = self.slot(pos).seq.load(Ordering::Acquire) & !LOST;
             let dif = seq.wrapping_sub(pos) as i64;
             if dif == 0 {
                 // Extend over following free slots (batching).
@@ -158,21 +218,22 @@ impl<'a> Ring<'a> {
                 while n < max && self.slot(pos + n).seq.load(Ordering::Acquire) == pos + n {
                     n += 1;
                 }
+                if let Some(i) = intent {
+                    i.announce(true, pos, n);
+                }
                 match self.hdr.head.0.compare_exchange_weak(
                     pos,
                     pos + n,
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => {
-                        for p in pos..pos + n {
-                            self.slot(p).claimant.store(me, Ordering::Relaxed);
-                        }
-                        return Step::Done((pos, n));
-                    }
+                    Ok(_) => return Step::Done((pos, n)),
                     Err(cur) => pos = cur,
                 }
             } else if dif < 0 {
+                if let Some(i) = intent {
+                    i.clear(true);
+                }
                 return Step::Blocked;
             } else {
                 pos = self.hdr.head.0.load(Ordering::Relaxed);
@@ -180,17 +241,52 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// Ends member `me`'s put (`put`) or get operation: call it after the last
+    /// `publish`/`release` of the positions `claim_*` returned.
+    #[inline]
+    pub fn done(&self, me: u32, put: bool) {
+        if let Some(i) = self.hdr.intents.get(me as usize) {
+            i.clear(put);
+        }
+    }
+
+    /// Whether the member holding the claimed slot of `pos` is dead: some member's
+    /// intent covers `pos` and every such member is dead (a live one may be the
+    /// holder).
+    #[cold]
+    fn holder_is_dead(&self, pos: u64, put: bool, is_dead: &impl Fn(u32) -> bool) -> bool {
+        let mut any = false;
+        for (m, intent) in self.hdr.intents.iter().enumerate() {
+            if intent.covers(put, pos) {
+                if !is_dead(m as u32) {
+                    return false;
+                }
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Publishes a claimed slot whose item will never be written, as `LOST`
+    /// (consumers skip it; counted in `lost`).
+    pub fn publish_lost(&self, pos: u64) {
+        self.slot(pos)
+            .seq
+            .store((pos + 1) | LOST, Ordering::Release);
+        self.hdr.lost.0.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Publishes a produced slot.
     pub fn publish(&self, pos: u64, len: u32) {
         let s = self.slot(pos);
         s.len.store(len, Ordering::Relaxed);
-        s.claimant.store(NOBODY, Ordering::Relaxed);
         s.seq.store(pos + 1, Ordering::Release);
     }
 
     /// Claims up to `max` consecutive published positions for consuming; slots lost
     /// with a dead producer are skipped (released and counted).
     pub fn claim_get(&self, max: u64, me: u32) -> Step<(u64, u64)> {
+        let intent = self.hdr.intents.get(me as usize);
         let mut pos = self.hdr.tail.0.load(Ordering::Relaxed);
         loop {
             let seq = self.slot(pos).seq.load(Ordering::Acquire);
@@ -202,6 +298,9 @@ impl<'a> Ring<'a> {
                 }
                 if seq & LOST != 0 {
                     n = 1;
+                }
+                if let Some(i) = intent {
+                    i.announce(false, pos, n);
                 }
                 match self.hdr.tail.0.compare_exchange_weak(
                     pos,
@@ -215,14 +314,14 @@ impl<'a> Ring<'a> {
                             pos += 1;
                             continue;
                         }
-                        for p in pos..pos + n {
-                            self.slot(p).claimant.store(me, Ordering::Relaxed);
-                        }
                         return Step::Done((pos, n));
                     }
                     Err(cur) => pos = cur,
                 }
             } else if dif < 0 {
+                if let Some(i) = intent {
+                    i.clear(false);
+                }
                 return Step::Blocked;
             } else {
                 pos = self.hdr.tail.0.load(Ordering::Relaxed);
@@ -232,9 +331,9 @@ impl<'a> Ring<'a> {
 
     /// Releases a consumed slot for the producer of `pos + capacity`.
     pub fn release(&self, pos: u64) {
-        let s = self.slot(pos);
-        s.claimant.store(NOBODY, Ordering::Relaxed);
-        s.seq.store(pos + self.capacity, Ordering::Release);
+        self.slot(pos)
+            .seq
+            .store(pos + self.capacity, Ordering::Release);
     }
 
     pub fn len(&self) -> u64 {
@@ -252,15 +351,16 @@ impl<'a> Ring<'a> {
             return false;
         }
         let s = self.slot(pos);
-        let c = s.claimant.load(Ordering::Relaxed);
-        if s.seq.load(Ordering::Acquire) == pos
-            && c != NOBODY
-            && is_dead(c)
-            && s.seq
-                .compare_exchange(pos, (pos + 1) | LOST, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        if s.seq.load(Ordering::Acquire) != pos {
+            return false;
+        }
+        if !self.holder_is_dead(pos, true, &is_dead) {
+            return false;
+        }
+        if s.seq
+            .compare_exchange(pos, (pos + 1) | LOST, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
         {
-            s.claimant.store(NOBODY, Ordering::Relaxed);
             self.hdr.lost.0.fetch_add(1, Ordering::Relaxed);
             return true;
         }
@@ -276,17 +376,21 @@ impl<'a> Ring<'a> {
         }
         let prev = pos - self.capacity; // the position whose consumer must release
         let s = self.slot(pos);
-        let c = s.claimant.load(Ordering::Relaxed);
-        if s.seq.load(Ordering::Acquire) == prev + 1
-            && c != NOBODY
-            && is_dead(c)
-            && self.hdr.tail.0.load(Ordering::Acquire) > prev
-            && s.seq
-                .compare_exchange(prev + 1, pos, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        // A consumer that died while skipping a LOST slot leaves the flag on it.
+        let seq = s.seq.load(Ordering::Acquire);
+        if seq & !LOST != prev + 1 || self.hdr.tail.0.load(Ordering::Acquire) <= prev {
+            return false;
+        }
+        if !self.holder_is_dead(prev, false, &is_dead) {
+            return false;
+        }
+        if s.seq
+            .compare_exchange(seq, pos, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
         {
-            s.claimant.store(NOBODY, Ordering::Relaxed);
-            self.hdr.abandoned.0.fetch_add(1, Ordering::Relaxed);
+            if seq & LOST == 0 {
+                self.hdr.abandoned.0.fetch_add(1, Ordering::Relaxed);
+            }
             return true;
         }
         false
@@ -337,6 +441,7 @@ mod tests {
                                 };
                                 r.publish(pos + k, 8);
                             }
+                            r.done(p as u32, true);
                             i += n;
                         }
                     }
@@ -357,6 +462,7 @@ mod tests {
                                     r.release(pos + k);
                                     out.push(v);
                                 }
+                                r.done(10 + c, false);
                             }
                             if r.hdr.tail.0.load(Ordering::Relaxed) >= 2 * per {
                                 break;
@@ -390,66 +496,129 @@ mod tests {
         assert_eq!(all, want);
     }
 
-    #[test]
-    fn dead_claimants_are_recovered() {
-        let mut h = heap_ring(4, 32);
+    fn heap_ring_view(h: &mut HeapRing, capacity: u64) -> Ring<'_> {
         let slots = h.slots.as_mut_ptr() as *mut u8;
-        // SAFETY: 4 slots of 32 bytes.
-        let ring = unsafe { Ring::new(&h.hdr, slots, 4, 32) };
+        // SAFETY: `capacity` slots of 32 bytes, alive as long as `h`.
+        let ring = unsafe { Ring::new(&h.hdr, slots, capacity, 32) };
         ring.init();
-        // Producer 7 claims position 0 and "dies"; producer 1 publishes position 1.
-        let Step::Done((0, 1)) = ring.claim_put(1, 7) else {
-            panic!()
+        ring
+    }
+
+    fn put_one(ring: &Ring<'_>, me: u32) -> u64 {
+        let Step::Done((p, 1)) = ring.claim_put(1, me) else {
+            panic!("full")
         };
-        let Step::Done((1, 1)) = ring.claim_put(1, 1) else {
-            panic!()
+        ring.publish(p, 0);
+        ring.done(me, true);
+        p
+    }
+
+    fn get_one(ring: &Ring<'_>, me: u32) -> u64 {
+        let Step::Done((p, 1)) = ring.claim_get(1, me) else {
+            panic!("empty")
         };
-        ring.publish(1, 0);
-        assert_eq!(
-            ring.claim_get(1, 2),
-            Step::Blocked,
-            "position 0 blocks the ring"
-        );
-        assert!(
-            !ring.recover_dead_producer(|m| m == 99),
-            "claimant alive: no recovery"
-        );
-        assert!(ring.recover_dead_producer(|m| m == 7));
-        assert_eq!(
-            ring.claim_get(1, 2),
-            Step::Done((1, 1)),
-            "lost slot skipped"
-        );
-        assert_eq!(h.hdr.lost.0.load(Ordering::Relaxed), 1);
-        ring.release(1);
-        // Consumer 5 takes position 2 and dies without releasing; the ring fills.
+        ring.release(p);
+        ring.done(me, false);
+        p
+    }
+
+    #[test]
+    fn a_dead_producer_is_recovered_only_when_every_possible_holder_is_dead() {
+        let mut h = heap_ring(4, 32);
+        let ring = heap_ring_view(&mut h, 4);
+        // Producer 7 wins positions 0..2 and dies before writing (at any instruction
+        // after its CAS: its intent is all that records it).
+        assert_eq!(ring.claim_put(2, 7), Step::Done((0, 2)));
+        assert_eq!(put_one(&ring, 1), 2);
+        assert_eq!(ring.claim_get(1, 2), Step::Blocked, "position 0 blocks");
+        assert!(!ring.recover_dead_producer(|m| m == 99), "holder alive");
+        // Member 5's intent also covers position 0 (its CAS for it failed and it has
+        // not retried yet): while 5 lives it may be the holder.
+        ring.hdr.intents[5].announce(true, 0, 1);
+        assert!(!ring.recover_dead_producer(|m| m == 7));
+        assert!(ring.recover_dead_producer(|m| m == 7 || m == 5));
+        // The consumer skips position 0 and stops at 1, the dead producer's second.
+        assert_eq!(ring.claim_get(1, 2), Step::Blocked);
+        assert!(ring.recover_dead_producer(|m| m == 7 || m == 5));
+        assert_eq!(ring.hdr.lost.0.load(Ordering::Relaxed), 2);
+        assert_eq!(get_one(&ring, 2), 2);
+    }
+
+    #[test]
+    fn a_dead_consumer_is_recovered_and_a_finished_holder_never_is() {
+        let mut h = heap_ring(4, 32);
+        let ring = heap_ring_view(&mut h, 4);
         for _ in 0..4 {
-            let Step::Done((p, 1)) = ring.claim_put(1, 1) else {
-                panic!()
-            };
-            ring.publish(p, 0);
+            put_one(&ring, 1);
         }
-        let Step::Done((2, 1)) = ring.claim_get(1, 5) else {
-            panic!()
-        };
-        for _ in 0..3 {
-            if let Step::Done((p, 1)) = ring.claim_get(1, 2) {
-                ring.release(p);
-            }
-        }
-        // Position 6 maps to the slot consumer 5 still holds.
+        // Member 3 announces position 0 and dies; member 2 wins it and finishes.
+        ring.hdr.intents[3].announce(false, 0, 1);
+        assert_eq!(get_one(&ring, 2), 0);
+        assert_eq!(put_one(&ring, 1), 4);
+        // Consumer 6 takes position 1 and dies without releasing it.
+        assert_eq!(ring.claim_get(1, 6), Step::Done((1, 1)));
+        assert_eq!(get_one(&ring, 2), 2);
+        assert_eq!(get_one(&ring, 2), 3);
         assert_eq!(
             ring.claim_put(1, 1),
             Step::Blocked,
-            "slot of position 2 still held"
+            "slot of position 1 held"
         );
-        assert!(
-            !ring.recover_dead_consumer(|m| m == 99),
-            "claimant alive: no recovery"
+        assert!(!ring.recover_dead_consumer(|m| m == 99), "holder alive");
+        assert!(ring.recover_dead_consumer(|m| m == 6 || m == 3));
+        assert_eq!(ring.hdr.abandoned.0.load(Ordering::Relaxed), 1);
+        assert_eq!(put_one(&ring, 1), 5);
+        assert_eq!(ring.claim_get(1, 2), Step::Done((4, 1)));
+    }
+
+    #[test]
+    fn a_consumer_dying_while_skipping_a_lost_slot_is_recovered_without_counting() {
+        let mut h = heap_ring(2, 32);
+        let ring = heap_ring_view(&mut h, 2);
+        assert_eq!(ring.claim_put(1, 3), Step::Done((0, 1)));
+        assert!(ring.recover_dead_producer(|m| m == 3));
+        // Consumer 4 wins the LOST slot's tail CAS and dies before releasing it.
+        ring.hdr.intents[4].announce(false, 0, 1);
+        assert!(ring
+            .hdr
+            .tail
+            .0
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok());
+        assert_eq!(put_one(&ring, 1), 1);
+        assert_eq!(ring.claim_put(1, 1), Step::Blocked, "slot 0 never released");
+        assert!(!ring.recover_dead_consumer(|m| m == 99));
+        assert!(ring.recover_dead_consumer(|m| m == 4 || m == 3));
+        assert_eq!(
+            ring.hdr.abandoned.0.load(Ordering::Relaxed),
+            0,
+            "counted as lost already"
         );
-        assert!(ring.recover_dead_consumer(|m| m == 5));
-        assert!(matches!(ring.claim_put(1, 1), Step::Done(_)));
-        assert_eq!(h.hdr.abandoned.0.load(Ordering::Relaxed), 1);
+        assert_eq!(put_one(&ring, 1), 2);
+    }
+
+    #[test]
+    fn intents_are_withdrawn_when_blocked_and_when_done() {
+        let mut h = heap_ring(2, 32);
+        let ring = heap_ring_view(&mut h, 2);
+        let withdrawn = |ring: &Ring<'_>| {
+            ring.hdr.intents.iter().all(|i| {
+                i.put_pos.load(Ordering::Relaxed) == 0 && i.get_pos.load(Ordering::Relaxed) == 0
+            })
+        };
+        assert_eq!(ring.claim_get(1, 1), Step::Blocked);
+        assert_eq!(ring.claim_put(2, 1), Step::Done((0, 2)));
+        assert!(ring.hdr.intents[1].covers(true, 1), "held until done");
+        ring.publish(0, 0);
+        ring.publish(1, 0);
+        ring.done(1, true);
+        assert_eq!(ring.claim_put(1, 1), Step::Blocked);
+        assert!(withdrawn(&ring));
+        assert_eq!(ring.claim_get(2, 2), Step::Done((0, 2)));
+        ring.release(0);
+        ring.release(1);
+        ring.done(2, false);
+        assert!(withdrawn(&ring));
     }
 }
 
@@ -494,13 +663,14 @@ mod loom_tests {
             closed: pad32(0),
             lost: Padded(AtomicU64::new(0)),
             abandoned: Padded(AtomicU64::new(0)),
+            intents: Default::default(),
         };
         let slots = (0..cap)
             .map(|i| LoomSlot {
                 head: SlotHead {
                     seq: AtomicU64::new(i),
-                    claimant: AtomicU32::new(NOBODY),
                     len: AtomicU32::new(0),
+                    _reserved: AtomicU32::new(0),
                 },
                 payload: [0; 16],
             })
@@ -530,6 +700,7 @@ mod loom_tests {
                 // SAFETY: we own `pos`.
                 unsafe { r.payload(pos)[0] = v };
                 r.publish(pos, 1);
+                r.done(me, true);
                 return;
             }
             loom::thread::yield_now();
@@ -542,6 +713,7 @@ mod loom_tests {
                 // SAFETY: we own `pos`.
                 let v = unsafe { r.payload(pos)[0] };
                 r.release(pos);
+                r.done(me, false);
                 return v;
             }
             loom::thread::yield_now();
@@ -603,6 +775,105 @@ mod loom_tests {
             let b = c.join().unwrap();
             assert_ne!(a, b);
             assert_eq!(a + b, 3);
+        });
+    }
+
+    /// A member that dies right after its CAS, modelled as: announce, CAS, exit (and
+    /// only then counted dead, as the kernel would). Returns the position it won.
+    fn die_after_cas(h: &Heap, put: bool, me: u32, dead: &AtomicU32) -> Option<u64> {
+        let word = if put { &h.hdr.head.0 } else { &h.hdr.tail.0 };
+        let pos = word.load(Ordering::Relaxed);
+        h.hdr.intents[me as usize].announce(put, pos, 1);
+        let won = word
+            .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        dead.fetch_or(1 << me, Ordering::Release);
+        won.then_some(pos)
+    }
+
+    /// The death models have three threads with retry loops; every interleaving with
+    /// up to two preemptions (tokio's and crossbeam's usual bound) is explored.
+    fn bounded_model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound.get_or_insert(2);
+        b.max_branches = 100_000;
+        b.check(f);
+    }
+
+    #[test]
+    fn a_producer_dying_after_its_cas_is_recovered_and_never_confused_with_a_live_one() {
+        bounded_model(|| {
+            let h = heap(2);
+            let dead = Arc::new(AtomicU32::new(0));
+            let (h1, d1) = (h.clone(), dead.clone());
+            let dying = loom::thread::spawn(move || die_after_cas(&h1, true, 0, &d1));
+            let h2 = h.clone();
+            let live = loom::thread::spawn(move || put(&ring(&h2), 7, 1));
+            let r = ring(&h);
+            let is_dead = |m: u32| dead.load(Ordering::Acquire) & (1 << m) != 0;
+            let mut got = None;
+            loop {
+                match r.claim_get(1, 2) {
+                    Step::Done((pos, _)) => {
+                        assert_eq!(got, None, "one item, taken once");
+                        // SAFETY: we own `pos`.
+                        got = Some(unsafe { r.payload(pos)[0] });
+                        r.release(pos);
+                        r.done(2, false);
+                    }
+                    Step::Blocked => {
+                        // Dead first: then the head load sees its CAS, if it won.
+                        let finished = got.is_some() && is_dead(0);
+                        if finished
+                            && h.hdr.tail.0.load(Ordering::Acquire)
+                                == h.hdr.head.0.load(Ordering::Acquire)
+                        {
+                            break;
+                        }
+                        r.recover_dead_producer(is_dead);
+                        loom::thread::yield_now();
+                    }
+                }
+            }
+            let won = dying.join().unwrap();
+            live.join().unwrap();
+            assert_eq!(got, Some(7));
+            assert_eq!(h.hdr.lost.0.load(Ordering::Relaxed), won.is_some() as u64);
+        });
+    }
+
+    #[test]
+    fn a_consumer_dying_after_its_cas_is_recovered_and_never_confused_with_a_live_one() {
+        bounded_model(|| {
+            let h = heap(2);
+            {
+                let r = ring(&h);
+                put(&r, 1, 2);
+                put(&r, 2, 2);
+            }
+            let dead = Arc::new(AtomicU32::new(0));
+            let (h1, d1) = (h.clone(), dead.clone());
+            let dying = loom::thread::spawn(move || die_after_cas(&h1, false, 0, &d1));
+            let h2 = h.clone();
+            let live = loom::thread::spawn(move || get(&ring(&h2), 1));
+            let r = ring(&h);
+            let is_dead = |m: u32| dead.load(Ordering::Acquire) & (1 << m) != 0;
+            // A third put needs the slot of position 0, which either consumer may hold.
+            loop {
+                if let Step::Done((pos, _)) = r.claim_put(1, 2) {
+                    r.publish(pos, 1);
+                    r.done(2, true);
+                    break;
+                }
+                r.recover_dead_consumer(is_dead);
+                loom::thread::yield_now();
+            }
+            // Only a slot of position 0 held by the dead consumer stands in the way
+            // (one it won at position 1 is not needed by this put).
+            let took_first = dying.join().unwrap() == Some(0);
+            let v = live.join().unwrap();
+            assert_eq!(v, if took_first { 2 } else { 1 });
+            assert_eq!(h.hdr.abandoned.0.load(Ordering::Relaxed), took_first as u64);
         });
     }
 }
