@@ -16,7 +16,7 @@ use std::rc::Rc;
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, Slice};
 use serde::{Deserialize, Serialize};
 
-use super::{MapResult, Pool};
+use super::Pool;
 use crate::array::{Options, SharedArray};
 use crate::element::Element;
 use crate::process::{decode, encode, run_items, TaskError, Trampoline};
@@ -267,12 +267,7 @@ impl Pool {
         func: usize,
         parts: Vec<Part>,
     ) -> Result<Vec<R>, TaskError> {
-        let chunks = parts
-            .chunks(1)
-            .enumerate()
-            .map(|(i, p)| self.submit_chunk(i, tramp, func, p))
-            .collect::<Result<_, _>>()?;
-        MapResult { chunks }.get(None)
+        self.batch::<Part, R>(tramp, func, &parts, 1)?.get(None)
     }
 
     /// Runs `kernel` in place on disjoint parts of `array` along `axis`, one part per

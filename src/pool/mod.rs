@@ -46,11 +46,64 @@ struct Job {
     status: Mutex<(Status, bool)>, // (status, cancel requested)
     done: Condvar,
     listener: Mutex<Option<(Sender<usize>, usize)>>,
+    /// The batch this job belongs to (`map`, `starmap`, `map_async`), if any.
+    batch: Option<Arc<Latch>>,
+}
+
+/// Counts a batch's unfinished jobs, so whoever waits for the whole batch is woken
+/// once, when the last job finishes, not once per job.
+struct Latch {
+    left: Mutex<usize>,
+    zero: Condvar,
+}
+
+impl Latch {
+    fn new(n: usize) -> Arc<Latch> {
+        Arc::new(Latch {
+            left: Mutex::new(n),
+            zero: Condvar::new(),
+        })
+    }
+
+    fn count_down(&self) {
+        let mut left = self.left.lock().unwrap();
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.zero.notify_all();
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        *self.left.lock().unwrap() == 0
+    }
+
+    /// Waits until every job finished; `false` if `deadline` passed first.
+    fn wait(&self, deadline: Option<Instant>) -> bool {
+        let mut left = self.left.lock().unwrap();
+        while *left > 0 {
+            left = match deadline {
+                None => self.zero.wait(left).unwrap(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.zero.wait_timeout(left, d - now).unwrap().0
+                }
+            };
+        }
+        true
+    }
 }
 
 impl Job {
+    /// Records the outcome, once: a job cancelled while queued is completed then,
+    /// and must not be completed again when a driver or `Drop` meets it later.
     fn complete(&self, outcome: Result<Vec<u8>, TaskError>) {
         let mut st = self.status.lock().unwrap();
+        if matches!(st.0, Status::Done(_) | Status::Taken) {
+            return;
+        }
         let outcome = if st.1 {
             Err(TaskError::Cancelled { task: self.base })
         } else {
@@ -61,6 +114,9 @@ impl Job {
         self.done.notify_all();
         if let Some((tx, idx)) = self.listener.lock().unwrap().take() {
             let _ = tx.send(idx);
+        }
+        if let Some(b) = &self.batch {
+            b.count_down();
         }
     }
 
@@ -304,6 +360,7 @@ impl Pool {
         tramp: Trampoline,
         func: usize,
         payload: Vec<u8>,
+        batch: Option<Arc<Latch>>,
     ) -> Result<Arc<Job>, TaskError> {
         let job = Arc::new(Job {
             base,
@@ -313,6 +370,7 @@ impl Pool {
             status: Mutex::new((Status::Queued, false)),
             done: Condvar::new(),
             listener: Mutex::new(None),
+            batch,
         });
         let mut q = self.shared.queue.lock().unwrap();
         if q.closed {
@@ -330,10 +388,11 @@ impl Pool {
         tramp: Trampoline,
         func: usize,
         inputs: &[A],
+        batch: Option<Arc<Latch>>,
     ) -> Result<Chunk<R>, TaskError> {
         let payload = encode(&inputs).map_err(TaskError::Protocol)?;
         Ok(Chunk {
-            job: self.enqueue(base, tramp, func, payload)?,
+            job: self.enqueue(base, tramp, func, payload, batch)?,
             len: inputs.len(),
             _r: PhantomData,
         })
@@ -345,7 +404,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let chunk = self.submit_chunk(0, call_fn::<A, R>, f as usize, &[arg])?;
+        let chunk = self.submit_chunk(0, call_fn::<A, R>, f as usize, &[arg], None)?;
         Ok(TaskFuture { chunk })
     }
 
@@ -395,13 +454,34 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
+        self.batch(call_fn::<A, R>, f as usize, &inputs, chunksize)
+    }
+
+    /// Submits `inputs` in chunks of `chunksize` as one batch.
+    fn batch<A: Serialize, R>(
+        &self,
+        tramp: Trampoline,
+        func: usize,
+        inputs: &[A],
+        chunksize: usize,
+    ) -> Result<MapResult<R>, TaskError> {
         let cs = chunksize.max(1);
-        let chunks = inputs
-            .chunks(cs)
-            .enumerate()
-            .map(|(i, c)| self.submit_chunk(i * cs, call_fn::<A, R>, f as usize, c))
-            .collect::<Result<_, _>>()?;
-        Ok(MapResult { chunks })
+        let latch = Latch::new(inputs.len().div_ceil(cs));
+        let mut chunks = Vec::with_capacity(inputs.len().div_ceil(cs));
+        for (i, c) in inputs.chunks(cs).enumerate() {
+            match self.submit_chunk(i * cs, tramp, func, c, Some(latch.clone())) {
+                Ok(chunk) => chunks.push(chunk),
+                Err(e) => {
+                    // Nothing waits for a batch that is not returned: cancel what
+                    // was queued so it does not run.
+                    for c in &chunks {
+                        c.job.cancel();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(MapResult { chunks, latch })
     }
 
     /// `f(a, b)` over pairs, in order (Python's `starmap`).
@@ -417,12 +497,8 @@ impl Pool {
     {
         let inputs: Vec<(A, B)> = inputs.into_iter().collect();
         let cs = self.default_chunksize(inputs.len());
-        let chunks = inputs
-            .chunks(cs)
-            .enumerate()
-            .map(|(i, c)| self.submit_chunk(i * cs, call_fn2::<A, B, R>, f as usize, c))
-            .collect::<Result<_, _>>()?;
-        MapResult { chunks }.get(None)
+        self.batch(call_fn2::<A, B, R>, f as usize, &inputs, cs)?
+            .get(None)
     }
 
     /// Lazy, ordered map: pulls inputs as results are consumed, keeping at most
@@ -609,29 +685,21 @@ pub fn as_completed<R: DeserializeOwned>(
 /// The result of [`Pool::map_async`] (Python's `AsyncResult`).
 pub struct MapResult<R> {
     chunks: Vec<Chunk<R>>,
+    latch: Arc<Latch>,
 }
 
 impl<R: DeserializeOwned> MapResult<R> {
     /// Whether every chunk has finished.
     pub fn ready(&self) -> bool {
-        self.chunks.iter().all(|c| c.job.is_done())
+        self.latch.is_open()
     }
 
     /// All results in input order, or the first error; `Timeout` if not all done
     /// within `timeout` (then call again: nothing is lost).
     pub fn get(&self, timeout: Option<Duration>) -> Result<Vec<R>, TaskError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        if let Some(d) = deadline {
-            for c in &self.chunks {
-                let left = d.saturating_duration_since(Instant::now());
-                let mut st = c.job.status.lock().unwrap();
-                while !matches!(st.0, Status::Done(_) | Status::Taken) {
-                    if left.is_zero() || Instant::now() >= d {
-                        return Err(TaskError::Timeout(timeout.unwrap_or_default()));
-                    }
-                    st = c.job.done.wait_timeout(st, d - Instant::now()).unwrap().0;
-                }
-            }
+        if !self.latch.wait(deadline) {
+            return Err(TaskError::Timeout(timeout.unwrap_or_default()));
         }
         let mut out = Vec::new();
         for c in &self.chunks {
@@ -671,7 +739,7 @@ where
             self.next_base += batch.len();
             match self
                 .pool
-                .submit_chunk(base, call_fn::<A, R>, self.f as usize, &batch)
+                .submit_chunk(base, call_fn::<A, R>, self.f as usize, &batch, None)
             {
                 Ok(c) => {
                     if let Some((tx, _)) = &self.unordered {
