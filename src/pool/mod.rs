@@ -79,21 +79,33 @@ impl Latch {
 
     /// Waits until every job finished; `false` if `deadline` passed first.
     fn wait(&self, deadline: Option<Instant>) -> bool {
-        let mut left = self.left.lock().unwrap();
-        while *left > 0 {
-            left = match deadline {
-                None => self.zero.wait(left).unwrap(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    self.zero.wait_timeout(left, d - now).unwrap().0
-                }
-            };
-        }
-        true
+        wait_until(&self.zero, self.left.lock().unwrap(), deadline, |left| {
+            *left == 0
+        })
+        .is_some()
     }
+}
+
+/// Waits on `cv` until `ready(&*guard)`, or until `deadline` passes (`None`).
+fn wait_until<'a, T>(
+    cv: &Condvar,
+    mut guard: std::sync::MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+    ready: impl Fn(&T) -> bool,
+) -> Option<std::sync::MutexGuard<'a, T>> {
+    while !ready(&guard) {
+        guard = match deadline {
+            None => cv.wait(guard).unwrap(),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return None;
+                }
+                cv.wait_timeout(guard, d - now).unwrap().0
+            }
+        };
+    }
+    Some(guard)
 }
 
 impl Job {
@@ -123,27 +135,14 @@ impl Job {
     /// Waits for the outcome; `Timeout` leaves the job running.
     fn wait(&self, timeout: Option<Duration>) -> Result<Vec<u8>, TaskError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut st = self.status.lock().unwrap();
-        loop {
-            match &st.0 {
-                Status::Done(_) => break,
-                Status::Taken => return Err(TaskError::Protocol("result already taken".into())),
-                _ => {}
-            }
-            st = match deadline {
-                None => self.done.wait(st).unwrap(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Err(TaskError::Timeout(timeout.unwrap_or_default()));
-                    }
-                    self.done.wait_timeout(st, d - now).unwrap().0
-                }
-            };
-        }
+        let finished = |st: &(Status, bool)| matches!(st.0, Status::Done(_) | Status::Taken);
+        let Some(mut st) = wait_until(&self.done, self.status.lock().unwrap(), deadline, finished)
+        else {
+            return Err(TaskError::Timeout(timeout.unwrap_or_default()));
+        };
         match std::mem::replace(&mut st.0, Status::Taken) {
             Status::Done(o) => o,
-            _ => unreachable!(),
+            _ => Err(TaskError::Protocol("result already taken".into())),
         }
     }
 

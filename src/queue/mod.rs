@@ -13,16 +13,16 @@
 //!
 //! # A process that dies mid-operation
 //! Every attached process registers in the queue's member table (pid + process start
-//! time). A producer that dies after claiming a slot but before publishing it, or a
-//! consumer that dies after taking a slot but before releasing it, would stop the
-//! ring at that slot. A peer that is blocked behind such a slot checks, every 10 ms,
-//! whether the slot's claimant is dead, and if so finishes the step for it: the dead
-//! producer's item is skipped and counted in [`Queue::lost`]; the dead consumer's slot
-//! is released, and the item it had taken is counted in [`Queue::abandoned`]. Items
-//! are never duplicated. A death in the few instructions between winning a slot and
-//! recording the claimant is covered too: each member announces the positions it is
-//! about to claim, so the winner is found from the announcements (see
-//! `src/queue/ring.rs`).
+//! time) and, before it claims slots, announces the positions it is claiming; it
+//! withdraws the announcement when the operation is finished. A producer that dies
+//! after claiming a slot but before publishing it, or a consumer that dies after
+//! taking a slot but before releasing it, would stop the ring at that slot. A peer
+//! that is blocked behind such a slot checks, every 10 ms, whether every process
+//! whose announcement covers the slot is dead, and if so finishes the step for it:
+//! the dead producer's item is skipped and counted in [`Queue::lost`]; the dead
+//! consumer's slot is released, and the item it had taken is counted in
+//! [`Queue::abandoned`]. This holds at whatever instruction the process died, and
+//! items are never duplicated (see `src/queue/ring.rs`).
 //!
 //! The layout and the slot state table are documented in `src/queue/ring.rs`.
 
