@@ -48,7 +48,7 @@ use crate::header::{
 };
 use crate::segment::{Namespace, Segment};
 use crate::sync::{LockError, LockResult, RawMutexGuard, RawRobustMutex};
-use crate::sys;
+use crate::sys::proc as sys;
 
 /// Memory order of a new array: row-major (C, the default) or column-major (Fortran).
 pub use ndarray::Order;

@@ -14,7 +14,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
-use crate::sys::{self, Dir, FileInfo};
+use crate::sys::fs::{self as sys, Dir, FileInfo};
 
 /// Environment variable that overrides the default segment directory (`/dev/shm`).
 pub const DIR_ENV: &str = "SHMARRAY_DIR";

@@ -18,8 +18,6 @@
 //!   may hold the allocator's or stdout's lock at the moment of the fork). Python made
 //!   the same trade-off and deprecated fork for multithreaded programs in 3.12.
 
-mod sys;
-
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::marker::PhantomData;
 use std::os::unix::net::UnixStream;
@@ -30,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::sys::process as sys;
 pub use sys::Exit;
 
 /// Environment variable that marks a spawned worker.

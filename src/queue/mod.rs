@@ -47,7 +47,7 @@ mod imp {
     use crate::array::{Options, SharedArray};
     use crate::element::Element;
     use crate::sync::{self, wait_while_equal};
-    use crate::sys::{self as psys, Liveness};
+    use crate::sys::proc::{self as psys, Liveness};
 
     const MAGIC: [u8; 8] = *b"SHMQUEU1";
     /// 2: the ring header gained the per-member intent table.

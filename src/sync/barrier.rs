@@ -29,7 +29,7 @@ use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, Liveness};
+use crate::sys::proc::{self as sys, Liveness};
 
 /// Most participants a barrier can have (fewer under loom, which tracks every atomic).
 #[cfg(not(loom))]
@@ -41,7 +41,7 @@ pub const MAX_PARTIES: usize = 3;
 /// Sleeps while `word == expected`, at most `slice`; `true` if the slice ran out.
 #[cfg(not(loom))]
 fn sleep_while(word: &AtomicU32, expected: u32, slice: Duration) -> bool {
-    use super::sys::{futex_wait, FutexWait};
+    use crate::sys::futex::{futex_wait, FutexWait};
     futex_wait(word, expected, Some(slice)) == FutexWait::TimedOut
 }
 

@@ -15,7 +15,6 @@
 mod barrier;
 mod event;
 mod mutex;
-mod sys;
 mod wait;
 
 pub use barrier::{BarrierError, RawBarrier, MAX_PARTIES};

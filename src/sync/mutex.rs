@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::sys;
+use crate::sys::pthread as sys;
 
 /// Result of a lock operation: the guard, or why not (possibly still with a guard).
 pub type LockResult<G> = Result<G, LockError<G>>;

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::sys::{self, FutexWait};
+use crate::sys::futex::{self as sys, FutexWait};
 
 /// The wait ended because its deadline passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

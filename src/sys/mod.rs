@@ -1,0 +1,10 @@
+//! Platform layer: the one place that calls libc/nix.
+//!
+//! Everything here returns `nix::errno::Errno`, `std::io::Error` or plain data;
+//! callers above map errors to the crate's error variants, with the names they know.
+
+pub(crate) mod fs;
+pub(crate) mod futex;
+pub(crate) mod proc;
+pub(crate) mod process;
+pub(crate) mod pthread;
