@@ -495,6 +495,29 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         unsafe { ArrayViewMut::from_shape_ptr(self.shape_spec(), self.data_ptr()) }
     }
 
+    /// A read-only view from a shared reference, for callers that coordinate access
+    /// themselves.
+    ///
+    /// # Safety
+    /// For the lifetime of the returned view, no mutable view (in this process) of
+    /// the same elements may be used.
+    #[inline]
+    pub unsafe fn view_unchecked(&self) -> ArrayView<'_, T, D> {
+        // SAFETY: the caller rules out mutable views; bounds, alignment and shape hold
+        // as for `view`.
+        unsafe { ArrayView::from_shape_ptr(self.shape_spec(), self.data_ptr()) }
+    }
+
+    /// Device and inode of the segment file (identifies it across renames).
+    pub fn file_id(&self) -> (u64, u64) {
+        self.seg.file_id()
+    }
+
+    /// Whether the mapping is writable.
+    pub fn is_writable(&self) -> bool {
+        self.seg.is_writable()
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.seg.is_writable() {
             Ok(())
