@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use ndarray::Ix1;
 
-use crate::array::Options;
+use crate::array::SharedArray;
 use crate::error::{Error, Result};
 use crate::segment::Namespace;
+use crate::segment::Options;
 
 fn pipe_err(e: std::io::Error) -> Error {
     Error::Io {
@@ -76,9 +77,7 @@ pub fn serve(ns: &Namespace) -> Result<()> {
 /// Attaches `name`, doubles it in place and returns the (attach, kernel) times.
 fn double_in_place(ns: &Namespace, name: &str) -> Result<(Duration, Duration)> {
     let t0 = Instant::now();
-    let mut a = Options::new()
-        .namespace(ns.clone())
-        .open::<f64, Ix1>(name)?;
+    let mut a = SharedArray::<f64, Ix1>::open_with(&Options::new().namespace(ns.clone()), name)?;
     let attach = t0.elapsed();
     let t1 = Instant::now();
     let mut v = a.view_mut()?;
@@ -88,6 +87,7 @@ fn double_in_place(ns: &Namespace, name: &str) -> Result<(Duration, Duration)> {
 
 /// A running worker process (the `shmarray` binary's hidden `__worker` command).
 /// Dropping it asks it to quit, waits up to 5 s, then kills and reaps it.
+#[derive(Debug)]
 pub struct WorkerProc {
     child: Child,
     stdin: ChildStdin,

@@ -1,6 +1,6 @@
 //! Element types that can live in a segment.
 
-use crate::header::Dtype;
+use crate::format::dtype::Dtype;
 
 /// A numeric type that can be stored in a shared array.
 ///

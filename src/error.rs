@@ -1,11 +1,13 @@
-//! Errors of segment and array operations.
+//! Errors of segment, array and object operations.
 //!
 //! Every variant carries what a user needs to act on it: the segment name,
 //! expected versus found values, the sizes involved.
 
 use std::io;
+use std::path::PathBuf;
 
-use crate::header::{ControlError, HeaderError};
+use crate::format::control::{ControlError, ObjectKind};
+use crate::format::npy::HeaderError;
 
 /// Result alias for segment and array operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -24,6 +26,8 @@ pub enum NameProblem {
     Nul,
     /// `.` or `..`.
     Dots,
+    /// Starts with `.shmarray-`, the prefix of this crate's temporary names.
+    Reserved,
 }
 
 impl std::fmt::Display for NameProblem {
@@ -34,6 +38,7 @@ impl std::fmt::Display for NameProblem {
             NameProblem::Slash => "it contains '/'",
             NameProblem::Nul => "it contains a NUL byte",
             NameProblem::Dots => "'.' and '..' are not names",
+            NameProblem::Reserved => "names starting with '.shmarray-' are reserved",
         })
     }
 }
@@ -53,7 +58,7 @@ pub enum Corruption {
     /// The NPY header is malformed or overflows.
     #[error("bad NPY header: {0}")]
     Header(#[from] HeaderError),
-    /// The control block disagrees with the header.
+    /// The control block disagrees with the header, or its parameters are bad.
     #[error("bad control block: {0}")]
     Control(#[from] ControlError),
     /// The data offset is not a multiple of the element alignment.
@@ -66,7 +71,7 @@ pub enum Corruption {
     },
 }
 
-/// Errors of creating, opening and removing segments.
+/// Errors of creating, opening, inspecting and removing segments.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -84,19 +89,46 @@ pub enum Error {
         /// Segment name.
         name: String,
     },
+    /// The segment directory does not exist (or is not a directory).
+    #[error("segment directory {} does not exist", path.display())]
+    DirectoryNotFound {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A segment (or any file) of that name already exists; it was not touched.
     #[error("segment {name:?} already exists")]
     AlreadyExists {
         /// Segment name.
         name: String,
     },
-    /// The OS refused access (another user's segment, read-only file, ...).
+    /// The OS refused access (a read-only file, a directory we may not write, ...).
     #[error("permission denied for segment {name:?}")]
     PermissionDenied {
         /// Segment name.
         name: String,
     },
-    /// Not enough space in the shared-memory filesystem; nothing was left behind.
+    /// The file belongs to another user. Opening it would let that user control
+    /// what this process reads, locks and trusts; it is refused unless the caller
+    /// trusts that owner explicitly (`Options::trust_owner`).
+    #[error("segment {name:?} belongs to uid {owner}, not to this user (uid {euid}); not adopted")]
+    ForeignOwner {
+        /// Segment name.
+        name: String,
+        /// The file's owner.
+        owner: u32,
+        /// This process's effective uid.
+        euid: u32,
+    },
+    /// The file is writable by its group or by others, so somebody else could
+    /// rewrite it under us; refused unless `Options::allow_shared_write(true)`.
+    #[error("segment {name:?} has mode {mode:o}: writable by others; not adopted")]
+    InsecureMode {
+        /// Segment name.
+        name: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Not enough space in the shared-memory file system; nothing was left behind.
     #[error("no space for segment {name:?}: {requested} bytes requested")]
     NoSpace {
         /// Segment name.
@@ -121,12 +153,22 @@ pub enum Error {
         /// What is wrong.
         problem: Corruption,
     },
-    /// The segment is still being built by its creator (or its creator died while
-    /// building it). Retry later, or remove it.
-    #[error("segment {name:?} is not ready (still being created, or its creator died mid-way)")]
+    /// The segment says it is not complete (a forged or damaged file, or one an
+    /// older version was still building).
+    #[error("segment {name:?} is not ready (not completely built)")]
     NotReady {
         /// Segment name.
         name: String,
+    },
+    /// The segment holds a different object (a queue opened as an array, ...).
+    #[error("segment {name:?} is a {found}, not a {expected}")]
+    KindMismatch {
+        /// Segment name.
+        name: String,
+        /// The kind the caller asked for.
+        expected: ObjectKind,
+        /// The kind its control block records.
+        found: ObjectKind,
     },
     /// The segment holds a different element type or number of dimensions.
     #[error("segment {name:?} holds {found}, expected {expected}")]
@@ -146,9 +188,14 @@ pub enum Error {
         /// Element size.
         itemsize: usize,
     },
-    /// The given array or shape does not match what the operation needs.
-    #[error("shape mismatch: {0}")]
-    Shape(String),
+    /// A counter index beyond the control block's counters.
+    #[error("counter index {index} is out of range (a segment has {count} counters)")]
+    CounterIndex {
+        /// The index asked for.
+        index: usize,
+        /// How many counters there are.
+        count: usize,
+    },
     /// The operation needs a control block, which plain `.npy` files lack.
     #[error("segment {name:?} has no control block (a plain .npy file): {what} is unavailable")]
     NoControlBlock {
@@ -160,6 +207,23 @@ pub enum Error {
     /// The segment was opened read-only.
     #[error("segment {name:?} was opened read-only")]
     ReadOnly {
+        /// Segment name.
+        name: String,
+    },
+    /// Another handle of this process has the same segment: direct views
+    /// (`view`, `view_mut`) need a handle that is alone in its process, and once a
+    /// handle has taken a direct view the segment cannot be opened again in this
+    /// process until that handle is dropped. `lock()` works on any handle.
+    #[error("segment {name:?} has another handle in this process ({why})")]
+    InUse {
+        /// Segment name.
+        name: String,
+        /// Which rule applied.
+        why: &'static str,
+    },
+    /// `shmarray gc` (or `remove`) is taking the segment away right now.
+    #[error("segment {name:?} is being removed")]
+    BeingRemoved {
         /// Segment name.
         name: String,
     },
@@ -189,6 +253,13 @@ impl Error {
         Error::Corrupt {
             name: name.to_string(),
             problem: problem.into(),
+        }
+    }
+
+    pub(crate) fn not_shmarray(name: &str, reason: &'static str) -> Self {
+        Error::NotShmarray {
+            name: name.to_string(),
+            reason,
         }
     }
 }

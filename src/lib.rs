@@ -4,50 +4,89 @@
 //!
 //! A [`SharedArray<T, D>`] is a named shared-memory segment (a file in `/dev/shm`)
 //! that describes itself: it *is* a valid `.npy` file whose data starts on a page
-//! boundary, followed by a control block (creator, state, lock, counters). Any
-//! process can attach by name and get a checked `ndarray` view; numpy maps the same
-//! bytes with `numpy.load(path, mmap_mode="r+")`.
+//! boundary, followed by a control block (object kind, creator, lock, counters). Any
+//! process of the same user can attach by name and get a checked `ndarray` view;
+//! numpy maps the same bytes with `numpy.load(path, mmap_mode="r+")`.
 //!
 //! ```no_run
 //! use ndarray::Ix2;
 //! use shmarray::SharedArray;
 //!
-//! # fn main() -> Result<(), shmarray::Error> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // process A: create (owner: the name is removed when `frames` is dropped)
 //! let mut frames = SharedArray::<f64, Ix2>::create("frames", (1024, 1024))?;
 //! frames.view_mut()?.fill(1.0);
 //!
-//! // process B: attach by name, checked against the header
+//! // process B: attach by name, checked against the header; update under the lock
 //! let seen = SharedArray::<f64, Ix2>::open("frames")?;
-//! assert_eq!(seen.view().sum(), 1024.0 * 1024.0);
+//! seen.lock()?[[0, 0]] = 2.0;
 //! # Ok(()) }
 //! ```
 //!
-//! Layers, top to bottom: [`array`](mod@array) (typed views), [`header`] (the format, pure),
-//! [`segment`] (files and mappings), `sys` (the only libc/nix calls), [`error`].
+//! Layers, top to bottom (a lower layer never uses a higher one):
+//!
+//! | layer | what |
+//! |---|---|
+//! | pool, process | worker processes, a pool, in-place kernels over shared arrays |
+//! | array, objects, queue | typed handles, each a segment *kind*: [`SharedArray`], [`SharedValue`], atomics, [`Event`], [`Barrier`], [`Queue`], [`ByteQueue`] |
+//! | sync | the robust mutex, futex waits, the member table (liveness) |
+//! | segment | exclusive create, checked attach, kinds, liveness, removal, `gc`, inspection |
+//! | error, format | error enums; the segment format as pure code |
+//! | sys | the one place that calls libc/nix |
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    clippy::undocumented_unsafe_blocks
+)]
 
-pub mod array;
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "shmarray supports Linux only: it relies on /dev/shm, memfd, robust futexes and OFD locks"
+);
+
+mod array;
 #[doc(hidden)]
 pub mod demo;
-pub mod element;
-pub mod error;
-pub mod header;
-pub mod objects;
-pub mod pool;
-pub mod process;
-pub mod queue;
-pub mod segment;
-pub mod sync;
+mod element;
+mod error;
+mod format;
+mod objects;
+mod pool;
+mod primitive;
+mod process;
+mod queue;
+mod segment;
+mod sync;
 mod sys;
 
-pub use array::{inspect, remove, ArrayGuard, Options, Order, SegmentInfo, SharedArray};
+pub use array::{ArrayGuard, SharedArray};
 pub use element::Element;
 pub use error::{Corruption, Error, NameProblem, Result};
-pub use header::Dtype;
-pub use objects::{Barrier, Event, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64, SharedValue};
+pub use format::control::{ControlError, ControlFields, ObjectKind};
+pub use format::dtype::{Dtype, UnknownDtype};
+pub use format::npy::{HeaderError, Layout, NpyHeader};
+pub use ndarray;
+pub use objects::{
+    Barrier, BarrierOpenError, Event, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64,
+    SharedValue, ValueGuard,
+};
+pub use pool::{as_completed, ArrayHandle, Imap, MapResult, Partition, Pool, TaskFuture};
+pub use process::{init, Process, StartMethod, TaskError};
 #[cfg(not(loom))]
 pub use queue::{ByteQueue, Queue, QueueError};
-pub use segment::{Namespace, Segment};
-pub use sync::{LockError, LockResult};
+pub use segment::{
+    collect_garbage, export_npy, inspect, remove, GcReport, Liveness, Namespace, Options,
+    SegmentInfo, Usage, DIR_ENV,
+};
+pub use sync::{BarrierError, LockError, LockResult, TimedOut};
+
+/// Pure format code for the fuzz target (`fuzz/`). Not part of the API: no
+/// stability promise.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::format::describe::{describe_bytes, DescribeError, Description};
+    pub use crate::format::npy::{build_header, parse_header, parse_preamble};
+    pub use crate::format::objects::{ParamsError, QueueGeometry};
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use ndarray::{Ix1, IxDyn};
 use shmarray::demo::{self, WorkerProc};
-use shmarray::{Dtype, Error, Namespace, Options, SegmentInfo};
+use shmarray::{Dtype, Error, Namespace, ObjectKind, Options, SegmentInfo, SharedArray, Usage};
 
 #[derive(Parser)]
 #[command(
@@ -145,29 +145,8 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-/// What a segment holds: an array, a 0-d value, or one of the named objects whose
-/// data starts with a magic (queue, barrier, event).
 fn kind_of(info: &SegmentInfo) -> &'static str {
-    let l = &info.layout;
-    if l.header.shape.is_empty() {
-        return "value";
-    }
-    if l.dtype == Some(Dtype::U8) && l.header.shape.len() == 1 && l.data_len >= 8 {
-        let mut magic = [0u8; 8];
-        let read = std::fs::File::open(&info.path).and_then(|f| {
-            use std::os::unix::fs::FileExt;
-            f.read_exact_at(&mut magic, l.data_offset as u64)
-        });
-        if read.is_ok() {
-            match &magic {
-                b"SHMQUEU1" => return "queue",
-                b"SHMBARR1" => return "barrier",
-                b"SHMEVNT1" => return "event",
-                _ => {}
-            }
-        }
-    }
-    "array"
+    info.kind().name()
 }
 
 fn ls(ns: &Namespace, all: bool) -> Result<ExitCode, Error> {
@@ -180,14 +159,12 @@ fn ls(ns: &Namespace, all: bool) -> Result<ExitCode, Error> {
         r
     };
     for name in ns.entries()? {
+        let name = name.to_string_lossy().into_owned();
         match classify(ns, &name) {
             Entry::Segment(info) => {
-                let (pid, status) = match (&info.control, info.creator_alive) {
-                    (Some(c), Some(alive)) => {
-                        let mut s = String::from(if alive { "alive" } else { "dead" });
-                        if info.is_building() {
-                            s.push_str(", building");
-                        }
+                let (pid, status) = match (&info.control, info.creator) {
+                    (Some(c), Some(creator)) => {
+                        let mut s = format!("{}, creator {creator}", info.usage);
                         if info.is_persistent() {
                             s.push_str(", persistent");
                         }
@@ -264,30 +241,20 @@ fn print_inspect(info: &SegmentInfo) {
         Some(c) => {
             println!("control offset {}", l.control_offset);
             println!("layout version {}", c.layout_version);
+            println!("kind           {}", c.kind);
+            println!("usage          {}", info.usage);
             println!(
-                "state          {}",
-                if info.is_building() {
-                    "building"
-                } else {
-                    "ready"
-                }
-            );
-            println!(
-                "creator        pid {} (start time {}), {}",
+                "creator        pid {} (start time {}), handle {}",
                 c.creator_pid,
                 c.creator_start_time,
-                if info.creator_alive == Some(true) {
-                    "alive"
-                } else {
-                    "dead"
-                }
+                info.creator.map_or("-", |l| l.as_str())
             );
             println!(
                 "created        {} ms since the Unix epoch",
                 c.created_unix_ms
             );
             println!("persistent     {}", info.is_persistent());
-            println!("checksum       {:#018x} (ok)", c.header_checksum);
+            println!("checksum       {:#018x} (ok)", c.checksum);
         }
     }
 }
@@ -305,7 +272,7 @@ fn rm(ns: &Namespace, names: &[String], force: bool) -> Result<ExitCode, Error> 
                 continue;
             }
         };
-        match verdict.and_then(|()| ns.unlink(name)) {
+        match verdict.and_then(|()| ns.remove(name)) {
             Ok(()) => println!("removed {name}"),
             Err(e) => {
                 eprintln!("shmarray: {e}");
@@ -321,27 +288,25 @@ fn rm(ns: &Namespace, names: &[String], force: bool) -> Result<ExitCode, Error> 
 }
 
 fn gc(ns: &Namespace, dry_run: bool) -> Result<ExitCode, Error> {
-    let mut removed = 0;
-    for name in ns.entries()? {
-        let Entry::Segment(info) = classify(ns, &name) else {
-            continue;
-        };
-        if !info.is_garbage() {
-            continue;
-        }
-        let pid = info.control.map(|c| c.creator_pid).unwrap_or(0);
-        if dry_run {
-            println!("would remove {name} (creator pid {pid} is dead)");
-        } else {
-            ns.unlink(&name)?;
-            println!("removed {name} (creator pid {pid} is dead)");
-        }
-        removed += 1;
+    let report = shmarray::collect_garbage(ns, dry_run)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for (name, why) in &report.removed {
+        println!("{verb} {name} ({why})");
     }
-    if removed == 0 {
+    for name in &report.undecided {
+        println!("kept {name} (whether it is in use cannot be decided here)");
+    }
+    for (name, e) in &report.failed {
+        eprintln!("shmarray: gc could not remove {name}: {e}");
+    }
+    if report.removed.is_empty() && report.failed.is_empty() {
         println!("nothing to collect");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn create(
@@ -351,30 +316,32 @@ fn create(
     shape: &[usize],
     fortran: bool,
 ) -> Result<ExitCode, Error> {
-    let dtype =
-        Dtype::from_name(dtype).ok_or_else(|| Error::Shape(format!("unknown dtype {dtype:?}")))?;
+    let dtype: Dtype = dtype
+        .parse()
+        .map_err(|e: shmarray::UnknownDtype| Error::Io {
+            op: "parse --dtype",
+            name: name.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
     let opts = Options::new()
         .namespace(ns.clone())
         .persistent(true)
         .order(if fortran {
-            shmarray::Order::ColumnMajor
+            shmarray::ndarray::Order::ColumnMajor
         } else {
-            shmarray::Order::RowMajor
+            shmarray::ndarray::Order::RowMajor
         });
     let shape = IxDyn(shape);
-    let path = match dtype {
-        Dtype::I8 => opts.create::<i8, _>(name, shape)?.path(),
-        Dtype::I16 => opts.create::<i16, _>(name, shape)?.path(),
-        Dtype::I32 => opts.create::<i32, _>(name, shape)?.path(),
-        Dtype::I64 => opts.create::<i64, _>(name, shape)?.path(),
-        Dtype::U8 => opts.create::<u8, _>(name, shape)?.path(),
-        Dtype::U16 => opts.create::<u16, _>(name, shape)?.path(),
-        Dtype::U32 => opts.create::<u32, _>(name, shape)?.path(),
-        Dtype::U64 => opts.create::<u64, _>(name, shape)?.path(),
-        Dtype::F32 => opts.create::<f32, _>(name, shape)?.path(),
-        Dtype::F64 => opts.create::<f64, _>(name, shape)?.path(),
-        _ => return Err(Error::Shape(format!("unsupported dtype {dtype}"))),
-    };
+    macro_rules! make {
+        ($($d:ident => $t:ty),*) => {
+            match dtype {
+                $(Dtype::$d => SharedArray::<$t, IxDyn>::create_with(&opts, name, shape)?.path(),)*
+                _ => None,
+            }
+        };
+    }
+    let path = make!(I8 => i8, I16 => i16, I32 => i32, I64 => i64, U8 => u8, U16 => u16,
+        U32 => u32, U64 => u64, F32 => f32, F64 => f64);
     println!("{}", path.unwrap_or_default().display());
     Ok(ExitCode::SUCCESS)
 }
@@ -410,9 +377,7 @@ fn demo(ns: &Namespace, mib: usize) -> Result<ExitCode, Error> {
     };
     println!("shmarray demo: a worker process doubles a {mib} MiB f64 array ({n} elements)\n");
     let (arr, t_create) = step(&format!("create segment {name:?}"), || {
-        Options::new()
-            .namespace(ns.clone())
-            .create::<f64, Ix1>(&name, n)
+        SharedArray::<f64, Ix1>::create_with(&Options::new().namespace(ns.clone()), &name, n)
     });
     let mut arr = arr?;
     let (_, t_fill) = step("fill with 0, 1, 2, ...", || {
@@ -427,13 +392,15 @@ fn demo(ns: &Namespace, mib: usize) -> Result<ExitCode, Error> {
     });
     let (t_attach, t_kernel) = res.map_err(io)?;
     let (ok, _) = step("check the result", || {
-        arr.view().indexed_iter().all(|(i, &x)| x == 2.0 * i as f64)
+        arr.view()
+            .map(|v| v.indexed_iter().all(|(i, &x)| x == 2.0 * i as f64))
+            .unwrap_or(false)
     });
     if !ok {
         eprintln!("shmarray demo: result check FAILED");
         return Ok(ExitCode::FAILURE);
     }
-    let mut copy: Vec<f64> = arr.view().to_vec();
+    let mut copy: Vec<f64> = arr.view()?.to_vec();
     let (res, t_pipe) = step("same through a pipe (copy out, double, copy back)", || {
         worker.double_pipe(&mut copy)
     });

@@ -17,10 +17,10 @@ use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, Slice};
 use serde::{Deserialize, Serialize};
 
 use super::Pool;
-use crate::array::{Options, SharedArray};
+use crate::array::SharedArray;
 use crate::element::Element;
 use crate::process::{decode, encode, run_items, TaskError, Trampoline};
-use crate::segment::Namespace;
+use crate::segment::{Namespace, Options};
 
 /// How to cut an array into parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl Location {
                 "only named segments can be sent to workers (anonymous ones have no name to attach)".into(),
             ));
         };
-        let (dev, ino) = array.segment().file_id();
+        let (dev, ino) = array.file_id();
         Ok(Location {
             dir: path
                 .parent()
@@ -86,11 +86,10 @@ fn with_attached<T: Element, D: Dimension + 'static, O>(
         Some(a) => a,
         None => {
             let ns = Namespace::at(&at.dir).map_err(|e| e.to_string())?;
-            let a: SharedArray<T, D> = Options::new()
-                .namespace(ns)
-                .open(&at.name)
-                .map_err(|e| e.to_string())?;
-            if a.segment().file_id() != key {
+            let a: SharedArray<T, D> =
+                SharedArray::open_with(&Options::new().namespace(ns), &at.name)
+                    .map_err(|e| e.to_string())?;
+            if a.file_id() != key {
                 return Err(format!(
                     "segment {:?} was replaced since the handle was made",
                     at.name
@@ -185,8 +184,10 @@ fn call_reduce<T: Element, D: Dimension + 'static, R: Serialize>(
     let parts: Vec<Part> = decode(payload)?;
     let outcomes = run_items(parts, |p| {
         with_attached::<T, D, R>(&p.at, |a| {
-            f(a.view()
-                .slice_axis_move(Axis(p.axis), Slice::from(p.start..p.end)))
+            // SAFETY: parts are read-only here and no task of this worker holds a
+            // mutable view while a reduction runs (one task at a time).
+            let view = unsafe { a.view_unchecked() };
+            f(view.slice_axis_move(Axis(p.axis), Slice::from(p.start..p.end)))
         })
     });
     let flat: Vec<Result<R, String>> = outcomes.into_iter().map(|r| r.and_then(|x| x)).collect();
@@ -298,7 +299,7 @@ impl Pool {
         if array.is_empty() {
             return Ok(());
         }
-        if !array.segment().is_writable() {
+        if !array.is_writable() {
             return Err(TaskError::Array("the array is read-only".into()));
         }
         let parts = self.parts(array, axis, partition)?;

@@ -37,21 +37,19 @@ pub use imp::*;
 mod imp {
 
     use std::marker::PhantomData;
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
     use ndarray::Ix1;
 
-    pub use super::ring::MAX_MEMBERS;
-    use super::ring::{Padded, Ring, RingHeader, Step, MIN_CAPACITY, SLOT_HEAD};
-    use crate::array::{Options, SharedArray};
+    use super::ring::{Padded, Ring, RingHeader, Step, MIN_CAPACITY};
+    use crate::array::SharedArray;
     use crate::element::Element;
+    use crate::format::control::ObjectKind;
+    use crate::format::objects::{ParamsError, QueueGeometry, MAX_MEMBERS, QUEUE_VERSION};
+    use crate::segment::{KindSpec, Liveness, Options, Target};
+    use crate::sync::members::{self, Member, MemberTable, Membership};
     use crate::sync::{self, wait_while_equal};
-    use crate::sys::proc::{self as psys, Liveness};
-
-    const MAGIC: [u8; 8] = *b"SHMQUEU1";
-    /// 2: the ring header gained the per-member intent table.
-    const VERSION: u32 = 2;
     /// How long a blocked call spins before it sleeps on the futex: long enough to
     /// catch a peer that is about to answer (ping-pong), short enough to be noise.
     const SPIN: Duration = Duration::from_micros(20);
@@ -92,204 +90,173 @@ mod imp {
             /// What was expected.
             expected: String,
         },
+        /// The capacity or item size is out of range (nothing was created).
+        #[error(transparent)]
+        Params(#[from] ParamsError),
         /// Creating or opening the segment failed.
         #[error(transparent)]
         Segment(#[from] crate::Error),
     }
 
-    #[repr(C)]
-    struct Member {
-        pid: AtomicU32,
-        _pad: u32,
-        start_time: AtomicU64,
-    }
-
-    #[repr(C, align(128))]
-    struct QueueHeader {
-        magic: [u8; 8],
-        version: u32,
-        /// 0: typed items; 1: byte messages.
-        kind: u32,
-        dtype_code: u32,
-        item_size: u32,
-        capacity: u64,
-        stride: u64,
-        members: [Member; MAX_MEMBERS],
-    }
-
-    const HDR: usize = std::mem::size_of::<QueueHeader>();
-    const RING_HDR: usize = std::mem::size_of::<RingHeader>();
-    const _: () = assert!(HDR % 128 == 0 && RING_HDR % 128 == 0);
-
     /// The untyped queue both front ends share.
     struct RawQueue {
         seg: SharedArray<u8, Ix1>,
+        /// Copied from the control block and validated at attach; never re-read
+        /// from shared memory.
+        geo: QueueGeometry,
+        member: Membership,
         me: u32,
     }
 
     impl RawQueue {
-        fn layout(capacity: u64, payload: usize) -> (usize, usize) {
-            let stride = (SLOT_HEAD + payload).div_ceil(16) * 16;
-            (stride, HDR + RING_HDR + stride * capacity as usize)
-        }
-
         fn create(
             name: Option<&str>,
-            kind: u32,
+            kind: ObjectKind,
             dtype_code: u32,
             item_size: usize,
             capacity: usize,
         ) -> Result<RawQueue, QueueError> {
             // Rounded up to the ring's minimum of 2 slots.
             let capacity = (capacity as u64).max(MIN_CAPACITY);
-            let (stride, len) = Self::layout(capacity, item_size);
-            let seg = Options::new().create_initialised(name, len, |p| {
-                // SAFETY: `p` is the zeroed, private, page-aligned data area of `len` bytes;
-                // zero bytes are valid for the header (atomics and integers).
-                let hdr = unsafe { &mut *p.cast::<QueueHeader>() };
-                hdr.magic = MAGIC;
-                hdr.version = VERSION;
-                hdr.kind = kind;
-                hdr.dtype_code = dtype_code;
-                hdr.item_size = item_size as u32;
-                hdr.capacity = capacity;
-                hdr.stride = stride as u64;
-                // SAFETY: the ring header and slots follow inside the same area.
+            let geo = QueueGeometry::new(item_size as u64, capacity)?;
+            let data_len = usize::try_from(geo.data_len).map_err(|_| {
+                QueueError::Params(ParamsError::TooLarge {
+                    capacity,
+                    stride: geo.stride,
+                    max: geo.data_len,
+                })
+            })?;
+            let opts = Options::new();
+            let ns;
+            let target = match name {
+                Some(n) => {
+                    ns = opts.ns()?;
+                    Target::Named(&ns, n)
+                }
+                None => Target::Anonymous,
+            };
+            let spec = KindSpec {
+                kind,
+                version: QUEUE_VERSION,
+                params: geo.to_params(dtype_code),
+            };
+            let seg = SharedArray::<u8, Ix1>::create_kind(target, spec, &opts, &[data_len], |d| {
+                let p = d.as_mut_ptr();
+                // SAFETY: `p` is the zeroed, private, page-aligned data area of
+                // `geo.data_len` bytes; the ring header and `capacity` slots of
+                // `stride` bytes lie inside it (checked geometry).
                 let ring = unsafe {
                     Ring::new(
-                        &*p.add(HDR).cast::<RingHeader>(),
-                        p.add(HDR + RING_HDR),
-                        capacity,
-                        stride,
+                        &*p.add(geo.ring_offset as usize).cast::<RingHeader>(),
+                        p.add(geo.slots_offset as usize),
+                        geo.capacity,
+                        geo.stride as usize,
                     )
                 };
                 ring.init();
             })?;
-            RawQueue::attach(seg)
+            RawQueue::attach(seg, geo)
         }
 
         /// Checks that `seg` is a queue of this kind and attaches to it.
         fn validate(
             seg: SharedArray<u8, Ix1>,
-            kind: u32,
             dtype_code: u32,
             item_size: Option<usize>,
-            what: &str,
         ) -> Result<RawQueue, QueueError> {
-            let not = || QueueError::NotAQueue {
-                name: seg.segment().label().to_string(),
-                expected: what.to_string(),
+            let name = seg.name().unwrap_or("<anonymous>").to_string();
+            let c = seg.control().ok_or_else(|| {
+                QueueError::Segment(crate::Error::NoControlBlock {
+                    name: name.clone(),
+                    what: "the queue",
+                })
+            })?;
+            let geo = QueueGeometry::from_control(&c)
+                .map_err(|e| QueueError::Segment(crate::Error::corrupt(&name, e)))?;
+            let mismatch = || QueueError::NotAQueue {
+                name: name.clone(),
+                expected: format!("element code {dtype_code}, item size {item_size:?}"),
             };
-            if seg.len() < HDR + RING_HDR || !seg.segment().is_writable() {
-                return Err(not());
+            if c.params[3] != u64::from(dtype_code)
+                || item_size.is_some_and(|s| s as u64 != geo.item_size)
+                || seg.len() as u64 != geo.data_len
+            {
+                return Err(mismatch());
             }
-            // SAFETY: at least HDR bytes of page-aligned data; the fields read here are
-            // written before publication and never change.
-            let hdr = unsafe { &*seg.data_ptr().cast::<QueueHeader>() };
-            let (stride, len) = Self::layout(hdr.capacity, hdr.item_size as usize);
-            let ok = hdr.magic == MAGIC
-                && hdr.capacity >= MIN_CAPACITY
-                && hdr.version == VERSION
-                && hdr.kind == kind
-                && hdr.dtype_code == dtype_code
-                && item_size.is_none_or(|s| s == hdr.item_size as usize)
-                && hdr.stride == stride as u64
-                && len == seg.len();
-            if !ok {
-                return Err(not());
+            if !seg.is_writable() {
+                return Err(QueueError::Segment(crate::Error::ReadOnly { name }));
             }
-            RawQueue::attach(seg)
+            RawQueue::attach(seg, geo)
         }
 
         fn open(
             name: &str,
-            kind: u32,
+            kind: ObjectKind,
             dtype_code: u32,
             item_size: Option<usize>,
-            what: &str,
         ) -> Result<RawQueue, QueueError> {
-            let seg: SharedArray<u8, Ix1> = Options::new().open(name)?;
-            Self::validate(seg, kind, dtype_code, item_size, what)
+            let seg = SharedArray::<u8, Ix1>::open_kind(&Options::new(), name, kind)?;
+            Self::validate(seg, dtype_code, item_size)
         }
 
         fn from_file(
             file: std::fs::File,
-            kind: u32,
+            kind: ObjectKind,
             dtype_code: u32,
             item_size: Option<usize>,
-            what: &str,
         ) -> Result<RawQueue, QueueError> {
-            let seg = SharedArray::<u8, Ix1>::from_file(file, true)?;
-            Self::validate(seg, kind, dtype_code, item_size, what)
+            let seg = SharedArray::<u8, Ix1>::from_file_kind(&Options::new(), file, kind)?;
+            Self::validate(seg, dtype_code, item_size)
         }
 
-        fn attach(seg: SharedArray<u8, Ix1>) -> Result<RawQueue, QueueError> {
-            let mut q = RawQueue { seg, me: u32::MAX };
-            let pid = psys::current_pid();
-            let start = psys::process_start_time(pid).unwrap_or(0);
-            for pass in 0..2 {
-                for (i, m) in q.hdr().members.iter().enumerate() {
-                    if m.pid
-                        .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        m.start_time.store(start, Ordering::Release);
-                        q.me = i as u32;
-                        return Ok(q);
-                    }
-                }
-                if pass == 0 {
-                    for m in &q.hdr().members {
-                        let p = m.pid.load(Ordering::Acquire);
-                        if p != 0
-                            && psys::liveness(p, m.start_time.load(Ordering::Acquire))
-                                == Liveness::Dead
-                        {
-                            let _ =
-                                m.pid
-                                    .compare_exchange(p, 0, Ordering::AcqRel, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-            Err(QueueError::TooManyProcesses)
+        fn attach(seg: SharedArray<u8, Ix1>, geo: QueueGeometry) -> Result<RawQueue, QueueError> {
+            // SAFETY: the member table lies at the start of the validated data area.
+            let table = unsafe { &*seg.data_ptr().cast::<MemberTable>() };
+            let member = Membership::join(table, MAX_MEMBERS, seg.file(), |_| true)
+                .map_err(|_| QueueError::TooManyProcesses)?;
+            let me = member.slot() as u32;
+            Ok(RawQueue {
+                seg,
+                geo,
+                member,
+                me,
+            })
         }
 
-        fn hdr(&self) -> &QueueHeader {
+        fn table(&self) -> &MemberTable {
             // SAFETY: validated at create/open; lives as long as `self.seg`.
-            unsafe { &*self.seg.data_ptr().cast::<QueueHeader>() }
+            unsafe { &*self.seg.data_ptr().cast::<MemberTable>() }
         }
 
         fn ring(&self) -> Ring<'_> {
-            let h = self.hdr();
             let base = self.seg.data_ptr();
-            // SAFETY: layout validated at create/open: the ring header and `capacity`
-            // slots of `stride` bytes follow the queue header inside the mapping.
+            // SAFETY: the geometry was validated against the data area at attach: the
+            // ring header and `capacity` slots of `stride` bytes lie inside it.
             unsafe {
                 Ring::new(
-                    &*base.add(HDR).cast::<RingHeader>(),
-                    base.add(HDR + RING_HDR),
-                    h.capacity,
-                    h.stride as usize,
+                    &*base.add(self.geo.ring_offset as usize).cast::<RingHeader>(),
+                    base.add(self.geo.slots_offset as usize),
+                    self.geo.capacity,
+                    self.geo.stride as usize,
                 )
             }
         }
 
         fn is_dead(&self, member: u32) -> bool {
-            match self.hdr().members.get(member as usize) {
-                Some(m) => {
-                    let pid = m.pid.load(Ordering::Acquire);
-                    pid == 0
-                        || psys::liveness(pid, m.start_time.load(Ordering::Acquire))
-                            == Liveness::Dead
-                }
-                None => false,
-            }
+            member as usize != self.member.slot()
+                && members::check(self.table(), member as usize, self.member.file())
+                    == Member::Registered(Liveness::Dead)
         }
 
         fn rh(&self) -> &RingHeader {
             // SAFETY: as in `ring`.
-            unsafe { &*self.seg.data_ptr().add(HDR).cast::<RingHeader>() }
+            unsafe {
+                &*self
+                    .seg
+                    .data_ptr()
+                    .add(self.geo.ring_offset as usize)
+                    .cast::<RingHeader>()
+            }
         }
 
         fn notify(&self, counter: &Padded<AtomicU32>, waiters: &Padded<AtomicU32>) {
@@ -480,9 +447,7 @@ mod imp {
 
     impl Drop for RawQueue {
         fn drop(&mut self) {
-            if let Some(m) = self.hdr().members.get(self.me as usize) {
-                m.pid.store(0, Ordering::Release);
-            }
+            self.member.leave(self.table());
         }
     }
 
@@ -511,7 +476,7 @@ mod imp {
 
             /// The capacity in items.
             pub fn capacity(&self) -> usize {
-                self.raw.hdr().capacity as usize
+                self.raw.geo.capacity as usize
             }
 
             /// Closes the queue: puts fail with `Closed`; gets drain what is left, then
@@ -570,26 +535,26 @@ mod imp {
         }
 
         fn make(name: Option<&str>, capacity: usize) -> Result<Self, QueueError> {
-            let raw =
-                RawQueue::create(name, 0, T::DTYPE.code(), std::mem::size_of::<T>(), capacity)?;
+            let raw = RawQueue::create(
+                name,
+                ObjectKind::Queue,
+                T::DTYPE.code(),
+                std::mem::size_of::<T>(),
+                capacity,
+            )?;
             Ok(Queue {
                 raw,
                 _t: PhantomData,
             })
         }
 
-        fn what() -> String {
-            format!("a Queue<{}>", T::DTYPE)
-        }
-
         /// Attaches queue `name` (checked: a queue of `T`).
         pub fn open(name: &str) -> Result<Self, QueueError> {
             let raw = RawQueue::open(
                 name,
-                0,
+                ObjectKind::Queue,
                 T::DTYPE.code(),
                 Some(std::mem::size_of::<T>()),
-                &Self::what(),
             )?;
             Ok(Queue {
                 raw,
@@ -601,10 +566,9 @@ mod imp {
         pub fn from_file(file: std::fs::File) -> Result<Self, QueueError> {
             let raw = RawQueue::from_file(
                 file,
-                0,
+                ObjectKind::Queue,
                 T::DTYPE.code(),
                 Some(std::mem::size_of::<T>()),
-                &Self::what(),
             )?;
             Ok(Queue {
                 raw,
@@ -704,34 +668,34 @@ mod imp {
         /// Creates queue `name` of `capacity` messages of at most `max_message` bytes.
         pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Self, QueueError> {
             Ok(ByteQueue {
-                raw: RawQueue::create(Some(name), 1, 0, max_message, capacity)?,
+                raw: RawQueue::create(Some(name), ObjectKind::ByteQueue, 0, max_message, capacity)?,
             })
         }
 
         /// Creates an anonymous byte queue (memfd); see [`Queue::create_anonymous`].
         pub fn create_anonymous(capacity: usize, max_message: usize) -> Result<Self, QueueError> {
             Ok(ByteQueue {
-                raw: RawQueue::create(None, 1, 0, max_message, capacity)?,
+                raw: RawQueue::create(None, ObjectKind::ByteQueue, 0, max_message, capacity)?,
             })
         }
 
         /// Attaches a byte queue from an open segment file.
         pub fn from_file(file: std::fs::File) -> Result<Self, QueueError> {
             Ok(ByteQueue {
-                raw: RawQueue::from_file(file, 1, 0, None, "a ByteQueue")?,
+                raw: RawQueue::from_file(file, ObjectKind::ByteQueue, 0, None)?,
             })
         }
 
         /// Attaches byte queue `name`.
         pub fn open(name: &str) -> Result<Self, QueueError> {
             Ok(ByteQueue {
-                raw: RawQueue::open(name, 1, 0, None, "a ByteQueue")?,
+                raw: RawQueue::open(name, ObjectKind::ByteQueue, 0, None)?,
             })
         }
 
         /// The largest message this queue carries.
         pub fn max_message(&self) -> usize {
-            self.raw.hdr().item_size as usize
+            self.raw.geo.item_size as usize
         }
 
         fn check(&self, len: usize) -> Result<(), QueueError> {

@@ -13,37 +13,30 @@ use super::wait::{self, TimedOut};
 /// whatever the setter wrote before `set` is visible to a waiter that sees it set.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct RawEvent {
+pub(crate) struct RawEvent {
     state: AtomicU32,
 }
 
 impl RawEvent {
-    /// A clear event.
-    pub const fn new() -> RawEvent {
-        RawEvent {
-            state: AtomicU32::new(0),
-        }
-    }
-
     /// Sets the event and wakes every waiter.
-    pub fn set(&self) {
+    pub(crate) fn set(&self) {
         if self.state.swap(1, Ordering::Release) == 0 {
             wait::wake_all(&self.state);
         }
     }
 
     /// Clears the event.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.state.store(0, Ordering::Release);
     }
 
     /// Whether the event is set.
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.state.load(Ordering::Acquire) != 0
     }
 
     /// Waits until the event is set, for at most `timeout` (`None`: forever).
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<(), TimedOut> {
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<(), TimedOut> {
         wait::wait_while_equal(&self.state, 0, timeout)
     }
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
+use crate::format::control::LockSlot;
 use crate::sys::pthread as sys;
 
 /// Result of a lock operation: the guard, or why not (possibly still with a guard).
@@ -125,12 +126,13 @@ impl<G> std::error::Error for LockError<G> {}
 /// It protects no data by itself; [`crate::SharedArray::lock`] and
 /// [`crate::objects::SharedValue`] pair it with data.
 #[repr(C, align(64))]
-pub struct RawRobustMutex {
+pub(crate) struct RawRobustMutex {
     inner: UnsafeCell<libc::pthread_mutex_t>,
 }
 
 const _: () = {
-    assert!(std::mem::size_of::<RawRobustMutex>() <= 128);
+    assert!(std::mem::size_of::<RawRobustMutex>() <= std::mem::size_of::<LockSlot>());
+    assert!(std::mem::align_of::<RawRobustMutex>() <= std::mem::align_of::<LockSlot>());
     assert!(std::mem::align_of::<RawRobustMutex>() == 64);
 };
 
@@ -145,7 +147,7 @@ unsafe impl Send for RawRobustMutex {}
 /// A thread locks a robust mutex and exits without unlocking; the next `lock` must
 /// report `EOWNERDEAD` (the kernel's robust list at work), and after
 /// `pthread_mutex_consistent` the mutex must be usable again.
-pub fn robust_mutexes_supported() -> Result<(), &'static str> {
+pub(crate) fn robust_mutexes_supported() -> Result<(), &'static str> {
     static PROBE: OnceLock<Result<(), &'static str>> = OnceLock::new();
     *PROBE.get_or_init(probe)
 }
@@ -198,16 +200,38 @@ impl RawRobustMutex {
     /// - `ptr` is valid for writes of `size_of::<Self>()` bytes and 64-byte aligned.
     /// - Nobody uses the memory as a mutex yet (it is not visible to other processes,
     ///   or they are known not to touch it until initialisation is published).
-    pub unsafe fn init_at(ptr: *mut RawRobustMutex) -> Result<(), LockError<()>> {
+    pub(crate) unsafe fn init_at(ptr: *mut RawRobustMutex) -> Result<(), LockError<()>> {
         robust_mutexes_supported().map_err(LockError::Unsupported)?;
         // SAFETY: per the caller's contract, `ptr` is valid, aligned and unused;
         // `UnsafeCell<T>` has the layout of `T`.
         unsafe { sys::mutex_init(ptr.cast::<libc::pthread_mutex_t>()) }.map_err(LockError::Os)
     }
 
+    /// Initialises the mutex stored in a control block's lock slot.
+    ///
+    /// # Safety
+    /// Nobody uses the slot as a mutex yet (the segment is not published).
+    pub(crate) unsafe fn init_in_slot(slot: &LockSlot) -> Result<(), LockError<()>> {
+        // SAFETY: the slot is 128 bytes, 64-byte aligned, inside an `UnsafeCell`, so
+        // writing through its pointer is allowed; per the caller's contract nobody
+        // uses it; `RawRobustMutex` fits (asserted below).
+        unsafe { RawRobustMutex::init_at(slot.0.get().cast::<RawRobustMutex>()) }
+    }
+
+    /// The mutex stored in a lock slot.
+    ///
+    /// # Safety
+    /// The slot was initialised with [`RawRobustMutex::init_in_slot`].
+    pub(crate) unsafe fn in_slot(slot: &LockSlot) -> &RawRobustMutex {
+        // SAFETY: same size/alignment bounds as above; both types are interior-mutable
+        // (`UnsafeCell`), so reinterpreting the shared reference is allowed, and the
+        // bytes hold an initialised mutex per the caller's contract.
+        unsafe { &*slot.0.get().cast::<RawRobustMutex>() }
+    }
+
     /// Blocks until the lock is acquired.
     #[inline]
-    pub fn lock(&self) -> LockResult<RawMutexGuard<'_>> {
+    pub(crate) fn lock(&self) -> LockResult<RawMutexGuard<'_>> {
         self.outcome(sys::mutex_lock(&self.inner), None)
     }
 
@@ -219,7 +243,7 @@ impl RawRobustMutex {
     /// word was already ours), after which every other locker blocks forever instead
     /// of getting `ENOTRECOVERABLE`. The timed path releases it correctly.
     #[inline]
-    pub fn try_lock(&self) -> LockResult<RawMutexGuard<'_>> {
+    pub(crate) fn try_lock(&self) -> LockResult<RawMutexGuard<'_>> {
         match sys::mutex_try_lock(&self.inner) {
             libc::ETIMEDOUT => Err(LockError::WouldBlock),
             code => self.outcome(code, None),
@@ -228,7 +252,7 @@ impl RawRobustMutex {
 
     /// Blocks for at most `timeout` (measured on `CLOCK_MONOTONIC`, so wall-clock
     /// jumps don't matter); any duration is accepted, huge ones saturate.
-    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<RawMutexGuard<'_>> {
+    pub(crate) fn lock_timeout(&self, timeout: Duration) -> LockResult<RawMutexGuard<'_>> {
         self.outcome(sys::mutex_lock_timeout(&self.inner, timeout), Some(timeout))
     }
 
@@ -268,7 +292,7 @@ impl RawRobustMutex {
 
 /// Proof that the calling thread holds a [`RawRobustMutex`]; unlocks on drop.
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct RawMutexGuard<'a> {
+pub(crate) struct RawMutexGuard<'a> {
     mutex: &'a RawRobustMutex,
     owner_died: bool,
     // pthread mutexes must be unlocked by the thread that locked them.
@@ -277,13 +301,13 @@ pub struct RawMutexGuard<'a> {
 
 impl RawMutexGuard<'_> {
     /// Whether this guard came from `OwnerDied` and is not yet marked consistent.
-    pub fn owner_died(&self) -> bool {
+    pub(crate) fn owner_died(&self) -> bool {
         self.owner_died
     }
 
     /// Declares the protected data repaired after an `OwnerDied`, so the lock stays
     /// usable. A no-op for guards from a normal lock.
-    pub fn mark_consistent(&mut self) {
+    pub(crate) fn mark_consistent(&mut self) {
         if self.owner_died {
             // SAFETY: this thread holds the mutex, acquired with EOWNERDEAD.
             let rc = unsafe { sys::mutex_consistent(&self.mutex.inner) };

@@ -16,7 +16,7 @@ pub struct TimedOut;
 /// holds `expected` (as seen with `Acquire`), and `Err(TimedOut)` once the deadline
 /// has passed with the word unchanged. Works across processes for words in shared
 /// memory (no `FUTEX_PRIVATE_FLAG`).
-pub fn wait_while_equal(
+pub(crate) fn wait_while_equal(
     word: &AtomicU32,
     expected: u32,
     timeout: Option<Duration>,
@@ -44,13 +44,8 @@ pub fn wait_while_equal(
 }
 
 /// Wakes every process/thread waiting on `word`; returns how many were woken.
-pub fn wake_all(word: &AtomicU32) -> usize {
+pub(crate) fn wake_all(word: &AtomicU32) -> usize {
     sys::futex_wake(word, u32::MAX)
-}
-
-/// Wakes at most one waiter on `word`.
-pub fn wake_one(word: &AtomicU32) -> usize {
-    sys::futex_wake(word, 1)
 }
 
 #[cfg(test)]
@@ -81,7 +76,7 @@ mod tests {
         let h = std::thread::spawn(move || wait_while_equal(&w3, 0, Some(Duration::MAX)));
         std::thread::sleep(Duration::from_millis(10));
         w.store(2, Ordering::Release);
-        wake_one(&w);
+        wake_all(&w);
         assert_eq!(h.join().unwrap(), Ok(()));
     }
 }

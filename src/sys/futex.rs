@@ -7,7 +7,7 @@ use nix::errno::Errno;
 
 /// Outcome of a futex wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FutexWait {
+pub(crate) enum FutexWait {
     /// Woken (or spurious wake-up): re-check the condition.
     Woken,
     /// The word did not hold the expected value when the kernel looked.
@@ -18,7 +18,7 @@ pub enum FutexWait {
 
 /// `FUTEX_WAIT` (process-shared: no `FUTEX_PRIVATE_FLAG`) while `*word == expected`,
 /// for at most `timeout` (relative, so measured on `CLOCK_MONOTONIC`).
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> FutexWait {
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> FutexWait {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX / 2),
         tv_nsec: d.subsec_nanos() as libc::c_long,
@@ -51,7 +51,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) ->
 }
 
 /// `FUTEX_WAKE` (process-shared) for up to `n` waiters; returns how many were woken.
-pub fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
     let n = n.min(i32::MAX as u32);
     // SAFETY: `word` is a valid, aligned 32-bit atomic; FUTEX_WAKE does not access it.
     let rc = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };

@@ -5,6 +5,7 @@
 
 pub(crate) mod fs;
 pub(crate) mod futex;
+pub(crate) mod lock;
 pub(crate) mod proc;
 pub(crate) mod process;
 pub(crate) mod pthread;

@@ -15,14 +15,14 @@ extern "C" {
 }
 
 /// Result of a pthread mutex call, as an errno-like code (0 = success).
-pub type Code = libc::c_int;
+pub(crate) type Code = libc::c_int;
 
 /// Initialises a robust, process-shared, error-checking mutex in place.
 ///
 /// # Safety
 /// `m` must be valid for writes, aligned, and not in use by anyone (not locked,
 /// no waiters): initialising a mutex in use is undefined behaviour.
-pub unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> Result<(), Errno> {
+pub(crate) unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> Result<(), Errno> {
     let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
     // SAFETY: `attr` is a local we initialise before use and destroy after; `m` is
     // valid per the caller's contract.
@@ -59,7 +59,7 @@ fn check(code: Code) -> Result<(), Errno> {
 
 /// `pthread_mutex_lock`; returns the raw code (0, `EOWNERDEAD`, `ENOTRECOVERABLE`, ...).
 #[inline]
-pub fn mutex_lock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
+pub(crate) fn mutex_lock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
     // SAFETY: `m` points to a mutex initialised by `mutex_init` (the callers in
     // `mutex.rs` only hand out references to initialised mutexes).
     unsafe { libc::pthread_mutex_lock(m.get()) }
@@ -69,7 +69,7 @@ pub fn mutex_lock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
 /// deadline in the past (see `RawRobustMutex::try_lock` for why not trylock).
 /// Returns `ETIMEDOUT` when the mutex is held.
 #[inline]
-pub fn mutex_try_lock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
+pub(crate) fn mutex_try_lock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
     let past = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -81,7 +81,7 @@ pub fn mutex_try_lock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
 /// `pthread_mutex_clocklock(CLOCK_MONOTONIC)` with a deadline `timeout` from now.
 /// The deadline is normalised (`tv_nsec` in `[0, 1e9)`) and saturates for huge
 /// timeouts, so this never fails with `EINVAL` because of the duration.
-pub fn mutex_lock_timeout(m: &UnsafeCell<libc::pthread_mutex_t>, timeout: Duration) -> Code {
+pub(crate) fn mutex_lock_timeout(m: &UnsafeCell<libc::pthread_mutex_t>, timeout: Duration) -> Code {
     let deadline = deadline_after(timeout);
     // SAFETY: as for `mutex_lock`; `deadline` is a valid, normalised timespec.
     unsafe { pthread_mutex_clocklock(m.get(), libc::CLOCK_MONOTONIC, &deadline) }
@@ -92,7 +92,7 @@ pub fn mutex_lock_timeout(m: &UnsafeCell<libc::pthread_mutex_t>, timeout: Durati
 /// # Safety
 /// The calling thread must hold the mutex.
 #[inline]
-pub unsafe fn mutex_unlock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
+pub(crate) unsafe fn mutex_unlock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
     // SAFETY: the caller holds the mutex.
     unsafe { libc::pthread_mutex_unlock(m.get()) }
 }
@@ -101,7 +101,7 @@ pub unsafe fn mutex_unlock(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
 ///
 /// # Safety
 /// The calling thread must hold the mutex, acquired with `EOWNERDEAD`.
-pub unsafe fn mutex_consistent(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
+pub(crate) unsafe fn mutex_consistent(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
     // SAFETY: per the caller's contract.
     unsafe { libc::pthread_mutex_consistent(m.get()) }
 }
@@ -110,7 +110,7 @@ pub unsafe fn mutex_consistent(m: &UnsafeCell<libc::pthread_mutex_t>) -> Code {
 ///
 /// # Safety
 /// The mutex must be unlocked and unused from now on.
-pub unsafe fn mutex_destroy(m: *mut libc::pthread_mutex_t) {
+pub(crate) unsafe fn mutex_destroy(m: *mut libc::pthread_mutex_t) {
     // SAFETY: per the caller's contract.
     unsafe { libc::pthread_mutex_destroy(m) };
 }
@@ -127,12 +127,12 @@ fn monotonic_now() -> libc::timespec {
 }
 
 /// `CLOCK_MONOTONIC` now + `d`, normalised, saturating at ~292 years from boot.
-pub fn deadline_after(d: Duration) -> libc::timespec {
+pub(crate) fn deadline_after(d: Duration) -> libc::timespec {
     timespec_add(monotonic_now(), d)
 }
 
 /// Adds `d` to `t`, keeping `tv_nsec` in `[0, 1e9)` and saturating `tv_sec`.
-pub fn timespec_add(t: libc::timespec, d: Duration) -> libc::timespec {
+pub(crate) fn timespec_add(t: libc::timespec, d: Duration) -> libc::timespec {
     const NANOS: i64 = 1_000_000_000;
     let max_sec = libc::time_t::MAX / 2;
     let add_sec = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);

@@ -1,0 +1,524 @@
+//! `SharedArray<T, D>`: a typed ndarray over a segment.
+//!
+//! # Who may look at the data, and how
+//! In one process, safe code can never hold a shared and a mutable reference (or
+//! view) of the same elements:
+//! - [`SharedArray::lock`] (`&self`) hands out a guard that derefs to
+//!   `ArrayViewMut`: the robust lock excludes every other locker, in every thread
+//!   and process, as `lock_api::Mutex` owns its data;
+//! - [`SharedArray::view`] and [`SharedArray::view_mut`] take `&mut self`: the
+//!   borrow checker excludes every other use of the handle, and the handle must be
+//!   the only one of its segment in this process (see [`Error::InUse`]);
+//! - `view_unchecked` / `view_mut_unchecked` are `unsafe`: the caller promises the
+//!   exclusivity the compiler cannot see (the pool's disjoint parts).
+//!
+//! # What other processes can do
+//! The compiler cannot see other processes. The contract is memmap2's for files
+//! another process may modify: every view is in bounds of a mapping that lives as
+//! long as the borrow, aligned, of the element type and shape the header declares
+//! (checked at attach), and `T: Pod` means any bytes another process writes are a
+//! valid `T`. But a process writing the same elements without the lock, while this
+//! one reads them through a view, races like two C programs would: values may be
+//! torn or stale (never invalid, never out of bounds). Coordinate with `lock()`, or
+//! with disjoint parts as the pool does. A process of the same user that shrinks a
+//! named segment file under a mapping makes touching the lost pages raise `SIGBUS`;
+//! anonymous (memfd) segments are sealed against that.
+
+mod guard;
+
+use std::fmt;
+use std::fs::File;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use ndarray::{
+    ArrayBase, ArrayView, ArrayViewMut, Data, Dimension, IntoDimension, IxDyn, ShapeBuilder,
+};
+
+pub use guard::ArrayGuard;
+
+use crate::element::Element;
+use crate::error::{Corruption, Error, Result};
+use crate::format::control::{flags, ControlFields, ObjectKind, COUNTERS};
+use crate::format::dtype::Dtype;
+use crate::segment::{self, KindSpec, Options, Segment, Spec, Target};
+use crate::sync::{LockError, LockResult, RawMutexGuard, RawRobustMutex};
+
+/// A typed, n-dimensional array in a shared-memory segment. See the
+/// [module docs](self) for exactly who may look at the data and how.
+///
+/// ```no_run
+/// use ndarray::Ix2;
+/// use shmarray::SharedArray;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // process A: create (the name is removed when `frames` is dropped)
+/// let mut frames = SharedArray::<f64, Ix2>::create("frames", (1024, 1024))?;
+/// frames.view_mut()?.fill(1.0);
+///
+/// // process B: attach by name, checked against the header, and update under the lock
+/// let frames = SharedArray::<f64, Ix2>::open("frames")?;
+/// let mut g = frames.lock()?;
+/// g[[0, 0]] += 1.0;
+/// # Ok(()) }
+/// ```
+pub struct SharedArray<T: Element, D: Dimension> {
+    seg: Segment,
+    dim: D,
+    _elem: PhantomData<T>,
+}
+
+// SAFETY: the handle owns its mapping (valid in any thread); moving it to another
+// thread moves the only ways to reach the data (`&mut self` views, the lock).
+unsafe impl<T: Element, D: Dimension> Send for SharedArray<T, D> {}
+// SAFETY: through `&SharedArray` a thread can only take the lock (which excludes
+// every other holder), read counters (atomics) and metadata; views need `&mut self`
+// or `unsafe`.
+unsafe impl<T: Element, D: Dimension> Sync for SharedArray<T, D> {}
+
+impl<T: Element, D: Dimension> SharedArray<T, D> {
+    /// Creates a zero-filled array `name` in `/dev/shm` (or `$SHMARRAY_DIR`), owned by
+    /// this handle: the name is removed when it is dropped. Fails with
+    /// `AlreadyExists` (leaving the existing file untouched) if the name is taken.
+    pub fn create(name: &str, shape: impl IntoDimension<Dim = D>) -> Result<Self> {
+        Self::create_with(&Options::new(), name, shape)
+    }
+
+    /// [`create`](Self::create) with options (directory, order, persistence).
+    pub fn create_with(
+        opts: &Options,
+        name: &str,
+        shape: impl IntoDimension<Dim = D>,
+    ) -> Result<Self> {
+        let ns = opts.ns()?;
+        let dim = shape.into_dimension();
+        Self::create_kind(
+            Target::Named(&ns, name),
+            KindSpec::plain(ObjectKind::Array),
+            opts,
+            dim.slice(),
+            |_| {},
+        )
+    }
+
+    /// Creates an array `name` holding a copy of `array` (the one copy in).
+    pub fn create_from<S: Data<Elem = T>>(name: &str, array: &ArrayBase<S, D>) -> Result<Self> {
+        Self::create_from_with(&Options::new(), name, array)
+    }
+
+    /// [`create_from`](Self::create_from) with options; the copy is in the options'
+    /// memory order.
+    pub fn create_from_with<S: Data<Elem = T>>(
+        opts: &Options,
+        name: &str,
+        array: &ArrayBase<S, D>,
+    ) -> Result<Self> {
+        let ns = opts.ns()?;
+        Self::create_kind(
+            Target::Named(&ns, name),
+            KindSpec::plain(ObjectKind::Array),
+            opts,
+            array.shape(),
+            |dst| dst.assign(array),
+        )
+    }
+
+    /// Creates an anonymous (memfd) array: no name, sealed against resizing, gone
+    /// when the last process closes it. Share it through [`file`](Self::file).
+    pub fn create_anonymous(shape: impl IntoDimension<Dim = D>) -> Result<Self> {
+        let dim = shape.into_dimension();
+        Self::create_kind(
+            Target::Anonymous,
+            KindSpec::plain(ObjectKind::Array),
+            &Options::new(),
+            dim.slice(),
+            |_| {},
+        )
+    }
+
+    /// Opens (attaches) array `name`, read-write, checked against `T` and `D`.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::open_with(&Options::new(), name)
+    }
+
+    /// [`open`](Self::open) with options (directory, read-only, trusted owners).
+    pub fn open_with(opts: &Options, name: &str) -> Result<Self> {
+        Self::open_kind(opts, name, ObjectKind::Array)
+    }
+
+    /// Attaches an open segment file, e.g. an anonymous array's memfd inherited from
+    /// a parent or opened through `/proc/<pid>/fd/<n>`.
+    pub fn from_file(file: File) -> Result<Self> {
+        Self::from_file_with(&Options::new(), file)
+    }
+
+    /// [`from_file`](Self::from_file) with options (read-only, trusted owners).
+    pub fn from_file_with(opts: &Options, file: File) -> Result<Self> {
+        Self::from_file_kind(opts, file, ObjectKind::Array)
+    }
+
+    /// Attaches an open segment file of `kind` as a `T` array.
+    pub(crate) fn from_file_kind(opts: &Options, file: File, kind: ObjectKind) -> Result<Self> {
+        let seg = segment::from_file(file, "<file>", &opts.expect(kind))?;
+        Self::from_segment(seg)
+    }
+
+    /// Creates a segment of `kind` holding a `T` array of `shape`: its lock
+    /// initialised and its data set by `init` before anyone can see it.
+    pub(crate) fn create_kind(
+        target: Target<'_>,
+        kind: KindSpec,
+        opts: &Options,
+        shape: &[usize],
+        init: impl FnOnce(&mut ArrayViewMut<'_, T, D>),
+    ) -> Result<Self> {
+        let spec = Spec {
+            kind,
+            dtype: T::DTYPE,
+            fortran: opts.fortran,
+            shape,
+            persistent: opts.persistent,
+        };
+        let dim = D::from_dimension(&IxDyn(shape)).ok_or_else(|| Error::ShapeOverflow {
+            shape: shape.to_vec(),
+            itemsize: T::DTYPE.size(),
+        })?;
+        let seg = segment::create(target, &spec, |b| {
+            // SAFETY: nobody can see the segment yet.
+            if unsafe { RawRobustMutex::init_in_slot(&b.block().lock) }.is_ok() {
+                b.block().set_flags(flags::LOCK_READY);
+            }
+            let data: &mut [T] = bytemuck::try_cast_slice_mut(b.data).map_err(|_| {
+                Error::corrupt(
+                    "<new>",
+                    Corruption::Misaligned {
+                        offset: 0,
+                        align: std::mem::align_of::<T>(),
+                    },
+                )
+            })?;
+            let mut view = ArrayViewMut::from_shape(dim.clone().set_f(opts.fortran), data)
+                .map_err(|_| Error::ShapeOverflow {
+                    shape: shape.to_vec(),
+                    itemsize: T::DTYPE.size(),
+                })?;
+            init(&mut view);
+            Ok(())
+        })?;
+        Self::from_segment(seg)
+    }
+
+    /// Opens segment `name` of `kind` as a `T` array.
+    pub(crate) fn open_kind(opts: &Options, name: &str, kind: ObjectKind) -> Result<Self> {
+        let seg = segment::open(&opts.ns()?, name, &opts.expect(kind))?;
+        Self::from_segment(seg)
+    }
+
+    /// Checks that an attached segment holds `T` with `D`'s number of dimensions.
+    fn from_segment(seg: Segment) -> Result<Self> {
+        let layout = seg.layout();
+        let name = seg.label();
+        let expected = || match D::NDIM {
+            Some(n) => format!("{} ({}) with {n} dimension(s)", T::DTYPE, T::DTYPE.descr()),
+            None => format!("{} ({})", T::DTYPE, T::DTYPE.descr()),
+        };
+        let found = || {
+            format!(
+                "'{}' with shape {:?}",
+                layout.header.descr, layout.header.shape
+            )
+        };
+        let mismatch = || Error::TypeMismatch {
+            name: name.to_string(),
+            expected: expected(),
+            found: found(),
+        };
+        if layout.dtype != Some(T::DTYPE) {
+            return Err(mismatch());
+        }
+        let dim = D::from_dimension(&IxDyn(&layout.header.shape)).ok_or_else(mismatch)?;
+        if (seg.data_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+            return Err(Error::corrupt(
+                name,
+                Corruption::Misaligned {
+                    offset: layout.data_offset,
+                    align: std::mem::align_of::<T>(),
+                },
+            ));
+        }
+        Ok(SharedArray {
+            seg,
+            dim,
+            _elem: PhantomData,
+        })
+    }
+
+    /// The segment under this array (for objects built on arrays).
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    #[inline]
+    pub(crate) fn data_ptr(&self) -> *mut T {
+        self.seg.data_ptr().cast::<T>()
+    }
+
+    #[inline]
+    fn shape_spec(&self) -> ndarray::Shape<D> {
+        self.dim
+            .clone()
+            .set_f(self.seg.layout().header.fortran_order)
+    }
+
+    /// A read-only view of the whole array. Needs `&mut self`, and this handle must
+    /// be the only one of its segment in this process (else [`Error::InUse`]); the
+    /// first call claims the segment for this handle until it is dropped. Use
+    /// [`lock`](Self::lock) to share one handle between threads.
+    #[inline]
+    pub fn view(&mut self) -> Result<ArrayView<'_, T, D>> {
+        self.seg.claim_direct()?;
+        // SAFETY: `&mut self` rules out every other use of this handle while the view
+        // lives, and the claim rules out other handles of the file in this process,
+        // so no mutable view of these elements exists in this process; bounds,
+        // alignment and shape were checked at attach.
+        Ok(unsafe { self.view_unchecked() })
+    }
+
+    /// A mutable view of the whole array: as [`view`](Self::view), and `ReadOnly`
+    /// for arrays opened read-only. Cross-process exclusivity is a protocol: use
+    /// `lock()` or disjoint parts.
+    #[inline]
+    pub fn view_mut(&mut self) -> Result<ArrayViewMut<'_, T, D>> {
+        self.check_writable()?;
+        self.seg.claim_direct()?;
+        // SAFETY: as for `view`, and the mapping is writable.
+        Ok(unsafe { self.view_mut_unchecked() })
+    }
+
+    /// A read-only view from a shared reference, for callers that coordinate access
+    /// themselves.
+    ///
+    /// # Safety
+    /// For the lifetime of the returned view, no mutable view or lock guard (in this
+    /// process) of the same elements may be used.
+    #[inline]
+    pub unsafe fn view_unchecked(&self) -> ArrayView<'_, T, D> {
+        // SAFETY: the pointer is aligned (checked at attach) and points to `len()`
+        // elements inside a mapping that lives as long as `&self`, which the header's
+        // shape/order describe exactly; the caller rules out mutable aliases.
+        unsafe { ArrayView::from_shape_ptr(self.shape_spec(), self.data_ptr()) }
+    }
+
+    /// A mutable view from a shared reference, for callers that coordinate access
+    /// themselves (e.g. disjoint parts handed to different workers).
+    ///
+    /// # Safety
+    /// - The array must be writable (not opened read-only).
+    /// - For the lifetime of the returned view, no other view or lock guard (in this
+    ///   process) of the same elements may be used.
+    #[inline]
+    pub unsafe fn view_mut_unchecked(&self) -> ArrayViewMut<'_, T, D> {
+        // SAFETY: the caller upholds writability and exclusivity; bounds, alignment
+        // and shape hold as for `view_unchecked`.
+        unsafe { ArrayViewMut::from_shape_ptr(self.shape_spec(), self.data_ptr()) }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.seg.is_writable() {
+            Ok(())
+        } else {
+            Err(Error::ReadOnly {
+                name: self.seg.label().to_string(),
+            })
+        }
+    }
+
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.seg.layout().len
+    }
+
+    /// Whether the array has no elements.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shape.
+    #[inline]
+    pub fn shape(&self) -> &[usize] {
+        &self.seg.layout().header.shape
+    }
+
+    /// The shape as an ndarray dimension.
+    pub fn raw_dim(&self) -> D {
+        self.dim.clone()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        T::DTYPE
+    }
+
+    /// Whether the data is in column-major (Fortran) order.
+    pub fn is_fortran(&self) -> bool {
+        self.seg.layout().header.fortran_order
+    }
+
+    /// Size of the data in bytes.
+    pub fn nbytes(&self) -> usize {
+        self.seg.layout().data_len
+    }
+
+    /// The segment name (`None` for anonymous segments).
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+
+    /// The segment's file path, for `numpy.load(path, mmap_mode="r+")`.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.seg.path()
+    }
+
+    /// The directory the segment lives in.
+    pub fn namespace(&self) -> Option<&segment::Namespace> {
+        self.seg.namespace()
+    }
+
+    /// Device and inode of the segment file (identifies it across renames).
+    pub fn file_id(&self) -> (u64, u64) {
+        self.seg.file_id()
+    }
+
+    /// Whether the mapping is writable.
+    pub fn is_writable(&self) -> bool {
+        self.seg.is_writable()
+    }
+
+    /// This handle's open segment file (for an anonymous array: the memfd to hand
+    /// to another process).
+    pub fn file(&self) -> &File {
+        self.seg.file()
+    }
+
+    /// A copy of the control block as read at attach (current flags), `None` for a
+    /// plain `.npy` file.
+    pub fn control(&self) -> Option<ControlFields> {
+        self.seg.control().map(|c| ControlFields {
+            flags: self.seg.flags(),
+            ..*c
+        })
+    }
+
+    /// Whether dropping this handle removes the name.
+    pub fn is_owner(&self) -> bool {
+        self.seg.is_owner()
+    }
+
+    /// Keeps the segment after this handle is dropped, marks it persistent (so
+    /// `shmarray gc` leaves it alone) and returns the handle.
+    pub fn into_persistent(mut self) -> Self {
+        self.seg.persist();
+        self
+    }
+
+    /// Removes the name now (other processes keep their mappings; new opens fail with
+    /// `NotFound`). A name since re-created by someone else is left alone.
+    pub fn unlink(&self) -> Result<()> {
+        self.seg.unlink()
+    }
+
+    /// The array's robust process-shared mutex, if it can be used here.
+    fn mutex(&self) -> Result<&RawRobustMutex> {
+        let no_lock = |what| Error::NoControlBlock {
+            name: self.seg.label().to_string(),
+            what,
+        };
+        let slot = self
+            .seg
+            .lock_slot()
+            .ok_or_else(|| no_lock("the array lock"))?;
+        self.check_writable()?;
+        if self.seg.flags() & flags::LOCK_READY == 0 {
+            return Err(no_lock(
+                "the array lock (its creator could not initialise a robust mutex)",
+            ));
+        }
+        // SAFETY: LOCK_READY is set only after the creator initialised the slot.
+        Ok(unsafe { RawRobustMutex::in_slot(slot) })
+    }
+
+    fn guard<'a>(&'a self, r: LockResult<RawMutexGuard<'a>>) -> LockResult<ArrayGuard<'a, T, D>> {
+        let wrap = |raw| {
+            // SAFETY: the lock is held for the guard's lifetime; every other locker,
+            // in every thread and process, is excluded; plain views need `&mut self`
+            // (impossible while `self` is borrowed by the guard) or `unsafe`; the
+            // mapping is writable (checked in `mutex`).
+            let view = unsafe { self.view_mut_unchecked() };
+            ArrayGuard::new(view, raw)
+        };
+        r.map(wrap).map_err(|e| e.map_guard(wrap))
+    }
+
+    fn with_mutex<'a>(
+        &'a self,
+        op: impl FnOnce(&'a RawRobustMutex) -> LockResult<RawMutexGuard<'a>>,
+    ) -> LockResult<ArrayGuard<'a, T, D>> {
+        match self.mutex() {
+            Ok(m) => self.guard(op(m)),
+            Err(e) => Err(LockError::Segment(e)),
+        }
+    }
+
+    /// Locks the array's robust process-shared mutex and returns a guard that derefs
+    /// to the mutable view. Blocks until the lock is free.
+    ///
+    /// If the previous holder died while holding it, this returns
+    /// `Err(LockError::OwnerDied(guard))`: the lock *is* held; check or repair the
+    /// data, call [`ArrayGuard::mark_consistent`], then drop the guard. Dropping it
+    /// unrepaired makes the lock `NotRecoverable` for everyone.
+    pub fn lock(&self) -> LockResult<ArrayGuard<'_, T, D>> {
+        self.with_mutex(RawRobustMutex::lock)
+    }
+
+    /// Like [`lock`](Self::lock), but `Err(WouldBlock)` instead of waiting.
+    pub fn try_lock(&self) -> LockResult<ArrayGuard<'_, T, D>> {
+        self.with_mutex(RawRobustMutex::try_lock)
+    }
+
+    /// Like [`lock`](Self::lock), but gives up with `Err(Timeout)` after `timeout`
+    /// (monotonic clock; any duration is accepted).
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ArrayGuard<'_, T, D>> {
+        self.with_mutex(|m| m.lock_timeout(timeout))
+    }
+
+    /// One of the control block's cache-padded atomic counters (`index < 8`), shared
+    /// by every process that attaches this array.
+    pub fn counter(&self, index: usize) -> Result<&AtomicU64> {
+        let counters = self.seg.counters().ok_or_else(|| Error::NoControlBlock {
+            name: self.seg.label().to_string(),
+            what: "atomic counters",
+        })?;
+        counters
+            .get(index)
+            .map(|c| &c.value)
+            .ok_or(Error::CounterIndex {
+                index,
+                count: COUNTERS,
+            })
+    }
+}
+
+impl<T: Element, D: Dimension> fmt::Debug for SharedArray<T, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedArray")
+            .field("name", &self.seg.label())
+            .field("dtype", &T::DTYPE)
+            .field("shape", &self.shape())
+            .field("fortran_order", &self.is_fortran())
+            .field("owner", &self.is_owner())
+            .finish()
+    }
+}

@@ -1,0 +1,22 @@
+//! The segment format, as pure code: it builds and parses bytes, makes no syscalls
+//! and never touches shared memory except to initialise a block nobody else can see
+//! yet. `FORMAT.md` at the repository root is the same specification in prose.
+//!
+//! ```text
+//! offset 0                   data_offset (page aligned)    control_offset (page aligned)
+//! | NPY preamble + dict ...  | data (data_len bytes) | pad | control block (4096 bytes) |
+//! ```
+//!
+//! - [`npy`]: the NPY header (numpy's own format), padded to a page.
+//! - [`control`]: the control block: object kind, creator, checksum, shared state.
+//! - [`objects`]: the data layouts of queues and barriers, with checked arithmetic.
+//! - [`describe`]: reading a whole description from a file, each region once.
+//! - [`dtype`]: element types and their NPY descriptors.
+
+pub(crate) mod control;
+pub(crate) mod describe;
+pub(crate) mod dtype;
+pub(crate) mod npy;
+pub(crate) mod objects;
+#[cfg(test)]
+mod props;

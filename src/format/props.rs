@@ -1,0 +1,173 @@
+//! Property tests of the pure format code: the header parser round-trips what it
+//! builds and never panics, whatever the bytes; whole segment images, valid or
+//! mutated, are described without panics and with checked sizes; queue geometry is
+//! checked for any numbers. `fuzz/` drives the same code with libFuzzer.
+
+use proptest::prelude::*;
+
+use super::control::{checksum, ControlFields, ObjectKind, CONTROL_SIZE, LAYOUT_VERSION};
+use super::describe::describe_bytes;
+use super::dtype::{Dtype, ALL_DTYPES as DTYPES};
+use super::npy::{build_header, parse_header, parse_preamble, HeaderError, PAGE};
+use super::objects::QueueGeometry;
+
+fn dtype() -> impl Strategy<Value = Dtype> {
+    (0..DTYPES.len()).prop_map(|i| DTYPES[i])
+}
+
+fn small_shape() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(0usize..50, 0..6)
+}
+
+fn npy(dict: &str) -> Vec<u8> {
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(dict.len() as u16 + 1).to_le_bytes());
+    v.extend_from_slice(dict.as_bytes());
+    v.push(b'\n');
+    v
+}
+
+proptest! {
+    #[test]
+    fn build_then_parse_roundtrips(d in dtype(), fortran in any::<bool>(), shape in small_shape()) {
+        let (bytes, layout) = build_header(d, fortran, &shape).unwrap();
+        prop_assert_eq!(bytes.len(), layout.data_offset);
+        prop_assert_eq!(layout.data_offset % PAGE, 0);
+        prop_assert_eq!(layout.control_offset % PAGE, 0);
+        let parsed = parse_header(&bytes).unwrap();
+        prop_assert_eq!(&parsed, &layout);
+        prop_assert_eq!(parsed.dtype, Some(d));
+        prop_assert_eq!(parsed.header.fortran_order, fortran);
+        prop_assert_eq!(parsed.len, shape.iter().product::<usize>());
+        prop_assert_eq!(parsed.data_len, parsed.len * d.size());
+        prop_assert!(parsed.data_end() <= parsed.control_offset);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = parse_preamble(&bytes);
+        let _ = parse_header(&bytes);
+        // With a valid magic in front, the parser goes deeper.
+        let mut with_magic = b"\x93NUMPY\x01\x00".to_vec();
+        with_magic.extend_from_slice(&bytes);
+        let _ = parse_header(&with_magic);
+    }
+
+    #[test]
+    fn mutated_valid_headers_never_panic_and_stay_consistent(
+        d in dtype(),
+        shape in small_shape(),
+        flips in prop::collection::vec((0usize..4096, any::<u8>()), 1..8),
+        cut in 0usize..4096,
+    ) {
+        let (mut bytes, _) = build_header(d, false, &shape).unwrap();
+        for (i, b) in flips {
+            bytes[i % 200] = b; // the dict lives in the first ~100 bytes
+        }
+        for input in [&bytes[..], &bytes[..cut.min(bytes.len())]] {
+            if let Ok(l) = parse_header(input) {
+                // Whatever parsed is internally consistent, computed without overflow.
+                prop_assert_eq!(l.len, l.header.shape.iter().try_fold(1usize, |a, &x| a.checked_mul(x)).unwrap());
+                prop_assert_eq!(Some(l.data_len), l.len.checked_mul(l.itemsize));
+                prop_assert!(l.data_offset.checked_add(l.data_len).is_some());
+                prop_assert!(l.data_end() <= l.control_offset);
+                prop_assert!(l.data_offset <= input.len());
+            }
+        }
+    }
+
+    #[test]
+    fn random_dict_texts_never_panic(text in "[{}()'\":, a-z_0-9<>|TrueFals\\n]{0,120}") {
+        let _ = parse_header(&npy(&text));
+    }
+
+    #[test]
+    fn overflowing_shapes_are_errors(a in (usize::MAX / 8)..usize::MAX, b in 2usize..1000) {
+        let dict = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({a}, {b}), }}");
+        let is_overflow = matches!(parse_header(&npy(&dict)), Err(HeaderError::Overflow { .. }));
+        prop_assert!(is_overflow);
+        let built_overflow = matches!(build_header(Dtype::F64, false, &[a, b]), Err(HeaderError::Overflow { .. }));
+        prop_assert!(built_overflow);
+    }
+}
+
+/// A complete, valid segment image of `kind` with a checksummed control block.
+fn image(d: Dtype, shape: &[usize], kind: ObjectKind, params: [u64; 8]) -> Vec<u8> {
+    let (hdr, layout) = build_header(d, false, shape).unwrap();
+    let mut f = ControlFields {
+        layout_version: LAYOUT_VERSION,
+        kind,
+        kind_version: super::objects::QUEUE_VERSION,
+        dtype_code: d.code(),
+        ndim: shape.len() as u32,
+        creator_pid: 1,
+        creator_start_time: 2,
+        creator_pid_ns: 3,
+        created_unix_ms: 4,
+        data_offset: layout.data_offset as u64,
+        data_len: layout.data_len as u64,
+        params,
+        checksum: 0,
+        state: super::control::state::READY,
+        flags: 0,
+    };
+    f.checksum = checksum(&hdr, &f);
+    let mut bytes = vec![0u8; layout.total_len()];
+    bytes[..hdr.len()].copy_from_slice(&hdr);
+    let cb = &mut bytes[layout.control_offset..layout.control_offset + CONTROL_SIZE];
+    cb[..136].copy_from_slice(&f.encode_immutable());
+    cb[136..144].copy_from_slice(&f.checksum.to_le_bytes());
+    cb[144..148].copy_from_slice(&f.state.to_le_bytes());
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn valid_images_describe_and_mutated_ones_never_panic(
+        d in dtype(),
+        shape in small_shape(),
+        flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in any::<usize>(),
+    ) {
+        let bytes = image(d, &shape, ObjectKind::Array, [0; 8]);
+        let desc = describe_bytes(&bytes).unwrap();
+        prop_assert!(desc.control.is_some());
+        prop_assert_eq!(desc.mapped_len(), bytes.len());
+        let mut m = bytes.clone();
+        for (i, b) in flips {
+            let at = i % m.len();
+            m[at] = b;
+        }
+        let cut = cut % (m.len() + 1);
+        for input in [&m[..], &m[..cut]] {
+            if let Ok(desc) = describe_bytes(input) {
+                // Whatever is accepted fits in the bytes we have.
+                prop_assert!(desc.layout.data_end() <= input.len());
+                if desc.control.is_some() {
+                    prop_assert!(desc.layout.total_len() <= input.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forged_queue_parameters_are_errors_or_consistent(
+        item in prop_oneof![Just(0u64), 1u64..64, Just(u64::from(u32::MAX)), any::<u64>()],
+        cap in prop_oneof![Just(0u64), Just(1), Just(3), Just(1u64 << 40), any::<u64>()],
+        stride in any::<u64>(),
+    ) {
+        let mut f = ControlFields::decode(&image(Dtype::U8, &[64], ObjectKind::Queue, [0; 8])[4096 + 4096..]).unwrap().unwrap();
+        f.params = [item, cap, stride, 0, 0, 0, 0, 0];
+        if let Ok(g) = QueueGeometry::from_control(&f) {
+            // Accepted only when every product is exact and the area is what it claims.
+            prop_assert_eq!(g.stride.checked_mul(g.capacity).and_then(|s| s.checked_add(g.slots_offset)), Some(g.data_len));
+            prop_assert_eq!(g.data_len, f.data_len);
+        }
+        if let Ok(g) = QueueGeometry::new(item, cap) {
+            prop_assert!(g.data_len <= super::objects::MAX_DATA_BYTES);
+            prop_assert!(g.stride >= item + 16);
+        }
+    }
+}

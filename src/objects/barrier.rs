@@ -1,0 +1,236 @@
+//! `Barrier`: Python's `multiprocessing.Barrier(n)`, by name, with dead
+//! participants detected.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ndarray::Ix1;
+
+use crate::array::SharedArray;
+use crate::error::Error;
+use crate::format::control::{ControlError, ObjectKind};
+use crate::format::objects::{
+    check_parties, ParamsError, BARRIER_DATA_BYTES, BARRIER_VERSION, MEMBER_TABLE_BYTES,
+};
+use crate::segment::liveness::Liveness;
+use crate::segment::{KindSpec, Options, Target};
+use crate::sync::members::{self, Member, MemberTable, Membership};
+use crate::sync::{BarrierError, BarrierState};
+
+/// A reusable barrier for N processes, by name: Python's `Barrier(n)`.
+///
+/// Each handle is one participant (it holds a slot of the barrier's member table
+/// from `create`/`open` to drop); threads that take part open a handle each, so a
+/// handle is `Send` but not `Sync`. A participant that dies makes the others'
+/// `wait` fail with `ParticipantDied` within ~10 ms, never hang; a participant
+/// whose liveness cannot be decided is waited for until the timeout.
+pub struct Barrier {
+    seg: SharedArray<u8, Ix1>,
+    member: RefCell<Option<Membership>>,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+/// Why a barrier could not be created or joined.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BarrierOpenError {
+    /// The segment could not be created/opened.
+    #[error(transparent)]
+    Segment(#[from] Error),
+    /// The barrier is full or the party count is invalid.
+    #[error(transparent)]
+    Barrier(#[from] BarrierError),
+}
+
+impl Barrier {
+    /// Creates barrier `name` for `parties` processes (1..=64) and joins it.
+    pub fn create(name: &str, parties: u32) -> Result<Barrier, BarrierOpenError> {
+        Self::create_with(&Options::new(), name, parties)
+    }
+
+    /// [`create`](Self::create) with options.
+    pub fn create_with(
+        opts: &Options,
+        name: &str,
+        parties: u32,
+    ) -> Result<Barrier, BarrierOpenError> {
+        check_parties(u64::from(parties))
+            .map_err(|_| BarrierError::TooManyParticipants { parties })?;
+        let ns = opts.ns().map_err(BarrierOpenError::Segment)?;
+        let mut params = [0u64; 8];
+        params[0] = u64::from(parties);
+        let kind = KindSpec {
+            kind: ObjectKind::Barrier,
+            version: BARRIER_VERSION,
+            params,
+        };
+        let seg = SharedArray::create_kind(
+            Target::Named(&ns, name),
+            kind,
+            opts,
+            &[BARRIER_DATA_BYTES],
+            |data| {
+                let bytes: &mut [u8] = data
+                    .as_slice_mut()
+                    .expect("a 1-d C-order array is contiguous");
+                // SAFETY: the data area is BARRIER_DATA_BYTES zeroed, private bytes,
+                // page aligned; the state lies after the member table, 64-aligned,
+                // and zero bytes are a valid state (atomics only).
+                let state = unsafe {
+                    &mut *bytes
+                        .as_mut_ptr()
+                        .add(MEMBER_TABLE_BYTES)
+                        .cast::<BarrierState>()
+                };
+                state.init(parties);
+            },
+        )?;
+        Barrier::join(seg)
+    }
+
+    /// Attaches barrier `name` and joins it as a participant.
+    pub fn open(name: &str) -> Result<Barrier, BarrierOpenError> {
+        Self::open_with(&Options::new(), name)
+    }
+
+    /// [`open`](Self::open) with options.
+    pub fn open_with(opts: &Options, name: &str) -> Result<Barrier, BarrierOpenError> {
+        let seg: SharedArray<u8, Ix1> = SharedArray::open_kind(opts, name, ObjectKind::Barrier)?;
+        let bad = |problem: String| {
+            Error::corrupt(
+                name,
+                ControlError::Params {
+                    kind: ObjectKind::Barrier,
+                    problem,
+                },
+            )
+        };
+        let c = seg
+            .control()
+            .ok_or_else(|| bad("no control block".into()))?;
+        if c.kind_version != BARRIER_VERSION {
+            return Err(bad(format!("layout version {}", c.kind_version)).into());
+        }
+        check_parties(c.params[0]).map_err(|e: ParamsError| bad(e.to_string()))?;
+        if seg.len() != BARRIER_DATA_BYTES || !seg.is_writable() {
+            return Err(bad(format!("{} data bytes", seg.len())).into());
+        }
+        Barrier::join(seg)
+    }
+
+    fn join(seg: SharedArray<u8, Ix1>) -> Result<Barrier, BarrierOpenError> {
+        let b = Barrier {
+            seg,
+            member: RefCell::new(None),
+            _not_sync: PhantomData,
+        };
+        let m = b.new_membership()?;
+        *b.member.borrow_mut() = Some(m);
+        Ok(b)
+    }
+
+    fn new_membership(&self) -> Result<Membership, BarrierError> {
+        let parties = self.parties();
+        let m = Membership::join(self.table(), parties as usize, self.seg.file(), |_| true)
+            .map_err(|_| BarrierError::TooManyParticipants { parties })?;
+        self.state().reset_slot(m.slot());
+        Ok(m)
+    }
+
+    fn table(&self) -> &MemberTable {
+        // SAFETY: the data area is BARRIER_DATA_BYTES (checked at open), page aligned,
+        // and starts with the member table (atomics only, valid for any bytes); the
+        // mapping lives as long as `self`.
+        unsafe { &*self.seg.data_ptr().cast::<MemberTable>() }
+    }
+
+    fn state(&self) -> &BarrierState {
+        // SAFETY: as for `table`: the state follows the table, 64-aligned, atomics
+        // only; its party count was validated against the control block at open
+        // and is never trusted for memory offsets.
+        unsafe {
+            &*self
+                .seg
+                .data_ptr()
+                .add(MEMBER_TABLE_BYTES)
+                .cast::<BarrierState>()
+        }
+    }
+
+    /// Waits for all parties, for at most `timeout`; `Ok(true)` in exactly one
+    /// participant per round.
+    pub fn wait(&self, timeout: Duration) -> Result<bool, BarrierError> {
+        if self
+            .member
+            .borrow()
+            .as_ref()
+            .is_none_or(Membership::is_stale)
+        {
+            // Copied into a forked child: join with a slot of our own.
+            let m = self.new_membership()?;
+            *self.member.borrow_mut() = Some(m);
+        }
+        let member = self.member.borrow();
+        let me = member.as_ref().expect("joined above");
+        let table = self.table();
+        let state = self.state();
+        let parties = (self.parties() as usize).min(table.len());
+        state.wait(me.slot(), timeout, |gen| {
+            (0..parties)
+                .filter(|&s| s != me.slot() && !state.has_arrived(s, gen))
+                .find(|&s| {
+                    members::check(table, s, me.file()) == Member::Registered(Liveness::Dead)
+                })
+                .map(|s| (s, members::recorded_pid(table, s)))
+        })
+    }
+
+    /// The number of parties.
+    pub fn parties(&self) -> u32 {
+        self.seg
+            .control()
+            .and_then(|c| check_parties(c.params[0]).ok())
+            .unwrap_or(0)
+    }
+
+    /// Repairs a broken barrier (call when no survivor is inside `wait`).
+    pub fn reset(&self) {
+        self.state().reset()
+    }
+
+    /// Whether the barrier is broken.
+    pub fn is_broken(&self) -> bool {
+        self.state().is_broken()
+    }
+
+    /// The segment name.
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+
+    /// The segment's file path.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.seg.path()
+    }
+}
+
+impl Drop for Barrier {
+    fn drop(&mut self) {
+        if let Some(m) = self.member.get_mut().take() {
+            m.leave(self.table());
+        }
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("name", &self.name())
+            .field("parties", &self.parties())
+            .field("slot", &self.member.borrow().as_ref().map(Membership::slot))
+            .finish()
+    }
+}

@@ -1,0 +1,285 @@
+//! The segment layer under every object: a named file in a shared-memory directory
+//! (or an anonymous memfd) in the segment format, mapped into this process.
+//!
+//! It owns what every kind of object needs and none should redo:
+//! - **exclusive creation without half-built names** ([`create`]): the file is built
+//!   unnamed (`O_TMPFILE`) and linked to its name only when complete, so a creator
+//!   killed at any instant leaves no name behind;
+//! - **checked attach** ([`open`]): files others control are opened without following
+//!   links or blocking, refused unless owned by this user and not writable by others,
+//!   read with `pread` and validated before anything is mapped, and checked to be
+//!   the kind of object the caller asked for;
+//! - **liveness** ([`liveness`]): kernel-released file locks, not pids;
+//! - **removal that never takes a live segment** ([`remove`]) and `gc`;
+//! - **inspection without mapping** ([`inspect`]);
+//! - **one direct-view owner per file per process** ([`registry`]).
+
+mod create;
+mod export;
+mod inspect;
+pub(crate) mod liveness;
+pub(crate) mod name;
+mod open;
+mod options;
+pub(crate) mod registry;
+mod remove;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::format::control::{ControlBlock, ControlFields, CounterSlot, LockSlot, COUNTERS};
+use crate::format::describe::Description;
+use crate::format::npy::Layout;
+use crate::sys::fs::{self, Dir};
+
+pub(crate) use create::{create, KindSpec, Spec, Target};
+pub use export::export_npy;
+pub use inspect::{inspect, SegmentInfo};
+pub use liveness::{Liveness, Usage};
+pub(crate) use name::check_name;
+pub(crate) use open::{from_file, open};
+pub use options::Options;
+pub use remove::{collect_garbage, remove, GcReport};
+
+/// Environment variable that overrides the default segment directory (`/dev/shm`).
+pub const DIR_ENV: &str = "SHMARRAY_DIR";
+
+/// A directory of segments: `/dev/shm` (POSIX shared memory) by default, or any other
+/// tmpfs/hugetlbfs directory. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    dir: Arc<Dir>,
+}
+
+impl Namespace {
+    /// The default namespace: `$SHMARRAY_DIR` if set, else `/dev/shm`.
+    pub fn default_dir() -> Result<Namespace> {
+        let path = std::env::var_os(DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(fs::DEFAULT_DIR));
+        Namespace::at(path)
+    }
+
+    /// A namespace backed by the directory `path`, which must exist.
+    pub fn at(path: impl AsRef<Path>) -> Result<Namespace> {
+        let path = path.as_ref();
+        let dir = Dir::open(path).map_err(|e| match e {
+            Errno::ENOENT | Errno::ENOTDIR => Error::DirectoryNotFound {
+                path: path.to_path_buf(),
+            },
+            e => Error::io("open directory", &path.display().to_string(), e),
+        })?;
+        Ok(Namespace { dir: Arc::new(dir) })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The file path of segment `name` (what numpy opens).
+    pub fn path_of(&self, name: &str) -> Result<PathBuf> {
+        let bare = check_name(name)?;
+        Ok(self.dir.path().join(bare))
+    }
+
+    /// Names of all entries in the directory (segments and foreign files alike, as
+    /// raw bytes: a foreign file's name need not be UTF-8), sorted.
+    pub fn entries(&self) -> Result<Vec<OsString>> {
+        self.dir
+            .entries()
+            .map_err(|e| Error::io("read directory", &self.path().display().to_string(), e))
+    }
+
+    pub(crate) fn dir(&self) -> &Dir {
+        &self.dir
+    }
+}
+
+/// Maps an errno from a named operation to the error a user can act on.
+pub(crate) fn map_errno(op: &'static str, name: &str, e: Errno) -> Error {
+    let name = name.to_string();
+    match e {
+        Errno::ENOENT => Error::NotFound { name },
+        Errno::EEXIST => Error::AlreadyExists { name },
+        Errno::EACCES | Errno::EPERM => Error::PermissionDenied { name },
+        Errno::ELOOP => Error::NotShmarray {
+            name,
+            reason: "it is a symbolic link",
+        },
+        Errno::EISDIR => Error::NotShmarray {
+            name,
+            reason: "it is a directory",
+        },
+        Errno::ENOSPC | Errno::EFBIG => Error::NoSpace { name, requested: 0 },
+        _ => Error::Io {
+            op,
+            name,
+            source: e.into(),
+        },
+    }
+}
+
+/// A mapped segment: one handle of this process.
+///
+/// Holds its own open file description of the file (so its liveness locks are its
+/// own), the validated description (copied and checked once at attach; never read
+/// from shared memory again) and the mapping.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// `None` for anonymous (memfd) segments.
+    name: Option<String>,
+    ns: Option<Namespace>,
+    file: File,
+    map: MmapRaw,
+    desc: Description,
+    id: registry::FileId,
+    writable: bool,
+    owner: bool,
+    registration: registry::Registration,
+}
+
+impl Segment {
+    /// Base address of the mapping (page aligned).
+    #[inline]
+    fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// The data area: `layout().data_len` bytes at `layout().data_offset`, inside the
+    /// mapping, page aligned for segments this crate made (numpy's own files align
+    /// to 64).
+    #[inline]
+    pub(crate) fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: `data_offset + data_len <= mapped length`, checked at attach
+        // (`describe` against the file size, and the mapping is `mapped_len` long).
+        unsafe { self.base().add(self.desc.layout.data_offset) }
+    }
+
+    /// The validated layout.
+    #[inline]
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.desc.layout
+    }
+
+    /// The validated control block copy (as of attach; `flags` may change since).
+    pub(crate) fn control(&self) -> Option<&ControlFields> {
+        self.desc.control.as_ref()
+    }
+
+    /// The live control block, if there is one.
+    fn block(&self) -> Option<&ControlBlock> {
+        self.desc.control.as_ref()?;
+        // SAFETY: attach checked that a control block lies at `control_offset`, inside
+        // the mapping (`total_len <= mapped length`), page aligned. A `ControlBlock`
+        // is valid for any bytes: its shared parts are atomics and `UnsafeCell`s, and
+        // its immutable prefix is never read through this reference (only copied out
+        // of the file at attach). The mapping lives as long as `&self`.
+        Some(unsafe {
+            &*self
+                .base()
+                .add(self.desc.layout.control_offset)
+                .cast::<ControlBlock>()
+        })
+    }
+
+    /// The control block's lock slot.
+    pub(crate) fn lock_slot(&self) -> Option<&LockSlot> {
+        self.block().map(|b| &b.lock)
+    }
+
+    /// The control block's counters.
+    pub(crate) fn counters(&self) -> Option<&[CounterSlot; COUNTERS]> {
+        self.block().map(|b| &b.counters)
+    }
+
+    /// Current flag bits of the live control block.
+    pub(crate) fn flags(&self) -> u32 {
+        self.block()
+            .map_or(0, |b| b.flags.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// The segment name, `None` for anonymous segments.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The name for messages: the name, or `<anonymous>`.
+    pub(crate) fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or("<anonymous>")
+    }
+
+    /// The file path (for numpy), `None` for anonymous segments.
+    pub(crate) fn path(&self) -> Option<PathBuf> {
+        Some(self.ns.as_ref()?.path().join(self.name.as_ref()?))
+    }
+
+    /// The namespace the segment lives in.
+    pub(crate) fn namespace(&self) -> Option<&Namespace> {
+        self.ns.as_ref()
+    }
+
+    /// Device and inode of the file: identifies the segment even if its name is
+    /// removed and re-created.
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        self.id
+    }
+
+    /// Whether the mapping is writable.
+    pub(crate) fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Whether dropping this handle removes the name.
+    pub(crate) fn is_owner(&self) -> bool {
+        self.owner
+    }
+
+    /// This handle's open file (its own open file description).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Claims the file for direct views (see [`registry`]).
+    pub(crate) fn claim_direct(&mut self) -> Result<()> {
+        let name = self.label().to_string();
+        self.registration
+            .claim()
+            .map_err(|why| Error::InUse { name, why })
+    }
+
+    /// Keeps the segment after this handle is dropped and marks it persistent (so
+    /// `gc` leaves it alone). Needs a writable handle to set the flag.
+    pub(crate) fn persist(&mut self) {
+        self.owner = false;
+        if self.writable {
+            if let Some(b) = self.block() {
+                b.set_flags(crate::format::control::flags::PERSISTENT);
+            }
+        }
+    }
+
+    /// Removes the name now if it still refers to this segment's file; a name that
+    /// was removed and re-created by someone else is left alone. The mapping stays
+    /// valid.
+    pub(crate) fn unlink(&self) -> Result<()> {
+        let (Some(ns), Some(name)) = (&self.ns, &self.name) else {
+            return Ok(());
+        };
+        remove::remove_if_same(ns.dir(), name, self.id).map(drop)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.owner {
+            let _ = self.unlink();
+        }
+    }
+}

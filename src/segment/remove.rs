@@ -1,0 +1,186 @@
+//! Removing names without ever taking a live segment: by its owner on drop, on
+//! purpose (`remove`, `shmarray rm`) and as garbage (`shmarray gc`).
+//!
+//! There is no "unlink if this name still refers to that file" syscall, and a check
+//! followed by an unlink leaves a window in which someone may remove the name and
+//! create a new segment under it, which the unlink would then take. So a remover
+//! first *renames* the name to a private one (`.shmarray-rm-<pid>-<n>`, never
+//! replacing anything), then checks which file it got: its own is unlinked under
+//! the private name; anyone else's is renamed back. A racing creator's segment is
+//! at worst briefly missing from its name, never deleted.
+//!
+//! `gc` removes only segments of this user that have a control block, are not
+//! persistent and have **no open handle**: it takes the exclusive remover's lock on
+//! the handle byte, which succeeds only when no handle holds its shared lock and
+//! keeps new handles out until the name is gone. Where locks cannot tell (no lock
+//! support), nothing is removed.
+
+use std::fs::File;
+
+use nix::errno::Errno;
+
+use super::liveness;
+use super::name::{temp_name, BUILD_PREFIX, REMOVE_PREFIX, RESERVED_PREFIX};
+use super::open::describe_error;
+use super::{check_name, map_errno, Namespace};
+use crate::error::{Error, Result};
+use crate::format::describe::describe;
+use crate::sys::fs::{self, Access, Dir, FileKind};
+use crate::sys::proc;
+
+/// Removes `name` if it still refers to the file `id`; `Ok(false)` if the name is
+/// gone or now refers to another file (which is left in place).
+pub(crate) fn remove_if_same(dir: &Dir, name: &str, id: (u64, u64)) -> Result<bool> {
+    let private = temp_name(REMOVE_PREFIX);
+    match dir.rename_noreplace(name, &private) {
+        Ok(()) => {}
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(Errno::EINVAL | Errno::ENOSYS) => {
+            // No RENAME_NOREPLACE here: the best we can do is check, then unlink.
+            return match dir.stat(name) {
+                Ok(st) if st.id() == id => dir
+                    .unlink(name)
+                    .map(|()| true)
+                    .map_err(|e| map_errno("unlink", name, e)),
+                Ok(_) | Err(Errno::ENOENT) => Ok(false),
+                Err(e) => Err(map_errno("stat", name, e)),
+            };
+        }
+        Err(e) => return Err(map_errno("rename", name, e)),
+    }
+    match dir.stat(&private) {
+        Ok(st) if st.id() == id => dir
+            .unlink(&private)
+            .map(|()| true)
+            .map_err(|e| map_errno("unlink", name, e)),
+        Ok(_) => match dir.rename_noreplace(&private, name) {
+            // Someone else's file: it goes back under its name.
+            Ok(()) => Ok(false),
+            Err(e) => Err(Error::io(
+                "rename back (the name was taken again; the other file keeps a .shmarray-rm- name)",
+                name,
+                e,
+            )),
+        },
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(map_errno("stat", name, e)),
+    }
+}
+
+impl Namespace {
+    /// Removes the name `name`, whatever file it is and whoever uses it: a
+    /// deliberate act. Processes that have it mapped keep their mapping; new opens
+    /// fail with `NotFound`.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let bare = check_name(name)?;
+        self.dir()
+            .unlink(bare)
+            .map_err(|e| map_errno("unlink", bare, e))
+    }
+}
+
+/// Removes the segment `name` from the default directory, whoever created it.
+pub fn remove(name: &str) -> Result<()> {
+    Namespace::default_dir()?.remove(name)
+}
+
+/// What [`collect_garbage`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Names removed (or, in a dry run, that would be), with why.
+    pub removed: Vec<(String, &'static str)>,
+    /// Names whose state could not be decided (no lock support): left alone.
+    pub undecided: Vec<String>,
+    /// Names whose removal failed, with the error. Collection goes on after each.
+    pub failed: Vec<(String, Error)>,
+}
+
+/// Removes this user's garbage in `ns`: segments nobody has open that are not
+/// persistent, and files of creators killed while building. Never a segment with an
+/// open handle, a persistent one, another user's file or a foreign file. Goes on
+/// after a failure and reports each. `dry_run` only reports.
+pub fn collect_garbage(ns: &Namespace, dry_run: bool) -> Result<GcReport> {
+    let mut report = GcReport::default();
+    for raw in ns.entries()? {
+        // Names this crate makes are UTF-8; anything else is not ours.
+        let Some(name) = raw.to_str() else { continue };
+        match collect_one(ns.dir(), name, dry_run) {
+            Ok(Verdict::Removed(why)) => report.removed.push((name.to_string(), why)),
+            Ok(Verdict::Undecided) => report.undecided.push(name.to_string()),
+            Ok(Verdict::Kept) => {}
+            Err(e) => report.failed.push((name.to_string(), e)),
+        }
+    }
+    Ok(report)
+}
+
+enum Verdict {
+    Removed(&'static str),
+    Kept,
+    Undecided,
+}
+
+fn collect_one(dir: &Dir, name: &str, dry_run: bool) -> Result<Verdict> {
+    let build = name.starts_with(BUILD_PREFIX);
+    if name.starts_with(RESERVED_PREFIX) && !build {
+        return Ok(Verdict::Kept);
+    }
+    let file = match dir.open_file(name, Access::ReadWrite) {
+        Ok(f) => f,
+        // Gone, another user's, a symlink or directory: not ours to collect.
+        Err(Errno::ENOENT | Errno::EACCES | Errno::EPERM | Errno::ELOOP | Errno::EISDIR) => {
+            return Ok(Verdict::Kept)
+        }
+        Err(e) => return Err(map_errno("open", name, e)),
+    };
+    let info = fs::fstat(&file).map_err(|e| map_errno("fstat", name, e))?;
+    if info.kind != FileKind::Regular || info.uid != proc::euid() {
+        return Ok(Verdict::Kept);
+    }
+    let why = if build {
+        "its creator died while building it"
+    } else {
+        if !collectable(&file, name)? {
+            return Ok(Verdict::Kept);
+        }
+        "not persistent, and no process has it open"
+    };
+    if dry_run {
+        return Ok(match liveness::usage(&file) {
+            super::Usage::Idle => Verdict::Removed(why),
+            super::Usage::InUse => Verdict::Kept,
+            super::Usage::Unknown => Verdict::Undecided,
+        });
+    }
+    match liveness::hold_for_removal(&file) {
+        Ok(true) => {}
+        Ok(false) => return Ok(Verdict::Kept),
+        Err(_) => return Ok(Verdict::Undecided),
+    }
+    // No handle can open it now; check again what it is (it may have been made
+    // persistent just before its last handle closed).
+    if !build && !collectable(&file, name)? {
+        return Ok(Verdict::Kept);
+    }
+    Ok(if remove_if_same(dir, name, info.id())? {
+        Verdict::Removed(why)
+    } else {
+        Verdict::Kept
+    })
+}
+
+/// Whether `file` is a segment of ours that gc may take: a valid segment with a
+/// control block, not persistent. Foreign and damaged files are kept.
+fn collectable(file: &File, name: &str) -> Result<bool> {
+    let info = fs::fstat(file).map_err(|e| map_errno("fstat", name, e))?;
+    match describe(info.size, |offset, buf| {
+        fs::read_exact_at(file, buf, offset)
+    }) {
+        Ok(d) => Ok(d.control.is_some_and(|c| !c.is_persistent())),
+        Err(e) => match describe_error(name, e) {
+            e @ Error::Io { .. } => Err(e),
+            _ => Ok(false),
+        },
+    }
+}

@@ -1,0 +1,153 @@
+//! The member table shared by queues and barriers: which handles take part, and
+//! whether each is alive.
+//!
+//! A slot is *owned* by whoever holds the exclusive OFD lock on its lock byte
+//! (`MEMBER_BASE + slot`, see `segment::liveness`); the table entry in shared
+//! memory only says that the slot is registered and, for people, by which pid. The
+//! kernel releases the lock when the member's process dies, in any pid namespace,
+//! so liveness never depends on pids or `/proc`.
+//!
+//! | step | order |
+//! |---|---|
+//! | join | lock byte (fails if held), then `registered = 1` |
+//! | leave | `registered = 0`, then unlock |
+//! | check | `registered`; probe the byte; if free, `registered` again |
+//!
+//! A checker calls a slot dead only if it was registered, its byte is free, and it
+//! is still registered after the probe: a member that left cleanly clears
+//! `registered` before it unlocks, so it reads as vacant, never as dead. A byte the
+//! file system cannot probe is `Unknown`, which no caller treats as dead.
+//!
+//! Each handle joins through its *own* open file description: `F_OFD_GETLK` does not
+//! report the asker's own locks, and a description shared with a forked child would
+//! keep a dead member alive. A handle copied into a forked child notices (the fork
+//! generation changed) and joins again through a description of its own.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::format::objects::{MAX_MEMBERS, MEMBER_ENTRY_BYTES};
+use crate::segment::liveness::{Liveness, MEMBER_BASE};
+use crate::sys::fs::{self, Access};
+use crate::sys::lock::{self, Probe};
+use crate::sys::proc;
+
+/// One slot of the table (32 bytes, `#[repr(C)]`, atomics only).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct MemberEntry {
+    registered: AtomicU32,
+    pid: AtomicU32,
+    pid_ns: AtomicU64,
+    _reserved: [AtomicU64; 2],
+}
+
+/// The table: one entry per possible member.
+pub(crate) type MemberTable = [MemberEntry; MAX_MEMBERS];
+
+const _: () = assert!(std::mem::size_of::<MemberEntry>() == MEMBER_ENTRY_BYTES);
+
+/// What a check of a slot found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Member {
+    /// Nobody is registered in it.
+    Vacant,
+    /// Registered, and liveness as probed.
+    Registered(Liveness),
+}
+
+/// The table is full (or no slot could be locked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TableFull;
+
+/// This handle's membership: its slot and its own open file description.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    slot: usize,
+    file: File,
+    fork_generation: u64,
+}
+
+impl Membership {
+    /// Joins the first of slots `0..limit` whose lock is free and which `reusable`
+    /// accepts (a queue refuses slots whose dead previous member still has claims).
+    /// Opens `segment_file` again for a description of its own.
+    pub(crate) fn join(
+        table: &MemberTable,
+        limit: usize,
+        segment_file: &File,
+        reusable: impl Fn(usize) -> bool,
+    ) -> Result<Membership, TableFull> {
+        let file = fs::reopen(segment_file, Access::ReadWrite).map_err(|_| TableFull)?;
+        let fork_generation = proc::fork_generation();
+        for slot in 0..limit.min(MAX_MEMBERS) {
+            let byte = MEMBER_BASE + slot as u64;
+            if lock::try_lock(&file, byte, true) != Ok(true) {
+                continue;
+            }
+            if !reusable(slot) {
+                let _ = lock::unlock(&file, byte);
+                continue;
+            }
+            let e = &table[slot];
+            e.pid.store(proc::current_pid(), Ordering::Relaxed);
+            e.pid_ns
+                .store(proc::pid_namespace().unwrap_or(0), Ordering::Relaxed);
+            e.registered.store(1, Ordering::SeqCst);
+            return Ok(Membership {
+                slot,
+                file,
+                fork_generation,
+            });
+        }
+        Err(TableFull)
+    }
+
+    /// The slot.
+    #[inline]
+    pub(crate) fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// Whether this handle was copied into a forked child (and must join again
+    /// rather than share its parent's slot).
+    #[inline]
+    pub(crate) fn is_stale(&self) -> bool {
+        self.fork_generation != proc::fork_generation()
+    }
+
+    /// The description through which this member probes others.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Leaves the table (clean exit).
+    pub(crate) fn leave(&self, table: &MemberTable) {
+        if !self.is_stale() {
+            table[self.slot].registered.store(0, Ordering::SeqCst);
+            let _ = lock::unlock(&self.file, MEMBER_BASE + self.slot as u64);
+        }
+    }
+}
+
+/// Checks slot `slot`, probing through `asker` (a description other than the
+/// member's own; a member asking about itself would see its own lock as free).
+pub(crate) fn check(table: &MemberTable, slot: usize, asker: &File) -> Member {
+    let Some(e) = table.get(slot) else {
+        return Member::Vacant;
+    };
+    if e.registered.load(Ordering::SeqCst) == 0 {
+        return Member::Vacant;
+    }
+    match lock::probe(asker, MEMBER_BASE + slot as u64) {
+        Probe::Held => Member::Registered(Liveness::Alive),
+        Probe::Unknown => Member::Registered(Liveness::Unknown),
+        Probe::Free if e.registered.load(Ordering::SeqCst) == 0 => Member::Vacant,
+        Probe::Free => Member::Registered(Liveness::Dead),
+    }
+}
+
+/// The pid a member recorded (in its own pid namespace), for messages.
+pub(crate) fn recorded_pid(table: &MemberTable, slot: usize) -> u32 {
+    table.get(slot).map_or(0, |e| e.pid.load(Ordering::Relaxed))
+}
