@@ -9,8 +9,7 @@
 //! numpy maps the same bytes with `numpy.load(path, mmap_mode="r+")`.
 //!
 //! ```no_run
-//! use ndarray::Ix2;
-//! use shmarray::SharedArray;
+//! use shmarray::{ndarray::Ix2, LockResultExt, SharedArray};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // process A: create (owner: the name is removed when `frames` is dropped)
@@ -18,8 +17,9 @@
 //! frames.view_mut()?.fill(1.0);
 //!
 //! // process B: attach by name, checked against the header; update under the lock
+//! // (if a holder died mid-update, reset the array first)
 //! let seen = SharedArray::<f64, Ix2>::open("frames")?;
-//! seen.lock()?[[0, 0]] = 2.0;
+//! seen.lock().recover(|g| g.fill(0.0))?[[0, 0]] = 2.0;
 //! # Ok(()) }
 //! ```
 //!
@@ -80,7 +80,9 @@ pub use segment::{
     collect_garbage, export_npy, inspect, remove, GcReport, Liveness, Namespace, Options,
     SegmentInfo, Usage, DIR_ENV,
 };
-pub use sync::{BarrierError, LockError, LockResult, TimedOut};
+pub use sync::{
+    BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,
+};
 
 /// Pure format code for the fuzz target (`fuzz/`). Not part of the API: no
 /// stability promise.

@@ -1,4 +1,5 @@
-//! Segments and typed views: creation, attach, ownership and every error path of issue 2.
+//! Segments and typed views: creation, attach, ownership, the access rules of one
+//! process, and every error path of the format.
 
 mod common;
 
@@ -7,18 +8,24 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::{unique_name, ShmFile};
 use ndarray::{arr2, Array, Ix0, Ix1, Ix2, Ix3, IxDyn};
-use shmarray::{Corruption, Error, NameProblem, Namespace, Options, Order, SharedArray};
+use shmarray::ndarray::Order;
+use shmarray::{
+    Corruption, Error, NameProblem, Namespace, ObjectKind, Options, SharedArray, SharedValue,
+};
 
 #[test]
 fn create_write_open_read() {
     let name = unique_name("basic");
-    let mut a = SharedArray::<f64, Ix2>::create(&name, (3, 4)).unwrap();
+    let a = SharedArray::<f64, Ix2>::create(&name, (3, 4)).unwrap();
     assert_eq!(a.shape(), &[3, 4]);
     assert_eq!(a.len(), 12);
-    assert_eq!(a.view().sum(), 0.0, "new arrays are zero-filled");
-    a.view_mut().unwrap().fill(2.5);
+    {
+        let mut g = a.lock().unwrap();
+        assert_eq!(g.sum(), 0.0, "new arrays are zero-filled");
+        g.fill(2.5);
+    }
     let b = SharedArray::<f64, Ix2>::open(&name).unwrap();
-    assert_eq!(b.view().sum(), 30.0);
+    assert_eq!(b.lock().unwrap().sum(), 30.0);
     assert!(!b.is_owner());
     assert_eq!(b.name(), Some(name.as_str()));
     assert_eq!(
@@ -95,31 +102,30 @@ unsafe fn libc_umask(mask: u32) -> u32 {
 fn create_from_copies_and_keeps_order() {
     let src = arr2(&[[1i64, 2, 3], [4, 5, 6]]);
     let name = unique_name("from");
-    let a = SharedArray::create_from(&name, &src).unwrap();
-    assert_eq!(a.view(), src.view());
+    let mut a = SharedArray::create_from(&name, &src).unwrap();
+    assert_eq!(a.view().unwrap(), src.view());
     let name_f = unique_name("fromf");
-    let f = Options::new()
-        .order(Order::ColumnMajor)
-        .create_from(&name_f, &src)
+    let f = SharedArray::create_from_with(&Options::new().order(Order::ColumnMajor), &name_f, &src)
         .unwrap();
     assert!(f.is_fortran());
     let g = SharedArray::<i64, Ix2>::open(&name_f).unwrap();
+    let v = g.lock().unwrap();
     assert_eq!(
-        g.view(),
+        v.view(),
         src.view(),
         "Fortran-order files read back logically equal"
     );
-    assert_eq!(g.view().t().as_slice().unwrap(), &[1, 4, 2, 5, 3, 6]);
+    assert_eq!(v.t().as_slice().unwrap(), &[1, 4, 2, 5, 3, 6]);
 }
 
 #[test]
 fn all_element_types_and_dyn_dimensions() {
     fn roundtrip<T: shmarray::Element + PartialEq + std::fmt::Debug>(v: T) {
         let name = unique_name("types");
-        let mut a = SharedArray::<T, IxDyn>::create(&name, IxDyn(&[2, 2, 2])).unwrap();
-        a.view_mut().unwrap().fill(v);
+        let a = SharedArray::<T, IxDyn>::create(&name, IxDyn(&[2, 2, 2])).unwrap();
+        a.lock().unwrap().fill(v);
         let b = SharedArray::<T, Ix3>::open(&name).unwrap();
-        assert!(b.view().iter().all(|x| *x == v));
+        assert!(b.lock().unwrap().iter().all(|x| *x == v));
     }
     roundtrip(1i8);
     roundtrip(-2i16);
@@ -138,15 +144,21 @@ fn zero_length_and_zero_dimensional_arrays() {
     let name = unique_name("empty");
     let a = SharedArray::<f32, Ix2>::create(&name, (0, 7)).unwrap();
     assert!(a.is_empty());
+    drop(a);
+    let name = unique_name("empty");
+    let _a = SharedArray::<f32, Ix2>::create(&name, (0, 7)).unwrap();
     let b = SharedArray::<f32, Ix2>::open(&name).unwrap();
     assert_eq!(b.shape(), &[0, 7]);
-    assert_eq!(b.view().sum(), 0.0);
+    assert_eq!(b.lock().unwrap().sum(), 0.0);
 
     let name0 = unique_name("scalar");
-    let mut s = SharedArray::<u64, Ix0>::create(&name0, ()).unwrap();
-    s.view_mut().unwrap()[()] = 42;
+    let s = SharedArray::<u64, Ix0>::create(&name0, ()).unwrap();
+    s.lock().unwrap()[()] = 42;
     assert_eq!(
-        SharedArray::<u64, Ix0>::open(&name0).unwrap().view()[()],
+        SharedArray::<u64, Ix0>::open(&name0)
+            .unwrap()
+            .lock()
+            .unwrap()[()],
         42
     );
 }
@@ -163,14 +175,14 @@ fn not_found() {
 #[test]
 fn already_exists_leaves_the_existing_segment_untouched() {
     let name = unique_name("taken");
-    let mut a = SharedArray::<f64, Ix1>::create(&name, 3).unwrap();
-    a.view_mut().unwrap().fill(7.0);
+    let a = SharedArray::<f64, Ix1>::create(&name, 3).unwrap();
+    a.lock().unwrap().fill(7.0);
     match SharedArray::<u8, Ix2>::create(&name, (100, 100)) {
         Err(Error::AlreadyExists { name: n }) => assert_eq!(n, name),
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
     let b = SharedArray::<f64, Ix1>::open(&name).unwrap();
-    assert_eq!(b.view().to_vec(), vec![7.0; 3]);
+    assert_eq!(b.lock().unwrap().to_vec(), vec![7.0; 3]);
     // 4096 header + 24 data bytes, control block at the next page: 3 pages.
     assert_eq!(std::fs::metadata(b.path().unwrap()).unwrap().len(), 12288);
 }
@@ -198,6 +210,7 @@ fn invalid_names_are_rejected_before_any_syscall() {
         (".", NameProblem::Dots),
         ("a\0b", NameProblem::Nul),
         (long.as_str(), NameProblem::TooLong),
+        (".shmarray-build-1-2", NameProblem::Reserved),
     ] {
         match SharedArray::<f64, Ix1>::create(name, 1) {
             Err(Error::InvalidName { problem: p, .. }) => assert_eq!(p, problem, "{name:?}"),
@@ -211,7 +224,7 @@ fn invalid_names_are_rejected_before_any_syscall() {
     // A namespace in a directory that does not exist proves no syscall touched the
     // name: validation fails first, with InvalidName rather than NotFound.
     let ns = Namespace::default_dir().unwrap();
-    assert!(matches!(ns.unlink("a/b"), Err(Error::InvalidName { .. })));
+    assert!(matches!(ns.remove("a/b"), Err(Error::InvalidName { .. })));
 }
 
 #[test]
@@ -259,14 +272,34 @@ fn foreign_non_npy_file_is_not_shmarray() {
 }
 
 #[test]
-fn directories_and_symlinks_are_refused() {
+fn directories_symlinks_and_fifos_are_refused() {
     let name = unique_name("link");
     let guard = ShmFile::new(&name);
     std::os::unix::fs::symlink("/etc/passwd", &guard.0).unwrap();
     assert!(matches!(
         SharedArray::<u8, Ix1>::open(&name),
-        Err(Error::NotShmarray { .. })
+        Err(Error::NotShmarray {
+            reason: "it is a symbolic link",
+            ..
+        })
     ));
+    let dir = unique_name("dir");
+    let dir_path = std::path::Path::new("/dev/shm").join(&dir);
+    std::fs::create_dir(&dir_path).unwrap();
+    let res = SharedArray::<u8, Ix1>::open(&dir);
+    let inspected = shmarray::inspect(&Namespace::default_dir().unwrap(), &dir);
+    std::fs::remove_dir(&dir_path).unwrap();
+    assert!(
+        matches!(
+            res,
+            Err(Error::NotShmarray {
+                reason: "it is a directory",
+                ..
+            })
+        ),
+        "{res:?}"
+    );
+    assert!(matches!(inspected, Err(Error::NotShmarray { .. })));
 }
 
 /// Writes raw bytes as a file in /dev/shm and returns its guard.
@@ -371,9 +404,9 @@ fn garbled_header_is_corrupt() {
 }
 
 #[test]
-fn half_initialised_segment_is_not_ready() {
-    // What a creator leaves between O_EXCL and publication: zero bytes (a size
-    // reserved but no magic yet), or an empty file (size not reserved yet).
+fn unpublished_or_empty_files_are_never_attached() {
+    // Zero bytes where the magic should be (what an older version's creator left
+    // before publishing) are NotReady; an empty file is nobody's segment.
     let name = unique_name("half");
     let _g = write_raw(&name, &vec![0u8; 8192]);
     assert!(matches!(
@@ -384,14 +417,14 @@ fn half_initialised_segment_is_not_ready() {
     let _g2 = write_raw(&empty, b"");
     assert!(matches!(
         SharedArray::<f64, Ix1>::open(&empty),
-        Err(Error::NotReady { .. })
+        Err(Error::NotShmarray { .. })
     ));
-    // A control block still in state BUILDING behind a visible magic is NotReady too.
+    // A control block whose state is not READY behind a visible magic: NotReady.
     let name3 = unique_name("half3");
     let a = SharedArray::<f64, Ix1>::create(&name3, 4).unwrap();
     let path = a.path().unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
-    let state_at = 8192 + 12;
+    let state_at = 8192 + 144;
     bytes[state_at..state_at + 4].copy_from_slice(&0u32.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     assert!(matches!(
@@ -431,9 +464,13 @@ fn plain_npy_files_open_without_a_control_block() {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
     let _g = write_raw(&name, &bytes);
-    let a = SharedArray::<i32, Ix2>::open(&name).unwrap();
-    assert_eq!(a.view(), arr2(&[[1, 2], [3, 4]]));
-    assert!(a.control_block().is_none());
+    let mut a = SharedArray::<i32, Ix2>::open(&name).unwrap();
+    assert_eq!(a.view().unwrap(), arr2(&[[1, 2], [3, 4]]));
+    assert!(a.control().is_none());
+    assert!(matches!(
+        a.lock(),
+        Err(shmarray::LockError::Segment(Error::NoControlBlock { .. }))
+    ));
     // Big-endian data is reported, not misread.
     let be = unique_name("bigendian");
     let _g2 = write_raw(
@@ -478,24 +515,28 @@ fn misaligned_data_is_refused() {
 fn read_only_open_refuses_mutation() {
     let name = unique_name("ro");
     let _a = SharedArray::<u16, Ix1>::create(&name, 8).unwrap();
-    let mut r = Options::new()
-        .read_only(true)
-        .open::<u16, Ix1>(&name)
-        .unwrap();
-    assert_eq!(r.view().len(), 8);
+    drop(_a);
+    let a = SharedArray::<u16, Ix1>::create(&name, 8)
+        .unwrap()
+        .into_persistent();
+    drop(a);
+    let mut r = SharedArray::<u16, Ix1>::open_with(&Options::new().read_only(true), &name).unwrap();
+    assert_eq!(r.view().unwrap().len(), 8);
     assert!(matches!(r.view_mut(), Err(Error::ReadOnly { .. })));
+    assert!(r.lock().is_err());
+    r.unlink().unwrap();
 }
 
 #[test]
 fn anonymous_segments_are_shared_through_their_descriptor() {
-    let mut a = SharedArray::<f64, Ix1>::create_anonymous(16).unwrap();
+    let a = SharedArray::<f64, Ix1>::create_anonymous(16).unwrap();
     assert!(a.name().is_none());
-    a.view_mut().unwrap().fill(3.0);
-    let file = a.segment().file().try_clone().unwrap();
-    let b = SharedArray::<f64, Ix1>::from_file(file, true).unwrap();
-    assert_eq!(b.view().sum(), 48.0);
+    a.lock().unwrap().fill(3.0);
+    let file = a.file().try_clone().unwrap();
+    let b = SharedArray::<f64, Ix1>::from_file(file).unwrap();
+    assert_eq!(b.lock().unwrap().sum(), 48.0);
     // Sealed: nobody can shrink it under the mapping.
-    assert!(a.segment().file().set_len(10).is_err());
+    assert!(a.file().set_len(10).is_err());
 }
 
 #[test]
@@ -525,7 +566,7 @@ fn no_space_is_an_error_not_sigbus() {
     let _unmount = Unmount(dir.clone());
     let ns = Namespace::at(&dir).unwrap();
     let opts = Options::new().namespace(ns.clone());
-    match opts.create::<f64, Ix1>("big", 512 * 1024) {
+    match SharedArray::<f64, Ix1>::create_with(&opts, "big", 512 * 1024) {
         Err(Error::NoSpace { name, requested }) => {
             assert_eq!(name, "big");
             assert!(requested > 4 << 20);
@@ -537,8 +578,8 @@ fn no_space_is_an_error_not_sigbus() {
         "a failed create leaves nothing behind"
     );
     // A small one still fits.
-    let small = opts.create::<f64, Ix1>("small", 1000).unwrap();
-    assert_eq!(small.view().sum(), 0.0);
+    let mut small = SharedArray::<f64, Ix1>::create_with(&opts, "small", 1000).unwrap();
+    assert_eq!(small.view().unwrap().sum(), 0.0);
 }
 
 #[test]
@@ -547,6 +588,63 @@ fn dyn_array_matches_ndarray_semantics() {
     let name = unique_name("semantics");
     let a = SharedArray::create_from(&name, &src).unwrap();
     let b = SharedArray::<u32, IxDyn>::open(&name).unwrap();
-    assert_eq!(b.view(), src.view().into_dyn());
+    assert_eq!(b.lock().unwrap().view(), src.view().into_dyn());
     assert_eq!(a.nbytes(), 2 * 3 * 4 * 4);
+}
+
+#[test]
+fn direct_views_need_the_only_handle_in_the_process() {
+    let name = unique_name("claims");
+    let mut a = SharedArray::<f64, Ix1>::create(&name, 4).unwrap();
+    let b = SharedArray::<f64, Ix1>::open(&name).unwrap();
+    // Two handles: neither may hand out direct views; both may lock.
+    assert!(matches!(a.view(), Err(Error::InUse { .. })));
+    b.lock().unwrap().fill(1.0);
+    drop(b);
+    // Alone now: the first direct view claims the segment for `a`...
+    a.view_mut().unwrap()[0] = 5.0;
+    assert_eq!(a.view().unwrap().sum(), 8.0);
+    // ...so a second handle cannot be opened in this process while `a` lives.
+    assert!(matches!(
+        SharedArray::<f64, Ix1>::open(&name),
+        Err(Error::InUse { .. })
+    ));
+    // The lock still works on the claiming handle (not while a view is borrowed:
+    // the borrow checker sees to that; see the compile_fail doctest on `view`).
+    assert_eq!(a.lock().unwrap()[0], 5.0);
+    drop(a);
+    assert!(matches!(
+        SharedArray::<f64, Ix1>::open(&name),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[test]
+fn an_object_is_only_opened_as_the_kind_it_is() {
+    let name = unique_name("kinds");
+    let _v = SharedValue::<f64>::create(&name, 1.5).unwrap();
+    match SharedArray::<f64, Ix0>::open(&name) {
+        Err(Error::KindMismatch {
+            expected, found, ..
+        }) => {
+            assert_eq!(expected, ObjectKind::Array);
+            assert_eq!(found, ObjectKind::Value);
+        }
+        other => panic!("expected KindMismatch, got {other:?}"),
+    }
+    let q = unique_name("kindq");
+    let _q = shmarray::Queue::<u64>::create(&q, 8).unwrap();
+    assert!(matches!(
+        SharedArray::<u8, Ix1>::open(&q),
+        Err(Error::KindMismatch {
+            found: ObjectKind::Queue,
+            ..
+        })
+    ));
+    assert!(matches!(
+        SharedValue::<u8>::open(&q),
+        Err(Error::KindMismatch { .. })
+    ));
+    let info = shmarray::inspect(&Namespace::default_dir().unwrap(), &q).unwrap();
+    assert_eq!(info.kind(), ObjectKind::Queue);
 }

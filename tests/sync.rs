@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use common::unique_name;
 use ndarray::Ix1;
 use shmarray::{
-    Barrier, Event, LockError, SharedArray, SharedAtomicU32, SharedAtomicU64, SharedValue,
+    Barrier, BarrierError, Event, LockError, LockFailure, SharedArray, SharedAtomicU32,
+    SharedAtomicU64, SharedValue,
 };
 
 const CHILD_ENV: &str = "SHMARRAY_SYNC_CHILD";
@@ -231,7 +232,7 @@ fn sigkill_while_holding_the_lock_gives_owner_died_and_recovery() {
     let mut g = a.lock().expect("usable again after mark_consistent");
     g.fill(2);
     drop(g);
-    assert_eq!(a.view().sum(), 2000);
+    assert_eq!(a.lock().unwrap().sum(), 2000);
     // And another process can use it too.
     let v = SharedArray::<i64, Ix1>::open(&name).unwrap();
     assert_eq!(v.lock().expect("fine from another handle").sum(), 2000);
@@ -245,11 +246,17 @@ fn unrepaired_owner_died_makes_the_lock_not_recoverable_not_deadlocked() {
     kill_holder(&name, &mut kids);
     let g = a.lock().unwrap_err().into_guard().expect("OwnerDied");
     drop(g); // not marked consistent
-    assert!(matches!(a.lock(), Err(LockError::NotRecoverable)));
-    assert!(matches!(a.try_lock(), Err(LockError::NotRecoverable)));
+    assert!(matches!(
+        a.lock(),
+        Err(LockError::Failed(LockFailure::NotRecoverable))
+    ));
+    assert!(matches!(
+        a.try_lock(),
+        Err(LockError::Failed(LockFailure::NotRecoverable))
+    ));
     let r = a.lock_timeout(Duration::from_millis(10));
     assert!(
-        matches!(r, Err(LockError::NotRecoverable)),
+        matches!(r, Err(LockError::Failed(LockFailure::NotRecoverable))),
         "{:?}",
         r.map(|_| ())
     );
@@ -279,7 +286,7 @@ fn timed_lock_times_out_close_to_the_request_and_never_einval() {
     ] {
         let t = Instant::now();
         match a.lock_timeout(want) {
-            Err(LockError::Timeout(d)) => assert_eq!(d, want),
+            Err(LockError::Failed(LockFailure::Timeout(d))) => assert_eq!(d, want),
             other => panic!("expected Timeout, got {:?}", other.map(|_| ())),
         }
         let took = t.elapsed();
@@ -289,7 +296,10 @@ fn timed_lock_times_out_close_to_the_request_and_never_einval() {
             "far too late: {took:?}"
         );
     }
-    assert!(matches!(a.try_lock(), Err(LockError::WouldBlock)));
+    assert!(matches!(
+        a.try_lock(),
+        Err(LockError::Failed(LockFailure::WouldBlock))
+    ));
     kids.kill(h);
 }
 
@@ -307,17 +317,19 @@ fn lock_on_a_plain_npy_or_read_only_array_is_a_typed_error() {
     let a = SharedArray::<i64, Ix1>::open(&name).unwrap();
     assert!(matches!(
         a.lock(),
-        Err(LockError::Segment(shmarray::Error::NoControlBlock { .. }))
+        Err(LockError::Failed(LockFailure::Segment(
+            shmarray::Error::NoControlBlock { .. }
+        )))
     ));
     let name2 = unique_name("rolock");
     let _w = SharedArray::<i64, Ix1>::create(&name2, 1).unwrap();
-    let r = shmarray::Options::new()
-        .read_only(true)
-        .open::<i64, Ix1>(&name2)
+    let r = SharedArray::<i64, Ix1>::open_with(&shmarray::Options::new().read_only(true), &name2)
         .unwrap();
     assert!(matches!(
         r.lock(),
-        Err(LockError::Segment(shmarray::Error::ReadOnly { .. }))
+        Err(LockError::Failed(LockFailure::Segment(
+            shmarray::Error::ReadOnly { .. }
+        )))
     ));
 }
 
@@ -326,7 +338,10 @@ fn same_thread_relock_is_an_error_not_a_deadlock() {
     let name = unique_name("relock");
     let a = SharedArray::<u8, Ix1>::create(&name, 1).unwrap();
     let g = a.lock().unwrap();
-    assert!(matches!(a.lock(), Err(LockError::Deadlock)));
+    assert!(matches!(
+        a.lock(),
+        Err(LockError::Failed(LockFailure::Deadlock))
+    ));
     drop(g);
 }
 
@@ -368,9 +383,13 @@ fn barrier_with_a_killed_participant_errors_out_instead_of_hanging() {
     kids.kill(victim);
     let t = Instant::now();
     let r = b.wait(Duration::from_secs(20));
+    // Slots are taken in joining order: this process 0, the victim 1.
     assert_eq!(
         r,
-        Err(shmarray::sync::BarrierError::ParticipantDied { pid: victim_pid })
+        Err(BarrierError::ParticipantDied {
+            slot: 1,
+            pid: victim_pid
+        })
     );
     assert!(
         t.elapsed() < Duration::from_secs(5),
@@ -390,9 +409,7 @@ fn barrier_timeout_when_a_party_never_comes() {
     let t = Instant::now();
     assert_eq!(
         b.wait(Duration::from_millis(200)),
-        Err(shmarray::sync::BarrierError::Timeout(
-            Duration::from_millis(200)
-        ))
+        Err(BarrierError::Timeout(Duration::from_millis(200)))
     );
     assert!(t.elapsed() >= Duration::from_millis(200));
     b.reset();
@@ -419,7 +436,7 @@ fn event_and_futex_wake_a_waiting_process() {
     e.clear();
     assert_eq!(
         e.wait(Some(Duration::from_millis(20))),
-        Err(shmarray::sync::TimedOut)
+        Err(shmarray::TimedOut)
     );
 }
 
@@ -431,6 +448,6 @@ fn named_objects_refuse_foreign_segments() {
     assert!(Event::open(&name).is_err());
     assert!(matches!(
         SharedAtomicU64::open(&name),
-        Err(shmarray::Error::TypeMismatch { .. })
+        Err(shmarray::Error::KindMismatch { .. })
     ));
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use ndarray::{ArrayViewMut, Dimension};
 
 use crate::element::Element;
-use crate::sync::RawMutexGuard;
+use crate::sync::{RawMutexGuard, RobustGuard};
 
 /// The array's lock, held: derefs to the mutable view. Unlocks on drop.
 #[must_use = "the lock is released as soon as the guard is dropped"]
@@ -49,5 +49,16 @@ impl<'a, T: Element, D: Dimension> std::ops::Deref for ArrayGuard<'a, T, D> {
 impl<T: Element, D: Dimension> std::ops::DerefMut for ArrayGuard<'_, T, D> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.view
+    }
+}
+
+impl<T: Element, D: Dimension> crate::sync::sealed::Sealed for ArrayGuard<'_, T, D> {}
+
+impl<T: Element, D: Dimension> RobustGuard for ArrayGuard<'_, T, D> {
+    fn owner_died(&self) -> bool {
+        ArrayGuard::owner_died(self)
+    }
+    fn mark_consistent(&mut self) {
+        ArrayGuard::mark_consistent(self)
     }
 }

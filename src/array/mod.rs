@@ -44,22 +44,22 @@ use crate::error::{Corruption, Error, Result};
 use crate::format::control::{flags, ControlFields, ObjectKind, COUNTERS};
 use crate::format::dtype::Dtype;
 use crate::segment::{self, KindSpec, Options, Segment, Spec, Target};
-use crate::sync::{LockError, LockResult, RawMutexGuard, RawRobustMutex};
+use crate::sync::{LockError, LockFailure, LockResult, RawMutexGuard, RawRobustMutex};
 
 /// A typed, n-dimensional array in a shared-memory segment. See the
 /// [module docs](self) for exactly who may look at the data and how.
 ///
 /// ```no_run
-/// use ndarray::Ix2;
-/// use shmarray::SharedArray;
+/// use shmarray::{ndarray::Ix2, LockResultExt, SharedArray};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // process A: create (the name is removed when `frames` is dropped)
 /// let mut frames = SharedArray::<f64, Ix2>::create("frames", (1024, 1024))?;
 /// frames.view_mut()?.fill(1.0);
 ///
-/// // process B: attach by name, checked against the header, and update under the lock
+/// // process B: attach by name, checked against the header, and update under the
+/// // lock (if a previous holder died mid-update, reset the array, then go on)
 /// let frames = SharedArray::<f64, Ix2>::open("frames")?;
-/// let mut g = frames.lock()?;
+/// let mut g = frames.lock().recover(|g| g.fill(0.0))?;
 /// g[[0, 0]] += 1.0;
 /// # Ok(()) }
 /// ```
@@ -275,6 +275,25 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// be the only one of its segment in this process (else [`Error::InUse`]); the
     /// first call claims the segment for this handle until it is dropped. Use
     /// [`lock`](Self::lock) to share one handle between threads.
+    ///
+    /// A view and a lock guard of one handle never coexist; this does not compile:
+    /// ```compile_fail,E0502
+    /// use shmarray::{ndarray::Ix1, SharedArray};
+    /// let mut a = SharedArray::<f64, Ix1>::create("doc-view-lock", 4).unwrap();
+    /// let v = a.view().unwrap();
+    /// let g = a.lock();
+    /// drop(g);
+    /// let _ = &v;
+    /// ```
+    /// while the same steps with the guard dropped before the view is taken do:
+    /// ```no_run
+    /// use shmarray::{ndarray::Ix1, SharedArray};
+    /// let mut a = SharedArray::<f64, Ix1>::create("doc-view-lock", 4).unwrap();
+    /// let g = a.lock();
+    /// drop(g);
+    /// let v = a.view().unwrap();
+    /// let _ = &v;
+    /// ```
     #[inline]
     pub fn view(&mut self) -> Result<ArrayView<'_, T, D>> {
         self.seg.claim_direct()?;
@@ -468,7 +487,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     ) -> LockResult<ArrayGuard<'a, T, D>> {
         match self.mutex() {
             Ok(m) => self.guard(op(m)),
-            Err(e) => Err(LockError::Segment(e)),
+            Err(e) => Err(LockError::Failed(LockFailure::Segment(e))),
         }
     }
 

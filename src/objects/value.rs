@@ -12,7 +12,7 @@ use crate::element::Element;
 use crate::error::Result;
 use crate::format::control::ObjectKind;
 use crate::segment::{KindSpec, Options, Target};
-use crate::sync::LockResult;
+use crate::sync::{LockResult, RobustGuard};
 
 /// A single shared value with a robust lock: Python's `multiprocessing.Value`.
 ///
@@ -28,7 +28,8 @@ use crate::sync::LockResult;
 ///         v.mark_consistent();
 ///         *v += 1;
 ///     }
-///     Err(e) => return Err(e.to_string().into()),
+///     Err(LockError::Failed(e)) => return Err(e.into()),
+///     Err(e) => return Err(e.into_failure().into()), // (future variants)
 /// }
 /// # Ok(()) }
 /// ```
@@ -167,5 +168,16 @@ impl<T: Element> Deref for ValueGuard<'_, T> {
 impl<T: Element> DerefMut for ValueGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         &mut self.0[()]
+    }
+}
+
+impl<T: Element> crate::sync::sealed::Sealed for ValueGuard<'_, T> {}
+
+impl<T: Element> RobustGuard for ValueGuard<'_, T> {
+    fn owner_died(&self) -> bool {
+        ValueGuard::owner_died(self)
+    }
+    fn mark_consistent(&mut self) {
+        ValueGuard::mark_consistent(self)
     }
 }

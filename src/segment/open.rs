@@ -93,10 +93,14 @@ pub(crate) fn open(ns: &Namespace, name: &str, expect: &Expect) -> Result<Segmen
 /// Attaches an open segment file (e.g. a memfd received from another process).
 /// The file is opened again through `/proc/self/fd` first, so this handle has its
 /// own open file description (and so its own liveness locks); where that is not
-/// possible the descriptor is used as it is.
+/// possible the descriptor is used as it is. The owner is checked as for named
+/// files; the mode is not (a descriptor handed over is not reachable by others
+/// through a directory, and memfds of other programs are created 0777).
 pub(crate) fn from_file(file: File, label: &str, expect: &Expect) -> Result<Segment> {
     let file = fs::reopen(&file, expect.access).unwrap_or(file);
-    attach(file, label, expect)
+    let mut expect = expect.clone();
+    expect.trust.shared_write = true;
+    attach(file, label, &expect)
 }
 
 /// Steps 2–4 of the module docs on an open file.

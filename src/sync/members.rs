@@ -71,14 +71,19 @@ pub(crate) struct Membership {
 impl Membership {
     /// Joins the first of slots `0..limit` whose lock is free and which `reusable`
     /// accepts (a queue refuses slots whose dead previous member still has claims).
-    /// Opens `segment_file` again for a description of its own.
+    /// Opens `segment_file` again (through `/proc/self/fd`) for a description of its
+    /// own; without `/proc` it shares the handle's description, which only matters
+    /// after a fork (the member then reads as alive while either process lives:
+    /// never dead while alive).
     pub(crate) fn join(
         table: &MemberTable,
         limit: usize,
         segment_file: &File,
         reusable: impl Fn(usize) -> bool,
     ) -> Result<Membership, TableFull> {
-        let file = fs::reopen(segment_file, Access::ReadWrite).map_err(|_| TableFull)?;
+        let file = fs::reopen(segment_file, Access::ReadWrite)
+            .or_else(|_| segment_file.try_clone())
+            .map_err(|_| TableFull)?;
         let fork_generation = proc::fork_generation();
         for slot in 0..limit.min(MAX_MEMBERS) {
             let byte = MEMBER_BASE + slot as u64;

@@ -32,42 +32,65 @@ use crate::sys::pthread as sys;
 /// Result of a lock operation: the guard, or why not (possibly still with a guard).
 pub type LockResult<G> = Result<G, LockError<G>>;
 
-/// Why a lock operation did not simply succeed.
+/// Why a lock operation did not simply succeed: either the previous holder died
+/// and **the caller now holds the lock** (the guard is inside), or a guard-free
+/// [`LockFailure`].
+///
+/// A `LockFailure` is `'static + Send + Sync` and composes with `?` into
+/// `Box<dyn Error>`, anyhow and friends; the guard-carrying `LockError` does not
+/// (a guard borrows its handle), so either match `OwnerDied` or convert:
+/// [`LockResultExt::recover`] repairs and goes on, [`LockError::into_failure`]
+/// gives up.
 #[non_exhaustive]
 pub enum LockError<G> {
     /// The previous holder died while holding the lock. **The lock is now held by
     /// the caller** through the guard inside: inspect/repair the data, then call
-    /// `mark_consistent()` on the guard before dropping it.
+    /// `mark_consistent()` on the guard before dropping it. Dropping it unrepaired
+    /// makes the lock [`LockFailure::NotRecoverable`] for everyone.
     OwnerDied(G),
+    /// The lock was not acquired.
+    Failed(LockFailure),
+}
+
+/// Why a lock was not acquired, without any guard: composes with `?`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockFailure {
+    /// The previous holder died and the guard that came with it was dropped
+    /// unrepaired (by [`LockError::into_failure`] or `?`): the lock is now
+    /// not recoverable.
+    #[error("the previous lock holder died and the data was left unrepaired; the lock is now not recoverable")]
+    OwnerDied,
     /// A guard obtained through `OwnerDied` was dropped without `mark_consistent()`:
     /// the lock can never be acquired again (re-create the segment).
+    #[error("the lock is not recoverable: a holder died and the data was never marked consistent")]
     NotRecoverable,
     /// `lock_timeout` gave up after this long.
+    #[error("lock not acquired within {0:?}")]
     Timeout(Duration),
     /// `try_lock` found the lock held.
+    #[error("the lock is held by someone else")]
     WouldBlock,
     /// The calling thread already holds this lock.
+    #[error("this thread already holds the lock")]
     Deadlock,
     /// The platform does not provide robust process-shared mutexes.
+    #[error("robust process-shared locks unsupported: {0}")]
     Unsupported(&'static str),
     /// The lock is unavailable on this segment (no control block, read-only mapping).
-    Segment(crate::Error),
+    #[error("the lock is unavailable")]
+    Segment(#[source] crate::Error),
     /// Any other error from the OS.
-    Os(Errno),
+    #[error("lock failed")]
+    Os(#[source] std::io::Error),
 }
 
 impl<G> LockError<G> {
-    /// Converts the guard inside an `OwnerDied` (other variants pass through).
+    /// Converts the guard inside an `OwnerDied` (failures pass through).
     pub fn map_guard<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
         match self {
             LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
-            LockError::NotRecoverable => LockError::NotRecoverable,
-            LockError::Timeout(d) => LockError::Timeout(d),
-            LockError::WouldBlock => LockError::WouldBlock,
-            LockError::Deadlock => LockError::Deadlock,
-            LockError::Unsupported(s) => LockError::Unsupported(s),
-            LockError::Segment(e) => LockError::Segment(e),
-            LockError::Os(e) => LockError::Os(e),
+            LockError::Failed(e) => LockError::Failed(e),
         }
     }
 
@@ -75,7 +98,7 @@ impl<G> LockError<G> {
     pub fn into_guard(self) -> Option<G> {
         match self {
             LockError::OwnerDied(g) => Some(g),
-            _ => None,
+            LockError::Failed(_) => None,
         }
     }
 
@@ -83,19 +106,38 @@ impl<G> LockError<G> {
     pub fn is_owner_died(&self) -> bool {
         matches!(self, LockError::OwnerDied(_))
     }
+
+    /// The guard-free failure. An `OwnerDied` guard is dropped unrepaired, which
+    /// makes the lock not recoverable (visibly, for everyone): use
+    /// [`LockResultExt::recover`] to repair instead.
+    pub fn into_failure(self) -> LockFailure {
+        match self {
+            LockError::OwnerDied(g) => {
+                drop(g);
+                LockFailure::OwnerDied
+            }
+            LockError::Failed(e) => e,
+        }
+    }
+}
+
+impl<G> From<LockFailure> for LockError<G> {
+    fn from(e: LockFailure) -> Self {
+        LockError::Failed(e)
+    }
+}
+
+impl<G> From<LockError<G>> for LockFailure {
+    fn from(e: LockError<G>) -> Self {
+        e.into_failure()
+    }
 }
 
 impl<G> fmt::Debug for LockError<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-            LockError::NotRecoverable => f.write_str("NotRecoverable"),
-            LockError::Timeout(d) => f.debug_tuple("Timeout").field(d).finish(),
-            LockError::WouldBlock => f.write_str("WouldBlock"),
-            LockError::Deadlock => f.write_str("Deadlock"),
-            LockError::Unsupported(s) => f.debug_tuple("Unsupported").field(s).finish(),
-            LockError::Segment(e) => f.debug_tuple("Segment").field(e).finish(),
-            LockError::Os(e) => f.debug_tuple("Os").field(e).finish(),
+            LockError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
         }
     }
 }
@@ -106,20 +148,64 @@ impl<G> fmt::Display for LockError<G> {
             LockError::OwnerDied(_) => f.write_str(
                 "the previous lock holder died; the lock is held now, check the data and mark it consistent",
             ),
-            LockError::NotRecoverable => f.write_str(
-                "the lock is not recoverable: a holder died and the data was never marked consistent",
-            ),
-            LockError::Timeout(d) => write!(f, "lock not acquired within {d:?}"),
-            LockError::WouldBlock => f.write_str("the lock is held by someone else"),
-            LockError::Deadlock => f.write_str("this thread already holds the lock"),
-            LockError::Unsupported(s) => write!(f, "robust process-shared locks unsupported: {s}"),
-            LockError::Segment(e) => write!(f, "{e}"),
-            LockError::Os(e) => write!(f, "lock failed: {e}"),
+            LockError::Failed(e) => fmt::Display::fmt(e, f),
         }
     }
 }
 
-impl<G> std::error::Error for LockError<G> {}
+impl<G> std::error::Error for LockError<G> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LockError::OwnerDied(_) => None,
+            LockError::Failed(e) => e.source(),
+        }
+    }
+}
+
+/// A guard of a robust lock: it can tell whether the previous holder died and
+/// declare the data repaired. Implemented by the crate's guards.
+pub trait RobustGuard: sealed::Sealed {
+    /// Whether the previous holder died and the data is not yet marked consistent.
+    fn owner_died(&self) -> bool;
+    /// Declares the data repaired after an `OwnerDied`, so the lock stays usable.
+    fn mark_consistent(&mut self);
+}
+
+pub(crate) mod sealed {
+    /// Only this crate's guards are robust guards.
+    pub trait Sealed {}
+}
+
+/// `recover` on lock results: the short path for "repair and go on".
+pub trait LockResultExt<G> {
+    /// On `OwnerDied`, runs `repair` on the guard, marks the data consistent and
+    /// returns the guard; on success, returns the guard; else the failure, which
+    /// composes with `?`.
+    ///
+    /// ```no_run
+    /// use shmarray::{LockResultExt, SharedValue};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let total = SharedValue::<u64>::open("total")?;
+    /// let mut v = total.lock().recover(|v| **v = 0)?; // a dead holder's half update: reset
+    /// *v += 1;
+    /// # Ok(()) }
+    /// ```
+    fn recover(self, repair: impl FnOnce(&mut G)) -> Result<G, LockFailure>;
+}
+
+impl<G: RobustGuard> LockResultExt<G> for LockResult<G> {
+    fn recover(self, repair: impl FnOnce(&mut G)) -> Result<G, LockFailure> {
+        match self {
+            Ok(g) => Ok(g),
+            Err(LockError::OwnerDied(mut g)) => {
+                repair(&mut g);
+                g.mark_consistent();
+                Ok(g)
+            }
+            Err(LockError::Failed(e)) => Err(e),
+        }
+    }
+}
 
 /// A robust, process-shared, error-checking mutex, placed in shared memory.
 ///
@@ -201,10 +287,11 @@ impl RawRobustMutex {
     /// - Nobody uses the memory as a mutex yet (it is not visible to other processes,
     ///   or they are known not to touch it until initialisation is published).
     pub(crate) unsafe fn init_at(ptr: *mut RawRobustMutex) -> Result<(), LockError<()>> {
-        robust_mutexes_supported().map_err(LockError::Unsupported)?;
+        robust_mutexes_supported().map_err(|e| LockError::Failed(LockFailure::Unsupported(e)))?;
         // SAFETY: per the caller's contract, `ptr` is valid, aligned and unused;
         // `UnsafeCell<T>` has the layout of `T`.
-        unsafe { sys::mutex_init(ptr.cast::<libc::pthread_mutex_t>()) }.map_err(LockError::Os)
+        unsafe { sys::mutex_init(ptr.cast::<libc::pthread_mutex_t>()) }
+            .map_err(|e| LockError::Failed(LockFailure::Os(e.into())))
     }
 
     /// Initialises the mutex stored in a control block's lock slot.
@@ -245,7 +332,7 @@ impl RawRobustMutex {
     #[inline]
     pub(crate) fn try_lock(&self) -> LockResult<RawMutexGuard<'_>> {
         match sys::mutex_try_lock(&self.inner) {
-            libc::ETIMEDOUT => Err(LockError::WouldBlock),
+            libc::ETIMEDOUT => Err(LockError::Failed(LockFailure::WouldBlock)),
             code => self.outcome(code, None),
         }
     }
@@ -271,14 +358,16 @@ impl RawRobustMutex {
         code: sys::Code,
         timeout: Option<Duration>,
     ) -> LockResult<RawMutexGuard<'_>> {
-        Err(match code {
-            libc::EOWNERDEAD => LockError::OwnerDied(self.guard(true)),
-            libc::ENOTRECOVERABLE => LockError::NotRecoverable,
-            libc::ETIMEDOUT => LockError::Timeout(timeout.unwrap_or_default()),
-            libc::EBUSY => LockError::WouldBlock,
-            libc::EDEADLK => LockError::Deadlock,
-            other => LockError::Os(Errno::from_raw(other)),
-        })
+        if code == libc::EOWNERDEAD {
+            return Err(LockError::OwnerDied(self.guard(true)));
+        }
+        Err(LockError::Failed(match code {
+            libc::ENOTRECOVERABLE => LockFailure::NotRecoverable,
+            libc::ETIMEDOUT => LockFailure::Timeout(timeout.unwrap_or_default()),
+            libc::EBUSY => LockFailure::WouldBlock,
+            libc::EDEADLK => LockFailure::Deadlock,
+            other => LockFailure::Os(std::io::Error::from_raw_os_error(other)),
+        }))
     }
 
     fn guard(&self, owner_died: bool) -> RawMutexGuard<'_> {
@@ -357,10 +446,13 @@ mod tests {
     fn lock_try_lock_deadlock_detection() {
         let m = heap_mutex();
         let g = m.lock().unwrap();
-        assert!(matches!(m.lock(), Err(LockError::Deadlock)));
+        assert!(matches!(
+            m.lock(),
+            Err(LockError::Failed(LockFailure::Deadlock))
+        ));
         assert!(matches!(
             m.lock_timeout(Duration::from_millis(5)),
-            Err(LockError::Deadlock)
+            Err(LockError::Failed(LockFailure::Deadlock))
         ));
         drop(g);
         let g = m.try_lock().unwrap();
@@ -368,7 +460,10 @@ mod tests {
         let other = std::thread::spawn(move || {
             // SAFETY: the mutex outlives the thread (joined below).
             let m = unsafe { &*(addr as *const RawRobustMutex) };
-            matches!(m.try_lock(), Err(LockError::WouldBlock))
+            matches!(
+                m.try_lock(),
+                Err(LockError::Failed(LockFailure::WouldBlock))
+            )
         });
         assert!(other.join().unwrap());
         drop(g);
@@ -394,11 +489,17 @@ mod tests {
                 drop(m.lock().expect("usable after repair"));
             } else {
                 drop(g);
-                assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
-                assert!(matches!(m.try_lock(), Err(LockError::NotRecoverable)));
+                assert!(matches!(
+                    m.lock(),
+                    Err(LockError::Failed(LockFailure::NotRecoverable))
+                ));
+                assert!(matches!(
+                    m.try_lock(),
+                    Err(LockError::Failed(LockFailure::NotRecoverable))
+                ));
                 assert!(matches!(
                     m.lock_timeout(Duration::from_millis(5)),
-                    Err(LockError::NotRecoverable)
+                    Err(LockError::Failed(LockFailure::NotRecoverable))
                 ));
                 // Regression: glibc's trylock would have left the word owned by this
                 // thread, so other threads would time out (block) instead.
@@ -408,7 +509,7 @@ mod tests {
                     let m = unsafe { &*(addr as *const RawRobustMutex) };
                     matches!(
                         m.lock_timeout(Duration::from_secs(2)),
-                        Err(LockError::NotRecoverable)
+                        Err(LockError::Failed(LockFailure::NotRecoverable))
                     )
                 });
                 assert!(other.join().unwrap(), "others must see NotRecoverable too");

@@ -420,7 +420,10 @@ pub(crate) fn memfd(label: &str) -> Result<File, Errno> {
     let fd = cvt(unsafe {
         libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
     })?;
-    Ok(File::from(owned(fd)))
+    let file = File::from(owned(fd));
+    // memfds start as 0777; nobody reaches them by path, but say what we mean.
+    set_mode(&file)?;
+    Ok(file)
 }
 
 /// Seals a memfd against shrinking, growing and further sealing, so no process can
