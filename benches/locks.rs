@@ -29,10 +29,11 @@ struct RawSyncShared {
 impl RawSyncShared {
     fn create(name: &str) -> RawSyncShared {
         let array = SharedArray::<u8, Ix1>::create(name, 256).unwrap();
-        // SAFETY: the data area is 256 writable bytes of a fresh segment; the mutex
-        // takes the first 64, the counter lives at 128.
+        // SAFETY: the data area is 256 writable bytes of a fresh segment that no view
+        // of ours touches (raw_sync owns them); the mutex takes the first 64, the
+        // counter lives at 128.
         let (lock, _) = unsafe {
-            let base = array.segment().as_ptr().add(4096);
+            let base = array.view_mut_unchecked().as_mut_ptr();
             RawSyncMutex::new(base, base.add(128)).unwrap()
         };
         RawSyncShared { array, lock }
@@ -40,9 +41,10 @@ impl RawSyncShared {
 
     fn open(name: &str) -> RawSyncShared {
         let array = SharedArray::<u8, Ix1>::open(name).unwrap();
-        // SAFETY: the creator initialised the mutex at the same offset.
+        // SAFETY: the creator initialised the mutex at the same offset; no view of
+        // ours touches these bytes.
         let (lock, _) = unsafe {
-            let base = array.segment().as_ptr().add(4096);
+            let base = array.view_mut_unchecked().as_mut_ptr();
             RawSyncMutex::from_existing(base, base.add(128)).unwrap()
         };
         RawSyncShared { array, lock }

@@ -13,7 +13,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::Ix1;
 use shmarray::demo::WorkerProc;
-use shmarray::{Namespace, Options};
+use shmarray::{Namespace, Options, SharedArray};
 
 fn zero_copy(c: &mut Criterion) {
     let exe = Path::new(env!("CARGO_BIN_EXE_shmarray"));
@@ -26,10 +26,9 @@ fn zero_copy(c: &mut Criterion) {
         let mut worker = WorkerProc::start(exe, &ns).expect("start worker");
 
         let name = format!("shmarray-bench-zc-{}-{mib}", std::process::id());
-        let mut arr = Options::new()
-            .namespace(ns.clone())
-            .create::<f64, Ix1>(&name, n)
-            .expect("create");
+        let mut arr =
+            SharedArray::<f64, Ix1>::create_with(&Options::new().namespace(ns.clone()), &name, n)
+                .expect("create");
         arr.view_mut().expect("writable").fill(1.0);
         group.bench_with_input(BenchmarkId::new("shared_memory", mib), &name, |b, name| {
             b.iter(|| worker.double_shm(name).expect("worker"))

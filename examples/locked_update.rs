@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ndarray::Ix1;
+use shmarray::ndarray::{self, Ix1};
 use shmarray::{LockError, SharedArray};
 
 fn consistent(a: &ndarray::ArrayViewMut1<'_, u64>) -> bool {
@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     if let (Some(role), Some(name)) = (args.next(), args.next()) {
         let array = SharedArray::<u64, Ix1>::open(&name)?;
-        let mut g = array.lock().map_err(|e| e.to_string())?;
+        let mut g = array.lock().map_err(LockError::into_failure)?;
         let next = g[0] + 1;
         if role == "victim" {
             let half = g.len() / 2;
@@ -60,12 +60,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             g.fill(v);
             g.mark_consistent();
         }
-        Err(e) => return Err(e.to_string().into()),
+        Err(LockError::Failed(e)) => return Err(e.into()),
+        Err(e) => return Err(e.into_failure().into()),
     }
 
     let status = Command::new(&exe).args(["worker", &name]).status()?;
     assert!(status.success());
-    let g = array.lock().map_err(|e| e.to_string())?;
+    let g = array.lock().map_err(LockError::into_failure)?;
     assert!(consistent(&g));
     println!(
         "a new worker updated it under the recovered lock: all {} elements = {}",

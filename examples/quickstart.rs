@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use ndarray::{Array2, Ix2};
+use shmarray::ndarray::{Array2, Ix2};
 use shmarray::SharedArray;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = format!("shmarray-example-quickstart-{}", std::process::id());
     let src = Array2::from_shape_fn((512, 512), |(i, j)| (i * 512 + j) as f64);
     // Owner: the name is removed when `frames` is dropped, even on error paths.
-    let frames = SharedArray::create_from(&name, &src)?;
+    let mut frames = SharedArray::create_from(&name, &src)?;
     println!(
         "created {name}: {:?} {} ({} bytes) at {}",
         frames.shape(),
@@ -36,7 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let status = Command::new(std::env::current_exe()?).arg(&name).status()?;
     assert!(status.success(), "child failed: {status}");
 
-    let doubled = frames.view();
+    // The child's handle is gone, so this handle is the only one in this process:
+    // a direct view needs no lock (another process could still write; here none does).
+    let doubled = frames.view()?;
     assert_eq!(doubled, src.mapv(|x| 2.0 * x));
     println!(
         "a second process doubled all {} elements in place; sum = {}",

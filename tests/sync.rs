@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::unique_name;
+use common::{unique_name, Children};
 use ndarray::Ix1;
 use shmarray::{
     Barrier, BarrierError, Event, LockError, LockFailure, SharedArray, SharedAtomicU32,
@@ -19,7 +17,6 @@ use shmarray::{
 };
 
 const CHILD_ENV: &str = "SHMARRAY_SYNC_CHILD";
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The child roles. Not a real test when the variable is unset.
 #[test]
@@ -95,79 +92,11 @@ fn child_entry() {
     std::process::exit(code);
 }
 
-/// Running children; killed and reaped on drop, so a failing test leaves none behind.
-struct Children(Vec<Child>);
-
-impl Children {
-    fn new() -> Children {
-        Children(Vec::new())
-    }
-
-    fn spawn(&mut self, role: &str) -> usize {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, role)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.0.push(child);
-        self.0.len() - 1
-    }
-
-    fn pid(&self, i: usize) -> u32 {
-        self.0[i].id()
-    }
-
-    /// Reads stdout lines of child `i` until one ends with `prefix` (libtest may print
-    /// "test child_entry ... " before it on the same line).
-    fn expect_line(&mut self, i: usize, prefix: &str) -> String {
-        let out = self.0[i].stdout.as_mut().unwrap();
-        let mut reader = BufReader::new(out);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "child {i} closed stdout before {prefix:?}"
-            );
-            if line.trim_end().ends_with(prefix) {
-                return line.trim().to_string();
-            }
-        }
-    }
-
-    fn kill(&mut self, i: usize) {
-        self.0[i].kill().unwrap();
-        self.0[i].wait().unwrap();
-    }
-
-    /// Waits for child `i` (watchdog: killed after DEADLINE) and returns its exit code
-    /// and remaining stdout.
-    fn wait(&mut self, i: usize) -> (i32, String) {
-        let status = common::wait_with_deadline(&mut self.0[i], DEADLINE);
-        let mut rest = String::new();
-        if let Some(mut out) = self.0[i].stdout.take() {
-            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
-        }
-        (status.code().unwrap_or(-1), rest)
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[test]
 fn locked_increments_from_four_processes_add_up_exactly() {
     let name = unique_name("inc");
     let v = SharedValue::<u64>::create(&name, 0).unwrap();
-    let mut kids = Children::new();
+    let mut kids = Children::new(CHILD_ENV);
     let (n, k) = (4, 5_000);
     let ids: Vec<usize> = (0..n)
         .map(|_| kids.spawn(&format!("inc:{name}:{k}")))
@@ -182,7 +111,7 @@ fn locked_increments_from_four_processes_add_up_exactly() {
 fn atomic_increments_from_four_processes_add_up_exactly() {
     let name = unique_name("atomic");
     let a = SharedAtomicU64::create(&name, 0).unwrap();
-    let mut kids = Children::new();
+    let mut kids = Children::new(CHILD_ENV);
     let (n, k) = (4u64, 100_000u64);
     let ids: Vec<usize> = (0..n)
         .map(|_| kids.spawn(&format!("atomic:{name}:{k}")))
@@ -214,7 +143,7 @@ fn kill_holder(name: &str, kids: &mut Children) {
 fn sigkill_while_holding_the_lock_gives_owner_died_and_recovery() {
     let name = unique_name("ownerdied");
     let a = SharedArray::<i64, Ix1>::create(&name, 1000).unwrap();
-    let mut kids = Children::new();
+    let mut kids = Children::new(CHILD_ENV);
     kill_holder(&name, &mut kids);
 
     let start = Instant::now();
@@ -242,7 +171,7 @@ fn sigkill_while_holding_the_lock_gives_owner_died_and_recovery() {
 fn unrepaired_owner_died_makes_the_lock_not_recoverable_not_deadlocked() {
     let name = unique_name("notrecoverable");
     let a = SharedArray::<i64, Ix1>::create(&name, 10).unwrap();
-    let mut kids = Children::new();
+    let mut kids = Children::new(CHILD_ENV);
     kill_holder(&name, &mut kids);
     let g = a.lock().unwrap_err().into_guard().expect("OwnerDied");
     drop(g); // not marked consistent
@@ -276,7 +205,7 @@ fn timed_lock_times_out_close_to_the_request_and_never_einval() {
     ] {
         drop(a.lock_timeout(d).unwrap_or_else(|e| panic!("{d:?}: {e}")));
     }
-    let mut kids = Children::new();
+    let mut kids = Children::new(CHILD_ENV);
     let h = kids.spawn(&format!("hold:{name}"));
     kids.expect_line(h, "holding");
     for want in [
@@ -349,7 +278,7 @@ fn same_thread_relock_is_an_error_not_a_deadlock() {
 fn barrier_synchronises_three_processes_for_many_rounds() {
     let name = unique_name("barrier");
     let b = Barrier::create(&name, 3).unwrap();
-    let mut kids = Children::new();
+    let mut kids = Children::new(CHILD_ENV);
     let rounds = 30;
     let ids: Vec<usize> = (0..2)
         .map(|_| kids.spawn(&format!("barrier:{name}:{rounds}")))
@@ -374,7 +303,7 @@ fn barrier_synchronises_three_processes_for_many_rounds() {
 fn barrier_with_a_killed_participant_errors_out_instead_of_hanging() {
     let name = unique_name("barrierdead");
     let b = Barrier::create(&name, 3).unwrap();
-    let mut kids = Children::new();
+    let mut kids = Children::new(CHILD_ENV);
     let victim = kids.spawn(&format!("join_and_sleep:{name}"));
     kids.expect_line(victim, "joined");
     let waiter = kids.spawn(&format!("barrier:{name}:1"));
@@ -422,7 +351,7 @@ fn event_and_futex_wake_a_waiting_process() {
     let e = Event::create(&name).unwrap();
     let wname = unique_name("futex");
     let w = SharedAtomicU32::create(&wname, 0).unwrap();
-    let mut kids = Children::new();
+    let mut kids = Children::new(CHILD_ENV);
     let a = kids.spawn(&format!("event_wait:{name}"));
     let b = kids.spawn(&format!("futex_wait:{wname}"));
     std::thread::sleep(Duration::from_millis(100));

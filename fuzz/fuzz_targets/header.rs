@@ -1,12 +1,13 @@
-//! Fuzz the pure NPY header parser: no input may panic, and whatever parses must be
-//! internally consistent (sizes computed without overflow).
+//! Fuzz the pure format code: the NPY header parser and the whole-segment
+//! description (header + control block + kind parameters). No input may panic, and
+//! whatever is accepted must be internally consistent and fit in the bytes given.
 //!
 //! Run (needs a nightly toolchain and `cargo install cargo-fuzz`):
 //! `cd fuzz && cargo +nightly fuzz run header -- -max_total_time=60`
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shmarray::header::{parse_header, parse_preamble};
+use shmarray::__fuzz::{describe_bytes, parse_header, parse_preamble, QueueGeometry};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_preamble(data);
@@ -21,5 +22,14 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Some(layout.data_len), len.checked_mul(layout.itemsize));
         assert!(layout.data_offset <= data.len());
         assert!(layout.data_end() <= layout.control_offset);
+    }
+    if let Ok(desc) = describe_bytes(data) {
+        assert!(desc.mapped_len() <= data.len());
+        if let Some(c) = desc.control {
+            if let Ok(g) = QueueGeometry::from_control(&c) {
+                assert_eq!(g.data_len, c.data_len);
+                assert!(g.slot_offset(g.capacity - 1) + g.stride <= g.data_len);
+            }
+        }
     }
 });

@@ -122,22 +122,35 @@ enum Verdict {
 }
 
 fn collect_one(dir: &Dir, name: &str, dry_run: bool) -> Result<Verdict> {
+    // Files of creators killed while building: possibly half written, judged by
+    // their builder's lock alone. Files a remover renamed before it died, and any
+    // other name, are judged as segments.
     let build = name.starts_with(BUILD_PREFIX);
-    if name.starts_with(RESERVED_PREFIX) && !build {
+    if name.starts_with(RESERVED_PREFIX) && !build && !name.starts_with(REMOVE_PREFIX) {
         return Ok(Verdict::Kept);
     }
     let file = match dir.open_file(name, Access::ReadWrite) {
         Ok(f) => f,
-        // Gone, another user's, a symlink or directory: not ours to collect.
-        Err(Errno::ENOENT | Errno::EACCES | Errno::EPERM | Errno::ELOOP | Errno::EISDIR) => {
-            return Ok(Verdict::Kept)
+        // Ours but not writable (e.g. immutable): garbage we cannot remove is a
+        // failure to report; anything else there is not ours to judge.
+        Err(e @ (Errno::EACCES | Errno::EPERM)) => {
+            return match dir.open_file(name, Access::Read) {
+                Ok(ro) if ours(&ro) && (build || collectable(&ro, name)?) => {
+                    Err(map_errno("open for removal", name, e))
+                }
+                _ => Ok(Verdict::Kept),
+            };
         }
+        // Gone, a symlink or a directory: not ours to collect.
+        Err(Errno::ENOENT | Errno::ELOOP | Errno::EISDIR) => return Ok(Verdict::Kept),
         Err(e) => return Err(map_errno("open", name, e)),
     };
-    let info = fs::fstat(&file).map_err(|e| map_errno("fstat", name, e))?;
-    if info.kind != FileKind::Regular || info.uid != proc::euid() {
+    if !ours(&file) {
         return Ok(Verdict::Kept);
     }
+    let id = fs::fstat(&file)
+        .map_err(|e| map_errno("fstat", name, e))?
+        .id();
     let why = if build {
         "its creator died while building it"
     } else {
@@ -163,11 +176,16 @@ fn collect_one(dir: &Dir, name: &str, dry_run: bool) -> Result<Verdict> {
     if !build && !collectable(&file, name)? {
         return Ok(Verdict::Kept);
     }
-    Ok(if remove_if_same(dir, name, info.id())? {
+    Ok(if remove_if_same(dir, name, id)? {
         Verdict::Removed(why)
     } else {
         Verdict::Kept
     })
+}
+
+/// Whether `file` is a regular file of this user.
+fn ours(file: &File) -> bool {
+    fs::fstat(file).is_ok_and(|i| i.kind == FileKind::Regular && i.uid == proc::euid())
 }
 
 /// Whether `file` is a segment of ours that gc may take: a valid segment with a
@@ -182,5 +200,39 @@ fn collectable(file: &File, name: &str) -> Result<bool> {
             e @ Error::Io { .. } => Err(e),
             _ => Ok(false),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> (std::path::PathBuf, Dir) {
+        let p = std::path::Path::new("/dev/shm").join(temp_name("shmarray-test-unit-rm-"));
+        std::fs::create_dir(&p).unwrap();
+        let d = Dir::open(&p).unwrap();
+        (p, d)
+    }
+
+    /// The window gc cannot close by checking first: between its judgment of a
+    /// file and its removal, the name is removed and re-created with a live
+    /// segment. Removal by "rename aside, then check" must leave the new one.
+    #[test]
+    fn a_name_recreated_after_the_judgment_is_never_taken() {
+        let (path, d) = dir();
+        std::fs::write(path.join("frames"), b"old").unwrap();
+        let judged = d.stat("frames").unwrap().id();
+        // The application removes the old file and creates a new one meanwhile.
+        std::fs::remove_file(path.join("frames")).unwrap();
+        std::fs::write(path.join("frames"), b"new, live").unwrap();
+        assert!(!remove_if_same(&d, "frames", judged).unwrap());
+        assert_eq!(std::fs::read(path.join("frames")).unwrap(), b"new, live");
+        // No private name is left behind.
+        assert_eq!(std::fs::read_dir(&path).unwrap().count(), 1);
+        // The judged file itself is removed, and a gone name is no error.
+        let now = d.stat("frames").unwrap().id();
+        assert!(remove_if_same(&d, "frames", now).unwrap());
+        assert!(!remove_if_same(&d, "frames", now).unwrap());
+        std::fs::remove_dir(&path).unwrap();
     }
 }

@@ -85,7 +85,7 @@ impl Membership {
             .or_else(|_| segment_file.try_clone())
             .map_err(|_| TableFull)?;
         let fork_generation = proc::fork_generation();
-        for slot in 0..limit.min(MAX_MEMBERS) {
+        for (slot, e) in table.iter().enumerate().take(limit) {
             let byte = MEMBER_BASE + slot as u64;
             if lock::try_lock(&file, byte, true) != Ok(true) {
                 continue;
@@ -94,7 +94,6 @@ impl Membership {
                 let _ = lock::unlock(&file, byte);
                 continue;
             }
-            let e = &table[slot];
             e.pid.store(proc::current_pid(), Ordering::Relaxed);
             e.pid_ns
                 .store(proc::pid_namespace().unwrap_or(0), Ordering::Relaxed);

@@ -24,8 +24,6 @@ use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use nix::errno::Errno;
-
 use crate::format::control::LockSlot;
 use crate::sys::pthread as sys;
 

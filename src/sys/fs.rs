@@ -77,8 +77,8 @@ impl Dir {
     /// no such directory.
     pub(crate) fn open(path: &Path) -> Result<Dir, Errno> {
         let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
         let fd = retry(|| {
+            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
             cvt(unsafe {
                 libc::open(
                     c.as_ptr(),
@@ -148,8 +148,8 @@ impl Dir {
     pub(crate) fn link_unnamed(&self, file: &File, name: &str) -> Result<(), Errno> {
         let c = cstr(name)?;
         let empty = c"";
-        // SAFETY: valid descriptors and NUL-terminated strings for the whole call.
         let first = retry(|| {
+            // SAFETY: valid descriptors and NUL-terminated strings for the whole call.
             cvt(unsafe {
                 libc::linkat(
                     file.as_raw_fd(),
@@ -166,8 +166,8 @@ impl Dir {
             Err(_) => {}
         }
         let proc_path = cstr(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-        // SAFETY: as above.
         retry(|| {
+            // SAFETY: as above.
             cvt(unsafe {
                 libc::linkat(
                     libc::AT_FDCWD,
@@ -197,8 +197,8 @@ impl Dir {
     /// is taken.
     pub(crate) fn link(&self, from: &str, to: &str) -> Result<(), Errno> {
         let (f, t) = (cstr(from)?, cstr(to)?);
-        // SAFETY: valid descriptors and NUL-terminated strings for the whole call.
         retry(|| {
+            // SAFETY: valid descriptors and NUL-terminated strings for the whole call.
             cvt(unsafe {
                 libc::linkat(
                     self.fd.as_raw_fd(),
@@ -216,8 +216,8 @@ impl Dir {
     pub(crate) fn stat(&self, name: &str) -> Result<FileInfo, Errno> {
         let c = cstr(name)?;
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `st` is a valid out-pointer; `c` a NUL-terminated name.
         retry(|| {
+            // SAFETY: `st` is a valid out-pointer; `c` a NUL-terminated name.
             cvt(unsafe {
                 libc::fstatat(
                     self.fd.as_raw_fd(),
@@ -242,9 +242,9 @@ impl Dir {
     /// `renameat2(RENAME_NOREPLACE)`.
     pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> Result<(), Errno> {
         let (f, t) = (cstr(from)?, cstr(to)?);
-        // SAFETY: valid descriptors and NUL-terminated strings; the raw syscall is used
-        // because older glibc versions lack the renameat2 wrapper.
         retry(|| {
+            // SAFETY: valid descriptors and NUL-terminated strings; the raw syscall is used
+            // because older glibc versions lack the renameat2 wrapper.
             Errno::result(unsafe {
                 libc::syscall(
                     libc::SYS_renameat2,
@@ -384,9 +384,9 @@ pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Res
 /// `ftruncate` only on file systems that cannot allocate (`EOPNOTSUPP`).
 pub(crate) fn reserve(file: &File, len: u64) -> Result<(), Errno> {
     let len = libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
-    // SAFETY: `file` is an open descriptor; posix_fallocate returns the error number
-    // instead of setting errno.
     let rc = loop {
+        // SAFETY: `file` is an open descriptor; posix_fallocate returns the error
+        // number instead of setting errno.
         let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
         if rc != libc::EINTR {
             break rc;
