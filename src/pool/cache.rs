@@ -1,0 +1,133 @@
+//! The attach cache: shared arrays a process attached for tasks, kept mapped so
+//! that repeated kernels pay no attach or page-fault cost again.
+//!
+//! - Keyed by the file (device, inode) and the handle's type.
+//! - Every use checks that the segment's name still refers to that file; if not,
+//!   the handle's array was removed or replaced: [`TaskError::SegmentReplaced`].
+//! - Entries whose name no longer refers to their file are dropped before every new
+//!   attach and whenever an idle worker wakes (every 250 ms), so a removed segment's
+//!   memory is given back to the system instead of staying mapped until the pool
+//!   ends (on a small tmpfs that meant `NoSpace` after a few fresh arrays).
+//! - At most [`CAPACITY`] entries; the least recently used goes first.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::rc::Rc;
+
+use ndarray::Dimension;
+
+use super::kernel::Location;
+use crate::array::{Options, SharedArray};
+use crate::element::Element;
+use crate::process::TaskError;
+use crate::segment::Namespace;
+
+/// Most arrays kept attached per thread.
+pub(crate) const CAPACITY: usize = 16;
+
+struct Entry {
+    file: (u64, u64),
+    ty: TypeId,
+    dir: String,
+    name: String,
+    array: Rc<dyn Any>,
+}
+
+thread_local! {
+    /// Least recently used first.
+    static CACHE: RefCell<VecDeque<Entry>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// The (device, inode) that `dir/name` refers to now, if any.
+fn current_file(dir: &str, name: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    std::fs::metadata(Path::new(dir).join(bare))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Drops cached arrays whose name no longer refers to their file (removed or
+/// replaced), so their memory can be freed.
+pub(crate) fn release_stale_mappings() {
+    // Collected first: dropping an array must not happen under the borrow.
+    let stale: Vec<Entry> = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let (keep, stale): (Vec<Entry>, Vec<Entry>) = c
+            .drain(..)
+            .partition(|e| current_file(&e.dir, &e.name) == Some(e.file));
+        *c = keep.into();
+        stale
+    });
+    drop(stale);
+}
+
+/// Runs `f` with the `SharedArray<T, D>` at `at`, attaching it on first use and
+/// reusing the mapping afterwards. The cache is not borrowed while `f` runs, so
+/// `f` may use other handles.
+///
+/// # Errors
+/// [`TaskError::SegmentReplaced`] if the name no longer refers to the handle's
+/// file; [`TaskError::Attach`] if attaching fails (not found, wrong type, ...).
+pub(crate) fn with_attached<T: Element, D: Dimension + 'static, O>(
+    at: &Location,
+    f: impl FnOnce(&SharedArray<T, D>) -> O,
+) -> Result<O, TaskError> {
+    let file = (at.dev, at.ino);
+    let replaced = || TaskError::SegmentReplaced {
+        name: at.name.clone(),
+    };
+    if current_file(&at.dir, &at.name) != Some(file) {
+        release_stale_mappings();
+        return Err(replaced());
+    }
+    let ty = TypeId::of::<SharedArray<T, D>>();
+    let hit = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let pos = c.iter().position(|e| e.file == file && e.ty == ty)?;
+        let e = c.remove(pos)?;
+        let array = e.array.clone();
+        c.push_back(e); // most recently used
+        Some(array)
+    });
+    let array = match hit.and_then(|a| a.downcast::<SharedArray<T, D>>().ok()) {
+        Some(a) => a,
+        None => {
+            release_stale_mappings();
+            let attach_error = |e: crate::Error| TaskError::Attach {
+                name: at.name.clone(),
+                reason: e.to_string(),
+            };
+            let ns = Namespace::at(&at.dir).map_err(attach_error)?;
+            let a: SharedArray<T, D> = Options::new()
+                .namespace(ns)
+                .open(&at.name)
+                .map_err(attach_error)?;
+            if a.file_id() != file {
+                return Err(replaced());
+            }
+            let a = Rc::new(a);
+            let evicted = CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                let evicted = if c.len() >= CAPACITY {
+                    c.pop_front()
+                } else {
+                    None
+                };
+                c.push_back(Entry {
+                    file,
+                    ty,
+                    dir: at.dir.clone(),
+                    name: at.name.clone(),
+                    array: a.clone(),
+                });
+                evicted
+            });
+            drop(evicted);
+            a
+        }
+    };
+    Ok(f(&array))
+}
