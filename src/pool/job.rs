@@ -10,41 +10,12 @@
 //! A cancel flag set in any state before `Done` turns the outcome into `Cancelled`.
 
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::process::{TaskError, TaskOffsets};
+pub(crate) use crate::process::lock;
+use crate::process::{wait_until, TaskError, TaskOffsets};
 use crate::sys::process as sys;
-
-/// Locks `m`, ignoring poisoning (no code that can panic runs under these locks,
-/// and a poisoned flag must not turn into a hang or a second panic).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Waits on `cv` until `ready(&*guard)`, or until `deadline` passes (`None`).
-pub(crate) fn wait_until<'a, T>(
-    cv: &Condvar,
-    mut guard: MutexGuard<'a, T>,
-    deadline: Option<Instant>,
-    ready: impl Fn(&T) -> bool,
-) -> Option<MutexGuard<'a, T>> {
-    while !ready(&guard) {
-        guard = match deadline {
-            None => cv.wait(guard).unwrap_or_else(PoisonError::into_inner),
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    return None;
-                }
-                cv.wait_timeout(guard, d - now)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0
-            }
-        };
-    }
-    Some(guard)
-}
 
 #[derive(Debug)]
 enum Status {

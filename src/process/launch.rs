@@ -11,11 +11,12 @@ use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::{MessageFailure, TaskError};
 use super::task::{image, TaskOffsets};
+use super::waiting::lock;
 use super::wire::{Channel, FromWorker, Lost, ToWorker};
 use super::worker::{run_forked, WORKER_ENV};
 use super::zygote::ForkServer;
@@ -320,7 +321,7 @@ fn on_launcher<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Res
         let _ = tx.send(f());
     });
     {
-        let mut slot = LAUNCHER.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = lock(&LAUNCHER);
         let me = sys::pid();
         let mut job = Some(job);
         if let Some((pid, sender)) = slot.as_ref() {

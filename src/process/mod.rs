@@ -51,6 +51,7 @@ mod child;
 mod error;
 mod launch;
 mod task;
+mod waiting;
 mod wire;
 mod worker;
 mod zygote;
@@ -62,6 +63,7 @@ pub use worker::{init, WORKER_ENV};
 pub(crate) use error::{ItemFailure, MessageFailure};
 pub(crate) use launch::Worker;
 pub(crate) use task::{run_chunk, ItemOutcome, TaskFn, TaskOffsets};
+pub(crate) use waiting::{lock, wait_until};
 pub(crate) use wire::{decode, encode, Lost};
 pub(crate) use zygote::ForkServer;
 

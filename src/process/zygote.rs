@@ -15,11 +15,12 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::error::TaskError;
+use super::waiting::{lock, wait_until};
 use super::worker::run_forked;
 use crate::sys::process::{self as sys, ChildSignals, Exit, ForkError};
 
@@ -60,7 +61,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 }
 
@@ -118,32 +119,25 @@ impl ForkServer {
     /// Has the server fork a worker; returns its pid and our end of its socket.
     pub(crate) fn fork_worker(&self) -> Result<(u32, UnixStream), TaskError> {
         let (ours, theirs) = UnixStream::pair()?;
-        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let requests = lock(&self.requests);
         self.shared.lock().reply = None;
         sys::send_fd(&requests, b'F', theirs.as_fd())?;
         drop(theirs);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut st = self.shared.lock();
-        loop {
-            if let Some(reply) = st.reply.take() {
-                return match reply {
-                    Ok(pid) => Ok((pid, ours)),
-                    Err(NOT_SINGLE_THREADED) => Err(TaskError::NotSingleThreaded { threads: None }),
-                    Err(errno) => Err(std::io::Error::from_raw_os_error(errno).into()),
-                };
-            }
-            let now = Instant::now();
-            if st.gone || now >= deadline {
-                return Err(TaskError::Io(std::io::Error::other(
-                    "the pool's fork server is gone",
-                )));
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+        let answered = |st: &State| st.reply.is_some() || st.gone;
+        let st = wait_until(
+            &self.shared.changed,
+            self.shared.lock(),
+            Some(deadline),
+            answered,
+        );
+        match st.and_then(|mut st| st.reply.take()) {
+            Some(Ok(pid)) => Ok((pid, ours)),
+            Some(Err(NOT_SINGLE_THREADED)) => Err(TaskError::NotSingleThreaded { threads: None }),
+            Some(Err(errno)) => Err(std::io::Error::from_raw_os_error(errno).into()),
+            None => Err(TaskError::Io(std::io::Error::other(
+                "the pool's fork server is gone",
+            ))),
         }
     }
 
@@ -159,23 +153,15 @@ impl ForkServer {
 
     /// Waits until the server reports worker `pid`'s end, or `deadline`.
     pub(crate) fn wait_exit(&self, pid: u32, deadline: Instant) -> Exit {
-        let mut st = self.shared.lock();
-        loop {
-            match st.exits.get(&pid) {
-                Some(e) => return *e,
-                None if st.gone => return Exit::Unknown,
-                None => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Exit::Running;
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+        let ended = |st: &State| st.gone || st.exits.contains_key(&pid);
+        match wait_until(
+            &self.shared.changed,
+            self.shared.lock(),
+            Some(deadline),
+            ended,
+        ) {
+            Some(st) => st.exits.get(&pid).copied().unwrap_or(Exit::Unknown),
+            None => Exit::Running,
         }
     }
 
