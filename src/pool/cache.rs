@@ -131,3 +131,53 @@ pub(crate) fn with_attached<T: Element, D: Dimension + 'static, O>(
     };
     Ok(f(&array))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached() -> Vec<String> {
+        CACHE.with(|c| c.borrow().iter().map(|e| e.name.clone()).collect())
+    }
+
+    #[test]
+    fn bounded_least_recently_used_and_drops_removed_segments() {
+        let name = |i: usize| format!("shmarray-unit-{}-cache-{i}", std::process::id());
+        let arrays: Vec<SharedArray<f64, ndarray::Ix1>> = (0..20)
+            .map(|i| SharedArray::create(&name(i), 1).unwrap())
+            .collect();
+        let at = |a: &SharedArray<f64, ndarray::Ix1>| {
+            let (dev, ino) = a.file_id();
+            Location {
+                dir: a.path().unwrap().parent().unwrap().display().to_string(),
+                name: a.name().unwrap().to_string(),
+                dev,
+                ino,
+            }
+        };
+        let locs: Vec<Location> = arrays.iter().map(at).collect();
+        for (i, l) in locs.iter().enumerate() {
+            with_attached::<f64, ndarray::Ix1, _>(l, |_| ()).unwrap();
+            if i == 14 {
+                // Touch 0 again before anything is evicted: 1 is now the least
+                // recently used.
+                with_attached::<f64, ndarray::Ix1, _>(&locs[0], |_| ()).unwrap();
+            }
+        }
+        let names = cached();
+        assert_eq!(names.len(), CAPACITY);
+        assert!(
+            names.contains(&name(0)) && !names.contains(&name(1)),
+            "{names:?}"
+        );
+        // Removing segments lets their mappings go.
+        let mut arrays = arrays;
+        arrays.truncate(15);
+        release_stale_mappings();
+        assert_eq!(cached().len(), CAPACITY - 5);
+        assert!(matches!(
+            with_attached::<f64, ndarray::Ix1, _>(&locs[19], |_| ()),
+            Err(TaskError::SegmentReplaced { .. })
+        ));
+    }
+}

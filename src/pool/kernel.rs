@@ -262,6 +262,12 @@ impl Pool {
     ///
     /// The kernel is a plain `fn`; panics and worker deaths come back as errors
     /// naming the part (its index).
+    ///
+    /// # Errors
+    /// [`TaskError::AnonymousArray`], [`TaskError::ReadOnlyArray`],
+    /// [`TaskError::AxisOutOfRange`] before anything runs; then the first failed
+    /// part's error ([`TaskError::Panicked`], [`TaskError::WorkerDied`],
+    /// [`TaskError::SegmentReplaced`] if the name was re-created meanwhile, ...).
     pub fn for_each_chunk<T: Element, D: Dimension + 'static>(
         &self,
         array: &SharedArray<T, D>,
@@ -272,6 +278,9 @@ impl Pool {
     }
 
     /// [`for_each_chunk`](Self::for_each_chunk) with an explicit partition.
+    ///
+    /// # Errors
+    /// As [`for_each_chunk`](Self::for_each_chunk).
     pub fn for_each_chunk_with<T: Element, D: Dimension + 'static>(
         &self,
         array: &SharedArray<T, D>,
@@ -294,6 +303,10 @@ impl Pool {
 
     /// Reduction form: runs `f` on each part (read-only) in the workers and returns
     /// the parts' results in order, for the caller to combine.
+    ///
+    /// # Errors
+    /// As [`for_each_chunk`](Self::for_each_chunk), except that a read-only
+    /// array is fine.
     pub fn map_chunks<T: Element, D: Dimension + 'static, R>(
         &self,
         array: &SharedArray<T, D>,

@@ -43,7 +43,10 @@ pub(crate) struct Worker {
     pub(crate) pid: u32,
     chan: Channel,
     reaper: Reaper,
+    /// How it ended, once reaped.
     exit: Option<Exit>,
+    /// Reaped, and what was left of its process group killed.
+    finished: bool,
 }
 
 impl From<ForkError> for TaskError {
@@ -131,6 +134,7 @@ impl Worker {
             chan,
             reaper,
             exit: None,
+            finished: false,
         };
         let deadline = Instant::now() + HANDSHAKE;
         let hello = ToWorker::Hello {
@@ -246,9 +250,10 @@ impl Worker {
     /// closing its socket, then it is killed), reaps it, and kills what is left of
     /// its process group (processes its tasks started). Returns how it ended.
     fn end(&mut self) -> Exit {
-        if let Some(e) = self.exit {
-            return e;
+        if self.finished {
+            return self.exit.unwrap_or(Exit::Unknown);
         }
+        self.finished = true;
         let mut e = self.wait_exit(Duration::from_secs(1));
         if e == Exit::Running {
             sys::kill_group(self.pid);
@@ -276,7 +281,7 @@ impl Worker {
 
     /// Asks the worker to exit, waits up to `grace`, then kills; always reaps.
     pub(crate) fn shutdown(&mut self, grace: Duration) {
-        if self.exit.is_some() {
+        if self.finished {
             return;
         }
         let deadline = Instant::now() + grace;
