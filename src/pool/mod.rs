@@ -1,16 +1,10 @@
-//! A pool of persistent worker processes: Python's `Pool` / `ProcessPoolExecutor`,
-//! plus in-place parallel kernels over shared arrays.
+//! A pool of persistent worker processes (Python's `Pool` / `ProcessPoolExecutor`)
+//! and in-place kernels over shared arrays. User docs are on [`Pool`].
 //!
-//! Each worker process is driven by one thread of the pool, which starts it, takes
-//! jobs from a shared queue, sends them, and waits for the result. A job is a
-//! *chunk* of inputs (`chunksize`) run through a plain `fn`; each input's panic is
-//! caught and reported for that input alone. If the worker dies mid-job (a signal,
-//! `exit`), the job's inputs fail with [`TaskError::WorkerDied`], a fresh worker
-//! replaces it, and the queue goes on: nothing hangs, even when a task started
-//! processes that keep the worker's socket open (see the
-//! [`process`](crate::process) module docs for process groups and parent-death
-//! signals). Dropping the pool asks every worker to exit, kills the ones that do
-//! not, and reaps all of them.
+//! Layout: `driver` (one thread per worker: start, send, wait, replace), `job` (a
+//! chunk's state machine and the batch latch), `results` (futures, map results,
+//! `imap`), `kernel` (partitions, kernels, [`ArrayHandle`]), `cache` (the attach
+//! cache of shared arrays in workers).
 
 mod cache;
 mod driver;
@@ -42,7 +36,51 @@ pub(crate) use kernel::{call_kernel, call_reduce};
 /// How long `drop` lets running tasks finish before it kills their workers.
 const DROP_GRACE: Duration = Duration::from_secs(2);
 
-/// A pool of worker processes. See the [module docs](self).
+/// A pool of worker processes: Python's `Pool` / `ProcessPoolExecutor`, plus
+/// in-place parallel kernels over shared arrays.
+///
+/// Each worker process is driven by one thread of the pool, which starts it, takes
+/// jobs from a shared queue, sends them, and waits for the result. A job is a
+/// *chunk* of inputs (`chunksize`) run through a plain `fn`; each input's panic is
+/// caught and reported for that input alone. If the worker dies mid-job (a signal,
+/// `exit`), the job's inputs fail with [`TaskError::WorkerDied`], a fresh worker
+/// replaces it, and the queue goes on: nothing hangs. Dropping the pool asks every
+/// worker to exit, kills the ones that do not, and reaps all of them.
+///
+/// # How a task's function reaches a worker
+/// A task is a plain `fn(A) -> R` (or `fn(A, B) -> R`; non-capturing closures
+/// coerce to these) with serde arguments and result. The function crosses the
+/// process boundary as its offset from an anchor function of this crate, together
+/// with the trampoline monomorphised for its type (the two are paired in one place,
+/// from the typed function pointer). The offset names the same function in the
+/// worker because
+/// - the function and the anchor lie in the same loaded object: checked with
+///   `dladdr` at submit and again in the worker; a `fn` from another shared library
+///   is refused with [`TaskError::ForeignFunction`];
+/// - the worker runs the same executable and maps the same file for that object,
+///   with the anchor at the same offset: checked in a handshake (otherwise
+///   [`TaskError::DifferentExecutable`]; a crate inside a shared library or Python
+///   extension is not what a re-executed `/proc/self/exe` runs).
+///
+/// Capturing closures can't be sent (pass the captured data as the argument).
+///
+/// # Workers and the processes their tasks start
+/// - A worker's channel is a socket that is close-on-exec in the worker and is not
+///   its standard input (which stays what it was), so processes a task starts do not
+///   inherit it.
+/// - Every worker leads its own process group. Killing a worker (cancel, timeout,
+///   drop, replacement) kills the group, so what its tasks started (and did not move
+///   to another group) goes with it; when a worker ends, what is left of its group
+///   is killed too.
+/// - The pool notices a dead worker even while a task's child holds the worker's
+///   socket open: it checks the process itself at least every 50 ms.
+/// - Workers die with their parent: each asks for `SIGKILL` on its parent's death
+///   (`PR_SET_PDEATHSIG`) and exits at once if the parent is already gone. The
+///   kernel sends that signal when the parent *thread* exits, so a spawned worker is
+///   started by the pool thread that drives it (which lives as long as the pool),
+///   and a [`Process`](crate::process::Process) by a launcher thread that lives as
+///   long as the process. Fork-pool workers die with their fork server, which dies
+///   with the pool's process.
 #[derive(Debug)]
 pub struct Pool {
     shared: Arc<Shared>,
@@ -52,7 +90,7 @@ pub struct Pool {
 
 impl Pool {
     /// `n` workers started with the spawn method (`n == 0`: one per available core).
-    /// The program's `main` must call [`crate::process::init`] first.
+    /// The program's `main` must call [`init`](crate::process::init) first.
     ///
     /// # Errors
     /// As [`with_method`](Self::with_method).
@@ -69,8 +107,8 @@ impl Pool {
     /// # Errors
     /// [`TaskError::NotSingleThreaded`] for `Fork` when this process has other
     /// threads; [`TaskError::StartFailed`] or [`TaskError::DifferentExecutable`] if
-    /// a worker does not come up (spawn needs [`crate::process::init`] first in
-    /// `main`); [`TaskError::Io`] if a process or thread cannot be created.
+    /// a worker does not come up (spawn needs [`init`](crate::process::init) first
+    /// in `main`); [`TaskError::Io`] if a process or thread cannot be created.
     pub fn with_method(n: usize, method: StartMethod) -> Result<Pool, TaskError> {
         let n = if n == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())

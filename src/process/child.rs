@@ -15,8 +15,10 @@ use crate::sys::process::Exit;
 
 /// One worker process running one task: Python's `Process(target=f, args=(a,))`.
 ///
-/// Dropping it without [`join`](Process::join) gives the task 2 seconds, then
-/// kills the process (and its process group) and reaps it.
+/// The worker runs in its own process group and dies with this process; see the
+/// pool's docs ([`Pool`](crate::pool::Pool)) for what happens to processes its task
+/// starts. Dropping it without [`join`](Process::join) gives the task 2 seconds,
+/// then kills the process (and its process group) and reaps it.
 #[must_use = "a Process is killed when dropped; join it to get the result"]
 pub struct Process<R> {
     worker: Worker,
