@@ -304,7 +304,22 @@ impl Drop for Worker {
 
 /// Spawns a worker process from the calling thread; returns its pid and our end
 /// of its socket (the handshake is still to be done).
+///
+/// # Errors
+/// [`TaskError::DifferentExecutable`] at once, without starting anything, when this
+/// crate's code is not part of the executable (a shared library, a Python
+/// extension): the re-executed program would not contain it.
 fn spawn_child() -> Result<(u32, UnixStream), TaskError> {
+    let me = image();
+    if !me.crate_in_executable() {
+        return Err(TaskError::DifferentExecutable {
+            parent: me.to_string(),
+            worker: format!(
+                "{} (what spawn re-executes, without this crate's code; use StartMethod::Fork)",
+                me.exe_path
+            ),
+        });
+    }
     let (ours, theirs) = UnixStream::pair()?;
     let env = [(WORKER_ENV, format!("{}:{}", theirs.as_raw_fd(), sys::pid()))];
     let pid = sys::spawn_worker("/proc/self/exe", theirs.as_fd(), &env)?;

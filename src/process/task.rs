@@ -173,18 +173,17 @@ pub(crate) fn resolve(
 pub(crate) fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        use std::os::unix::fs::MetadataExt;
-        let exe = std::fs::metadata("/proc/self/exe")
-            .map(|m| (m.dev(), m.ino()))
-            .unwrap_or((0, 0));
-        let (dev, ino, path) =
-            dl::mapped_file(anchor_addr()).unwrap_or_else(|| (String::new(), 0, String::new()));
+        let unknown = || (String::new(), 0, String::new());
+        let (exe_dev, exe_ino, exe_path) =
+            dl::mapped_file(dl::executable_address()).unwrap_or_else(unknown);
+        let (dev, ino, path) = dl::mapped_file(anchor_addr()).unwrap_or_else(unknown);
         let base = anchor_object().map_or(0, |o| o.base);
         Image {
-            exe,
+            exe: (exe_dev, exe_ino),
             object: (dev, ino),
             anchor_offset: anchor_addr().wrapping_sub(base),
-            path,
+            exe_path,
+            object_path: path,
         }
     })
 }
@@ -299,5 +298,9 @@ mod tests {
         let i = image();
         assert!(i.object.1 > 0, "{i}");
         assert!(i.same_code(&i.clone()));
+        assert!(i.crate_in_executable(), "{i}");
+        let mut other = i.clone();
+        other.object.1 += 1;
+        assert!(!other.same_code(i) && !other.crate_in_executable());
     }
 }

@@ -27,16 +27,19 @@ fn encode_into<T: Serialize>(out: &mut Vec<u8>, v: &T) -> Result<(), String> {
     bincode::serialize_into(out, v).map_err(|e| e.to_string())
 }
 
-/// Identity of the code a process runs, compared in the handshake: the executable
-/// (device, inode), and the object holding this crate (device and inode of the
-/// mapped file, and the anchor function's offset in it).
+/// Identity of the code a process runs, compared in the handshake: the files
+/// mapped for the executable and for the object holding this crate (device and
+/// inode as `/proc/self/maps` shows them), and the anchor function's offset in the
+/// latter.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Image {
-    pub(crate) exe: (u64, u64),
+    pub(crate) exe: (String, u64),
     pub(crate) object: (String, u64),
     pub(crate) anchor_offset: usize,
     /// For messages only (not compared).
-    pub(crate) path: String,
+    pub(crate) exe_path: String,
+    /// For messages only (not compared).
+    pub(crate) object_path: String,
 }
 
 impl Image {
@@ -45,14 +48,26 @@ impl Image {
             && self.object == other.object
             && self.anchor_offset == other.anchor_offset
     }
+
+    /// Whether this crate's code is part of the executable itself (not of a shared
+    /// library or Python extension), which is what spawn re-executes.
+    pub(crate) fn crate_in_executable(&self) -> bool {
+        self.exe == self.object && self.object.1 != 0
+    }
 }
 
 impl std::fmt::Display for Image {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} (device {}, inode {}, anchor at +{:#x}; executable inode {})",
-            self.path, self.object.0, self.object.1, self.anchor_offset, self.exe.1
+            "executable {} (device {}, inode {}), this crate in {} (device {}, inode {}, anchor at +{:#x})",
+            self.exe_path,
+            self.exe.0,
+            self.exe.1,
+            self.object_path,
+            self.object.0,
+            self.object.1,
+            self.anchor_offset
         )
     }
 }

@@ -36,6 +36,14 @@ pub(crate) fn object_of(addr: usize) -> Option<Object> {
     })
 }
 
+/// An address inside the main executable's mapping (its program headers,
+/// `AT_PHDR`), or 0 if the auxiliary vector lacks it.
+pub(crate) fn executable_address() -> usize {
+    // SAFETY: getauxval only reads the auxiliary vector the kernel gave this
+    // process; it returns 0 for a missing entry.
+    (unsafe { libc::getauxval(libc::AT_PHDR) }) as usize
+}
+
 /// The file mapped at `addr` according to `/proc/self/maps`: (device as the kernel
 /// prints it, inode, path). Identifies an object independently of how the loader
 /// names it.
@@ -75,6 +83,9 @@ mod tests {
         assert!(libc.name.contains("libc"), "{}", libc.name);
         let (_, ino, path) = mapped_file(here as fn() as usize).expect("mapped");
         assert!(ino > 0 && !path.is_empty());
+        // Unit tests link this crate into the test executable.
+        let exe = mapped_file(executable_address()).expect("executable mapped");
+        assert_eq!((exe.1, exe.2), (ino, path));
     }
 
     #[test]
