@@ -353,8 +353,9 @@ impl Drop for Pool {
     /// Queued tasks fail with `PoolClosed`; running tasks get 2 seconds to
     /// finish, then their workers are SIGKILLed with their process groups (their
     /// futures report `WorkerDied`). Every worker is reaped, and the fork server
-    /// too; dropping never hangs on a stuck task, nor on processes a task started.
-    /// Collect results before dropping the pool if you need them.
+    /// too. Dropping takes at most about 2.1 s (the grace, then ~50 ms to see the
+    /// killed workers die), however stuck a task is and whatever processes it
+    /// started. Collect results before dropping the pool if you need them.
     fn drop(&mut self) {
         self.shared.close();
         let deadline = Instant::now() + DROP_GRACE;

@@ -84,7 +84,10 @@ impl<R: DeserializeOwned> TaskFuture<R> {
 
     /// Cancels the task: a queued task never runs; a running task's worker is
     /// killed with its process group (whatever the task started) and replaced.
-    /// Returns false if it had already finished.
+    /// Returns at once, false if the task had already finished. The future then
+    /// completes with [`TaskError::Cancelled`] as soon as the pool has seen the
+    /// worker die: at once, or within about 50 ms when a process the task started
+    /// (and moved out of the worker's group) still holds the worker's socket open.
     pub fn cancel(&self) -> bool {
         self.chunk.job.cancel()
     }
