@@ -152,6 +152,13 @@ fn all_end_within(pids: &[u32], bound: Duration) -> bool {
     false
 }
 
+/// Drops `pool`, failing if that takes `bound` or longer.
+fn drop_within(pool: Pool, bound: Duration) {
+    let t = Instant::now();
+    drop(pool);
+    assert!(t.elapsed() < bound, "drop took {:?}", t.elapsed());
+}
+
 /// A file named per test that is removed on drop; `pid()` waits for a pid in it.
 struct PidFile(String);
 
@@ -506,13 +513,7 @@ fn dropping_a_pool_with_a_stuck_task_does_not_hang() {
     let stuck = pool.submit(sleep_ms, 600_000).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let pids = pool.worker_pids();
-    let t = Instant::now();
-    drop(pool);
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "drop took {:?}",
-        t.elapsed()
-    );
+    drop_within(pool, Duration::from_secs(10));
     assert!(matches!(
         stuck.result(None),
         Err(TaskError::WorkerDied { .. })
@@ -714,13 +715,7 @@ fn tasks_children_never_hold_the_pool_hostage() {
     );
     let (_k3, _k4) = (KillOnDrop(sleep_pid), KillOnDrop(escaped));
     let workers = pool.worker_pids();
-    let t = Instant::now();
-    drop(pool);
-    assert!(
-        t.elapsed() < Duration::from_secs(8),
-        "drop took {:?}",
-        t.elapsed()
-    );
+    drop_within(pool, Duration::from_secs(8));
     assert!(matches!(fa.result(None), Err(TaskError::WorkerDied { .. })));
     assert!(matches!(fb.result(None), Err(TaskError::WorkerDied { .. })));
     let mut gone = workers.clone();
