@@ -943,7 +943,7 @@ fn array_handles_travel_as_task_arguments() {
 
 /// Re-types a handle through its wire form (what a confused caller could send).
 fn serde_roundtrip<A: serde::Serialize, B: serde::de::DeserializeOwned>(a: &A) -> B {
-    bincode::deserialize(&bincode::serialize(a).unwrap()).unwrap()
+    postcard::from_bytes(&postcard::to_stdvec(a).unwrap()).unwrap()
 }
 
 /// Environment variable that makes this binary play a child role instead of

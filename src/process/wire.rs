@@ -12,19 +12,22 @@ use serde::{Deserialize, Serialize};
 
 use super::error::MessageFailure;
 
-/// Serialises `v` with the crate's wire codec.
+/// Serialises `v` with the crate's wire codec (postcard: compact varints, no
+/// schema on the wire; both ends run the same code, checked in the handshake).
 pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, String> {
-    bincode::serialize(v).map_err(|e| e.to_string())
+    postcard::to_stdvec(v).map_err(|e| e.to_string())
 }
 
 /// Deserialises a value written by [`encode`].
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    bincode::deserialize(b).map_err(|e| e.to_string())
+    postcard::from_bytes(b).map_err(|e| e.to_string())
 }
 
 /// Appends the encoding of `v` to `out`.
 fn encode_into<T: Serialize>(out: &mut Vec<u8>, v: &T) -> Result<(), String> {
-    bincode::serialize_into(out, v).map_err(|e| e.to_string())
+    let buf = std::mem::take(out);
+    *out = postcard::to_extend(v, buf).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Identity of the code a process runs, compared in the handshake: the files
