@@ -2,13 +2,13 @@
 //! threads in one process (the upper bound).
 //!
 //! `harness = false` with our own `main`, because spawned workers re-execute this
-//! binary and must reach `shmarray::process::init()` first.
+//! binary and must reach `shmarray::init()` first.
 //! Run: `cargo bench --bench pool`.
 
 use criterion::{Criterion, Throughput};
 use ndarray::{ArrayViewMut2, Axis, Ix2};
 use rayon::prelude::*;
-use shmarray::pool::Pool;
+use shmarray::Pool;
 use shmarray::SharedArray;
 
 fn trivial(x: u64) -> u64 {
@@ -72,7 +72,7 @@ fn kernel(c: &mut Criterion) {
 }
 
 fn main() {
-    shmarray::process::init();
+    shmarray::init();
     let mut c = Criterion::default().configure_from_args();
     dispatch(&mut c);
     kernel(&mut c);

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use shmarray::pool::{as_completed, Pool};
-use shmarray::process::{self, TaskError};
+use shmarray::{as_completed, Pool, TaskError};
 
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -13,7 +12,7 @@ fn nap(ms: u64) -> u64 {
 }
 
 fn main() -> Result<(), TaskError> {
-    process::init();
+    shmarray::init();
     let pool = Pool::new(2)?;
 
     let futures: Vec<_> = [300, 100, 200]

@@ -6,8 +6,7 @@
 use std::time::Instant;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, Ix2};
-use shmarray::pool::{Partition, Pool};
-use shmarray::{process, SharedArray};
+use shmarray::{Partition, Pool, SharedArray};
 
 fn double(mut rows: ArrayViewMut2<'_, f64>) {
     rows *= 2.0;
@@ -18,7 +17,7 @@ fn sum(rows: ArrayView2<'_, f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    process::init();
+    shmarray::init();
     let name = format!("shmarray-example-kernel-{}", std::process::id());
     let frames = SharedArray::<f64, Ix2>::create(&name, (4096, 4096))?; // 128 MiB
     frames.lock().map_err(|e| e.to_string())?.fill(1.0);

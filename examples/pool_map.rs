@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use shmarray::pool::Pool;
-use shmarray::process::{self, TaskError};
+use shmarray::{Pool, TaskError};
 
 fn square(x: u64) -> u64 {
     x * x
@@ -16,7 +15,7 @@ fn power(base: u64, exp: u32) -> u64 {
 }
 
 fn main() -> Result<(), TaskError> {
-    process::init();
+    shmarray::init();
     let pool = Pool::new(0)?; // one worker per core
     println!(
         "pool of {} worker processes: {:?}",

@@ -2,14 +2,14 @@
 //!
 //! Run: `cargo run --example process_basic`
 
-use shmarray::process::{self, Process, TaskError};
+use shmarray::{Process, TaskError};
 
 fn work(i: u32) -> String {
     format!("worker {i} ran in pid {}", std::process::id())
 }
 
 fn main() -> Result<(), TaskError> {
-    process::init(); // a spawned worker runs its task here and exits
+    shmarray::init(); // a spawned worker runs its task here and exits
 
     let workers: Vec<Process<String>> = (0..4)
         .map(|i| Process::start(work, i))

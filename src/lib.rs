@@ -73,7 +73,7 @@ pub use objects::{
     SharedValue, ValueGuard,
 };
 pub use pool::{as_completed, ArrayHandle, Imap, MapResult, Partition, Pool, TaskFuture};
-pub use process::{init, Process, StartMethod, TaskError};
+pub use process::{init, Process, StartMethod, TaskError, WORKER_ENV};
 #[cfg(not(loom))]
 pub use queue::{ByteQueue, Queue, QueueError};
 pub use segment::{

@@ -1,17 +1,21 @@
 //! Worker processes and the pool, with real processes (spawn and fork).
 //!
 //! `harness = false`: spawned workers re-execute this binary, so `main` calls
-//! `shmarray::process::init()` first, exactly as a user's program does. Every test
+//! `shmarray::init()` first, exactly as a user's program does. Every test
 //! runs in its own thread (so spawning happens from a multithreaded parent), under a
 //! watchdog that fails the run if anything hangs.
+//!
+//! Fork is only allowed from a single-threaded process, so the fork tests run in a
+//! child process (this binary re-executed with a *role*, see `ROLE_ENV`) whose main
+//! thread is its only thread; the parent supervises it with a timeout. The same
+//! mechanism provides a parent that is SIGKILLed while its pool's workers run.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, Ix2};
-use shmarray::pool::{as_completed, ArrayHandle, Partition, Pool};
-use shmarray::process::{Process, StartMethod, TaskError};
 use shmarray::SharedArray;
+use shmarray::{as_completed, ArrayHandle, Partition, Pool, Process, StartMethod, TaskError};
 
 fn square(x: u64) -> u64 {
     x * x
@@ -59,12 +63,84 @@ fn add_one(mut rows: ArrayViewMut2<'_, f64>) {
     rows += 1.0;
 }
 
+/// Tries to reach its own array again while holding a part of it: by name.
+fn sneaky(mut rows: ArrayViewMut2<'_, f64>) {
+    let name = std::env::var(SNEAKY_ENV).unwrap();
+    let mark = match SharedArray::<f64, Ix2>::open(&name) {
+        // Refused: the kernel's handle claimed the array in this process.
+        Err(shmarray::Error::InUse { .. }) => 7.0,
+        // A second handle would have let it lock() and alias the part it writes.
+        Ok(_) => -1.0,
+        Err(_) => -2.0,
+    };
+    rows.fill(mark);
+}
+
+const SNEAKY_ENV: &str = "SHMARRAY_POOL_SNEAKY";
+
+/// Code inside a kernel cannot get a second view of the array it is writing: the
+/// worker's handle takes its part through the claiming `view_mut`, so another
+/// handle of the same array in that process is refused.
+fn a_kernel_cannot_reach_its_own_array_again() {
+    let name = unique("sneaky");
+    let mut a = SharedArray::<f64, Ix2>::create(&name, (64, 8)).unwrap();
+    std::env::set_var(SNEAKY_ENV, &name);
+    let pool = Pool::new(2).unwrap();
+    pool.for_each_chunk(&a, Axis(0), sneaky).unwrap();
+    assert!(a.view().unwrap().iter().all(|&x| x == 7.0));
+}
+
 fn part_sum(rows: ArrayView2<'_, f64>) -> f64 {
     rows.sum()
 }
 
 fn handle_row_sum((h, row): (ArrayHandle<f64, Ix2>, usize)) -> f64 {
-    h.with(|a| a.view().row(row).sum()).unwrap()
+    h.with(|a| a.lock().map(|g| g.row(row).sum()).unwrap())
+        .unwrap()
+}
+
+/// `None` if the handle's array could be used; else a description of the error
+/// (`replaced:<name>` for `SegmentReplaced`).
+fn handle_probe(h: ArrayHandle<f64, Ix2>) -> Option<String> {
+    match h.with(|a| a.shape().to_vec()) {
+        Ok(_) => None,
+        Err(TaskError::SegmentReplaced { name }) => Some(format!("replaced:{name}")),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Starts `sleep 30` (std::process::Command), writes its pid to `pid_file`, and
+/// sleeps "forever".
+#[allow(clippy::zombie_processes)] // never waited: it dies with the worker's group
+fn starts_sleep(pid_file: String) -> u64 {
+    let child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+    0
+}
+
+/// Forks a child that keeps the worker's socket open (fork does not close
+/// close-on-exec descriptors) and leaves the worker's process group, so killing the
+/// group does not reach it; writes the child's pid to `pid_file` and sleeps.
+fn forks_escapes_and_keeps_socket(pid_file: String) -> u64 {
+    // SAFETY: a spawned worker is single-threaded; the child only sleeps and _exits.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let _ =
+                nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+            std::thread::sleep(Duration::from_secs(30));
+            // SAFETY: ends the forked child without running the worker's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            std::fs::write(&pid_file, child.as_raw().to_string()).unwrap();
+            std::thread::sleep(Duration::from_secs(600));
+            0
+        }
+    }
 }
 
 fn handle_type_check(h: ArrayHandle<f32, Ix2>) -> String {
@@ -75,6 +151,85 @@ fn handle_type_check(h: ArrayHandle<f32, Ix2>) -> String {
 
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The state letter and parent pid of `pid` (`/proc/<pid>/stat`), if it exists.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
+    let state = f.next()?.chars().next()?;
+    Some((state, f.next()?.parse().ok()?))
+}
+
+/// Whether `pid` has ended (gone, or a zombie nobody reaped yet).
+fn has_ended(pid: u32) -> bool {
+    !matches!(proc_stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
+}
+
+/// Waits up to `bound` for every pid in `pids` to end.
+fn all_end_within(pids: &[u32], bound: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < bound {
+        if pids.iter().all(|&p| has_ended(p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Drops `pool`, failing if that takes `bound` or longer.
+fn drop_within(pool: Pool, bound: Duration) {
+    let t = Instant::now();
+    drop(pool);
+    assert!(t.elapsed() < bound, "drop took {:?}", t.elapsed());
+}
+
+/// A file named per test that is removed on drop; `pid()` waits for a pid in it.
+struct PidFile(String);
+
+impl PidFile {
+    fn new(tag: &str) -> PidFile {
+        PidFile(format!("/tmp/{}.pid", unique(tag)))
+    }
+
+    fn pid(&self, within: Duration) -> u32 {
+        let t = Instant::now();
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            assert!(
+                t.elapsed() < within,
+                "no pid in {} after {within:?}",
+                self.0
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Kills `pid` on drop if it still runs (cleanup even when an assertion fails).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !has_ended(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 fn unique(tag: &str) -> String {
@@ -147,10 +302,6 @@ fn process_join_pid_and_errors(method: StartMethod) {
 
 fn process_spawn() {
     process_join_pid_and_errors(StartMethod::Spawn);
-}
-
-fn process_fork() {
-    process_join_pid_and_errors(StartMethod::Fork);
 }
 
 // ------------------------------------------------------------------ pool
@@ -388,13 +539,7 @@ fn dropping_a_pool_with_a_stuck_task_does_not_hang() {
     let stuck = pool.submit(sleep_ms, 600_000).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let pids = pool.worker_pids();
-    let t = Instant::now();
-    drop(pool);
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "drop took {:?}",
-        t.elapsed()
-    );
+    drop_within(pool, Duration::from_secs(10));
     assert!(matches!(
         stuck.result(None),
         Err(TaskError::WorkerDied { .. })
@@ -403,6 +548,8 @@ fn dropping_a_pool_with_a_stuck_task_does_not_hang() {
         assert!(!pid_alive(pid), "worker {pid} left behind");
     }
 }
+
+// ------------------------------------------------------------------ fork (in a single-threaded child)
 
 fn fork_pool_works() {
     let pool = Pool::with_method(2, StartMethod::Fork).unwrap();
@@ -415,9 +562,330 @@ fn fork_pool_works() {
     assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
 }
 
+fn threads_of(pid: u32) -> Option<usize> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Every worker of a fork pool, first and replacement, is a child of the fork
+/// server, which is our child and single-threaded; none is forked by this
+/// (multithreaded, once the pool runs) process.
+fn fork_workers_come_from_the_single_threaded_server() {
+    let me = std::process::id();
+    let pool = Pool::with_method(2, StartMethod::Fork).unwrap();
+    let first = pool.worker_pids();
+    assert_eq!(first.len(), 2);
+    let server = proc_stat(first[0]).unwrap().1;
+    assert_ne!(server, me, "workers are not forked by the pool's process");
+    assert_eq!(
+        proc_stat(server).unwrap().1,
+        me,
+        "the fork server is our child"
+    );
+    assert_eq!(
+        threads_of(server),
+        Some(1),
+        "the fork server is single-threaded"
+    );
+    assert!(
+        threads_of(me).unwrap() > 1,
+        "the pool's process has threads"
+    );
+    for &w in &first {
+        assert_eq!(proc_stat(w).unwrap().1, server);
+    }
+    // Replacement workers: one killed while idle, one killed mid-task.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(all_end_within(&[first[0]], Duration::from_secs(5)));
+    assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
+    let results: Vec<_> = pool.imap(dies_on_7, 0..10u64, 1).collect();
+    assert!(matches!(results[7].1, Err(TaskError::WorkerDied { .. })));
+    assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
+    let now = pool.worker_pids();
+    assert!(
+        now.iter().any(|p| !first.contains(p)),
+        "workers were replaced"
+    );
+    for &w in &now {
+        assert_eq!(
+            proc_stat(w).unwrap().1,
+            server,
+            "replacement {w} comes from the server"
+        );
+    }
+    assert_eq!(threads_of(server), Some(1));
+    drop(pool);
+    assert!(
+        all_end_within(&[server], Duration::from_secs(5)),
+        "the server is reaped"
+    );
+}
+
+fn fork_is_refused_once_threads_exist() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let _ = rx.recv();
+    });
+    match Process::start_with(StartMethod::Fork, square, 2) {
+        Err(TaskError::NotSingleThreaded { threads: Some(n) }) if n >= 2 => {}
+        other => panic!("expected NotSingleThreaded, got {other:?}"),
+    }
+    match Pool::with_method(1, StartMethod::Fork) {
+        Err(TaskError::NotSingleThreaded { .. }) => {}
+        other => panic!("expected NotSingleThreaded, got {other:?}"),
+    }
+    drop(tx);
+    t.join().unwrap();
+}
+
+/// Runs in a child process whose main thread is its only thread (role
+/// `fork-suite`).
+fn role_fork_suite() {
+    process_join_pid_and_errors(StartMethod::Fork);
+    fork_pool_works();
+    fork_workers_come_from_the_single_threaded_server();
+    fork_is_refused_once_threads_exist();
+    println!("    fork suite: ok");
+}
+
+/// Starts this binary in `role`.
+fn start_role(role: &str, stdout: std::process::Stdio) -> std::process::Child {
+    std::process::Command::new("/proc/self/exe")
+        .env(ROLE_ENV, role)
+        .stdout(stdout)
+        .spawn()
+        .unwrap()
+}
+
+fn fork_method_suite() {
+    let mut child = start_role("fork-suite", std::process::Stdio::inherit());
+    let _kill = KillOnDrop(child.id());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "fork suite hangs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "fork suite failed: {status}");
+}
+
+// ------------------------------------------------------------------ children of tasks
+
+/// A task's children never hold the pool hostage: cancel and drop finish within
+/// their bounds whether the task's child stayed in the worker's process group (it is
+/// killed with it) or left it while keeping the worker's socket open.
+fn tasks_children_never_hold_the_pool_hostage() {
+    let pool = Pool::new(2).unwrap();
+    let pf = PidFile::new("sleep");
+    let f = pool.submit(starts_sleep, pf.0.clone()).unwrap();
+    let sleep_pid = pf.pid(Duration::from_secs(10));
+    let _k1 = KillOnDrop(sleep_pid);
+    let t = Instant::now();
+    assert!(f.cancel());
+    assert!(matches!(
+        f.result(Some(Duration::from_secs(5))),
+        Err(TaskError::Cancelled { .. })
+    ));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "cancel took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        all_end_within(&[sleep_pid], Duration::from_secs(5)),
+        "the task's `sleep` was killed with the worker's process group"
+    );
+
+    let pf = PidFile::new("fork");
+    let f = pool
+        .submit(forks_escapes_and_keeps_socket, pf.0.clone())
+        .unwrap();
+    let escaped = pf.pid(Duration::from_secs(10));
+    let _k2 = KillOnDrop(escaped);
+    let t = Instant::now();
+    assert!(f.cancel());
+    assert!(
+        matches!(
+            f.result(Some(Duration::from_secs(5))),
+            Err(TaskError::Cancelled { .. })
+        ),
+        "cancel completes although the task's child keeps the socket"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "cancel took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(pool.submit(square, 9).unwrap().result(None).unwrap(), 81);
+
+    // Drop with both kinds of stuck task running.
+    let (pa, pb) = (PidFile::new("sleep"), PidFile::new("fork"));
+    let fa = pool.submit(starts_sleep, pa.0.clone()).unwrap();
+    let fb = pool
+        .submit(forks_escapes_and_keeps_socket, pb.0.clone())
+        .unwrap();
+    let (sleep_pid, escaped) = (
+        pa.pid(Duration::from_secs(10)),
+        pb.pid(Duration::from_secs(10)),
+    );
+    let (_k3, _k4) = (KillOnDrop(sleep_pid), KillOnDrop(escaped));
+    let workers = pool.worker_pids();
+    drop_within(pool, Duration::from_secs(8));
+    assert!(matches!(fa.result(None), Err(TaskError::WorkerDied { .. })));
+    assert!(matches!(fb.result(None), Err(TaskError::WorkerDied { .. })));
+    let mut gone = workers.clone();
+    gone.push(sleep_pid);
+    assert!(
+        all_end_within(&gone, Duration::from_secs(5)),
+        "no worker, and no process left in a worker's group: {gone:?}"
+    );
+}
+
+/// Role `orphan-<method>`: a pool with one busy and one idle worker; prints the
+/// pids that must die with this process, then waits to be killed.
+fn role_orphan(method: StartMethod) {
+    let pool = Pool::with_method(2, method).unwrap();
+    let _busy = pool.submit(sleep_ms, 600_000).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut pids = pool.worker_pids();
+    if method == StartMethod::Fork {
+        pids.push(proc_stat(pids[0]).unwrap().1); // the fork server
+    }
+    let line: Vec<String> = pids.iter().map(u32::to_string).collect();
+    println!("PIDS {}", line.join(" "));
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A parent SIGKILLed while its pool's workers are busy or idle takes them along
+/// (parent-death signal), for both start methods.
+fn workers_die_with_a_killed_parent() {
+    use std::io::BufRead;
+    for (role, method) in [("orphan-spawn", "spawn"), ("orphan-fork", "fork")] {
+        let mut child = start_role(role, std::process::Stdio::piped());
+        let _kill = KillOnDrop(child.id());
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the child reports its workers");
+        let pids: Vec<u32> = line
+            .trim()
+            .strip_prefix("PIDS ")
+            .unwrap_or_else(|| panic!("{method}: unexpected line {line:?}"))
+            .split(' ')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let _guards: Vec<KillOnDrop> = pids.iter().map(|&p| KillOnDrop(p)).collect();
+        assert!(pids.len() >= 2 && pids.iter().all(|&p| !has_ended(p)));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        child.wait().unwrap();
+        assert!(
+            all_end_within(&pids, Duration::from_secs(5)),
+            "{method}: workers {pids:?} outlived their SIGKILLed parent"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ attach cache
+
+fn replaced_segments_are_reported_not_served_stale() {
+    let name = unique("replace");
+    let pool = Pool::new(1).unwrap();
+    let a = SharedArray::<f64, Ix2>::create(&name, (4, 4)).unwrap();
+    let h = ArrayHandle::of(&a).unwrap();
+    let probe = |h: &ArrayHandle<f64, Ix2>| {
+        pool.submit(handle_probe, h.clone())
+            .unwrap()
+            .result(None)
+            .unwrap()
+    };
+    assert_eq!(probe(&h), None, "attached and cached in the worker");
+    assert!(h.with(|_| ()).is_ok());
+    drop(a);
+    let b = SharedArray::<f64, Ix2>::create(&name, (4, 4)).unwrap();
+    assert_eq!(
+        probe(&h),
+        Some(format!("replaced:{name}")),
+        "the worker's cached mapping is not served"
+    );
+    match h.with(|_| ()) {
+        Err(TaskError::SegmentReplaced { name: n }) => assert_eq!(n, name),
+        other => panic!("expected SegmentReplaced, got {other:?}"),
+    }
+    assert_eq!(probe(&ArrayHandle::of(&b).unwrap()), None);
+    drop(b);
+    assert_eq!(probe(&h), Some(format!("replaced:{name}")), "removed");
+}
+
+/// Unmounts (lazily) and removes a test mount point on drop.
+struct Mount(String);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Workers release mappings of removed segments: kernels over a fresh 2 MiB array
+/// per round on an 8 MiB tmpfs. Keeping every array mapped until the pool ends
+/// fails with NoSpace at the fourth round.
+fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
+    let dir = format!("/tmp/{}", unique("tmpfs"));
+    std::fs::create_dir(&dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs", &dir])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        let _ = std::fs::remove_dir(&dir);
+        println!("    skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _mount = Mount(dir.clone());
+    let ns = shmarray::Namespace::at(&dir).unwrap();
+    let pool = Pool::new(2).unwrap();
+    for round in 0..10 {
+        let mut a = SharedArray::<f64, Ix2>::create_with(
+            &shmarray::Options::new().namespace(ns.clone()),
+            &format!("fresh-{round}"),
+            (256, 1024),
+        )
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        pool.for_each_chunk(&a, Axis(0), add_one).unwrap();
+        assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
+    }
+}
+
 fn kernels_run_in_place_on_disjoint_parts() {
     let name = unique("kernel");
-    let a = SharedArray::<f64, Ix2>::create(&name, (1000, 37)).unwrap();
+    let mut a = SharedArray::<f64, Ix2>::create(&name, (1000, 37)).unwrap();
     let pool = Pool::new(2).unwrap();
     for partition in [
         Partition::PerWorker,
@@ -428,13 +896,13 @@ fn kernels_run_in_place_on_disjoint_parts() {
         pool.for_each_chunk_with(&a, Axis(0), partition, add_one)
             .unwrap();
         assert!(
-            a.view().iter().all(|&x| x == 1.0),
+            a.view().unwrap().iter().all(|&x| x == 1.0),
             "every row exactly once ({partition:?})"
         );
         pool.for_each_chunk_with(&a, Axis(1), partition, add_one)
             .unwrap();
         assert!(
-            a.view().iter().all(|&x| x == 2.0),
+            a.view().unwrap().iter().all(|&x| x == 2.0),
             "axis 1 too ({partition:?})"
         );
     }
@@ -447,6 +915,7 @@ fn kernels_run_in_place_on_disjoint_parts() {
     pool.for_each_chunk(&a, Axis(0), double_rows).unwrap();
     assert!(a
         .view()
+        .unwrap()
         .iter()
         .enumerate()
         .all(|(i, &x)| x == 2.0 * i as f64));
@@ -454,16 +923,20 @@ fn kernels_run_in_place_on_disjoint_parts() {
         .map_chunks(&a, Axis(0), Partition::Parts(4), part_sum)
         .unwrap();
     assert_eq!(sums.len(), 4);
-    assert_eq!(sums.iter().sum::<f64>(), a.view().sum());
+    assert_eq!(sums.iter().sum::<f64>(), a.view().unwrap().sum());
     // A second kernel reuses the workers' cached mapping; a re-created name is not.
     drop(a);
-    let a2 = SharedArray::<f64, Ix2>::create(&name, (10, 3)).unwrap();
+    let mut a2 = SharedArray::<f64, Ix2>::create(&name, (10, 3)).unwrap();
     pool.for_each_chunk(&a2, Axis(0), add_one).unwrap();
-    assert!(a2.view().iter().all(|&x| x == 1.0));
+    assert!(a2.view().unwrap().iter().all(|&x| x == 1.0));
     let anon = SharedArray::<f64, Ix2>::create_anonymous((4, 4)).unwrap();
     assert!(matches!(
         pool.for_each_chunk(&anon, Axis(0), add_one),
-        Err(TaskError::Array(_))
+        Err(TaskError::AnonymousArray)
+    ));
+    assert!(matches!(
+        pool.for_each_chunk(&a2, Axis(2), add_one),
+        Err(TaskError::AxisOutOfRange { axis: 2, ndim: 2 })
     ));
 }
 
@@ -491,20 +964,39 @@ fn array_handles_travel_as_task_arguments() {
         .unwrap();
     assert!(msg.contains("holds"), "{msg}");
     let anon = SharedArray::<f64, Ix2>::create_anonymous((2, 2)).unwrap();
-    assert!(matches!(ArrayHandle::of(&anon), Err(TaskError::Array(_))));
+    assert!(matches!(
+        ArrayHandle::of(&anon),
+        Err(TaskError::AnonymousArray)
+    ));
 }
 
 /// Re-types a handle through its wire form (what a confused caller could send).
 fn serde_roundtrip<A: serde::Serialize, B: serde::de::DeserializeOwned>(a: &A) -> B {
-    bincode::deserialize(&bincode::serialize(a).unwrap()).unwrap()
+    postcard::from_bytes(&postcard::to_stdvec(a).unwrap()).unwrap()
 }
 
+/// Environment variable that makes this binary play a child role instead of
+/// running the tests.
+const ROLE_ENV: &str = "SHMARRAY_POOL_TEST_ROLE";
+
 fn main() {
-    shmarray::process::init();
+    shmarray::init();
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        match role.as_str() {
+            "fork-suite" => role_fork_suite(),
+            "orphan-spawn" => role_orphan(StartMethod::Spawn),
+            "orphan-fork" => role_orphan(StartMethod::Fork),
+            other => {
+                eprintln!("unknown role {other:?}");
+                std::process::exit(2);
+            }
+        }
+        std::process::exit(0);
+    }
 
     let tests: &[(&str, fn())] = &[
         ("process_spawn", process_spawn),
-        ("process_fork", process_fork),
+        ("fork_method_suite", fork_method_suite),
         ("map_matches_serial_in_order", map_matches_serial_in_order),
         (
             "imap_is_lazy_ordered_and_unordered_covers_all",
@@ -530,7 +1022,22 @@ fn main() {
             "dropping_the_pool_reaps_every_worker",
             dropping_the_pool_reaps_every_worker,
         ),
-        ("fork_pool_works", fork_pool_works),
+        (
+            "tasks_children_never_hold_the_pool_hostage",
+            tasks_children_never_hold_the_pool_hostage,
+        ),
+        (
+            "workers_die_with_a_killed_parent",
+            workers_die_with_a_killed_parent,
+        ),
+        (
+            "replaced_segments_are_reported_not_served_stale",
+            replaced_segments_are_reported_not_served_stale,
+        ),
+        (
+            "kernels_over_fresh_arrays_fit_a_small_tmpfs",
+            kernels_over_fresh_arrays_fit_a_small_tmpfs,
+        ),
         (
             "kernels_run_in_place_on_disjoint_parts",
             kernels_run_in_place_on_disjoint_parts,
@@ -543,12 +1050,16 @@ fn main() {
             "dropping_a_pool_with_a_stuck_task_does_not_hang",
             dropping_a_pool_with_a_stuck_task_does_not_hang,
         ),
+        (
+            "a_kernel_cannot_reach_its_own_array_again",
+            a_kernel_cannot_reach_its_own_array_again,
+        ),
     ];
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     // Watchdog: a hang fails the run instead of stalling CI.
     std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(300));
-        eprintln!("pool tests: watchdog fired after 300 s");
+        std::thread::sleep(Duration::from_secs(180));
+        eprintln!("pool tests: watchdog fired after 180 s");
         std::process::exit(101);
     });
     println!("\nrunning {} tests", tests.len());

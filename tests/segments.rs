@@ -469,7 +469,9 @@ fn plain_npy_files_open_without_a_control_block() {
     assert!(a.control().is_none());
     assert!(matches!(
         a.lock(),
-        Err(shmarray::LockError::Segment(Error::NoControlBlock { .. }))
+        Err(shmarray::LockError::Failed(shmarray::LockFailure::Segment(
+            Error::NoControlBlock { .. }
+        )))
     ));
     // Big-endian data is reported, not misread.
     let be = unique_name("bigendian");

@@ -1,26 +1,24 @@
 //! In-place parallel kernels: split a shared array along an axis into disjoint parts
-//! and run a plain `fn` on each part in the workers.
+//! and run a plain `fn` on each part in the workers; and [`ArrayHandle`], a shared
+//! array as a task argument.
 //!
 //! The parts travel as (directory, name, device, inode, axis, range). A worker
-//! attaches each segment once and keeps the mapping (keyed by device + inode, so a
-//! name that was removed and re-created is attached afresh), so repeated kernels
-//! over the same array pay no attach or page-fault cost again.
+//! attaches each segment once and keeps the mapping (see the attach cache in
+//! `cache.rs`: checked against the name at every use, released when the segment
+//! is removed, bounded), so repeated kernels over the same array pay no attach or
+//! page-fault cost again.
 
-use std::any::Any;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::rc::Rc;
 
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, Slice};
 use serde::{Deserialize, Serialize};
 
+use super::cache::with_attached;
 use super::Pool;
 use crate::array::SharedArray;
 use crate::element::Element;
-use crate::process::{decode, encode, run_items, TaskError, Trampoline};
-use crate::segment::{Namespace, Options};
+use crate::process::{run_chunk, ItemFailure, MessageFailure, TaskError, TaskFn};
 
 /// How to cut an array into parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,19 +32,17 @@ pub enum Partition {
 
 /// Where a named segment is, and which file it was when the handle was made.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-struct Location {
-    dir: String,
-    name: String,
-    dev: u64,
-    ino: u64,
+pub(crate) struct Location {
+    pub(crate) dir: String,
+    pub(crate) name: String,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl Location {
     fn of<T: Element, D: Dimension>(array: &SharedArray<T, D>) -> Result<Location, TaskError> {
         let (Some(name), Some(path)) = (array.name(), array.path()) else {
-            return Err(TaskError::Array(
-                "only named segments can be sent to workers (anonymous ones have no name to attach)".into(),
-            ));
+            return Err(TaskError::AnonymousArray);
         };
         let (dev, ino) = array.file_id();
         Ok(Location {
@@ -69,50 +65,18 @@ struct Part {
     end: usize,
 }
 
-thread_local! {
-    /// Worker-side cache of attached arrays, keyed by (device, inode).
-    static ATTACHED: RefCell<HashMap<(u64, u64), Rc<dyn Any>>> = RefCell::new(HashMap::new());
-}
-
-/// Runs `f` with the cached `SharedArray<T, D>` at `at`, attaching it on first use.
-/// The cache is not borrowed while `f` runs, so `f` may attach other handles.
-fn with_attached<T: Element, D: Dimension + 'static, O>(
-    at: &Location,
-    f: impl FnOnce(&SharedArray<T, D>) -> O,
-) -> Result<O, String> {
-    let key = (at.dev, at.ino);
-    let cached = ATTACHED.with(|c| c.borrow().get(&key).cloned());
-    let array = match cached.and_then(|a| a.downcast::<SharedArray<T, D>>().ok()) {
-        Some(a) => a,
-        None => {
-            let ns = Namespace::at(&at.dir).map_err(|e| e.to_string())?;
-            let a: SharedArray<T, D> =
-                SharedArray::open_with(&Options::new().namespace(ns), &at.name)
-                    .map_err(|e| e.to_string())?;
-            if a.file_id() != key {
-                return Err(format!(
-                    "segment {:?} was replaced since the handle was made",
-                    at.name
-                ));
-            }
-            let a = Rc::new(a);
-            ATTACHED.with(|c| c.borrow_mut().insert(key, a.clone()));
-            a
-        }
-    };
-    Ok(f(&array))
-}
-
 /// A shared array as a task argument: serialises to its location (directory, name,
-/// device, inode), and in a worker attaches once and is cached for later tasks.
+/// device, inode); in a worker it is attached on first use and the mapping is
+/// reused by later tasks.
 ///
 /// ```no_run
-/// use shmarray::pool::{ArrayHandle, Pool};
+/// use shmarray::{ArrayHandle, Pool};
 /// fn row_sum((h, row): (ArrayHandle<f64, ndarray::Ix2>, usize)) -> f64 {
-///     h.with(|a| a.view().row(row).sum()).unwrap()
+///     h.with(|a| a.lock().map(|g| g.row(row).sum()).unwrap_or(f64::NAN))
+///         .unwrap()
 /// }
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # shmarray::process::init();
+/// # shmarray::init();
 /// let a = shmarray::SharedArray::<f64, ndarray::Ix2>::create("m", (4, 4))?;
 /// let h = ArrayHandle::of(&a)?;
 /// let pool = Pool::new(2)?;
@@ -136,7 +100,11 @@ impl<T, D> Clone for ArrayHandle<T, D> {
 }
 
 impl<T: Element, D: Dimension + 'static> ArrayHandle<T, D> {
-    /// A handle to a named array (anonymous arrays have no name: `TaskError::Array`).
+    /// A handle to a named array.
+    ///
+    /// # Errors
+    /// [`TaskError::AnonymousArray`] for anonymous (memfd) arrays, which have no
+    /// name to attach by.
     pub fn of(array: &SharedArray<T, D>) -> Result<Self, TaskError> {
         Ok(ArrayHandle {
             at: Location::of(array)?,
@@ -144,54 +112,73 @@ impl<T: Element, D: Dimension + 'static> ArrayHandle<T, D> {
         })
     }
 
-    /// Runs `f` with the array, attaching it on first use in this process and
-    /// reusing the mapping afterwards. Fails if the name now refers to a different
-    /// file, or holds a different type.
-    pub fn with<R>(&self, f: impl FnOnce(&SharedArray<T, D>) -> R) -> Result<R, TaskError> {
-        with_attached(&self.at, f).map_err(TaskError::Array)
+    /// Runs `f` with the array, attaching it on first use in this thread and
+    /// reusing the mapping afterwards. `f` gets the handle by `&mut`: it may take
+    /// direct views (`view`, `view_mut`), which need the only handle of the array in
+    /// this process, or lock it.
+    ///
+    /// # Errors
+    /// [`TaskError::SegmentReplaced`] if the name no longer refers to the file the
+    /// handle was made for (removed, or removed and created anew), checked at every
+    /// call; [`TaskError::Attach`] if it cannot be attached (e.g. it holds another
+    /// element type).
+    pub fn with<R>(&self, f: impl FnOnce(&mut SharedArray<T, D>) -> R) -> Result<R, TaskError> {
+        with_attached(&self.at, f)
     }
 }
 
-fn call_kernel<T: Element, D: Dimension + 'static>(
+/// Trampoline for kernels `fn(ArrayViewMut<T, D>)` over parts.
+///
+/// # Safety
+/// `func` must be the address of an `fn(ArrayViewMut<'_, T, D>)`.
+pub(crate) unsafe fn call_kernel<T: Element, D: Dimension + 'static>(
     func: usize,
     payload: &[u8],
-) -> Result<Vec<u8>, String> {
-    // SAFETY: `func` is the address of a `fn(ArrayViewMut<T, D>)` of this executable
-    // (sent with this monomorphised trampoline; same executable checked at handshake).
-    let f: fn(ArrayViewMut<'_, T, D>) =
-        unsafe { std::mem::transmute::<usize, fn(ArrayViewMut<'_, T, D>)>(func) };
-    let parts: Vec<Part> = decode(payload)?;
-    let outcomes = run_items(parts, |p| {
-        with_attached::<T, D, ()>(&p.at, |a| {
-            // SAFETY: the pool hands out disjoint ranges of one axis, each exactly
-            // once, so no two views of the same elements exist at the same time; the
-            // caller's array handle is borrowed for the kernel's whole duration.
-            let view = unsafe { a.view_mut_unchecked() };
-            f(view.slice_axis_move(Axis(p.axis), Slice::from(p.start..p.end)))
+) -> Result<Vec<u8>, MessageFailure> {
+    // SAFETY: the caller guarantees the type of `func`.
+    let f = unsafe { std::mem::transmute::<usize, fn(ArrayViewMut<'_, T, D>)>(func) };
+    run_chunk(payload, |p: Part| {
+        with_attached::<T, D, Result<(), ItemFailure>>(&p.at, |a| {
+            // The safe, claiming view: this handle is out of the cache and must be
+            // the only one of the array in this process, so nothing the kernel does
+            // (another `with`, an `open` by name) can reach these elements again.
+            // Other workers write the other parts, in other processes.
+            let view = a.view_mut().map_err(|e| ItemFailure::Attach {
+                name: p.at.name.clone(),
+                reason: e.to_string(),
+            })?;
+            f(view.slice_axis_move(Axis(p.axis), Slice::from(p.start..p.end)));
+            Ok(())
         })
-    });
-    let flat: Vec<Result<(), String>> = outcomes.into_iter().map(|r| r.and_then(|x| x)).collect();
-    encode(&flat)
+        .map_err(ItemFailure::from_error)?
+    })
 }
 
-fn call_reduce<T: Element, D: Dimension + 'static, R: Serialize>(
+/// Trampoline for reductions `fn(ArrayView<T, D>) -> R` over parts.
+///
+/// # Safety
+/// `func` must be the address of an `fn(ArrayView<'_, T, D>) -> R`.
+pub(crate) unsafe fn call_reduce<T: Element, D: Dimension + 'static, R: Serialize>(
     func: usize,
     payload: &[u8],
-) -> Result<Vec<u8>, String> {
-    // SAFETY: as in `call_kernel`, for a `fn(ArrayView<T, D>) -> R`.
-    let f: fn(ArrayView<'_, T, D>) -> R =
-        unsafe { std::mem::transmute::<usize, fn(ArrayView<'_, T, D>) -> R>(func) };
-    let parts: Vec<Part> = decode(payload)?;
-    let outcomes = run_items(parts, |p| {
-        with_attached::<T, D, R>(&p.at, |a| {
-            // SAFETY: parts are read-only here and no task of this worker holds a
-            // mutable view while a reduction runs (one task at a time).
-            let view = unsafe { a.view_unchecked() };
-            f(view.slice_axis_move(Axis(p.axis), Slice::from(p.start..p.end)))
+) -> Result<Vec<u8>, MessageFailure> {
+    // SAFETY: the caller guarantees the type of `func`.
+    let f = unsafe { std::mem::transmute::<usize, fn(ArrayView<'_, T, D>) -> R>(func) };
+    run_chunk(payload, |p: Part| {
+        with_attached::<T, D, Result<R, ItemFailure>>(&p.at, |a| {
+            // As for kernels: the claiming view, so `f` cannot lock the same array
+            // (another handle would be refused) while it reads it.
+            let view = a.view().map_err(|e| ItemFailure::Attach {
+                name: p.at.name.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok(f(view.slice_axis_move(
+                Axis(p.axis),
+                Slice::from(p.start..p.end),
+            )))
         })
-    });
-    let flat: Vec<Result<R, String>> = outcomes.into_iter().map(|r| r.and_then(|x| x)).collect();
-    encode(&flat)
+        .map_err(ItemFailure::from_error)?
+    })
 }
 
 /// Cuts `0..len` into about `parts` ranges whose boundaries fall on multiples of
@@ -224,11 +211,10 @@ impl Pool {
     ) -> Result<Vec<Part>, TaskError> {
         let at = Location::of(array)?;
         if axis.0 >= array.shape().len() {
-            return Err(TaskError::Array(format!(
-                "axis {} out of range for shape {:?}",
-                axis.0,
-                array.shape()
-            )));
+            return Err(TaskError::AxisOutOfRange {
+                axis: axis.0,
+                ndim: array.shape().len(),
+            });
         }
         let len = array.shape()[axis.0];
         // Along the outermost axis of a C-order array every index is a contiguous
@@ -264,11 +250,10 @@ impl Pool {
 
     fn run_parts<R: serde::de::DeserializeOwned>(
         &self,
-        tramp: Trampoline,
-        func: usize,
+        task: TaskFn,
         parts: Vec<Part>,
     ) -> Result<Vec<R>, TaskError> {
-        self.batch::<Part, R>(tramp, func, &parts, 1)?.get(None)
+        self.batch::<Part, R>(task, &parts, 1)?.get(None)
     }
 
     /// Runs `kernel` in place on disjoint parts of `array` along `axis`, one part per
@@ -279,6 +264,12 @@ impl Pool {
     ///
     /// The kernel is a plain `fn`; panics and worker deaths come back as errors
     /// naming the part (its index).
+    ///
+    /// # Errors
+    /// [`TaskError::AnonymousArray`], [`TaskError::ReadOnlyArray`],
+    /// [`TaskError::AxisOutOfRange`] before anything runs; then the first failed
+    /// part's error ([`TaskError::Panicked`], [`TaskError::WorkerDied`],
+    /// [`TaskError::SegmentReplaced`] if the name was re-created meanwhile, ...).
     pub fn for_each_chunk<T: Element, D: Dimension + 'static>(
         &self,
         array: &SharedArray<T, D>,
@@ -289,6 +280,9 @@ impl Pool {
     }
 
     /// [`for_each_chunk`](Self::for_each_chunk) with an explicit partition.
+    ///
+    /// # Errors
+    /// As [`for_each_chunk`](Self::for_each_chunk).
     pub fn for_each_chunk_with<T: Element, D: Dimension + 'static>(
         &self,
         array: &SharedArray<T, D>,
@@ -300,15 +294,21 @@ impl Pool {
             return Ok(());
         }
         if !array.is_writable() {
-            return Err(TaskError::Array("the array is read-only".into()));
+            return Err(TaskError::ReadOnlyArray {
+                name: array.name().unwrap_or_default().to_string(),
+            });
         }
         let parts = self.parts(array, axis, partition)?;
-        self.run_parts::<()>(call_kernel::<T, D>, kernel as usize, parts)
+        self.run_parts::<()>(TaskFn::kernel(kernel), parts)
             .map(drop)
     }
 
     /// Reduction form: runs `f` on each part (read-only) in the workers and returns
     /// the parts' results in order, for the caller to combine.
+    ///
+    /// # Errors
+    /// As [`for_each_chunk`](Self::for_each_chunk), except that a read-only
+    /// array is fine.
     pub fn map_chunks<T: Element, D: Dimension + 'static, R>(
         &self,
         array: &SharedArray<T, D>,
@@ -323,7 +323,7 @@ impl Pool {
             return Ok(Vec::new());
         }
         let parts = self.parts(array, axis, partition)?;
-        self.run_parts::<R>(call_reduce::<T, D, R>, f as usize, parts)
+        self.run_parts::<R>(TaskFn::reduce(f), parts)
     }
 }
 

@@ -1,0 +1,248 @@
+//! What the pool hands back: [`TaskFuture`] (`submit`), [`MapResult`]
+//! (`map_async`), [`as_completed`], and the lazy [`Imap`] iterator.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::job::{Job, Latch};
+use super::Pool;
+use crate::process::{decode, ItemOutcome, TaskError, TaskOffsets};
+
+/// A chunk of a batch, typed by its result.
+pub(crate) struct Chunk<R> {
+    pub(crate) job: Arc<Job>,
+    pub(crate) len: usize,
+    pub(crate) _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Chunk<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunk")
+            .field("base", &self.job.base)
+            .field("len", &self.len)
+            .field("done", &self.job.is_done())
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned> Chunk<R> {
+    /// One outcome per input of the chunk.
+    pub(crate) fn results(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Result<R, TaskError>>, TaskError> {
+        let base = self.job.base;
+        match self.job.wait(timeout) {
+            Ok(bytes) => {
+                let items: Vec<ItemOutcome<R>> =
+                    decode(&bytes).map_err(|message| TaskError::Serialization { message })?;
+                Ok(items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| r.map_err(|f| f.into_error(base + i)))
+                    .collect())
+            }
+            Err(e @ TaskError::Timeout(_)) => Err(e),
+            // The whole chunk failed (worker died, cancelled, ...): one error per input.
+            Err(e) => Ok((0..self.len).map(|i| Err(e.clone_for(base + i))).collect()),
+        }
+    }
+}
+
+/// The result of [`Pool::submit`] (Python's `concurrent.futures.Future`).
+#[must_use = "a TaskFuture does nothing unless its result is collected (or it is cancelled)"]
+#[derive(Debug)]
+pub struct TaskFuture<R> {
+    pub(crate) chunk: Chunk<R>,
+}
+
+impl<R: DeserializeOwned> TaskFuture<R> {
+    /// Waits for the result, at most `timeout` (`None`: forever). `Timeout` leaves
+    /// the task running; call again or `cancel`.
+    ///
+    /// # Errors
+    /// The task's failure ([`TaskError::Panicked`], [`TaskError::WorkerDied`],
+    /// [`TaskError::Cancelled`], [`TaskError::PoolClosed`], ...), or
+    /// [`TaskError::Timeout`].
+    pub fn result(&self, timeout: Option<Duration>) -> Result<R, TaskError> {
+        self.chunk
+            .results(timeout)?
+            .pop()
+            .unwrap_or(Err(TaskError::Protocol("empty result".into())))
+    }
+
+    /// Whether the task has finished (result, error or cancelled).
+    pub fn done(&self) -> bool {
+        self.chunk.job.is_done()
+    }
+
+    /// Cancels the task: a queued task never runs; a running task's worker is
+    /// killed with its process group (whatever the task started) and replaced.
+    /// Returns at once, false if the task had already finished. The future then
+    /// completes with [`TaskError::Cancelled`] as soon as the pool has seen the
+    /// worker die: at once, or within about 50 ms when a process the task started
+    /// (and moved out of the worker's group) still holds the worker's socket open.
+    pub fn cancel(&self) -> bool {
+        self.chunk.job.cancel()
+    }
+}
+
+/// Yields `(index, result)` for each future as it completes (Python's
+/// `concurrent.futures.as_completed`). Each future's result is taken once.
+pub fn as_completed<R: DeserializeOwned>(
+    futures: &[TaskFuture<R>],
+) -> impl Iterator<Item = (usize, Result<R, TaskError>)> + '_ {
+    let (tx, rx) = mpsc::channel();
+    for (i, f) in futures.iter().enumerate() {
+        f.chunk.job.set_listener(tx.clone(), i);
+    }
+    drop(tx);
+    rx.into_iter().map(move |i| (i, futures[i].result(None)))
+}
+
+/// The result of [`Pool::map_async`] (Python's `AsyncResult`).
+#[must_use = "a MapResult does nothing unless its results are collected"]
+#[derive(Debug)]
+pub struct MapResult<R> {
+    pub(crate) chunks: Vec<Chunk<R>>,
+    pub(crate) latch: Arc<Latch>,
+}
+
+impl<R: DeserializeOwned> MapResult<R> {
+    /// Whether every chunk has finished.
+    pub fn ready(&self) -> bool {
+        self.latch.is_open()
+    }
+
+    /// All results in input order, or the first error; `Timeout` if not all done
+    /// within `timeout` (then call again: nothing is lost).
+    ///
+    /// # Errors
+    /// The first failed input's error (in input order), or [`TaskError::Timeout`].
+    pub fn get(&self, timeout: Option<Duration>) -> Result<Vec<R>, TaskError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        if !self.latch.wait(deadline) {
+            return Err(TaskError::Timeout(timeout.unwrap_or_default()));
+        }
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            for r in c.results(None)? {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Iterator of [`Pool::imap`] / [`Pool::imap_unordered`]: yields
+/// `(input index, result)`.
+#[must_use = "iterators are lazy: nothing is submitted until it is iterated"]
+pub struct Imap<'p, A, R, I> {
+    pub(crate) pool: &'p Pool,
+    pub(crate) task: Result<TaskOffsets, TaskError>,
+    pub(crate) inputs: I,
+    pub(crate) chunksize: usize,
+    pub(crate) in_flight: VecDeque<Chunk<R>>,
+    pub(crate) ready: VecDeque<(usize, Result<R, TaskError>)>,
+    pub(crate) next_base: usize,
+    pub(crate) unordered: Option<(Sender<usize>, Receiver<usize>)>,
+    pub(crate) _a: PhantomData<fn(A)>,
+}
+
+impl<A, R, I> std::fmt::Debug for Imap<'_, A, R, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("chunksize", &self.chunksize)
+            .field("in_flight", &self.in_flight.len())
+            .field("ready", &self.ready.len())
+            .field("next_index", &self.next_base)
+            .field("unordered", &self.unordered.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A, R, I> Imap<'_, A, R, I>
+where
+    A: Serialize,
+    R: DeserializeOwned,
+    I: Iterator<Item = A>,
+{
+    fn refill(&mut self) {
+        while self.in_flight.len() < 2 * self.pool.size() {
+            let batch: Vec<A> = self.inputs.by_ref().take(self.chunksize).collect();
+            if batch.is_empty() {
+                return;
+            }
+            let base = self.next_base;
+            self.next_base += batch.len();
+            let submitted = match &self.task {
+                Ok(task) => self.pool.submit_chunk(base, *task, &batch, None),
+                Err(e) => Err(e.clone_for(base)),
+            };
+            match submitted {
+                Ok(c) => {
+                    if let Some((tx, _)) = &self.unordered {
+                        c.job.set_listener(tx.clone(), base);
+                    }
+                    self.in_flight.push_back(c);
+                }
+                Err(e) => {
+                    for i in 0..batch.len() {
+                        self.ready.push_back((base + i, Err(e.clone_for(base + i))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_chunk(&mut self, pos: usize) {
+        if let Some(c) = self.in_flight.remove(pos) {
+            let base = c.job.base;
+            match c.results(None) {
+                Ok(rs) => self
+                    .ready
+                    .extend(rs.into_iter().enumerate().map(|(i, r)| (base + i, r))),
+                Err(e) => self.ready.push_back((base, Err(e))),
+            }
+        }
+    }
+}
+
+impl<A, R, I> Iterator for Imap<'_, A, R, I>
+where
+    A: Serialize,
+    R: DeserializeOwned,
+    I: Iterator<Item = A>,
+{
+    /// `(input index, result)`.
+    type Item = (usize, Result<R, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            self.refill();
+            if self.in_flight.is_empty() {
+                return self.ready.pop_front();
+            }
+            let pos = match &self.unordered {
+                None => 0,
+                Some((_, rx)) => {
+                    let base = rx.recv().ok()?;
+                    self.in_flight
+                        .iter()
+                        .position(|c| c.job.base == base)
+                        .unwrap_or(0)
+                }
+            };
+            self.take_chunk(pos);
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Starting workers and talking to them from the parent side: [`Worker`] (one
+//! connected worker process), spawn and fork, and the launcher thread that spawns
+//! the workers of [`Process`](super::Process).
+//!
+//! Every worker leads its own process group, so killing the group also kills what
+//! its tasks started. The parent never relies on end-of-file alone to notice a dead
+//! worker (a task's child may hold the worker's socket): reads and writes wake every
+//! [`WAKE`] and check whether the worker process still exists.
+
+use std::cell::Cell;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::error::{MessageFailure, TaskError};
+use super::task::{image, TaskOffsets};
+use super::waiting::lock;
+use super::wire::{Channel, FromWorker, Lost, ToWorker};
+use super::worker::{run_forked, WORKER_ENV};
+use super::zygote::ForkServer;
+use crate::sys::process::{self as sys, Exit, ForkError};
+
+/// How often a blocked read or write wakes to check that the worker still exists.
+const WAKE: Duration = Duration::from_millis(50);
+
+/// How long a new worker may take to answer the handshake.
+const HANDSHAKE: Duration = Duration::from_secs(30);
+
+/// Who reaps a worker and so knows how it ended.
+#[derive(Debug)]
+enum Reaper {
+    /// Our own child: `waitpid`.
+    Us,
+    /// A child of the fork server, which reports its end.
+    Server(Arc<ForkServer>),
+}
+
+/// A connected worker process (one socket, one pid, its own process group).
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) pid: u32,
+    chan: Channel,
+    reaper: Reaper,
+    /// How it ended, once reaped.
+    exit: Option<Exit>,
+    /// Reaped, and what was left of its process group killed.
+    finished: bool,
+}
+
+impl From<ForkError> for TaskError {
+    fn from(e: ForkError) -> TaskError {
+        match e {
+            ForkError::NotSingleThreaded(threads) => TaskError::NotSingleThreaded { threads },
+            ForkError::Io(e) => TaskError::Io(e),
+        }
+    }
+}
+
+/// Whether `pid` is still running, without reaping it (so its pid and group stay
+/// reserved while a canceller might signal them).
+fn running(pid: u32, reaper: &Reaper, exit: &Option<Exit>) -> bool {
+    exit.is_none()
+        && match reaper {
+            Reaper::Us => !sys::has_ended(pid),
+            Reaper::Server(s) => s.exit_of(pid) == Exit::Running,
+        }
+}
+
+/// How `pid` ended, as far as `reaper` knows (`Running` if not yet); reaps it.
+fn poll(pid: u32, reaper: &Reaper, exit: &mut Option<Exit>) -> Exit {
+    if let Some(e) = *exit {
+        return e;
+    }
+    let e = match reaper {
+        Reaper::Us => sys::reap(pid, false),
+        Reaper::Server(s) => s.exit_of(pid),
+    };
+    if e != Exit::Running {
+        *exit = Some(e);
+    }
+    e
+}
+
+impl Worker {
+    /// Spawns a worker (re-executes this program) from the calling thread, which
+    /// must outlive it: the worker is SIGKILLed when that thread exits.
+    pub(crate) fn spawn() -> Result<Worker, TaskError> {
+        let (pid, ours) = spawn_child()?;
+        Worker::connect(pid, ours, Reaper::Us)
+    }
+
+    /// Spawns a worker from the process-wide launcher thread (which lives as long
+    /// as the process), so the worker does not die with the calling thread.
+    pub(crate) fn spawn_detached() -> Result<Worker, TaskError> {
+        let (pid, ours) = on_launcher(spawn_child)??;
+        Worker::connect(pid, ours, Reaper::Us)
+    }
+
+    /// Forks a worker from this process, which must be single-threaded.
+    pub(crate) fn fork() -> Result<Worker, TaskError> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let parent = sys::pid();
+        let ours = Cell::new(Some(ours));
+        let ours_ref = &ours;
+        let pid = sys::fork_single_threaded(move || {
+            drop(ours_ref.take()); // the child keeps only its own end
+            run_forked(theirs, parent)
+        })?;
+        sys::put_in_own_group(pid);
+        let ours = ours
+            .take()
+            .ok_or_else(|| TaskError::Protocol("socket lost".into()))?;
+        Worker::connect(pid, ours, Reaper::Us)
+    }
+
+    /// Has the fork server fork a worker.
+    pub(crate) fn from_server(server: &Arc<ForkServer>) -> Result<Worker, TaskError> {
+        let (pid, ours) = server.fork_worker()?;
+        Worker::connect(pid, ours, Reaper::Server(server.clone()))
+    }
+
+    fn connect(pid: u32, stream: UnixStream, reaper: Reaper) -> Result<Worker, TaskError> {
+        let chan = match Channel::new(stream, Some(WAKE)) {
+            Ok(c) => c,
+            Err(e) => {
+                sys::kill_group(pid);
+                return Err(e.into());
+            }
+        };
+        let mut w = Worker {
+            pid,
+            chan,
+            reaper,
+            exit: None,
+            finished: false,
+        };
+        let deadline = Instant::now() + HANDSHAKE;
+        let hello = ToWorker::Hello {
+            image: image().clone(),
+        };
+        let answer = w.send(&hello).and_then(|()| w.recv_msg(Some(deadline)));
+        match answer {
+            Ok(FromWorker::Ready { .. }) => Ok(w),
+            Ok(FromWorker::Refused { worker }) => Err(TaskError::DifferentExecutable {
+                parent: image().to_string(),
+                worker: worker.to_string(),
+            }),
+            Ok(other) => Err(TaskError::Protocol(format!(
+                "unexpected handshake {other:?}"
+            ))),
+            Err(Lost::Garbled(m)) => Err(TaskError::Protocol(m)),
+            Err(Lost::Closed | Lost::Timeout) => {
+                let (signal, code) = w.end().signal_and_code();
+                Err(TaskError::StartFailed { pid, signal, code })
+            }
+        }
+    }
+
+    fn send(&mut self, msg: &ToWorker) -> Result<(), Lost> {
+        let (pid, reaper, exit) = (self.pid, &self.reaper, &self.exit);
+        self.chan.send(msg, &mut || running(pid, reaper, exit))
+    }
+
+    fn recv_msg(&mut self, deadline: Option<Instant>) -> Result<FromWorker, Lost> {
+        let (pid, reaper, exit) = (self.pid, &self.reaper, &self.exit);
+        self.chan.recv(deadline, &mut || running(pid, reaper, exit))
+    }
+
+    /// Sends a task (its inputs already encoded). `Err`: the worker is gone.
+    pub(crate) fn send_task(
+        &mut self,
+        id: u64,
+        task: TaskOffsets,
+        payload: Vec<u8>,
+    ) -> Result<(), Lost> {
+        let (tramp, func) = task.get();
+        self.send(&ToWorker::Task {
+            id,
+            tramp,
+            func,
+            payload,
+        })
+    }
+
+    /// Sends `Exit` after the current task (the worker exits when it is done).
+    pub(crate) fn send_exit(&mut self) -> Result<(), Lost> {
+        self.send(&ToWorker::Exit)
+    }
+
+    /// Waits for the next result, until `deadline` (`None`: as long as the worker
+    /// lives).
+    pub(crate) fn recv(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<(u64, Result<Vec<u8>, MessageFailure>), Lost> {
+        match self.recv_msg(deadline)? {
+            FromWorker::Done { id, outcome } => Ok((id, outcome)),
+            other => Err(Lost::Garbled(format!("unexpected message {other:?}"))),
+        }
+    }
+
+    /// Whether the worker still runs (without reaping it).
+    pub(crate) fn is_running(&self) -> bool {
+        running(self.pid, &self.reaper, &self.exit)
+    }
+
+    /// How the worker ended, `Running` if it has not (reaps it if it ended).
+    pub(crate) fn poll_exit(&mut self) -> Exit {
+        poll(self.pid, &self.reaper, &mut self.exit)
+    }
+
+    /// Waits up to `timeout` for the worker to end.
+    fn wait_exit(&mut self, timeout: Duration) -> Exit {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let e = match &self.reaper {
+                Reaper::Server(s) => {
+                    let e = s.wait_exit(self.pid, deadline);
+                    if e != Exit::Running {
+                        self.exit = Some(e);
+                    }
+                    e
+                }
+                Reaper::Us => self.poll_exit(),
+            };
+            if e != Exit::Running || Instant::now() >= deadline {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// SIGKILLs the worker's process group (unless it was already reaped).
+    pub(crate) fn kill(&self) {
+        if self.exit.is_none() {
+            sys::kill_group(self.pid);
+        }
+    }
+
+    /// Sends SIGTERM to the worker (unless it was already reaped).
+    pub(crate) fn terminate(&self) {
+        if self.exit.is_none() {
+            sys::send_signal(self.pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
+    /// Makes sure the worker has ended (it gets a second to exit on its own after
+    /// closing its socket, then it is killed), reaps it, and kills what is left of
+    /// its process group (processes its tasks started). Returns how it ended.
+    fn end(&mut self) -> Exit {
+        if self.finished {
+            return self.exit.unwrap_or(Exit::Unknown);
+        }
+        self.finished = true;
+        let mut e = self.wait_exit(Duration::from_secs(1));
+        if e == Exit::Running {
+            sys::kill_group(self.pid);
+            e = self.wait_exit(Duration::from_secs(10));
+        }
+        // The group outlives its leader while members live, so its id is not
+        // reused yet: this reaches exactly what the worker's tasks left behind.
+        sys::kill_group(self.pid);
+        if let Reaper::Server(s) = &self.reaper {
+            s.forget(self.pid);
+        }
+        e
+    }
+
+    /// Reaps the dead (or dying) worker and says how it ended, for task `task`.
+    pub(crate) fn death(&mut self, task: usize) -> TaskError {
+        let (signal, code) = self.end().signal_and_code();
+        TaskError::WorkerDied {
+            task,
+            pid: self.pid,
+            signal,
+            code,
+        }
+    }
+
+    /// Asks the worker to exit, waits up to `grace`, then kills; always reaps.
+    pub(crate) fn shutdown(&mut self, grace: Duration) {
+        if self.finished {
+            return;
+        }
+        let deadline = Instant::now() + grace;
+        let (pid, reaper, exit) = (self.pid, &self.reaper, &self.exit);
+        let _ = self.chan.send(&ToWorker::Exit, &mut || {
+            running(pid, reaper, exit) && Instant::now() < deadline
+        });
+        if self.wait_exit(deadline.saturating_duration_since(Instant::now())) == Exit::Running {
+            sys::kill_group(self.pid);
+        }
+        self.end();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_secs(2));
+    }
+}
+
+/// Spawns a worker process from the calling thread; returns its pid and our end
+/// of its socket (the handshake is still to be done).
+///
+/// # Errors
+/// [`TaskError::DifferentExecutable`] at once, without starting anything, when this
+/// crate's code is not part of the executable (a shared library, a Python
+/// extension): the re-executed program would not contain it.
+fn spawn_child() -> Result<(u32, UnixStream), TaskError> {
+    let me = image();
+    if !me.crate_in_executable() {
+        return Err(TaskError::DifferentExecutable {
+            parent: me.to_string(),
+            worker: format!(
+                "{} (what spawn re-executes, without this crate's code; use StartMethod::Fork)",
+                me.exe_path
+            ),
+        });
+    }
+    let (ours, theirs) = UnixStream::pair()?;
+    let env = [(WORKER_ENV, format!("{}:{}", theirs.as_raw_fd(), sys::pid()))];
+    let pid = sys::spawn_worker("/proc/self/exe", theirs.as_fd(), &env)?;
+    Ok((pid, ours))
+}
+
+type LauncherJob = Box<dyn FnOnce() + Send>;
+
+/// The launcher thread of this process: (owning pid, its job queue). A forked
+/// child inherits the value but not the thread, hence the pid.
+static LAUNCHER: Mutex<Option<(u32, mpsc::Sender<LauncherJob>)>> = Mutex::new(None);
+
+/// Runs `f` on the launcher thread, a thread that lives as long as the process
+/// (a process's children get their parent-death signal when the *thread* that
+/// started them exits).
+fn on_launcher<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, TaskError> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let job: LauncherJob = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    {
+        let mut slot = lock(&LAUNCHER);
+        let me = sys::pid();
+        let mut job = Some(job);
+        if let Some((pid, sender)) = slot.as_ref() {
+            if *pid == me {
+                if let Err(mpsc::SendError(j)) = sender.send(job.take().expect("job")) {
+                    job = Some(j); // the thread is gone: start another
+                }
+            }
+        }
+        if let Some(job) = job {
+            let (sender, jobs) = mpsc::channel::<LauncherJob>();
+            std::thread::Builder::new()
+                .name("shmarray-launcher".into())
+                .spawn(move || jobs.into_iter().for_each(|j| j()))?;
+            let _ = sender.send(job);
+            *slot = Some((me, sender));
+        }
+    }
+    rx.recv()
+        .map_err(|_| TaskError::Protocol("the launcher thread failed".into()))
+}
