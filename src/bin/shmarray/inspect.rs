@@ -1,0 +1,239 @@
+//! `shmarray inspect NAME` and `shmarray path NAME`, and how a segment (or the
+//! reason a file is not one) is described to people, shared with `ls`.
+
+use std::io::Write;
+
+use shmarray::{Error, Liveness, Namespace, SegmentInfo};
+
+use crate::text::{self, escape, escape_path, human_bytes};
+use crate::{CliError, Status};
+
+/// Arguments of `shmarray inspect`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Segment name (as given to create/open; a leading '/' is ignored).
+    pub(crate) name: String,
+}
+
+/// Arguments of `shmarray path`.
+#[derive(clap::Args)]
+pub(crate) struct PathArgs {
+    /// Segment name; the segment need not exist yet.
+    name: String,
+}
+
+/// Who is looking: this process's effective uid and pid namespace, to tell which
+/// files are another user's and which recorded pids mean nothing here.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Viewer {
+    euid: u32,
+    /// Inode of our pid namespace; `None` without `/proc`.
+    pid_ns: Option<u64>,
+}
+
+impl Viewer {
+    pub(crate) fn current() -> Viewer {
+        let pid_ns = std::fs::read_link("/proc/self/ns/pid")
+            .ok()
+            .and_then(|l| parse_pid_ns(l.to_str()?));
+        Viewer {
+            euid: nix::unistd::geteuid().as_raw(),
+            pid_ns,
+        }
+    }
+
+    /// Whether a file owned by `uid` is another user's.
+    pub(crate) fn is_foreign_owner(&self, uid: u32) -> bool {
+        uid != self.euid
+    }
+
+    /// Whether a pid recorded in pid namespace `ns` (0: not recorded) is known to
+    /// belong to another pid namespace than ours. Unknown is not "other".
+    pub(crate) fn other_pid_ns(&self, ns: u64) -> bool {
+        matches!(self.pid_ns, Some(ours) if ns != 0 && ns != ours)
+    }
+}
+
+/// Parses the target of `/proc/self/ns/pid`: `pid:[4026531836]`.
+fn parse_pid_ns(link: &str) -> Option<u64> {
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The CREATOR cell: `pid 123 alive`, `pid 123 (other pid namespace) dead`, or `-`
+/// without a control block.
+pub(crate) fn creator_text(info: &SegmentInfo, viewer: &Viewer) -> String {
+    let Some(c) = &info.control else {
+        return "-".into();
+    };
+    let ns = if viewer.other_pid_ns(c.creator_pid_ns) {
+        " (other pid namespace)"
+    } else {
+        ""
+    };
+    let alive = info.creator.unwrap_or(Liveness::Unknown);
+    format!("pid {}{ns} {alive}", c.creator_pid)
+}
+
+/// Whether an error of opening a file is the one `open(2)` gives for a socket
+/// (ENXIO), which the library reports as a plain I/O error.
+fn is_socket_error(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENXIO)
+}
+
+/// Why a file is not a usable segment, in a few words, escaped. `ls` shows this in
+/// its NOTES column; `inspect` after the name.
+pub(crate) fn problem_text(e: &Error) -> String {
+    let text = match e {
+        Error::NotShmarray { reason, .. } => format!("not a shmarray segment: {reason}"),
+        Error::NotReady { .. } => "not ready (not completely built)".into(),
+        Error::Corrupt { problem, .. } => format!("corrupt: {problem}"),
+        Error::PermissionDenied { .. } => "permission denied".into(),
+        Error::InvalidName { problem, .. } => format!("not a segment name: {problem}"),
+        Error::Io { source, .. } if is_socket_error(source) => {
+            "not a shmarray segment: it is a socket or device".into()
+        }
+        other => other.to_string(),
+    };
+    text::sanitize(&text)
+}
+
+/// An error as `shmarray: ...` prints it: errors about a named file say which file
+/// and what is wrong with it; others use the library's words. Escaped.
+pub(crate) fn error_text(e: &Error) -> String {
+    match e {
+        Error::NotShmarray { name, .. }
+        | Error::NotReady { name }
+        | Error::Corrupt { name, .. }
+        | Error::PermissionDenied { name } => format!("{}: {}", escape(name), problem_text(e)),
+        Error::Io { name, source, .. } if is_socket_error(source) => {
+            format!("{}: {}", escape(name), problem_text(e))
+        }
+        other => text::sanitize(&other.to_string()),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The key/value lines of `inspect`, escaped.
+fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
+    let l = &info.layout;
+    let owner = if viewer.is_foreign_owner(info.owner) {
+        format!("uid {} (another user)", info.owner)
+    } else {
+        format!("uid {} (you)", info.owner)
+    };
+    let mut v = vec![
+        ("name", escape(&info.name)),
+        ("path", escape_path(&info.path)),
+        ("owner", owner),
+        ("mode", format!("{:04o}", info.mode)),
+        (
+            "file size",
+            format!("{} ({})", info.file_size, human_bytes(info.file_size)),
+        ),
+        ("npy version", format!("{}.0", l.npy_version)),
+        ("descr", escape(&l.header.descr)),
+        (
+            "dtype",
+            l.dtype
+                .map_or("not supported by shmarray".into(), |d| d.name().into()),
+        ),
+        ("fortran_order", l.header.fortran_order.to_string()),
+        ("shape", text::shape(&l.header.shape)),
+        ("elements", l.len.to_string()),
+        ("data offset", l.data_offset.to_string()),
+        ("data bytes", l.data_len.to_string()),
+        ("usage", info.usage.to_string()),
+    ];
+    match &info.control {
+        None => v.push(("control block", "none (a plain .npy file)".into())),
+        Some(c) => {
+            let ns = if viewer.other_pid_ns(c.creator_pid_ns) {
+                ", other pid namespace"
+            } else {
+                ""
+            };
+            v.extend([
+                ("control offset", l.control_offset.to_string()),
+                ("layout version", c.layout_version.to_string()),
+                ("kind", c.kind.to_string()),
+                ("kind version", c.kind_version.to_string()),
+                (
+                    "creator",
+                    format!(
+                        "pid {} (start time {}{ns}), {}",
+                        c.creator_pid,
+                        c.creator_start_time,
+                        info.creator.unwrap_or(Liveness::Unknown)
+                    ),
+                ),
+                ("created", text::human_time(c.created_unix_ms)),
+                ("persistent", yes_no(info.is_persistent()).into()),
+                ("checksum", format!("{:#018x} (ok)", c.checksum)),
+            ]);
+        }
+    }
+    v.push(("garbage", gc_verdict(info, viewer).into()));
+    v
+}
+
+/// Whether `gc` would take the segment, and if not, why not.
+fn gc_verdict(info: &SegmentInfo, viewer: &Viewer) -> &'static str {
+    if viewer.is_foreign_owner(info.owner) {
+        "no: another user's file"
+    } else if info.control.is_none() {
+        "no: a plain .npy file"
+    } else if info.is_persistent() {
+        "no: persistent"
+    } else if info.is_garbage() {
+        "yes: `shmarray gc` removes it"
+    } else if info.usage == shmarray::Usage::Unknown {
+        "no: whether it is in use cannot be decided here"
+    } else {
+        "no: in use"
+    }
+}
+
+pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
+    let info = shmarray::inspect(ns, &args.name)?;
+    for (key, value) in lines(&info, &Viewer::current()) {
+        writeln!(out, "{key:<15}{value}")?;
+    }
+    Ok(Status::Ok)
+}
+
+pub(crate) fn run_path(
+    ns: &Namespace,
+    args: &PathArgs,
+    out: &mut dyn Write,
+) -> Result<Status, CliError> {
+    writeln!(out, "{}", escape_path(&ns.path_of(&args.name)?))?;
+    Ok(Status::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_namespace_links() {
+        assert_eq!(parse_pid_ns("pid:[4026531836]"), Some(4026531836));
+        assert_eq!(parse_pid_ns("net:[1]"), None);
+        let v = Viewer {
+            euid: 0,
+            pid_ns: Some(7),
+        };
+        assert!(!v.other_pid_ns(0) && !v.other_pid_ns(7) && v.other_pid_ns(8));
+        let unknown = Viewer {
+            euid: 0,
+            pid_ns: None,
+        };
+        assert!(!unknown.other_pid_ns(8));
+    }
+}
