@@ -934,3 +934,103 @@ fn gc_passes_over_odd_files_sorted_first() {
         ["0-socket", "1-fifo", "2-dir", "3-unreadable", "4-short"]
     );
 }
+
+// ---------------------------------------------------------------------------
+// Machine-readable output
+// ---------------------------------------------------------------------------
+
+fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let o = shmarray(dir, args);
+    assert!(o.status.success(), "{o:?}");
+    assert_terminal_safe("json", &o.stdout);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+}
+
+/// Whether `s` looks like `2026-11-25T10:11:12.345Z`.
+fn is_rfc3339_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 24
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[23] == b'Z'
+        && s[..4].parse::<u32>().is_ok_and(|y| y >= 2020)
+}
+
+#[test]
+fn ls_and_inspect_speak_json() {
+    let d = TestDir::new();
+    ok(
+        &d.0,
+        &["create", "frames", "--dtype", "u16", "--shape", "3,5"],
+    );
+    create_orphans(&d.0, &["dead", "ctl\x1b[2J"]);
+    nix::unistd::mkfifo(
+        &d.0.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::fs::write(d.0.join(OsStr::from_bytes(b"raw\xff")), b"x").unwrap();
+    std::fs::write(d.0.join(".shmarray-build-1-0"), b"").unwrap();
+    let _mine = SharedArray::<f32, Ix1>::create_with(&d.opts(), "mine", 4).unwrap();
+
+    let list = json(&d.0, &["ls", "--json"]);
+    let list = list.as_array().unwrap();
+    let by_name = |n: &str| {
+        list.iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("{n} missing from {list:?}"))
+    };
+    assert!(list.iter().all(|e| e["kind"] != "temporary"), "{list:?}");
+    let frames = by_name("frames");
+    assert_eq!(frames["kind"], "array");
+    assert_eq!(frames["dtype"], "u16");
+    assert_eq!(frames["descr"], "<u2");
+    assert_eq!(frames["shape"], serde_json::json!([3, 5]));
+    assert_eq!(frames["data_bytes"], 30);
+    assert_eq!(frames["usage"], "idle");
+    assert_eq!(frames["persistent"], true);
+    assert_eq!(frames["creator"]["liveness"], "dead");
+    assert!(frames["file_size"].as_u64().unwrap() >= 4096 + 30);
+    assert!(
+        is_rfc3339_utc(frames["created"].as_str().unwrap()),
+        "{frames}"
+    );
+    let mine = by_name("mine");
+    assert_eq!(mine["usage"], "in_use");
+    assert_eq!(mine["creator"]["liveness"], "alive");
+    assert_eq!(mine["creator"]["pid"], std::process::id());
+    assert_eq!(mine["creator"]["other_pid_namespace"], false);
+    assert_eq!(by_name("dead")["garbage"], true);
+    // Exact names survive JSON, escaped so no raw control character is printed.
+    assert_eq!(by_name("ctl\x1b[2J")["kind"], "array");
+    let pipe = by_name("pipe");
+    assert_eq!(pipe["kind"], "foreign");
+    assert_eq!(pipe["problem"], "not a shmarray segment: it is a FIFO");
+    let raw = by_name("raw\\xff");
+    assert_eq!(raw["name_is_utf8"], false);
+
+    let all = json(&d.0, &["ls", "--all", "--json"]);
+    let temp = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "temporary");
+    assert!(temp.is_some(), "{all}");
+
+    let one = json(&d.0, &["inspect", "--json", "frames"]);
+    assert_eq!(one["name"], "frames");
+    assert_eq!(one["elements"], 15);
+    assert_eq!(one["data_offset"], 4096);
+    assert_eq!(one["mode"], "0600");
+    assert_eq!(one["control"]["layout_version"], 2);
+    assert_eq!(one["gc_verdict"], "no: persistent");
+    assert!(is_rfc3339_utc(one["created"].as_str().unwrap()));
+    let o = shmarray(&d.0, &["inspect", "--json", "pipe"]);
+    assert_eq!(
+        o.status.code(),
+        Some(EXIT_FAILED),
+        "errors stay on stderr: {o:?}"
+    );
+    assert!(o.stdout.is_empty());
+}

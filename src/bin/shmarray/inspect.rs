@@ -3,7 +3,8 @@
 
 use std::io::Write;
 
-use shmarray::{Error, Liveness, Namespace, SegmentInfo};
+use serde_json::{json, Value};
+use shmarray::{Error, Liveness, Namespace, SegmentInfo, Usage};
 
 use crate::text::{self, escape, escape_path, human_bytes};
 use crate::{CliError, Status};
@@ -12,7 +13,10 @@ use crate::{CliError, Status};
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Segment name (as given to create/open; a leading '/' is ignored).
-    pub(crate) name: String,
+    name: String,
+    /// Print one JSON object (sizes in bytes, times RFC 3339 UTC).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `shmarray path`.
@@ -200,9 +204,77 @@ fn gc_verdict(info: &SegmentInfo, viewer: &Viewer) -> &'static str {
     }
 }
 
+/// `usage` as a JSON identifier.
+fn usage_id(u: Usage) -> &'static str {
+    match u {
+        Usage::InUse => "in_use",
+        Usage::Idle => "idle",
+        _ => "unknown",
+    }
+}
+
+/// A segment as JSON: what `ls --json` lists and, with `detail`, what
+/// `inspect --json` prints. Sizes in bytes, times RFC 3339 UTC, enums as strings.
+pub(crate) fn segment_json(info: &SegmentInfo, viewer: &Viewer, detail: bool) -> Value {
+    let l = &info.layout;
+    let creator = info.control.as_ref().map(|c| {
+        json!({
+            "pid": c.creator_pid,
+            "pid_namespace": (c.creator_pid_ns != 0).then_some(c.creator_pid_ns),
+            "other_pid_namespace": viewer.other_pid_ns(c.creator_pid_ns),
+            "liveness": info.creator.unwrap_or(Liveness::Unknown).as_str(),
+        })
+    });
+    let mut v = json!({
+        "name": info.name,
+        "path": text::path_json(&info.path),
+        "kind": info.kind().name(),
+        "plain_npy": info.control.is_none(),
+        "descr": l.header.descr,
+        "dtype": l.dtype.map(|d| d.name()),
+        "shape": l.header.shape,
+        "fortran_order": l.header.fortran_order,
+        "data_bytes": l.data_len,
+        "file_size": info.file_size,
+        "usage": usage_id(info.usage),
+        "creator": creator,
+        "created": info.control.map(|c| text::rfc3339(c.created_unix_ms)),
+        "persistent": info.is_persistent(),
+        "owner_uid": info.owner,
+        "other_owner": viewer.is_foreign_owner(info.owner),
+        "garbage": info.is_garbage() && !viewer.is_foreign_owner(info.owner),
+    });
+    if detail {
+        let extra = json!({
+            "mode": format!("{:04o}", info.mode),
+            "npy_version": l.npy_version,
+            "elements": l.len,
+            "data_offset": l.data_offset,
+            "control": info.control.map(|c| json!({
+                "offset": l.control_offset,
+                "layout_version": c.layout_version,
+                "kind_version": c.kind_version,
+                "creator_start_time": c.creator_start_time,
+                "params": c.params,
+                "checksum": format!("{:#018x}", c.checksum),
+            })),
+            "gc_verdict": gc_verdict(info, viewer),
+        });
+        if let (Value::Object(base), Value::Object(more)) = (&mut v, extra) {
+            base.extend(more);
+        }
+    }
+    v
+}
+
 pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
     let info = shmarray::inspect(ns, &args.name)?;
-    for (key, value) in lines(&info, &Viewer::current()) {
+    let viewer = Viewer::current();
+    if args.json {
+        text::write_json(out, &segment_json(&info, &viewer, true))?;
+        return Ok(Status::Ok);
+    }
+    for (key, value) in lines(&info, &viewer) {
         writeln!(out, "{key:<15}{value}")?;
     }
     Ok(Status::Ok)

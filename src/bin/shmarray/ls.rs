@@ -8,7 +8,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use shmarray::{Error, Namespace, SegmentInfo};
 
-use crate::inspect::{creator_text, problem_text, Viewer};
+use serde_json::{json, Value};
+
+use crate::inspect::{creator_text, problem_text, segment_json, Viewer};
 use crate::text::{self, escape, escape_os, human_bytes, Table};
 use crate::{CliError, Status};
 
@@ -21,6 +23,9 @@ pub(crate) struct Args {
     /// Also list the crate's temporary files (`.shmarray-*`: being built or removed).
     #[arg(long)]
     all: bool,
+    /// Print a JSON array, one object per entry (sizes in bytes, times RFC 3339 UTC).
+    #[arg(long)]
+    json: bool,
 }
 
 /// What one directory entry is.
@@ -117,8 +122,44 @@ fn entries(ns: &Namespace, all: bool) -> Result<Vec<(OsString, Entry)>, CliError
     Ok(v)
 }
 
+/// One entry as JSON. Names are exact when they are UTF-8 (JSON escapes control
+/// characters); other names are given escaped, with `name_is_utf8: false`.
+fn entry_json(ns: &Namespace, raw: &OsStr, entry: &Entry, viewer: &Viewer) -> Value {
+    let (name, utf8) = match raw.to_str() {
+        Some(n) => (n.to_string(), true),
+        None => (escape_os(raw), false),
+    };
+    let mut v = match entry {
+        Entry::Segment(info) => segment_json(info, viewer, false),
+        Entry::Temporary => json!({
+            "name": name,
+            "path": text::path_json(&ns.path().join(raw)),
+            "kind": "temporary",
+            "problem": temporary_note(raw),
+        }),
+        Entry::Foreign(why) => json!({
+            "name": name,
+            "path": text::path_json(&ns.path().join(raw)),
+            "kind": "foreign",
+            "problem": why,
+        }),
+    };
+    if let Value::Object(m) = &mut v {
+        m.insert("name_is_utf8".into(), utf8.into());
+    }
+    v
+}
+
 pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
     let viewer = Viewer::current();
+    if args.json {
+        let list: Vec<Value> = entries(ns, args.all)?
+            .iter()
+            .map(|(raw, e)| entry_json(ns, raw, e, &viewer))
+            .collect();
+        text::write_json(out, &Value::Array(list))?;
+        return Ok(Status::Ok);
+    }
     let mut table = Table::new(&[
         "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "USE", "CREATOR", "NOTES",
     ]);

@@ -1,5 +1,5 @@
 //! Text for the terminal: escaping of anything that came from a file or directory,
-//! tables, sizes, shapes and times.
+//! tables, JSON, sizes, shapes and times.
 //!
 //! Nothing read from a file system reaches the terminal raw: names (arbitrary bytes),
 //! NPY descriptors, paths and error messages all pass through [`escape_bytes`] or
@@ -80,6 +80,36 @@ pub(crate) fn sanitize(s: &str) -> String {
     out
 }
 
+/// Escapes the control characters a JSON serializer leaves raw (DEL, C1, invisible
+/// formatting characters) as `\uNNNN`. Only valid on serializer output, where a raw
+/// control character other than the layout's `\n` can only be inside a string.
+pub(crate) fn json_terminal_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if (c.is_control() && c != '\n') || is_invisible_format(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes `value` as indented JSON (terminal-safe, see [`json_terminal_safe`]) and
+/// a newline.
+pub(crate) fn write_json(out: &mut dyn Write, value: &serde_json::Value) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+    writeln!(out, "{}", json_terminal_safe(&text))
+}
+
+/// A path as a JSON string: exact when it is UTF-8, else escaped as
+/// [`escape_path`] does (JSON strings cannot hold other bytes).
+pub(crate) fn path_json(p: &Path) -> serde_json::Value {
+    p.to_str()
+        .map_or_else(|| escape_path(p), str::to_string)
+        .into()
+}
+
 /// `1536` → `1.5 KiB`; below 1 KiB in bytes.
 pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -126,6 +156,12 @@ fn civil(unix_ms: u64) -> (i64, u32, u32, u32, u32, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day, rem / 3600, rem / 60 % 60, rem % 60, ms)
+}
+
+/// RFC 3339 UTC with milliseconds: `2026-11-25T10:11:12.345Z`.
+pub(crate) fn rfc3339(unix_ms: u64) -> String {
+    let (y, mo, d, h, mi, s, ms) = civil(unix_ms);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 
 /// For people: `2026-11-25 10:11:12 UTC`.
@@ -196,6 +232,14 @@ mod tests {
     }
 
     #[test]
+    fn json_escaping_keeps_layout() {
+        assert_eq!(
+            json_terminal_safe("{\n  \"a\": \"x\u{7f}\u{9b}\"\n}"),
+            "{\n  \"a\": \"x\\u007f\\u009b\"\n}"
+        );
+    }
+
+    #[test]
     fn sizes_and_shapes() {
         assert_eq!(human_bytes(800), "800 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
@@ -207,6 +251,9 @@ mod tests {
 
     #[test]
     fn times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_764_065_472_345), "2025-11-25T10:11:12.345Z");
         assert_eq!(human_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(human_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(human_time(1_764_065_472_345), "2025-11-25 10:11:12 UTC");
