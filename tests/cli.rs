@@ -1034,3 +1034,85 @@ fn ls_and_inspect_speak_json() {
     );
     assert!(o.stdout.is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Help, value lists, completions
+// ---------------------------------------------------------------------------
+
+#[test]
+fn help_lists_dtypes_exit_codes_and_explains_arguments() {
+    let d = TestDir::new();
+    let help = ok(&d.0, &["--help"]);
+    for line in [
+        "Exit status:",
+        "  0  success",
+        "  1  an operation failed",
+        "  2  usage error",
+        "  3  the segment directory does not exist",
+    ] {
+        assert!(
+            help.lines().any(|l| l.starts_with(line)),
+            "{line:?} in:\n{help}"
+        );
+    }
+    let create = ok(&d.0, &["create", "--help"]);
+    assert!(create.contains("Possible values:"), "{create}");
+    for dtype in [
+        "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64",
+    ] {
+        assert!(
+            create.contains(&format!("- {dtype}:")),
+            "{dtype} in:\n{create}"
+        );
+    }
+    // Positional arguments are explained, whichever layout clap picks.
+    for (cmd, arg, text) in [
+        ("create", "<NAME>", "Name of the new segment"),
+        ("inspect", "<NAME>", "Segment name"),
+        ("export", "<FILE>", "The .npy file to write"),
+        ("rm", "<NAME>...", "Names of the segments"),
+    ] {
+        let help = ok(&d.0, &[cmd, "--help"]);
+        let args = &help[help.find("Arguments:").expect(&help)..];
+        let at = args.find(arg).expect(&help);
+        let after = args[at..].trim_start_matches(arg).trim_start();
+        assert!(after.starts_with(text), "{help}");
+    }
+
+    // numpy names and descriptors are accepted; anything else lists the values.
+    ok(&d.0, &["create", "a", "--dtype", "float32", "--shape", "2"]);
+    ok(&d.0, &["create", "b", "--dtype", "<u2", "--shape", "2"]);
+    let ls = ok(&d.0, &["ls"]);
+    assert!(
+        row(&ls, "a").contains("<f4") && row(&ls, "b").contains("<u2"),
+        "{ls}"
+    );
+    let o = shmarray(
+        &d.0,
+        &["create", "c", "--dtype", "complex128", "--shape", "2"],
+    );
+    assert_eq!(o.status.code(), Some(EXIT_USAGE));
+    assert!(
+        stderr(&o).contains("possible values: f64, f32, i8"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    // No segment directory is needed for completions.
+    let missing = Path::new("/nonexistent").join(unique_name("nodir"));
+    for (shell, marker) in [
+        ("bash", "complete -F _shmarray"),
+        ("zsh", "#compdef shmarray"),
+        ("fish", "complete -c shmarray"),
+    ] {
+        let out = ok(&missing, &["completions", shell]);
+        assert!(out.contains(marker), "{shell}:\n{out}");
+        for sub in ["inspect", "gc", "export", "dtype"] {
+            assert!(out.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    let o = shmarray(&missing, &["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(EXIT_USAGE), "{o:?}");
+}

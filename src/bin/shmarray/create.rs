@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use clap::builder::PossibleValue;
 use shmarray::ndarray::{IxDyn, Order};
 use shmarray::{Dtype, Namespace, Options, SharedArray};
 
@@ -13,15 +14,67 @@ use crate::{CliError, Status};
 pub(crate) struct Args {
     /// Name of the new segment (must not exist yet).
     name: String,
-    /// Element type: f32, f64, i8..i64, u8..u64 (numpy names work too).
-    #[arg(long, default_value = "f64")]
-    dtype: String,
+    /// Element type (numpy names such as float64 and descriptors such as <f8 work too).
+    #[arg(long, value_enum, default_value_t = DtypeArg(Dtype::F64))]
+    dtype: DtypeArg,
     /// Comma-separated shape, e.g. 1000,1000; "" for a 0-d array (one element).
     #[arg(long, value_parser = parse_shape, allow_hyphen_values = true)]
     shape: Shape,
     /// Column-major (Fortran) order.
     #[arg(long)]
     fortran: bool,
+}
+
+/// A `--dtype` value: one of the element types, by its Rust name (shown in `--help`),
+/// its numpy name or its NPY descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DtypeArg(Dtype);
+
+/// The element types `create` makes, in the order `--help` lists them.
+const DTYPES: [DtypeArg; 10] = [
+    DtypeArg(Dtype::F64),
+    DtypeArg(Dtype::F32),
+    DtypeArg(Dtype::I8),
+    DtypeArg(Dtype::I16),
+    DtypeArg(Dtype::I32),
+    DtypeArg(Dtype::I64),
+    DtypeArg(Dtype::U8),
+    DtypeArg(Dtype::U16),
+    DtypeArg(Dtype::U32),
+    DtypeArg(Dtype::U64),
+];
+
+impl DtypeArg {
+    /// numpy's name of the type (`Dtype::from_name` accepts it too).
+    fn numpy_name(self) -> &'static str {
+        match self.0 {
+            Dtype::F64 => "float64",
+            Dtype::F32 => "float32",
+            Dtype::I8 => "int8",
+            Dtype::I16 => "int16",
+            Dtype::I32 => "int32",
+            Dtype::I64 => "int64",
+            Dtype::U8 => "uint8",
+            Dtype::U16 => "uint16",
+            Dtype::U32 => "uint32",
+            _ => "uint64",
+        }
+    }
+}
+
+impl clap::ValueEnum for DtypeArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &DTYPES
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let (d, numpy) = (self.0, self.numpy_name());
+        Some(
+            PossibleValue::new(d.name())
+                .aliases([numpy, d.descr()])
+                .help(format!("numpy {numpy}, {}", d.descr())),
+        )
+    }
 }
 
 /// A parsed `--shape`.
@@ -57,10 +110,7 @@ fn parse_shape(s: &str) -> Result<Shape, String> {
 }
 
 pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
-    let dtype: Dtype = args
-        .dtype
-        .parse()
-        .map_err(|e: shmarray::UnknownDtype| CliError::Usage(e.to_string()))?;
+    let dtype = args.dtype.0;
     let order = if args.fortran {
         Order::ColumnMajor
     } else {
@@ -94,6 +144,19 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_dtype_has_a_value_and_parses_back() {
+        use clap::ValueEnum;
+        for d in DTYPES {
+            let v = d.to_possible_value().unwrap();
+            assert_eq!(v.get_name().parse::<Dtype>().ok(), Some(d.0));
+            for alias in [d.numpy_name(), d.0.descr()] {
+                assert_eq!(alias.parse::<Dtype>().ok(), Some(d.0), "{alias}");
+                assert_eq!(DtypeArg::from_str(alias, false), Ok(d), "{alias}");
+            }
+        }
+    }
 
     #[test]
     fn shapes() {

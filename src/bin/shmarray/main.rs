@@ -5,6 +5,7 @@
 //! Everything printed that comes from a file or a directory (names, descriptors,
 //! paths, error messages) is escaped first: see [`text`].
 
+mod completions;
 mod create;
 mod demo;
 mod export;
@@ -27,14 +28,23 @@ const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
 /// Exit status: the command line is wrong (unknown option, bad value, invalid name).
 const EXIT_USAGE: u8 = 2;
-/// Exit status: the segment directory does not exist or cannot be read.
+/// Exit status: the segment directory does not exist.
 const EXIT_NO_DIR: u8 = 3;
+
+/// The exit statuses, as `--help` lists them (keep in step with the constants).
+const EXIT_HELP: &str = "\
+Exit status:
+  0  success
+  1  an operation failed: not found, not a segment, some removals failed, ...
+  2  usage error: unknown option, bad value (dtype, shape), invalid segment name
+  3  the segment directory does not exist";
 
 #[derive(Parser)]
 #[command(
     name = "shmarray",
     version,
-    about = "Zero-copy shared-memory arrays: list, inspect, create, export, clean up, demo"
+    about = "Zero-copy shared-memory arrays: list, inspect, create, export, clean up, demo",
+    after_help = EXIT_HELP
 )]
 struct Cli {
     /// Segment directory (default: $SHMARRAY_DIR or /dev/shm).
@@ -62,6 +72,8 @@ enum Cmd {
     Export(export::Args),
     /// Demo: a worker process doubles an array in place; compared with a pipe round trip.
     Demo(demo::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
     /// Internal: the demo/benchmark worker (line protocol on stdin/stdout).
     #[command(hide = true, name = "__worker")]
     Worker,
@@ -144,6 +156,10 @@ fn namespace(dir: Option<&PathBuf>) -> Result<Namespace, Error> {
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> Result<Status, CliError> {
+    if let Cmd::Completions(args) = &cli.cmd {
+        // Needs no segment directory.
+        return completions::run(args, out);
+    }
     let ns = namespace(cli.dir.as_ref())?;
     match cli.cmd {
         Cmd::Ls(args) => ls::run(&ns, &args, out),
@@ -154,6 +170,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<Status, CliError> {
         Cmd::Create(args) => create::run(&ns, &args, out),
         Cmd::Export(args) => export::run(&ns, &args, out),
         Cmd::Demo(args) => demo::run(&ns, &args, out),
+        Cmd::Completions(args) => completions::run(&args, out),
         Cmd::Worker => shmarray::demo::serve(&ns)
             .map(|()| Status::Ok)
             .map_err(CliError::from),
