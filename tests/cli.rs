@@ -1116,3 +1116,27 @@ fn completions_are_printed_for_each_shell() {
     let o = shmarray(&missing, &["completions", "tcsh"]);
     assert_eq!(o.status.code(), Some(EXIT_USAGE), "{o:?}");
 }
+
+#[test]
+fn the_library_alone_does_not_pull_in_the_cli_dependencies() {
+    let tree = |features: &[&str]| {
+        let o = Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "-e", "normal", "--prefix", "none"])
+            .args(features)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "cargo tree failed");
+        stdout(&o)
+    };
+    let lib = tree(&["--no-default-features"]);
+    for dep in ["clap ", "clap_complete ", "serde_json "] {
+        assert!(!lib.lines().any(|l| l.starts_with(dep)), "{dep}in:\n{lib}");
+    }
+    let cli = tree(&[]);
+    assert!(
+        cli.lines().any(|l| l.starts_with("clap_complete ")),
+        "{cli}"
+    );
+}
