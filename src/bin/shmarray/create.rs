@@ -45,20 +45,16 @@ const DTYPES: [DtypeArg; 10] = [
 ];
 
 impl DtypeArg {
-    /// numpy's name of the type (`Dtype::from_name` accepts it too).
-    fn numpy_name(self) -> &'static str {
-        match self.0 {
-            Dtype::F64 => "float64",
-            Dtype::F32 => "float32",
-            Dtype::I8 => "int8",
-            Dtype::I16 => "int16",
-            Dtype::I32 => "int32",
-            Dtype::I64 => "int64",
-            Dtype::U8 => "uint8",
-            Dtype::U16 => "uint16",
-            Dtype::U32 => "uint32",
-            _ => "uint64",
-        }
+    /// numpy's name of the type, derived from the Rust name (`f64` → `float64`,
+    /// `u8` → `uint8`); `Dtype::from_name` accepts both.
+    fn numpy_name(self) -> String {
+        let (kind, bits) = self.0.name().split_at(1);
+        let kind = match kind {
+            "f" => "float",
+            "i" => "int",
+            _ => "uint",
+        };
+        format!("{kind}{bits}")
     }
 }
 
@@ -71,8 +67,8 @@ impl clap::ValueEnum for DtypeArg {
         let (d, numpy) = (self.0, self.numpy_name());
         Some(
             PossibleValue::new(d.name())
-                .aliases([numpy, d.descr()])
-                .help(format!("numpy {numpy}, {}", d.descr())),
+                .help(format!("numpy {numpy}, {}", d.descr()))
+                .aliases([numpy, d.descr().to_string()]),
         )
     }
 }
@@ -151,7 +147,7 @@ mod tests {
         for d in DTYPES {
             let v = d.to_possible_value().unwrap();
             assert_eq!(v.get_name().parse::<Dtype>().ok(), Some(d.0));
-            for alias in [d.numpy_name(), d.0.descr()] {
+            for alias in [d.numpy_name().as_str(), d.0.descr()] {
                 assert_eq!(alias.parse::<Dtype>().ok(), Some(d.0), "{alias}");
                 assert_eq!(DtypeArg::from_str(alias, false), Ok(d), "{alias}");
             }
