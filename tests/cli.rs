@@ -403,6 +403,17 @@ fn rm_refuses_foreign_files_without_force() {
     assert!(d.0.join("foreign").exists());
     ok(&d.0, &["rm", "--force", "foreign"]);
     assert!(!d.0.join("foreign").exists());
+    // rm goes on after a failure; an invalid name among them removes nothing.
+    ok(&d.0, &["create", "one", "--shape", "1"]);
+    ok(&d.0, &["create", "two", "--shape", "1"]);
+    let o = shmarray(&d.0, &["rm", "one", "a/b", "two"]);
+    assert_eq!(o.status.code(), Some(EXIT_USAGE), "{o:?}");
+    assert_eq!(d.names(), ["one", "two"]);
+    let o = shmarray(&d.0, &["rm", "one", "missing", "two"]);
+    assert_eq!(o.status.code(), Some(EXIT_FAILED), "{o:?}");
+    assert_eq!(stdout(&o), "removed one\nremoved two\n");
+    assert!(stderr(&o).contains("\"missing\" not found"), "{o:?}");
+    assert!(d.names().is_empty());
 }
 
 #[test]
@@ -623,7 +634,8 @@ fn a_directory_under_a_segment_name_is_reported_as_such() {
     assert!(d.0.join("subdir").is_dir());
 }
 
-/// Flips `path` between its full contents and 0 bytes until dropped.
+/// Flips `path` between its full contents and 0 bytes (through every length in
+/// between while it is rewritten) until dropped.
 struct Flipper {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<u64>>,
@@ -641,6 +653,8 @@ impl Flipper {
                 file.set_len(0).unwrap();
                 std::thread::yield_now();
                 file.write_all_at(&contents, 0).unwrap();
+                // Whole for a while, so readers also see it complete.
+                std::thread::sleep(Duration::from_micros(300));
                 flips += 1;
             }
             flips

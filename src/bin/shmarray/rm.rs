@@ -25,20 +25,24 @@ pub(crate) struct Args {
 fn may_remove(ns: &Namespace, name: &str, force: bool) -> Result<(), Error> {
     match shmarray::inspect(ns, name) {
         Ok(_) | Err(Error::NotReady { .. }) => Ok(()),
-        Err(e @ (Error::NotFound { .. } | Error::InvalidName { .. })) => Err(e),
+        Err(e @ Error::NotFound { .. }) => Err(e),
         Err(_) if force => Ok(()),
         Err(e) => Err(e),
     }
 }
 
 pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
+    // An invalid name is a usage error: nothing is removed then.
+    for name in &args.names {
+        ns.path_of(name)?;
+    }
     let mut status = Status::Ok;
     for name in &args.names {
         match may_remove(ns, name, args.force).and_then(|()| ns.remove(name)) {
             Ok(()) => writeln!(out, "removed {}", escape(name))?,
             Err(e) => {
                 let hint = match e {
-                    Error::NotFound { .. } | Error::InvalidName { .. } => "",
+                    Error::NotFound { .. } => "",
                     _ if args.force => "",
                     _ => " (use --force to remove it anyway)",
                 };
