@@ -38,6 +38,10 @@ pub struct SegmentInfo {
     /// Whether the handle that created it is still open; `None` without a control
     /// block.
     pub creator: Option<Liveness>,
+    /// Whether the creator's recorded pid belongs to this process's pid namespace
+    /// (`Some(false)`: another container's pid, meaningless here); `None` when
+    /// either namespace is unknown or there is no control block.
+    pub creator_pid_here: Option<bool>,
 }
 
 impl SegmentInfo {
@@ -82,6 +86,10 @@ pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
         owner: info.uid,
         mode: info.mode,
         creator: desc.control.map(|_| liveness::creator(&file)),
+        creator_pid_here: desc.control.and_then(|c| {
+            let ours = crate::sys::proc::pid_namespace()?;
+            (c.creator_pid_ns != 0).then_some(c.creator_pid_ns == ours)
+        }),
         usage: liveness::usage(&file),
         layout: desc.layout,
         control: desc.control,

@@ -117,6 +117,11 @@ pub(crate) fn map_errno(op: &'static str, name: &str, e: Errno) -> Error {
             name,
             reason: "it is a directory",
         },
+        // open(2) of a UNIX socket.
+        Errno::ENXIO => Error::NotShmarray {
+            name,
+            reason: "it is a socket or device",
+        },
         Errno::ENOSPC | Errno::EFBIG => Error::NoSpace { name, requested: 0 },
         _ => Error::Io {
             op,

@@ -142,7 +142,9 @@ fn collect_one(dir: &Dir, name: &str, dry_run: bool) -> Result<Verdict> {
             };
         }
         // Gone, a symlink or a directory: not ours to collect.
-        Err(Errno::ENOENT | Errno::ELOOP | Errno::EISDIR) => return Ok(Verdict::Kept),
+        Err(Errno::ENOENT | Errno::ELOOP | Errno::EISDIR | Errno::ENXIO) => {
+            return Ok(Verdict::Kept)
+        }
         Err(e) => return Err(map_errno("open", name, e)),
     };
     if !ours(&file) {

@@ -1,0 +1,261 @@
+//! `shmarray inspect NAME` and `shmarray path NAME`, and how a segment (or the
+//! reason a file is not one) is described to people, shared with `ls`.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+use shmarray::{Error, Liveness, Namespace, SegmentInfo, Usage};
+
+use crate::text::{self, escape, escape_path, human_bytes};
+use crate::{CliError, Status};
+
+/// Arguments of `shmarray inspect`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Segment name (as given to create/open; a leading '/' is ignored).
+    name: String,
+    /// Print one JSON object (sizes in bytes, times RFC 3339 UTC).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `shmarray path`.
+#[derive(clap::Args)]
+pub(crate) struct PathArgs {
+    /// Segment name; the segment need not exist yet.
+    name: String,
+}
+
+/// Who is looking: this process's effective uid, to tell which files are another
+/// user's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Viewer {
+    euid: u32,
+}
+
+impl Viewer {
+    pub(crate) fn current() -> Viewer {
+        Viewer {
+            euid: nix::unistd::geteuid().as_raw(),
+        }
+    }
+
+    /// Whether a file owned by `uid` is another user's.
+    pub(crate) fn is_foreign_owner(&self, uid: u32) -> bool {
+        uid != self.euid
+    }
+}
+
+/// The CREATOR cell: `pid 123 alive`, `pid 123 (other pid namespace) dead`, or `-`
+/// without a control block. Unknown namespaces are not "other".
+pub(crate) fn creator_text(info: &SegmentInfo) -> String {
+    let Some(c) = &info.control else {
+        return "-".into();
+    };
+    let ns = if info.creator_pid_here == Some(false) {
+        " (other pid namespace)"
+    } else {
+        ""
+    };
+    let alive = info.creator.unwrap_or(Liveness::Unknown);
+    format!("pid {}{ns} {alive}", c.creator_pid)
+}
+
+/// Why a file is not a usable segment, in a few words, escaped. `ls` shows this in
+/// its NOTES column; `inspect` after the name.
+pub(crate) fn problem_text(e: &Error) -> String {
+    let text = match e {
+        Error::NotShmarray { reason, .. } => format!("not a shmarray segment: {reason}"),
+        Error::NotReady { .. } => "not ready (not completely built)".into(),
+        Error::Corrupt { problem, .. } => format!("corrupt: {problem}"),
+        Error::PermissionDenied { .. } => "permission denied".into(),
+        Error::InvalidName { problem, .. } => format!("not a segment name: {problem}"),
+        other => other.to_string(),
+    };
+    text::sanitize(&text)
+}
+
+/// An error as `shmarray: ...` prints it: errors about a named file say which file
+/// and what is wrong with it; others use the library's words. Escaped.
+pub(crate) fn error_text(e: &Error) -> String {
+    match e {
+        Error::NotShmarray { name, .. }
+        | Error::NotReady { name }
+        | Error::Corrupt { name, .. }
+        | Error::PermissionDenied { name } => format!("{}: {}", escape(name), problem_text(e)),
+        other => text::sanitize(&other.to_string()),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The key/value lines of `inspect`, escaped.
+fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
+    let l = &info.layout;
+    let owner = if viewer.is_foreign_owner(info.owner) {
+        format!("uid {} (another user)", info.owner)
+    } else {
+        format!("uid {} (you)", info.owner)
+    };
+    let mut v = vec![
+        ("name", escape(&info.name)),
+        ("path", escape_path(&info.path)),
+        ("owner", owner),
+        ("mode", format!("{:04o}", info.mode)),
+        (
+            "file size",
+            format!("{} ({})", info.file_size, human_bytes(info.file_size)),
+        ),
+        ("npy version", format!("{}.0", l.npy_version)),
+        ("descr", escape(&l.header.descr)),
+        (
+            "dtype",
+            l.dtype
+                .map_or("not supported by shmarray".into(), |d| d.name().into()),
+        ),
+        ("fortran_order", l.header.fortran_order.to_string()),
+        ("shape", text::shape(&l.header.shape)),
+        ("elements", l.len.to_string()),
+        ("data offset", l.data_offset.to_string()),
+        ("data bytes", l.data_len.to_string()),
+        ("usage", info.usage.to_string()),
+    ];
+    match &info.control {
+        None => v.push(("control block", "none (a plain .npy file)".into())),
+        Some(c) => {
+            let ns = if info.creator_pid_here == Some(false) {
+                ", other pid namespace"
+            } else {
+                ""
+            };
+            v.extend([
+                ("control offset", l.control_offset.to_string()),
+                ("layout version", c.layout_version.to_string()),
+                ("kind", c.kind.to_string()),
+                ("kind version", c.kind_version.to_string()),
+                (
+                    "creator",
+                    format!(
+                        "pid {} (start time {}{ns}), {}",
+                        c.creator_pid,
+                        c.creator_start_time,
+                        info.creator.unwrap_or(Liveness::Unknown)
+                    ),
+                ),
+                ("created", text::human_time(c.created_unix_ms)),
+                ("persistent", yes_no(info.is_persistent()).into()),
+                ("checksum", format!("{:#018x} (ok)", c.checksum)),
+            ]);
+        }
+    }
+    v.push(("garbage", gc_verdict(info, viewer).into()));
+    v
+}
+
+/// Whether `gc` would take the segment, and if not, why not.
+fn gc_verdict(info: &SegmentInfo, viewer: &Viewer) -> &'static str {
+    if viewer.is_foreign_owner(info.owner) {
+        "no: another user's file"
+    } else if info.control.is_none() {
+        "no: a plain .npy file"
+    } else if info.is_persistent() {
+        "no: persistent"
+    } else if info.is_garbage() {
+        "yes: `shmarray gc` removes it"
+    } else if info.usage == shmarray::Usage::Unknown {
+        "no: whether it is in use cannot be decided here"
+    } else {
+        "no: in use"
+    }
+}
+
+/// `usage` as a JSON identifier.
+fn usage_id(u: Usage) -> &'static str {
+    match u {
+        Usage::InUse => "in_use",
+        Usage::Idle => "idle",
+        _ => "unknown",
+    }
+}
+
+/// A segment as JSON: what `ls --json` lists and, with `detail`, what
+/// `inspect --json` prints. Sizes in bytes, times RFC 3339 UTC, enums as strings.
+pub(crate) fn segment_json(info: &SegmentInfo, viewer: &Viewer, detail: bool) -> Value {
+    let l = &info.layout;
+    let creator = info.control.as_ref().map(|c| {
+        json!({
+            "pid": c.creator_pid,
+            "pid_namespace": (c.creator_pid_ns != 0).then_some(c.creator_pid_ns),
+            "other_pid_namespace": info.creator_pid_here == Some(false),
+            "liveness": info.creator.unwrap_or(Liveness::Unknown).as_str(),
+        })
+    });
+    let mut v = json!({
+        "name": info.name,
+        "path": text::path_json(&info.path),
+        "kind": info.kind().name(),
+        "plain_npy": info.control.is_none(),
+        "descr": l.header.descr,
+        "dtype": l.dtype.map(|d| d.name()),
+        "shape": l.header.shape,
+        "fortran_order": l.header.fortran_order,
+        "data_bytes": l.data_len,
+        "file_size": info.file_size,
+        "usage": usage_id(info.usage),
+        "creator": creator,
+        "created": info.control.map(|c| text::rfc3339(c.created_unix_ms)),
+        "persistent": info.is_persistent(),
+        "owner_uid": info.owner,
+        "other_owner": viewer.is_foreign_owner(info.owner),
+        "garbage": info.is_garbage() && !viewer.is_foreign_owner(info.owner),
+    });
+    if detail {
+        let extra = json!({
+            "mode": format!("{:04o}", info.mode),
+            "npy_version": l.npy_version,
+            "elements": l.len,
+            "data_offset": l.data_offset,
+            "control": info.control.map(|c| json!({
+                "offset": l.control_offset,
+                "layout_version": c.layout_version,
+                "kind_version": c.kind_version,
+                "creator_start_time": c.creator_start_time,
+                "params": c.params,
+                "checksum": format!("{:#018x}", c.checksum),
+            })),
+            "gc_verdict": gc_verdict(info, viewer),
+        });
+        if let (Value::Object(base), Value::Object(more)) = (&mut v, extra) {
+            base.extend(more);
+        }
+    }
+    v
+}
+
+pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
+    let info = shmarray::inspect(ns, &args.name)?;
+    let viewer = Viewer::current();
+    if args.json {
+        text::write_json(out, &segment_json(&info, &viewer, true))?;
+        return Ok(Status::Ok);
+    }
+    for (key, value) in lines(&info, &viewer) {
+        writeln!(out, "{key:<15}{value}")?;
+    }
+    Ok(Status::Ok)
+}
+
+pub(crate) fn run_path(
+    ns: &Namespace,
+    args: &PathArgs,
+    out: &mut dyn Write,
+) -> Result<Status, CliError> {
+    writeln!(out, "{}", escape_path(&ns.path_of(&args.name)?))?;
+    Ok(Status::Ok)
+}
