@@ -3,7 +3,9 @@
 //! whatever is accepted must be internally consistent and fit in the bytes given.
 //!
 //! Run (needs a nightly toolchain and `cargo install cargo-fuzz`):
-//! `cd fuzz && cargo +nightly fuzz run header -- -max_total_time=60`
+//! `cd fuzz && cargo +nightly fuzz run header corpus/header seeds -- -max_len=20000 -max_total_time=180`
+//! (`seeds/` holds real segment images of every kind and a numpy-written file, so the
+//! fuzzer starts past the magic and the checksum).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
