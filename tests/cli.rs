@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{unique_name, wait_with_deadline};
+use common::{python, unique_name, wait_with_deadline};
 use ndarray::{Ix1, Ix2};
 use shmarray::{Namespace, Options, SharedArray};
 
@@ -475,30 +475,6 @@ fn export_writes_a_plain_npy_that_numpy_loads_without_trailing_bytes() {
     // To standard output, byte for byte the same file.
     let o = shmarray(&d.0, &["export", "c", "-"]);
     assert_eq!(o.stdout, std::fs::read(&existing).unwrap());
-}
-
-/// Runs a Python snippet with numpy imported as `np`; returns its stdout, or `None`
-/// when numpy is missing and `SHMARRAY_SKIP_NUMPY` is set (as `tests/numpy.rs`).
-fn python(code: &str) -> Option<String> {
-    let script = format!("import numpy as np\n{code}\n");
-    let child = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 must be installed");
-    let o = finish(child, "python3", Duration::from_secs(60));
-    let err = stderr(&o);
-    if !o.status.success() && err.contains("No module named 'numpy'") {
-        if std::env::var_os("SHMARRAY_SKIP_NUMPY").is_some() {
-            println!("SKIPPED: numpy is not installed (SHMARRAY_SKIP_NUMPY is set)");
-            return None;
-        }
-        panic!("numpy is not installed: run `python3 -m pip install numpy` (or set SHMARRAY_SKIP_NUMPY=1)");
-    }
-    assert!(o.status.success(), "python failed:\n{script}\n{err}");
-    Some(stdout(&o).trim().to_string())
 }
 
 #[test]

@@ -5,38 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use common::{unique_name, wait_with_deadline, ShmFile};
+use common::{python, unique_name, ShmFile};
 use ndarray::{arr2, Array, Ix0, Ix1, Ix2, IxDyn};
 use shmarray::ndarray::Order;
 use shmarray::{Error, Options, SharedArray};
-
-/// Runs a Python snippet with numpy imported as `np`; returns its stdout.
-/// `None` when numpy is unavailable and skipping was requested.
-fn python(code: &str) -> Option<String> {
-    let script = format!("import sys\nimport numpy as np\n{code}\n");
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 must be installed");
-    let status = wait_with_deadline(&mut child, Duration::from_secs(60));
-    let out = child.wait_with_output().expect("python output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !status.success() && stderr.contains("No module named 'numpy'") {
-        if std::env::var_os("SHMARRAY_SKIP_NUMPY").is_some() {
-            eprintln!("SKIPPED: numpy is not installed (SHMARRAY_SKIP_NUMPY is set)");
-            return None;
-        }
-        panic!("numpy is not installed: run `python3 -m pip install numpy` (or set SHMARRAY_SKIP_NUMPY=1)");
-    }
-    assert!(status.success(), "python failed:\n{script}\n{stderr}");
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
 
 #[test]
 fn rust_created_segment_is_a_numpy_array_and_sees_numpy_writes() {

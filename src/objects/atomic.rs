@@ -1,7 +1,6 @@
 //! `SharedAtomicU32/U64/I64`: one integer in shared memory, accessed atomically only.
 
 use std::ops::Deref;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64};
 use std::time::Duration;
 
@@ -63,27 +62,7 @@ macro_rules! shared_atomic {
                 Ok($name { array })
             }
 
-            /// The segment name.
-            pub fn name(&self) -> Option<&str> {
-                self.array.name()
-            }
-
-            /// The segment's file path (numpy sees a 0-d array).
-            pub fn path(&self) -> Option<PathBuf> {
-                self.array.path()
-            }
-
-            /// Removes the name now.
-            pub fn unlink(&self) -> Result<()> {
-                self.array.unlink()
-            }
-
-            /// Keeps the segment after this handle is dropped.
-            pub fn into_persistent(self) -> Self {
-                $name {
-                    array: self.array.into_persistent(),
-                }
-            }
+            segment_accessors!(persistent array);
         }
 
         impl Deref for $name {

@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ndarray::Ix1;
@@ -206,15 +205,7 @@ impl Barrier {
         self.state().is_broken()
     }
 
-    /// The segment name.
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The segment's file path.
-    pub fn path(&self) -> Option<PathBuf> {
-        self.seg.path()
-    }
+    segment_accessors!(seg);
 }
 
 impl Drop for Barrier {

@@ -1,7 +1,6 @@
 //! `Event`: Python's `multiprocessing.Event`, by name.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ndarray::Ix0;
@@ -80,15 +79,7 @@ impl Event {
         self.raw().wait(timeout)
     }
 
-    /// The segment name.
-    pub fn name(&self) -> Option<&str> {
-        self.word.name()
-    }
-
-    /// The segment's file path.
-    pub fn path(&self) -> Option<PathBuf> {
-        self.word.path()
-    }
+    segment_accessors!(persistent word);
 }
 
 impl fmt::Debug for Event {

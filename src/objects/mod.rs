@@ -11,6 +11,40 @@
 //! | `Event` | a 0-d `<u4` array: 0 clear, 1 set |
 //! | `Barrier` | bytes: member table and state |
 
+/// The accessors every named object has, over the array that holds its segment
+/// (`$field`); with `persistent`, also `into_persistent` (for single-field types).
+macro_rules! segment_accessors {
+    ($field:ident) => {
+        /// The segment name (`None` for anonymous segments).
+        pub fn name(&self) -> Option<&str> {
+            self.$field.name()
+        }
+
+        /// The segment's file path (see the table in the module docs for what
+        /// numpy sees there).
+        pub fn path(&self) -> Option<std::path::PathBuf> {
+            self.$field.path()
+        }
+
+        /// Removes the name now; processes that have it open keep using it.
+        pub fn unlink(&self) -> crate::error::Result<()> {
+            self.$field.unlink()
+        }
+    };
+    (persistent $field:ident) => {
+        segment_accessors!($field);
+
+        /// Keeps the segment after this handle is dropped (never collected by
+        /// `shmarray gc`); remove it with `unlink`, `shmarray::remove` or
+        /// `shmarray rm`.
+        pub fn into_persistent(self) -> Self {
+            Self {
+                $field: self.$field.into_persistent(),
+            }
+        }
+    };
+}
+
 mod atomic;
 mod barrier;
 mod event;

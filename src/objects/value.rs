@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ndarray::Ix0;
@@ -101,27 +100,7 @@ impl<T: Element> SharedValue<T> {
         }
     }
 
-    /// The segment name.
-    pub fn name(&self) -> Option<&str> {
-        self.array.name()
-    }
-
-    /// The segment's file path (numpy sees a 0-d array).
-    pub fn path(&self) -> Option<PathBuf> {
-        self.array.path()
-    }
-
-    /// Removes the name now.
-    pub fn unlink(&self) -> Result<()> {
-        self.array.unlink()
-    }
-
-    /// Keeps the segment after this handle is dropped.
-    pub fn into_persistent(self) -> Self {
-        SharedValue {
-            array: self.array.into_persistent(),
-        }
-    }
+    segment_accessors!(persistent array);
 }
 
 impl<T: Element> fmt::Debug for SharedValue<T> {

@@ -2,12 +2,12 @@
 
 use std::io::Write;
 
+use super::inspect::read_description;
 use super::open::describe_error;
-use super::{check_name, map_errno, Namespace};
+use super::{check_name, Namespace};
 use crate::error::{Error, Result};
-use crate::format::describe::describe;
 use crate::format::npy::build_plain_header;
-use crate::sys::fs::{self, Access, FileKind};
+use crate::sys::fs;
 
 /// Writes segment `name` of `ns` to `out` as a plain `.npy` file: the header numpy
 /// would write (64-byte aligned, no page padding) followed by the data, without the
@@ -16,18 +16,7 @@ use crate::sys::fs::{self, Access, FileKind};
 /// `pread`, never through a mapping. Returns the number of bytes written.
 pub fn export_npy(ns: &Namespace, name: &str, out: &mut impl Write) -> Result<u64> {
     let bare = check_name(name)?;
-    let file = ns
-        .dir()
-        .open_file(bare, Access::Read)
-        .map_err(|e| map_errno("open", bare, e))?;
-    let info = fs::fstat(&file).map_err(|e| map_errno("fstat", bare, e))?;
-    if info.kind != FileKind::Regular {
-        return Err(Error::not_shmarray(bare, info.kind.describe()));
-    }
-    let desc = describe(info.size, |offset, buf| {
-        fs::read_exact_at(&file, buf, offset)
-    })
-    .map_err(|e| describe_error(bare, e))?;
+    let (file, _, desc) = read_description(ns, bare)?;
     let header = build_plain_header(&desc.layout.header).map_err(|e| Error::corrupt(bare, e))?;
     let io = |e: std::io::Error| Error::io("write", bare, e);
     out.write_all(&header).map_err(io)?;

@@ -1,6 +1,7 @@
 //! What `shmarray ls` and `inspect` show about a segment, read without mapping it
 //! and without knowing its type.
 
+use std::fs::File;
 use std::path::PathBuf;
 
 use super::liveness::{self, Liveness, Usage};
@@ -8,7 +9,7 @@ use super::open::describe_error;
 use super::{check_name, map_errno, Namespace};
 use crate::error::Result;
 use crate::format::control::{ControlFields, ObjectKind};
-use crate::format::describe::describe;
+use crate::format::describe::{describe, Description};
 use crate::format::npy::Layout;
 use crate::sys::fs::{self, Access};
 
@@ -67,18 +68,7 @@ impl SegmentInfo {
 /// directory under the name is reported, not followed or waited on.
 pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
     let bare = check_name(name)?;
-    let file = ns
-        .dir()
-        .open_file(bare, Access::Read)
-        .map_err(|e| map_errno("open", bare, e))?;
-    let info = fs::fstat(&file).map_err(|e| map_errno("fstat", bare, e))?;
-    if info.kind != fs::FileKind::Regular {
-        return Err(crate::Error::not_shmarray(bare, info.kind.describe()));
-    }
-    let desc = describe(info.size, |offset, buf| {
-        fs::read_exact_at(&file, buf, offset)
-    })
-    .map_err(|e| describe_error(bare, e))?;
+    let (file, info, desc) = read_description(ns, bare)?;
     Ok(SegmentInfo {
         name: bare.to_string(),
         path: ns.path().join(bare),
@@ -94,4 +84,25 @@ pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
         layout: desc.layout,
         control: desc.control,
     })
+}
+
+/// Opens `bare` read-only without following links or blocking, checks it is a
+/// regular file and reads its description with `pread` (nothing is mapped).
+pub(crate) fn read_description(
+    ns: &Namespace,
+    bare: &str,
+) -> Result<(File, fs::FileInfo, Description)> {
+    let file = ns
+        .dir()
+        .open_file(bare, Access::Read)
+        .map_err(|e| map_errno("open", bare, e))?;
+    let info = fs::fstat(&file).map_err(|e| map_errno("fstat", bare, e))?;
+    if info.kind != fs::FileKind::Regular {
+        return Err(crate::Error::not_shmarray(bare, info.kind.describe()));
+    }
+    let desc = describe(info.size, |offset, buf| {
+        fs::read_exact_at(&file, buf, offset)
+    })
+    .map_err(|e| describe_error(bare, e))?;
+    Ok((file, info, desc))
 }

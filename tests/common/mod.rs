@@ -174,3 +174,28 @@ impl Drop for Children {
         }
     }
 }
+
+/// Runs a Python snippet with numpy imported as `np`; returns its stdout.
+/// `None` when numpy is unavailable and skipping was requested.
+pub fn python(code: &str) -> Option<String> {
+    let script = format!("import sys\nimport numpy as np\n{code}\n");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed");
+    let status = wait_with_deadline(&mut child, Duration::from_secs(60));
+    let out = child.wait_with_output().expect("python output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !status.success() && stderr.contains("No module named 'numpy'") {
+        if std::env::var_os("SHMARRAY_SKIP_NUMPY").is_some() {
+            eprintln!("SKIPPED: numpy is not installed (SHMARRAY_SKIP_NUMPY is set)");
+            return None;
+        }
+        panic!("numpy is not installed: run `python3 -m pip install numpy` (or set SHMARRAY_SKIP_NUMPY=1)");
+    }
+    assert!(status.success(), "python failed:\n{script}\n{stderr}");
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
