@@ -1,28 +1,5 @@
-//! `SharedArray<T, D>`: a typed ndarray over a segment.
-//!
-//! # Who may look at the data, and how
-//! In one process, safe code can never hold a shared and a mutable reference (or
-//! view) of the same elements:
-//! - [`SharedArray::lock`] (`&self`) hands out a guard that derefs to
-//!   `ArrayViewMut`: the robust lock excludes every other locker, in every thread
-//!   and process, as `lock_api::Mutex` owns its data;
-//! - [`SharedArray::view`] and [`SharedArray::view_mut`] take `&mut self`: the
-//!   borrow checker excludes every other use of the handle, and the handle must be
-//!   the only one of its segment in this process (see [`Error::InUse`]);
-//! - `view_unchecked` / `view_mut_unchecked` are `unsafe`: the caller promises the
-//!   exclusivity the compiler cannot see (the pool's disjoint parts).
-//!
-//! # What other processes can do
-//! The compiler cannot see other processes. The contract is memmap2's for files
-//! another process may modify: every view is in bounds of a mapping that lives as
-//! long as the borrow, aligned, of the element type and shape the header declares
-//! (checked at attach), and `T: Pod` means any bytes another process writes are a
-//! valid `T`. But a process writing the same elements without the lock, while this
-//! one reads them through a view, races like two C programs would: values may be
-//! torn or stale (never invalid, never out of bounds). Coordinate with `lock()`, or
-//! with disjoint parts as the pool does. A process of the same user that shrinks a
-//! named segment file under a mapping makes touching the lost pages raise `SIGBUS`;
-//! anonymous (memfd) segments are sealed against that.
+//! `SharedArray<T, D>`: a typed ndarray over a segment (see the type's docs for
+//! the access rules in one process and across processes).
 
 mod guard;
 
@@ -46,8 +23,31 @@ use crate::format::dtype::Dtype;
 use crate::segment::{self, KindSpec, Options, Segment, Spec, Target};
 use crate::sync::{LockError, LockFailure, LockResult, RawMutexGuard, RawRobustMutex};
 
-/// A typed, n-dimensional array in a shared-memory segment. See the
-/// [module docs](self) for exactly who may look at the data and how.
+/// A typed, n-dimensional array in a shared-memory segment.
+///
+/// # Who may look at the data, and how
+/// In one process, safe code can never hold a shared and a mutable reference (or
+/// view) of the same elements:
+/// - [`SharedArray::lock`] (`&self`) hands out a guard that derefs to
+///   `ArrayViewMut`: the robust lock excludes every other locker, in every thread
+///   and process, as `lock_api::Mutex` owns its data;
+/// - [`SharedArray::view`] and [`SharedArray::view_mut`] take `&mut self`: the
+///   borrow checker excludes every other use of the handle, and the handle must be
+///   the only one of its segment in this process (see [`Error::InUse`]);
+/// - `view_unchecked` / `view_mut_unchecked` are `unsafe`: the caller promises the
+///   exclusivity the compiler cannot see (the pool's disjoint parts).
+///
+/// # What other processes can do
+/// The compiler cannot see other processes. The contract is memmap2's for files
+/// another process may modify: every view is in bounds of a mapping that lives as
+/// long as the borrow, aligned, of the element type and shape the header declares
+/// (checked at attach), and `T: Pod` means any bytes another process writes are a
+/// valid `T`. But a process writing the same elements without the lock, while this
+/// one reads them through a view, races like two C programs would: values may be
+/// torn or stale (never invalid, never out of bounds). Coordinate with `lock()`, or
+/// with disjoint parts as the pool does. A process of the same user that shrinks a
+/// named segment file under a mapping makes touching the lost pages raise `SIGBUS`;
+/// anonymous (memfd) segments are sealed against that.
 ///
 /// ```no_run
 /// use shmarray::{ndarray::Ix2, LockResultExt, SharedArray};

@@ -179,7 +179,7 @@ pub enum ControlError {
 /// The control block's fields, as a plain copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ControlFields {
-    /// [`LAYOUT_VERSION`].
+    /// Layout version of the control block (2).
     pub layout_version: u32,
     /// What the segment holds.
     pub kind: ObjectKind,
@@ -206,9 +206,9 @@ pub struct ControlFields {
     pub params: [u64; PARAMS],
     /// FNV-1a 64 of the header region and bytes 0..136.
     pub checksum: u64,
-    /// Publication state (see [`state`]).
+    /// Publication state (1: ready).
     pub state: u32,
-    /// Flags (see [`flags`]) when the copy was taken.
+    /// Flags when the copy was taken (bit 0: persistent, bit 1: lock initialised).
     pub flags: u32,
 }
 
@@ -248,7 +248,7 @@ impl ControlFields {
         b
     }
 
-    /// Decodes a copy of the block's first [`CONTROL_HEAD_LEN`] bytes. `Ok(None)`:
+    /// Decodes a copy of the block's first 152 bytes. `Ok(None)`:
     /// no control block magic (a plain `.npy` file with trailing bytes).
     pub fn decode(b: &[u8]) -> Result<Option<ControlFields>, ControlError> {
         if b.len() < CONTROL_HEAD_LEN || b[..8] != CONTROL_MAGIC {

@@ -112,7 +112,7 @@ pub(crate) fn describe(
     Ok(Description { layout, control })
 }
 
-/// [`describe`] over bytes in memory (tests, fuzzing).
+/// `describe` over bytes in memory (tests, fuzzing).
 pub fn describe_bytes(bytes: &[u8]) -> Result<Description, DescribeError> {
     describe(bytes.len() as u64, |offset, buf| {
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;

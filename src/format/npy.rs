@@ -36,7 +36,7 @@ pub enum HeaderError {
         /// Minor version byte.
         minor: u8,
     },
-    /// Header length field larger than [`MAX_HEADER_LEN`].
+    /// Header length field larger than the limit (1 MiB).
     #[error("header length {0} exceeds the limit")]
     HeaderTooLong(usize),
     /// The header dictionary is not the literal numpy writes.
