@@ -84,6 +84,12 @@ pub use sync::{
     BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,
 };
 
+/// Every Rust block of the README compiles (or, where it says so, fails to compile
+/// with the error it names): the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Pure format code for the fuzz target (`fuzz/`). Not part of the API: no
 /// stability promise.
 #[doc(hidden)]

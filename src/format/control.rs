@@ -35,16 +35,14 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::dtype::{dtype_from_code, Dtype};
-use super::npy::{Layout, PAGE};
+use super::npy::Layout;
+use super::{CONTROL_SIZE, PAGE};
 
 /// Magic at the start of the control block.
 pub(crate) const CONTROL_MAGIC: [u8; 8] = *b"SHMARRCB";
 
 /// Version of the control block layout. Bumped on any incompatible change.
 pub(crate) const LAYOUT_VERSION: u32 = 2;
-
-/// Size of the control block region appended after the data (one page).
-pub(crate) const CONTROL_SIZE: usize = PAGE;
 
 /// Bytes at the start of the control block that are written once, before
 /// publication, and covered by the checksum.

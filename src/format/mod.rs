@@ -13,6 +13,12 @@
 //! - [`describe`]: reading a whole description from a file, each region once.
 //! - [`dtype`]: element types and their NPY descriptors.
 
+/// Page size assumed by the format. Data and the control block start on multiples of it.
+pub(crate) const PAGE: usize = 4096;
+
+/// Size of the control block region appended after the data (one page).
+pub(crate) const CONTROL_SIZE: usize = PAGE;
+
 pub(crate) mod control;
 pub(crate) mod describe;
 pub(crate) mod dtype;

@@ -1,11 +1,8 @@
 //! The NPY header: the first bytes of every segment, exactly as numpy writes them,
 //! padded so that the data starts on a page boundary. Pure: builds and parses bytes.
 
-use super::control::CONTROL_SIZE;
 use super::dtype::Dtype;
-
-/// Page size assumed by the format. Data and the control block start on multiples of it.
-pub(crate) const PAGE: usize = 4096;
+use super::{CONTROL_SIZE, PAGE};
 
 /// The six magic bytes every NPY file starts with.
 pub(crate) const NPY_MAGIC: [u8; 6] = *b"\x93NUMPY";

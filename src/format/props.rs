@@ -5,11 +5,12 @@
 
 use proptest::prelude::*;
 
-use super::control::{checksum, ControlFields, ObjectKind, CONTROL_SIZE, LAYOUT_VERSION};
+use super::control::{checksum, ControlFields, ObjectKind, LAYOUT_VERSION};
 use super::describe::describe_bytes;
 use super::dtype::{Dtype, ALL_DTYPES as DTYPES};
-use super::npy::{build_header, parse_header, parse_preamble, HeaderError, PAGE};
+use super::npy::{build_header, parse_header, parse_preamble, HeaderError};
 use super::objects::QueueGeometry;
+use super::{CONTROL_SIZE, PAGE};
 
 fn dtype() -> impl Strategy<Value = Dtype> {
     (0..DTYPES.len()).prop_map(|i| DTYPES[i])

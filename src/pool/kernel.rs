@@ -4,21 +4,20 @@
 //!
 //! The parts travel as (directory, name, device, inode, axis, range). A worker
 //! attaches each segment once and keeps the mapping (see the attach cache in
-//! `cache.rs`: checked against the name at every use, released when the segment
+//! `process/cache.rs`: checked against the name at every use, released when the segment
 //! is removed, bounded), so repeated kernels over the same array pay no attach or
 //! page-fault cost again.
 
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, Slice};
+use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension};
 use serde::{Deserialize, Serialize};
 
-use super::cache::with_attached;
 use super::Pool;
 use crate::array::SharedArray;
 use crate::element::Element;
-use crate::process::{run_chunk, ItemFailure, MessageFailure, TaskError, TaskFn};
+use crate::process::{with_attached, Location, Part, TaskError, TaskFn};
 
 /// How to cut an array into parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,41 +27,6 @@ pub enum Partition {
     PerWorker,
     /// This many parts (more parts balance uneven work).
     Parts(usize),
-}
-
-/// Where a named segment is, and which file it was when the handle was made.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Location {
-    pub(crate) dir: String,
-    pub(crate) name: String,
-    pub(crate) dev: u64,
-    pub(crate) ino: u64,
-}
-
-impl Location {
-    fn of<T: Element, D: Dimension>(array: &SharedArray<T, D>) -> Result<Location, TaskError> {
-        let (Some(name), Some(path)) = (array.name(), array.path()) else {
-            return Err(TaskError::AnonymousArray);
-        };
-        let (dev, ino) = array.file_id();
-        Ok(Location {
-            dir: path
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            name: name.to_string(),
-            dev,
-            ino,
-        })
-    }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct Part {
-    at: Location,
-    axis: usize,
-    start: usize,
-    end: usize,
 }
 
 /// A shared array as a task argument: serialises to its location (directory, name,
@@ -125,60 +89,6 @@ impl<T: Element, D: Dimension + 'static> ArrayHandle<T, D> {
     pub fn with<R>(&self, f: impl FnOnce(&mut SharedArray<T, D>) -> R) -> Result<R, TaskError> {
         with_attached(&self.at, f)
     }
-}
-
-/// Trampoline for kernels `fn(ArrayViewMut<T, D>)` over parts.
-///
-/// # Safety
-/// `func` must be the address of an `fn(ArrayViewMut<'_, T, D>)`.
-pub(crate) unsafe fn call_kernel<T: Element, D: Dimension + 'static>(
-    func: usize,
-    payload: &[u8],
-) -> Result<Vec<u8>, MessageFailure> {
-    // SAFETY: the caller guarantees the type of `func`.
-    let f = unsafe { std::mem::transmute::<usize, fn(ArrayViewMut<'_, T, D>)>(func) };
-    run_chunk(payload, |p: Part| {
-        with_attached::<T, D, Result<(), ItemFailure>>(&p.at, |a| {
-            // The safe, claiming view: this handle is out of the cache and must be
-            // the only one of the array in this process, so nothing the kernel does
-            // (another `with`, an `open` by name) can reach these elements again.
-            // Other workers write the other parts, in other processes.
-            let view = a.view_mut().map_err(|e| ItemFailure::Attach {
-                name: p.at.name.clone(),
-                reason: e.to_string(),
-            })?;
-            f(view.slice_axis_move(Axis(p.axis), Slice::from(p.start..p.end)));
-            Ok(())
-        })
-        .map_err(ItemFailure::from_error)?
-    })
-}
-
-/// Trampoline for reductions `fn(ArrayView<T, D>) -> R` over parts.
-///
-/// # Safety
-/// `func` must be the address of an `fn(ArrayView<'_, T, D>) -> R`.
-pub(crate) unsafe fn call_reduce<T: Element, D: Dimension + 'static, R: Serialize>(
-    func: usize,
-    payload: &[u8],
-) -> Result<Vec<u8>, MessageFailure> {
-    // SAFETY: the caller guarantees the type of `func`.
-    let f = unsafe { std::mem::transmute::<usize, fn(ArrayView<'_, T, D>) -> R>(func) };
-    run_chunk(payload, |p: Part| {
-        with_attached::<T, D, Result<R, ItemFailure>>(&p.at, |a| {
-            // As for kernels: the claiming view, so `f` cannot lock the same array
-            // (another handle would be refused) while it reads it.
-            let view = a.view().map_err(|e| ItemFailure::Attach {
-                name: p.at.name.clone(),
-                reason: e.to_string(),
-            })?;
-            Ok(f(view.slice_axis_move(
-                Axis(p.axis),
-                Slice::from(p.start..p.end),
-            )))
-        })
-        .map_err(ItemFailure::from_error)?
-    })
 }
 
 /// Cuts `0..len` into about `parts` ranges whose boundaries fall on multiples of

@@ -3,10 +3,9 @@
 //!
 //! Layout: `driver` (one thread per worker: start, send, wait, replace), `job` (a
 //! chunk's state machine and the batch latch), `results` (futures, map results,
-//! `imap`), `kernel` (partitions, kernels, [`ArrayHandle`]), `cache` (the attach
-//! cache of shared arrays in workers).
+//! `imap`), `kernel` (partitions, kernels, [`ArrayHandle`]); the attach cache and the
+//! part trampolines live in `process` (the worker side).
 
-mod cache;
 mod driver;
 mod job;
 mod kernel;
@@ -29,9 +28,6 @@ use results::Chunk;
 
 pub use kernel::{ArrayHandle, Partition};
 pub use results::{as_completed, Imap, MapResult, TaskFuture};
-
-pub(crate) use cache::release_stale_mappings;
-pub(crate) use kernel::{call_kernel, call_reduce};
 
 /// How long `drop` lets running tasks finish before it kills their workers.
 const DROP_GRACE: Duration = Duration::from_secs(2);

@@ -10,9 +10,11 @@
 //! (the parent side of a worker: spawn, fork, liveness, kill), `zygote` (the fork
 //! server of fork pools), `child` ([`Process`]), `error` ([`TaskError`]).
 
+mod cache;
 mod child;
 mod error;
 mod launch;
+mod parts;
 mod task;
 mod waiting;
 mod wire;
@@ -23,8 +25,10 @@ pub use child::Process;
 pub use error::TaskError;
 pub use worker::{init, WORKER_ENV};
 
+pub(crate) use cache::{with_attached, Location};
 pub(crate) use error::{ItemFailure, MessageFailure};
 pub(crate) use launch::Worker;
+pub(crate) use parts::Part;
 pub(crate) use task::{run_chunk, ItemOutcome, TaskFn, TaskOffsets};
 pub(crate) use waiting::{lock, wait_until};
 pub(crate) use wire::{decode, encode, Lost};

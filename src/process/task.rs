@@ -73,7 +73,7 @@ impl TaskFn {
         f: fn(ArrayViewMut<'_, T, D>),
     ) -> TaskFn {
         TaskFn {
-            tramp: crate::pool::call_kernel::<T, D> as Trampoline as usize,
+            tramp: super::parts::call_kernel::<T, D> as Trampoline as usize,
             func: f as usize,
         }
     }
@@ -83,7 +83,7 @@ impl TaskFn {
         f: fn(ArrayView<'_, T, D>) -> R,
     ) -> TaskFn {
         TaskFn {
-            tramp: crate::pool::call_reduce::<T, D, R> as Trampoline as usize,
+            tramp: super::parts::call_reduce::<T, D, R> as Trampoline as usize,
             func: f as usize,
         }
     }

@@ -76,7 +76,7 @@ fn serve(stream: UnixStream) -> i32 {
     // (trampoline, function) offset pairs already checked in this process.
     let mut checked: HashSet<(isize, isize)> = HashSet::new();
     let mut idle = || {
-        crate::pool::release_stale_mappings();
+        super::cache::release_stale_mappings();
         true
     };
     loop {

@@ -98,7 +98,10 @@ pub(crate) fn read_description(
         .map_err(|e| map_errno("open", bare, e))?;
     let info = fs::fstat(&file).map_err(|e| map_errno("fstat", bare, e))?;
     if info.kind != fs::FileKind::Regular {
-        return Err(crate::Error::not_shmarray(bare, info.kind.describe()));
+        return Err(crate::error::Error::not_shmarray(
+            bare,
+            info.kind.describe(),
+        ));
     }
     let desc = describe(info.size, |offset, buf| {
         fs::read_exact_at(&file, buf, offset)

@@ -77,7 +77,7 @@ pub enum LockFailure {
     Unsupported(&'static str),
     /// The lock is unavailable on this segment (no control block, read-only mapping).
     #[error("the lock is unavailable")]
-    Segment(#[source] crate::Error),
+    Segment(#[source] crate::error::Error),
     /// Any other error from the OS.
     #[error("lock failed")]
     Os(#[source] std::io::Error),

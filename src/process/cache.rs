@@ -21,12 +21,42 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 use ndarray::Dimension;
+use serde::{Deserialize, Serialize};
 
-use super::kernel::Location;
+use super::TaskError;
 use crate::array::SharedArray;
 use crate::element::Element;
-use crate::process::TaskError;
 use crate::segment::{Namespace, Options};
+
+/// Where a named segment is, and which file it was when the handle was made.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub(crate) dir: String,
+    pub(crate) name: String,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+}
+
+impl Location {
+    /// Where `array` is; anonymous arrays have no name to attach by.
+    pub(crate) fn of<T: Element, D: Dimension>(
+        array: &SharedArray<T, D>,
+    ) -> Result<Location, TaskError> {
+        let (Some(name), Some(path)) = (array.name(), array.path()) else {
+            return Err(TaskError::AnonymousArray);
+        };
+        let (dev, ino) = array.file_id();
+        Ok(Location {
+            dir: path
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            name: name.to_string(),
+            dev,
+            ino,
+        })
+    }
+}
 
 /// Most arrays kept attached per thread.
 pub(crate) const CAPACITY: usize = 16;
@@ -97,7 +127,7 @@ pub(crate) fn with_attached<T: Element, D: Dimension + 'static, O>(
         Some(a) => a,
         None => {
             release_stale_mappings();
-            let attach_error = |e: crate::Error| TaskError::Attach {
+            let attach_error = |e: crate::error::Error| TaskError::Attach {
                 name: at.name.clone(),
                 reason: e.to_string(),
             };
