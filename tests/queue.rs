@@ -548,10 +548,10 @@ fn a_producer_killed_mid_put_does_not_wedge_the_queue() {
     assert_eq!(q.get().unwrap(), b"more");
 }
 
-#[test]
-fn a_consumer_killed_mid_get_does_not_wedge_the_queue() {
-    let _w = watchdog("consumer killed mid-get", Duration::from_secs(60));
-    let name = unique_name("deadconsumer");
+/// A 2-slot byte queue holding "one" and "two", whose first slot a consumer took
+/// and died holding (SIGKILL); this process has taken "two" since.
+fn a_dead_consumer_holds_the_first_slot(tag: &str) -> (String, ByteQueue, Kids) {
+    let name = unique_name(tag);
     let q = ByteQueue::create(&name, 2, 32).unwrap();
     q.put(b"one").unwrap();
     q.put(b"two").unwrap();
@@ -560,6 +560,13 @@ fn a_consumer_killed_mid_get_does_not_wedge_the_queue() {
     kids.wait_line(c, "taken");
     kids.kill(c);
     assert_eq!(q.get().unwrap(), b"two");
+    (name, q, kids)
+}
+
+#[test]
+fn a_consumer_killed_mid_get_does_not_wedge_the_queue() {
+    let _w = watchdog("consumer killed mid-get", Duration::from_secs(60));
+    let (_name, q, _kids) = a_dead_consumer_holds_the_first_slot("deadconsumer");
     // Position 2 maps to the slot the dead consumer still holds.
     let t = Instant::now();
     q.put_timeout(b"three", Duration::from_secs(10)).unwrap();
@@ -577,15 +584,7 @@ fn a_consumer_killed_mid_get_does_not_wedge_the_queue() {
 #[test]
 fn a_dead_consumers_entry_is_reused_only_after_its_slot_is_recovered() {
     let _w = watchdog("member entry reuse", Duration::from_secs(60));
-    let name = unique_name("reuse");
-    let q = ByteQueue::create(&name, 2, 32).unwrap();
-    q.put(b"one").unwrap();
-    q.put(b"two").unwrap();
-    let mut kids = Kids(Vec::new());
-    let c = kids.spawn(format!("get_and_die:{name}"));
-    kids.wait_line(c, "taken");
-    kids.kill(c);
-    assert_eq!(q.get().unwrap(), b"two");
+    let (name, q, mut kids) = a_dead_consumer_holds_the_first_slot("reuse");
     // 62 handles in one process fill the rest of the table, then die.
     let dead = kids.spawn(format!("attach_many:{name}:62"));
     assert_eq!(kids.wait_line(dead, "ready"), "ready 62");

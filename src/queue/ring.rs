@@ -1160,20 +1160,32 @@ mod loom_tests {
         });
     }
 
+    /// A ring holding items 1 and 2, which member 0 (dying right after its CAS) and
+    /// member 1 (live) race to consume; member 0's death is recorded in `dead`.
+    fn dying_and_live_consumers() -> (
+        Arc<Heap>,
+        Arc<AtomicU32>,
+        loom::thread::JoinHandle<Option<u64>>,
+        loom::thread::JoinHandle<u8>,
+    ) {
+        let h = heap(2);
+        {
+            let r = ring(&h);
+            put(&r, 1, 2);
+            put(&r, 2, 2);
+        }
+        let dead = Arc::new(AtomicU32::new(0));
+        let (h1, d1) = (h.clone(), dead.clone());
+        let dying = loom::thread::spawn(move || die_after_cas(&h1, false, 0, &d1));
+        let h2 = h.clone();
+        let live = loom::thread::spawn(move || get(&ring(&h2), 1));
+        (h, dead, dying, live)
+    }
+
     #[test]
     fn a_consumer_dying_after_its_cas_is_recovered_and_never_confused_with_a_live_one() {
         bounded_model(|| {
-            let h = heap(2);
-            {
-                let r = ring(&h);
-                put(&r, 1, 2);
-                put(&r, 2, 2);
-            }
-            let dead = Arc::new(AtomicU32::new(0));
-            let (h1, d1) = (h.clone(), dead.clone());
-            let dying = loom::thread::spawn(move || die_after_cas(&h1, false, 0, &d1));
-            let h2 = h.clone();
-            let live = loom::thread::spawn(move || get(&ring(&h2), 1));
+            let (h, dead, dying, live) = dying_and_live_consumers();
             let r = ring(&h);
             let is_dead = |m: u32| dead.load(Ordering::Acquire) & (1 << m) != 0;
             // A third put needs the slot of position 0, which either consumer may hold.
@@ -1206,17 +1218,7 @@ mod loom_tests {
     #[test]
     fn a_dead_members_entry_is_reused_only_after_its_claims_are_finished() {
         bounded_model(|| {
-            let h = heap(2);
-            {
-                let r = ring(&h);
-                put(&r, 1, 2);
-                put(&r, 2, 2);
-            }
-            let dead = Arc::new(AtomicU32::new(0));
-            let (h1, d1) = (h.clone(), dead.clone());
-            let dying = loom::thread::spawn(move || die_after_cas(&h1, false, 0, &d1));
-            let h2 = h.clone();
-            let live = loom::thread::spawn(move || get(&ring(&h2), 1));
+            let (h, dead, dying, live) = dying_and_live_consumers();
             // It may have won position 0, or position 1 after the live one took 0.
             let won = dying.join().unwrap();
             assert_eq!(live.join().unwrap(), if won == Some(0) { 2 } else { 1 });
