@@ -64,7 +64,9 @@
 //! capacity, and the length a consumer reads is clamped to the copied item size. A
 //! peer that scribbles over the header can lose or duplicate items, never make this
 //! process touch memory outside the ring. Position arithmetic wraps rather than
-//! overflows for the same reason.
+//! overflows for the same reason, and a claim that finds a slot a lap ahead while
+//! `head`/`tail` did not move (impossible unless stamps were forged) gives up
+//! (`Blocked`) instead of spinning, so timed calls still time out.
 
 use std::mem::{align_of, offset_of, size_of};
 
