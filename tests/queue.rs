@@ -609,6 +609,14 @@ fn chaos_rounds() -> u64 {
         .unwrap_or(24)
 }
 
+/// A chaos test's watchdog: generous, and longer for long runs.
+fn chaos_watchdog(what: &'static str) -> Watchdog {
+    watchdog(
+        what,
+        Duration::from_secs(60) + Duration::from_millis(200) * chaos_rounds() as u32,
+    )
+}
+
 /// Spawns `rounds` children (`role(round)`) one after another from a killer thread,
 /// each SIGKILLed after a random 0–15 ms of work, while `work` runs on this thread
 /// until the last one is dead. Fails if a child reported a torn message. Returns
@@ -711,7 +719,7 @@ fn every_slot_comes_back(q: &ByteQueue) {
 /// order, with at most its last one lost.
 #[test]
 fn producers_killed_at_random_instants_never_wedge_or_duplicate() {
-    let _w = watchdog("chaos producers", Duration::from_secs(120));
+    let _w = chaos_watchdog("chaos producers");
     let name = unique_name("chaosprod");
     let q = ByteQueue::create(&name, 4, CHAOS_MESSAGE).unwrap();
     let mut seen = Seen::new(true);
@@ -738,7 +746,7 @@ fn producers_killed_at_random_instants_never_wedge_or_duplicate() {
 /// never wedge the producer; messages stay in order.
 #[test]
 fn consumers_killed_at_random_instants_never_wedge_the_producer() {
-    let _w = watchdog("chaos consumers", Duration::from_secs(120));
+    let _w = chaos_watchdog("chaos consumers");
     let name = unique_name("chaoscons");
     let q = ByteQueue::create(&name, 4, CHAOS_MESSAGE).unwrap();
     let rounds = chaos_rounds();
@@ -779,7 +787,7 @@ fn consumers_killed_at_random_instants_never_wedge_the_producer() {
 /// repeated, and at most one message per killed thread is lost or abandoned.
 #[test]
 fn threads_of_a_killed_process_each_with_its_own_handle_never_wedge_the_queue() {
-    let _w = watchdog("chaos threads", Duration::from_secs(120));
+    let _w = chaos_watchdog("chaos threads");
     let name = unique_name("chaosthreads");
     let q = ByteQueue::create(&name, 4, CHAOS_MESSAGE).unwrap();
     let rounds = chaos_rounds();
