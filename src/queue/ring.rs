@@ -1,8 +1,10 @@
-//! The bounded MPMC ring (Vyukov-style sequence stamps) over raw shared memory.
+//! The bounded MPMC ring (Vyukov-style sequence stamps) over raw memory: pure index
+//! logic, no syscalls, model checked with loom on heap memory.
 //!
-//! Layout (all `#[repr(C)]`, offsets only): a [`RingHeader`] (control words and one
-//! [`Intent`] per member) followed by `capacity` slots of `stride` bytes: a
-//! [`SlotHead`] (sequence stamp + length) then the payload bytes.
+//! Layout (all `#[repr(C)]`, offsets only, sizes asserted against
+//! `format::objects`): a [`RingHeader`] (control words and one [`Intent`] per
+//! member) followed by `capacity` slots of `stride` bytes: a [`SlotHead`] (sequence
+//! stamp + length) then `item_size` payload bytes.
 //!
 //! ## Slot state table (position `p`, capacity `c`)
 //! | `seq` of slot `p % c` | meaning | next transition |
@@ -11,17 +13,41 @@
 //! | `p+1` | holds the item of position `p` | consumer wins `tail: p → p+1`, reads, stores `p+c` (Release) |
 //! | `p+1`, `LOST` flag | the producer of `p` died after claiming | consumer skips it (counted in `lost`) |
 //!
+//! Position `p` is *claimed and unfinished* for producing when `head > p` and
+//! `seq == p`, for consuming when `tail > p` and `seq & !LOST == p+1`. Stamps only
+//! grow, so once a position is finished it stays finished.
+//!
 //! ## Who holds a slot: intents
 //! Before its `head`/`tail` CAS a member announces an [`Intent`] (first position + 1
 //! and count) in its own cache line, and withdraws it only after the last stamp
 //! store of the operation ([`Ring::done`]), or when it gives up (`Blocked`). So while
-//! a slot is claimed (`head`/`tail` past it) but not finished, the member that won
-//! it has an intent covering it. Others' intents may cover it too (a member whose
-//! CAS for the same position failed, before it retries), so a blocked peer finishes
-//! the step for the holder only when *every* member whose intent covers the slot is
-//! dead (pid + start time in the queue's member table): a dead producer's slot is
+//! a slot is claimed but unfinished, the member that won it has an intent covering
+//! it. Others' intents may cover it too (a member whose CAS for the same position
+//! failed, before it retries), so a peer finishes the step for the holder only when
+//! *every* member whose intent covers the slot is dead: a dead producer's slot is
 //! published as `LOST`, a dead consumer's slot is released. A dying process thus
 //! never wedges the ring, whatever instruction it died at.
+//!
+//! This needs one operation at a time per member: two threads (or a closure that
+//! calls back into the queue) sharing a member would overwrite each other's intent.
+//! The handles are therefore `!Sync` and refuse reentrant calls.
+//!
+//! ## Reusing a dead member's entry
+//! A member's intent is the only record of the positions it holds, so its entry
+//! (its [`Intent`]) is handed to a newcomer only when no unfinished position is
+//! covered by it ([`Ring::claims_finished`]); the newcomer first tries to finish
+//! them itself ([`Ring::recover_member`]), under the same rule as any recoverer
+//! (every covering member dead). Otherwise the newcomer's first announcement
+//! would erase the record, and the slot would stay blocked for good.
+//!
+//! The newcomer decides while holding the entry's member lock, so the entry has no
+//! writer: the dead member cannot act, and no other process can own the entry. Its
+//! positions can only move from unfinished to finished (a recoverer's CAS), never
+//! back, so a "finished" verdict cannot be invalidated by a racing recoverer; an
+//! "unfinished" one only makes the newcomer take another entry. A recoverer that
+//! read the old intent and then finds the entry alive (the newcomer's lock) backs
+//! off, which is harmless: the newcomer only took the entry because none of its
+//! positions needed recovery.
 //!
 //! ## Memory ordering
 //! Stamps are stored with Release after the payload is written/read and loaded with
@@ -29,63 +55,109 @@
 //! AcqRel `head`/`tail` CAS, so a recoverer that loads `head`/`tail` (Acquire) past a
 //! position sees the winner's intent or a later value of that word; later values are
 //! written (Release) only after the winner's stamp store, so a recoverer that reads
-//! one also sees the new stamp and its recovery CAS fails, as it must.
+//! one also sees the new stamp and its recovery CAS fails, as it must. Stamp values
+//! never repeat, so a recovery CAS against a stale stamp always fails.
+//!
+//! ## Hostile peers
+//! Nothing read from the ring decides a memory address: positions are reduced
+//! modulo the capacity the caller copied at attach, batch sizes are capped at that
+//! capacity, and the length a consumer reads is clamped to the copied item size. A
+//! peer that scribbles over the header can lose or duplicate items, never make this
+//! process touch memory outside the ring. Position arithmetic wraps rather than
+//! overflows for the same reason, and a claim that finds a slot a lap ahead while
+//! `head`/`tail` did not move (impossible unless stamps were forged) gives up
+//! (`Blocked`) instead of spinning, so timed calls still time out.
 
-// Under `--cfg loom` the ring's atomics are loom's, so its index logic can be model
-// checked on heap memory (see the `loom_tests` module for the command).
+use std::mem::{align_of, offset_of, size_of};
+
+use crate::format::objects::{MAX_MEMBERS, RING_HEADER_BYTES, SLOT_HEAD_BYTES};
+use crate::primitive::{AtomicU32, Ordering};
+
+// `crate::primitive` (the crate's one loom switch) has no `AtomicU64` yet; until it
+// does, the ring picks loom's or std's here, under the same switch.
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use loom::sync::atomic::AtomicU64;
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 /// Flag in the high bit of a stamp: the slot's item was lost with its producer.
 pub(crate) const LOST: u64 = 1 << 63;
-/// Smallest capacity the stamp scheme supports: with one slot, "published for
-/// position p" (`p+1`) and "free for position p+1" (`p+1`) would be the same stamp,
-/// and a producer could overwrite an item not yet consumed (found by loom).
-pub(crate) const MIN_CAPACITY: u64 = 2;
-/// Most processes that can attach one ring at the same time (member indices are
-/// `0..MAX_MEMBERS`). Smaller under loom, whose models track every atomic.
-#[cfg(not(loom))]
-pub const MAX_MEMBERS: usize = 64;
-#[cfg(loom)]
-pub const MAX_MEMBERS: usize = 3;
 
-/// Ring control words, each on its own cache-line pair.
+/// Intents in a ring header: one per member. Under loom a handful, since a model
+/// explores every access to each.
+#[cfg(not(loom))]
+pub(crate) const INTENTS: usize = MAX_MEMBERS;
+#[cfg(loom)]
+pub(crate) const INTENTS: usize = 4;
+
+/// A control word on its own cache-line pair (crossbeam's `CachePadded` size on
+/// x86_64, which prefetches lines in pairs).
 #[repr(C, align(128))]
-pub(crate) struct Padded<T>(pub T);
+#[derive(Debug)]
+pub(crate) struct Padded<T>(pub(crate) T);
 
 /// Start of the ring region.
 #[repr(C)]
+#[derive(Debug)]
 pub(crate) struct RingHeader {
-    pub head: Padded<AtomicU64>,
-    pub tail: Padded<AtomicU64>,
+    pub(crate) head: Padded<AtomicU64>,
+    pub(crate) tail: Padded<AtomicU64>,
     /// Bumped after each put; consumers sleep on it.
-    pub puts: Padded<AtomicU32>,
+    pub(crate) puts: Padded<AtomicU32>,
     /// Bumped after each get; producers sleep on it.
-    pub gets: Padded<AtomicU32>,
-    pub get_waiters: Padded<AtomicU32>,
-    pub put_waiters: Padded<AtomicU32>,
-    pub closed: Padded<AtomicU32>,
+    pub(crate) gets: Padded<AtomicU32>,
+    pub(crate) get_waiters: Padded<AtomicU32>,
+    pub(crate) put_waiters: Padded<AtomicU32>,
+    pub(crate) closed: Padded<AtomicU32>,
     /// Items lost to producers that died after claiming a slot.
-    pub lost: Padded<AtomicU64>,
+    pub(crate) lost: Padded<AtomicU64>,
     /// Items taken by consumers that died before releasing the slot.
-    pub abandoned: Padded<AtomicU64>,
+    pub(crate) abandoned: Padded<AtomicU64>,
     /// What each member is claiming right now (see the module docs).
-    pub intents: [Intent; MAX_MEMBERS],
+    pub(crate) intents: [Intent; INTENTS],
 }
 
 /// The claim a member has in flight, written by that member only: `*_pos` is the
 /// first position + 1 (0: none), `*_n` the count. Stored before the `head`/`tail`
 /// CAS (Release), cleared after the operation's last stamp store (Release).
 #[repr(C, align(64))]
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Intent {
     put_pos: AtomicU64,
     put_n: AtomicU64,
     get_pos: AtomicU64,
     get_n: AtomicU64,
 }
+
+/// The head of every slot.
+#[repr(C, align(16))]
+#[derive(Debug)]
+pub(crate) struct SlotHead {
+    pub(crate) seq: AtomicU64,
+    pub(crate) len: AtomicU32,
+    _reserved: AtomicU32,
+}
+
+/// Bytes before a slot's payload.
+const SLOT_HEAD: usize = size_of::<SlotHead>();
+
+// The layout `format::objects` documents and computes offsets with.
+#[cfg(not(loom))]
+const _: () = {
+    assert!(size_of::<RingHeader>() == RING_HEADER_BYTES);
+    assert!(align_of::<RingHeader>() == 128);
+    assert!(offset_of!(RingHeader, intents) == 9 * 128);
+    assert!(size_of::<Intent>() == 64);
+    assert!(SLOT_HEAD == SLOT_HEAD_BYTES);
+    assert!(align_of::<SlotHead>() == 16);
+};
+#[cfg(loom)]
+const _: () = {
+    // Loom's atomics are larger; only the shape of the header is the same.
+    let _ = (RING_HEADER_BYTES, SLOT_HEAD_BYTES, MAX_MEMBERS);
+    assert!(offset_of!(RingHeader, head) == 0);
+    assert!(align_of::<SlotHead>() >= 16);
+};
 
 impl Intent {
     fn words(&self, put: bool) -> (&AtomicU64, &AtomicU64) {
@@ -100,7 +172,7 @@ impl Intent {
     fn announce(&self, put: bool, pos: u64, n: u64) {
         let (p, c) = self.words(put);
         c.store(n, Ordering::Relaxed);
-        p.store(pos + 1, Ordering::Release);
+        p.store(pos.wrapping_add(1), Ordering::Release);
     }
 
     #[inline]
@@ -108,34 +180,30 @@ impl Intent {
         self.words(put).0.store(0, Ordering::Release);
     }
 
+    /// The claim in flight: first position and count (0 if none).
+    fn claim(&self, put: bool) -> (u64, u64) {
+        let (p, c) = self.words(put);
+        match p.load(Ordering::Acquire) {
+            0 => (0, 0),
+            first => (first - 1, c.load(Ordering::Relaxed)),
+        }
+    }
+
     /// Whether the claim in flight covers `pos`.
     fn covers(&self, put: bool, pos: u64) -> bool {
-        let (p, c) = self.words(put);
-        let first = p.load(Ordering::Acquire);
-        first != 0
-            && (first - 1..(first - 1).saturating_add(c.load(Ordering::Relaxed))).contains(&pos)
+        let (first, n) = self.claim(put);
+        n != 0 && pos.wrapping_sub(first) < n
     }
 }
 
-/// The head of every slot.
-#[repr(C, align(16))]
-pub(crate) struct SlotHead {
-    pub seq: AtomicU64,
-    pub len: AtomicU32,
-    _reserved: AtomicU32,
-}
-
-pub(crate) const SLOT_HEAD: usize = std::mem::size_of::<SlotHead>();
-#[cfg(not(loom))]
-const _: () = assert!(SLOT_HEAD == 16);
-
 /// A view of a ring in (shared) memory.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Ring<'a> {
-    pub hdr: &'a RingHeader,
+    hdr: &'a RingHeader,
     slots: *mut u8,
     capacity: u64,
     stride: usize,
+    item_size: usize,
 }
 
 /// What a non-blocking step found.
@@ -149,25 +217,38 @@ pub(crate) enum Step<T> {
 // Under loom only the index logic is exercised.
 #[cfg_attr(loom, allow(dead_code))]
 impl<'a> Ring<'a> {
+    /// A view of the ring at `hdr` and `slots`.
+    ///
     /// # Safety
-    /// `hdr` is followed in memory by `capacity` slots of `stride` bytes starting at
-    /// `slots`, all valid for the lifetime `'a`, shared only through `Ring`s.
-    pub unsafe fn new(
+    /// - `capacity >= 1`; `slots` is aligned to `align_of::<SlotHead>()`, `stride` is
+    ///   a multiple of it, and `size_of::<SlotHead>() + item_size <= stride`;
+    /// - `capacity` slots of `stride` bytes starting at `slots` are valid for reads
+    ///   and writes for `'a`, and are accessed only through `Ring`s (stamps and
+    ///   lengths atomically; a payload only by the member that claimed its slot).
+    pub(crate) unsafe fn new(
         hdr: &'a RingHeader,
         slots: *mut u8,
         capacity: u64,
         stride: usize,
+        item_size: usize,
     ) -> Ring<'a> {
         Ring {
             hdr,
             slots,
             capacity,
             stride,
+            item_size,
         }
     }
 
+    /// The header.
+    #[inline]
+    pub(crate) fn header(&self) -> &'a RingHeader {
+        self.hdr
+    }
+
     /// Initialises the stamps of a fresh ring (slot `i` free for position `i`).
-    pub fn init(&self) {
+    pub(crate) fn init(&self) {
         for i in 0..self.capacity {
             self.slot(i).seq.store(i, Ordering::Relaxed);
         }
@@ -175,38 +256,55 @@ impl<'a> Ring<'a> {
 
     #[inline]
     fn slot_ptr(&self, pos: u64) -> *mut u8 {
-        // SAFETY: `pos % capacity < capacity` slots of `stride` bytes follow `slots`.
-        unsafe { self.slots.add((pos % self.capacity) as usize * self.stride) }
+        // `pos % capacity < capacity`, and `capacity * stride` bytes are valid (the
+        // contract of `new`), so the product fits and stays inside the slots.
+        let index = (pos % self.capacity) as usize;
+        // SAFETY: see above; the result points at the start of a slot.
+        unsafe { self.slots.add(index * self.stride) }
     }
 
+    /// The head of the slot of `pos`.
     #[inline]
-    pub fn slot(&self, pos: u64) -> &'a SlotHead {
-        // SAFETY: every slot starts with an aligned SlotHead (stride is a multiple of
-        // 16, slots start 16-aligned); it is only accessed through atomics.
+    pub(crate) fn slot(&self, pos: u64) -> &'a SlotHead {
+        // SAFETY: every slot starts with an aligned SlotHead (slots are aligned and
+        // stride is a multiple of the alignment, per `new`); it is only accessed
+        // through atomics, valid for any bytes, for `'a`.
         unsafe { &*self.slot_ptr(pos).cast::<SlotHead>() }
     }
 
-    /// The payload bytes of the slot of `pos`.
+    /// The `item_size` payload bytes of the slot of `pos`.
     ///
     /// # Safety
-    /// The caller owns the slot for `pos` (won the head or tail CAS for it).
+    /// The caller owns the slot for `pos` (won the head or tail CAS for it and has
+    /// not yet published/released it), and holds no other reference to this payload.
     #[inline]
-    pub unsafe fn payload(&self, pos: u64) -> &'a mut [u8] {
-        // SAFETY: the payload follows the head inside the slot; ownership of the slot
-        // is exclusive per the caller's contract.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.slot_ptr(pos).add(SLOT_HEAD),
-                self.stride - SLOT_HEAD,
-            )
-        }
+    pub(crate) unsafe fn payload(&self, pos: u64) -> &'a mut [u8] {
+        // SAFETY: the payload follows the head inside the slot (`SLOT_HEAD +
+        // item_size <= stride`, per `new`); ownership of the slot makes it exclusive
+        // among members that follow the protocol.
+        unsafe { std::slice::from_raw_parts_mut(self.slot_ptr(pos).add(SLOT_HEAD), self.item_size) }
+    }
+
+    /// The length stored with the item of `pos`, clamped to the item size (a peer
+    /// may have written anything there).
+    #[inline]
+    pub(crate) fn item_len(&self, pos: u64) -> usize {
+        (self.slot(pos).len.load(Ordering::Relaxed) as usize).min(self.item_size)
     }
 
     /// Claims up to `max` consecutive positions for producing. Returns the first
     /// position and the count.
-    pub fn claim_put(&self, max: u64, me: u32) -> Step<(u64, u64)> {
+    pub(crate) fn claim_put(&self, max: u64, me: u32) -> Step<(u64, u64)> {
+        let max = max.min(self.capacity);
         let intent = self.hdr.intents.get(me as usize);
         let mut pos = self.hdr.head.0.load(Ordering::Relaxed);
+        // Withdraws the intent: the claim failed.
+        let give_up = || {
+            if let Some(i) = intent {
+                i.clear(true);
+            }
+            Step::Blocked
+        };
         loop {
             // A LOST slot not yet skipped by a consumer is "not free yet" (without the
             // mask its huge stamp would read as "another producer moved on").
@@ -215,7 +313,10 @@ impl<'a> Ring<'a> {
             if dif == 0 {
                 // Extend over following free slots (batching).
                 let mut n = 1;
-                while n < max && self.slot(pos + n).seq.load(Ordering::Acquire) == pos + n {
+                while n < max
+                    && self.slot(pos.wrapping_add(n)).seq.load(Ordering::Acquire)
+                        == pos.wrapping_add(n)
+                {
                     n += 1;
                 }
                 if let Some(i) = intent {
@@ -223,7 +324,7 @@ impl<'a> Ring<'a> {
                 }
                 match self.hdr.head.0.compare_exchange_weak(
                     pos,
-                    pos + n,
+                    pos.wrapping_add(n),
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 ) {
@@ -231,22 +332,127 @@ impl<'a> Ring<'a> {
                     Err(cur) => pos = cur,
                 }
             } else if dif < 0 {
-                if let Some(i) = intent {
-                    i.clear(true);
-                }
-                return Step::Blocked;
+                return give_up();
             } else {
-                pos = self.hdr.head.0.load(Ordering::Relaxed);
+                // The slot is a lap ahead: another producer took `pos`, so `head` has
+                // moved on (its CAS happened before the stamp we read). If it has
+                // not, the stamps were scribbled on: give up rather than spin.
+                let now = self.hdr.head.0.load(Ordering::Relaxed);
+                if now == pos {
+                    return give_up();
+                }
+                pos = now;
             }
         }
+    }
+
+    /// Claims up to `max` consecutive published positions for consuming; slots lost
+    /// with a dead producer are skipped (released; counted in `lost` already).
+    pub(crate) fn claim_get(&self, max: u64, me: u32) -> Step<(u64, u64)> {
+        let max = max.min(self.capacity);
+        let intent = self.hdr.intents.get(me as usize);
+        let mut pos = self.hdr.tail.0.load(Ordering::Relaxed);
+        // Withdraws the intent: the claim failed.
+        let give_up = || {
+            if let Some(i) = intent {
+                i.clear(false);
+            }
+            Step::Blocked
+        };
+        loop {
+            let seq = self.slot(pos).seq.load(Ordering::Acquire);
+            let dif = (seq & !LOST).wrapping_sub(pos.wrapping_add(1)) as i64;
+            if dif == 0 {
+                let mut n = 1;
+                while n < max
+                    && self.slot(pos.wrapping_add(n)).seq.load(Ordering::Acquire)
+                        == pos.wrapping_add(n + 1)
+                {
+                    n += 1;
+                }
+                if seq & LOST != 0 {
+                    n = 1;
+                }
+                if let Some(i) = intent {
+                    i.announce(false, pos, n);
+                }
+                match self.hdr.tail.0.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(n),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        if seq & LOST != 0 {
+                            self.release(pos);
+                            pos = pos.wrapping_add(1);
+                            continue;
+                        }
+                        return Step::Done((pos, n));
+                    }
+                    Err(cur) => pos = cur,
+                }
+            } else if dif < 0 {
+                return give_up();
+            } else {
+                // As in `claim_put`: `tail` moved on, unless the stamps were forged.
+                let now = self.hdr.tail.0.load(Ordering::Relaxed);
+                if now == pos {
+                    return give_up();
+                }
+                pos = now;
+            }
+        }
+    }
+
+    /// Publishes a produced slot.
+    #[inline]
+    pub(crate) fn publish(&self, pos: u64, len: u32) {
+        let s = self.slot(pos);
+        s.len.store(len, Ordering::Relaxed);
+        s.seq.store(pos.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Publishes a claimed slot whose item will never be written, as `LOST`
+    /// (consumers skip it; counted in `lost`).
+    pub(crate) fn publish_lost(&self, pos: u64) {
+        self.slot(pos)
+            .seq
+            .store(pos.wrapping_add(1) | LOST, Ordering::Release);
+        self.hdr.lost.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Releases a consumed slot for the producer of `pos + capacity`.
+    #[inline]
+    pub(crate) fn release(&self, pos: u64) {
+        self.slot(pos)
+            .seq
+            .store(pos.wrapping_add(self.capacity), Ordering::Release);
     }
 
     /// Ends member `me`'s put (`put`) or get operation: call it after the last
     /// `publish`/`release` of the positions `claim_*` returned.
     #[inline]
-    pub fn done(&self, me: u32, put: bool) {
+    pub(crate) fn done(&self, me: u32, put: bool) {
         if let Some(i) = self.hdr.intents.get(me as usize) {
             i.clear(put);
+        }
+    }
+
+    /// Items in the ring (approximate while others are active).
+    pub(crate) fn len(&self) -> u64 {
+        let tail = self.hdr.tail.0.load(Ordering::Acquire);
+        let head = self.hdr.head.0.load(Ordering::Acquire);
+        head.saturating_sub(tail).min(self.capacity)
+    }
+
+    /// Whether position `pos` is claimed and unfinished (see the state table).
+    fn unfinished(&self, put: bool, pos: u64) -> bool {
+        let seq = self.slot(pos).seq.load(Ordering::Acquire);
+        if put {
+            seq == pos && self.hdr.head.0.load(Ordering::Acquire) > pos
+        } else {
+            seq & !LOST == pos.wrapping_add(1) && self.hdr.tail.0.load(Ordering::Acquire) > pos
         }
     }
 
@@ -267,98 +473,22 @@ impl<'a> Ring<'a> {
         any
     }
 
-    /// Publishes a claimed slot whose item will never be written, as `LOST`
-    /// (consumers skip it; counted in `lost`).
-    pub fn publish_lost(&self, pos: u64) {
-        self.slot(pos)
-            .seq
-            .store((pos + 1) | LOST, Ordering::Release);
-        self.hdr.lost.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Publishes a produced slot.
-    pub fn publish(&self, pos: u64, len: u32) {
-        let s = self.slot(pos);
-        s.len.store(len, Ordering::Relaxed);
-        s.seq.store(pos + 1, Ordering::Release);
-    }
-
-    /// Claims up to `max` consecutive published positions for consuming; slots lost
-    /// with a dead producer are skipped (released and counted).
-    pub fn claim_get(&self, max: u64, me: u32) -> Step<(u64, u64)> {
-        let intent = self.hdr.intents.get(me as usize);
-        let mut pos = self.hdr.tail.0.load(Ordering::Relaxed);
-        loop {
-            let seq = self.slot(pos).seq.load(Ordering::Acquire);
-            let dif = (seq & !LOST).wrapping_sub(pos + 1) as i64;
-            if dif == 0 {
-                let mut n = 1;
-                while n < max && self.slot(pos + n).seq.load(Ordering::Acquire) == pos + n + 1 {
-                    n += 1;
-                }
-                if seq & LOST != 0 {
-                    n = 1;
-                }
-                if let Some(i) = intent {
-                    i.announce(false, pos, n);
-                }
-                match self.hdr.tail.0.compare_exchange_weak(
-                    pos,
-                    pos + n,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        if seq & LOST != 0 {
-                            self.release(pos);
-                            pos += 1;
-                            continue;
-                        }
-                        return Step::Done((pos, n));
-                    }
-                    Err(cur) => pos = cur,
-                }
-            } else if dif < 0 {
-                if let Some(i) = intent {
-                    i.clear(false);
-                }
-                return Step::Blocked;
-            } else {
-                pos = self.hdr.tail.0.load(Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Releases a consumed slot for the producer of `pos + capacity`.
-    pub fn release(&self, pos: u64) {
-        self.slot(pos)
-            .seq
-            .store(pos + self.capacity, Ordering::Release);
-    }
-
-    pub fn len(&self) -> u64 {
-        let tail = self.hdr.tail.0.load(Ordering::Acquire);
-        let head = self.hdr.head.0.load(Ordering::Acquire);
-        head.saturating_sub(tail).min(self.capacity)
-    }
-
-    /// Recovery when consumers are stuck: if the slot at `tail` was claimed by a
-    /// producer that is dead (per `is_dead(member)`), publish it as LOST.
-    pub fn recover_dead_producer(&self, is_dead: impl Fn(u32) -> bool) -> bool {
-        let pos = self.hdr.tail.0.load(Ordering::Acquire);
-        let head = self.hdr.head.0.load(Ordering::Acquire);
-        if head <= pos {
+    /// Finishes the produce step of `pos` for its dead holder: publishes it as
+    /// `LOST`. Only if `pos` is claimed (`head > pos`), unpublished, and every member
+    /// whose intent covers it is dead.
+    #[cold]
+    fn recover_put(&self, pos: u64, is_dead: &impl Fn(u32) -> bool) -> bool {
+        // `head` first (Acquire): past `pos`, it makes the winner's intent visible.
+        if self.hdr.head.0.load(Ordering::Acquire) <= pos {
             return false;
         }
         let s = self.slot(pos);
-        if s.seq.load(Ordering::Acquire) != pos {
+        if s.seq.load(Ordering::Acquire) != pos || !self.holder_is_dead(pos, true, is_dead) {
             return false;
         }
-        if !self.holder_is_dead(pos, true, &is_dead) {
-            return false;
-        }
+        let lost = pos.wrapping_add(1) | LOST;
         if s.seq
-            .compare_exchange(pos, (pos + 1) | LOST, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(pos, lost, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             self.hdr.lost.0.fetch_add(1, Ordering::Relaxed);
@@ -367,25 +497,23 @@ impl<'a> Ring<'a> {
         false
     }
 
-    /// Recovery when producers are stuck: if the slot at `head` is still held by a
-    /// consumer that is dead, release it.
-    pub fn recover_dead_consumer(&self, is_dead: impl Fn(u32) -> bool) -> bool {
-        let pos = self.hdr.head.0.load(Ordering::Acquire);
-        if pos < self.capacity {
-            return false;
-        }
-        let prev = pos - self.capacity; // the position whose consumer must release
+    /// Finishes the consume step of `pos` for its dead holder: releases the slot (the
+    /// item counts as abandoned, unless it was a `LOST` one being skipped). Only if
+    /// `pos` is taken (`tail > pos`), unreleased, and every member whose intent
+    /// covers it is dead.
+    #[cold]
+    fn recover_get(&self, pos: u64, is_dead: &impl Fn(u32) -> bool) -> bool {
         let s = self.slot(pos);
-        // A consumer that died while skipping a LOST slot leaves the flag on it.
         let seq = s.seq.load(Ordering::Acquire);
-        if seq & !LOST != prev + 1 || self.hdr.tail.0.load(Ordering::Acquire) <= prev {
+        if seq & !LOST != pos.wrapping_add(1)
+            || self.hdr.tail.0.load(Ordering::Acquire) <= pos
+            || !self.holder_is_dead(pos, false, is_dead)
+        {
             return false;
         }
-        if !self.holder_is_dead(prev, false, &is_dead) {
-            return false;
-        }
+        let free = pos.wrapping_add(self.capacity);
         if s.seq
-            .compare_exchange(seq, pos, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(seq, free, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             if seq & LOST == 0 {
@@ -395,41 +523,138 @@ impl<'a> Ring<'a> {
         }
         false
     }
+
+    /// Recovery when consumers are stuck: if the slot at `tail` was claimed by a
+    /// producer that is dead (per `is_dead(member)`), publish it as LOST.
+    pub(crate) fn recover_dead_producer(&self, is_dead: impl Fn(u32) -> bool) -> bool {
+        let pos = self.hdr.tail.0.load(Ordering::Acquire);
+        self.recover_put(pos, &is_dead)
+    }
+
+    /// Recovery when producers are stuck: if the slot at `head` is still held by a
+    /// consumer of the previous lap that is dead, release it.
+    pub(crate) fn recover_dead_consumer(&self, is_dead: impl Fn(u32) -> bool) -> bool {
+        let pos = self.hdr.head.0.load(Ordering::Acquire);
+        pos.checked_sub(self.capacity)
+            .is_some_and(|prev| self.recover_get(prev, &is_dead))
+    }
+
+    /// Positions covered by `member`'s intent of one kind (at most `capacity`: a
+    /// longer count is a peer's scribble, and only `capacity` positions can be held
+    /// at once anyway).
+    fn covered(&self, member: usize, put: bool) -> impl Iterator<Item = u64> {
+        let (first, n) = self
+            .hdr
+            .intents
+            .get(member)
+            .map_or((0, 0), |i| i.claim(put));
+        (0..n.min(self.capacity)).map(move |k| first.wrapping_add(k))
+    }
+
+    /// Tries to finish every unfinished position `member`'s intents cover (for a
+    /// newcomer about to take over its entry; see the module docs). `is_dead` must
+    /// count `member` itself as dead. Returns whether anything was recovered.
+    #[cold]
+    pub(crate) fn recover_member(&self, member: usize, is_dead: impl Fn(u32) -> bool) -> bool {
+        let mut any = false;
+        for put in [true, false] {
+            for pos in self.covered(member, put) {
+                if self.unfinished(put, pos) {
+                    any |= if put {
+                        self.recover_put(pos, &is_dead)
+                    } else {
+                        self.recover_get(pos, &is_dead)
+                    };
+                }
+            }
+        }
+        any
+    }
+
+    /// Whether no unfinished position is covered by `member`'s intents: only then
+    /// may its entry be given to a newcomer, whose announcements overwrite them.
+    #[cold]
+    pub(crate) fn claims_finished(&self, member: usize) -> bool {
+        [true, false].into_iter().all(|put| {
+            self.covered(member, put)
+                .all(|pos| !self.unfinished(put, pos))
+        })
+    }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
+    /// A ring on the heap: a header and `capacity` slots of `STRIDE` bytes.
     struct HeapRing {
         hdr: Box<RingHeader>,
         slots: Vec<u128>,
+        capacity: u64,
     }
 
-    fn heap_ring(capacity: u64, stride: usize) -> HeapRing {
+    const STRIDE: usize = 32;
+    const ITEM: usize = 16;
+
+    fn heap_ring(capacity: u64) -> HeapRing {
         // SAFETY: RingHeader is atomics only: zero is valid.
         let hdr: Box<RingHeader> = Box::new(unsafe { std::mem::zeroed() });
-        let slots = vec![0u128; capacity as usize * stride / 16];
-        HeapRing { hdr, slots }
+        let slots = vec![0u128; capacity as usize * STRIDE / 16];
+        let h = HeapRing {
+            hdr,
+            slots,
+            capacity,
+        };
+        h.ring().init();
+        h
+    }
+
+    impl HeapRing {
+        fn ring(&self) -> Ring<'_> {
+            // SAFETY: `capacity` slots of STRIDE bytes (16-aligned u128s), alive and
+            // only accessed through rings as long as `self`; 16 + ITEM <= STRIDE.
+            unsafe {
+                Ring::new(
+                    &self.hdr,
+                    self.slots.as_ptr().cast_mut().cast::<u8>(),
+                    self.capacity,
+                    STRIDE,
+                    ITEM,
+                )
+            }
+        }
+    }
+
+    // SAFETY: the slots are only reached through the ring protocol under test.
+    unsafe impl Sync for HeapRing {}
+
+    fn put_one(ring: &Ring<'_>, me: u32) -> u64 {
+        let Step::Done((p, 1)) = ring.claim_put(1, me) else {
+            panic!("full")
+        };
+        ring.publish(p, 0);
+        ring.done(me, true);
+        p
+    }
+
+    fn get_one(ring: &Ring<'_>, me: u32) -> u64 {
+        let Step::Done((p, 1)) = ring.claim_get(1, me) else {
+            panic!("empty")
+        };
+        ring.release(p);
+        ring.done(me, false);
+        p
     }
 
     #[test]
     fn threads_pass_every_item_exactly_once_in_producer_order() {
-        let mut h = heap_ring(64, 32);
-        let ptr = h.slots.as_mut_ptr() as usize;
-        // SAFETY: 64 slots of 32 bytes follow at `ptr`, alive for the test.
-        let ring = unsafe { Ring::new(&h.hdr, ptr as *mut u8, 64, 32) };
-        ring.init();
-        let hdr_addr = &*h.hdr as *const RingHeader as usize;
+        let h = heap_ring(64);
         let per = 20_000u64;
-        let mk = move || {
-            // SAFETY: as above; the header and slots outlive the scoped threads.
-            unsafe { Ring::new(&*(hdr_addr as *const RingHeader), ptr as *mut u8, 64, 32) }
-        };
         let got = std::thread::scope(|s| {
             for p in 0..2u64 {
+                let h = &h;
                 s.spawn(move || {
-                    let r = mk();
+                    let r = h.ring();
                     let mut i = 0;
                     while i < per {
                         if let Step::Done((pos, n)) = r.claim_put(3.min(per - i), p as u32) {
@@ -449,8 +674,9 @@ mod tests {
             }
             let consumers: Vec<_> = (0..2u32)
                 .map(|c| {
+                    let h = &h;
                     s.spawn(move || {
-                        let r = mk();
+                        let r = h.ring();
                         let mut out = Vec::new();
                         while (out.len() as u64) < per {
                             if let Step::Done((pos, n)) = r.claim_get(4, 10 + c) {
@@ -496,36 +722,10 @@ mod tests {
         assert_eq!(all, want);
     }
 
-    fn heap_ring_view(h: &mut HeapRing, capacity: u64) -> Ring<'_> {
-        let slots = h.slots.as_mut_ptr() as *mut u8;
-        // SAFETY: `capacity` slots of 32 bytes, alive as long as `h`.
-        let ring = unsafe { Ring::new(&h.hdr, slots, capacity, 32) };
-        ring.init();
-        ring
-    }
-
-    fn put_one(ring: &Ring<'_>, me: u32) -> u64 {
-        let Step::Done((p, 1)) = ring.claim_put(1, me) else {
-            panic!("full")
-        };
-        ring.publish(p, 0);
-        ring.done(me, true);
-        p
-    }
-
-    fn get_one(ring: &Ring<'_>, me: u32) -> u64 {
-        let Step::Done((p, 1)) = ring.claim_get(1, me) else {
-            panic!("empty")
-        };
-        ring.release(p);
-        ring.done(me, false);
-        p
-    }
-
     #[test]
     fn a_dead_producer_is_recovered_only_when_every_possible_holder_is_dead() {
-        let mut h = heap_ring(4, 32);
-        let ring = heap_ring_view(&mut h, 4);
+        let h = heap_ring(4);
+        let ring = h.ring();
         // Producer 7 wins positions 0..2 and dies before writing (at any instruction
         // after its CAS: its intent is all that records it).
         assert_eq!(ring.claim_put(2, 7), Step::Done((0, 2)));
@@ -546,8 +746,8 @@ mod tests {
 
     #[test]
     fn a_dead_consumer_is_recovered_and_a_finished_holder_never_is() {
-        let mut h = heap_ring(4, 32);
-        let ring = heap_ring_view(&mut h, 4);
+        let h = heap_ring(4);
+        let ring = h.ring();
         for _ in 0..4 {
             put_one(&ring, 1);
         }
@@ -573,8 +773,8 @@ mod tests {
 
     #[test]
     fn a_consumer_dying_while_skipping_a_lost_slot_is_recovered_without_counting() {
-        let mut h = heap_ring(2, 32);
-        let ring = heap_ring_view(&mut h, 2);
+        let h = heap_ring(2);
+        let ring = h.ring();
         assert_eq!(ring.claim_put(1, 3), Step::Done((0, 1)));
         assert!(ring.recover_dead_producer(|m| m == 3));
         // Consumer 4 wins the LOST slot's tail CAS and dies before releasing it.
@@ -599,8 +799,8 @@ mod tests {
 
     #[test]
     fn intents_are_withdrawn_when_blocked_and_when_done() {
-        let mut h = heap_ring(2, 32);
-        let ring = heap_ring_view(&mut h, 2);
+        let h = heap_ring(2);
+        let ring = h.ring();
         let withdrawn = |ring: &Ring<'_>| {
             ring.hdr.intents.iter().all(|i| {
                 i.put_pos.load(Ordering::Relaxed) == 0 && i.get_pos.load(Ordering::Relaxed) == 0
@@ -620,14 +820,132 @@ mod tests {
         ring.done(2, false);
         assert!(withdrawn(&ring));
     }
+
+    /// Issue 9.8 on a heap ring: a consumer dies holding a slot; a newcomer that
+    /// took its entry and announced anything would erase the only record of it.
+    /// The entry is refused while the claim is unfinished, and a newcomer that can
+    /// finish the claim itself (every covering member dead) does so first.
+    #[test]
+    fn an_entry_is_reusable_only_once_its_claims_are_finished() {
+        let h = heap_ring(2);
+        let ring = h.ring();
+        put_one(&ring, 0);
+        put_one(&ring, 0);
+        // Consumer 1 takes position 0 and dies.
+        assert_eq!(ring.claim_get(1, 1), Step::Done((0, 1)));
+        assert!(!ring.claims_finished(1), "position 0 is held by member 1");
+        assert!(ring.claims_finished(0) && ring.claims_finished(2));
+        // A live member (3) whose failed CAS also covers position 0 may be its
+        // holder: nothing is recovered, the entry stays refused.
+        ring.hdr.intents[3].announce(false, 0, 1);
+        assert!(!ring.recover_member(1, |m| m == 1));
+        assert!(!ring.claims_finished(1));
+        // Once 3 is dead too, the newcomer finishes position 0 and may take entry 1.
+        assert!(ring.recover_member(1, |m| m == 1 || m == 3));
+        assert!(ring.claims_finished(1));
+        assert_eq!(ring.hdr.abandoned.0.load(Ordering::Relaxed), 1);
+        assert!(!ring.recover_member(1, |_| true), "nothing left to do");
+        // The ring works on: position 1 is read, positions 2 and 3 fit.
+        assert_eq!(get_one(&ring, 0), 1);
+        assert_eq!(put_one(&ring, 0), 2);
+        assert_eq!(put_one(&ring, 0), 3);
+    }
+
+    #[test]
+    fn a_dead_producers_entry_is_refused_then_recovered_out_of_order() {
+        let h = heap_ring(4);
+        let ring = h.ring();
+        put_one(&ring, 0);
+        // Producer 5 claims positions 1..3 and dies; producer 0 goes on at 3.
+        assert_eq!(ring.claim_put(2, 5), Step::Done((1, 2)));
+        assert_eq!(put_one(&ring, 0), 3);
+        assert!(!ring.claims_finished(5));
+        // Not at the consumers' front (position 0 is still unread), yet a newcomer
+        // may finish both positions: they are claimed and their holder is dead.
+        assert!(ring.recover_member(5, |m| m == 5));
+        assert!(ring.claims_finished(5));
+        assert_eq!(ring.hdr.lost.0.load(Ordering::Relaxed), 2);
+        assert_eq!(get_one(&ring, 2), 0);
+        assert_eq!(get_one(&ring, 2), 3, "lost positions 1 and 2 are skipped");
+        // A stale intent over positions nobody claimed holds nothing.
+        ring.hdr.intents[6].announce(true, 9, 3);
+        assert!(ring.claims_finished(6));
+        assert!(!ring.recover_member(6, |_| true));
+    }
+
+    /// A peer that scribbles over the header and stamps can make the ring lose or
+    /// repeat items, never make a caller index outside the slots or panic.
+    #[test]
+    fn scribbled_headers_never_panic_or_escape_the_slots() {
+        let h = heap_ring(3);
+        let ring = h.ring();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let interesting = [0, 1, 2, 3, u64::MAX, u64::MAX - 1, LOST, LOST | 1, 1 << 62];
+        for round in 0..20_000 {
+            let mut pick = || {
+                let r = next();
+                if r & 1 == 0 {
+                    interesting[(r >> 1) as usize % interesting.len()]
+                } else {
+                    r >> 1
+                }
+            };
+            match round % 5 {
+                0 => ring.hdr.head.0.store(pick(), Ordering::Relaxed),
+                1 => ring.hdr.tail.0.store(pick(), Ordering::Relaxed),
+                2 => ring.slot(pick()).seq.store(pick(), Ordering::Relaxed),
+                3 => ring
+                    .slot(pick())
+                    .len
+                    .store(pick() as u32, Ordering::Relaxed),
+                _ => ring.hdr.intents[(pick() % INTENTS as u64) as usize].announce(
+                    pick() & 1 == 0,
+                    pick(),
+                    pick(),
+                ),
+            }
+            if let Step::Done((pos, n)) = ring.claim_put(pick() % 8, 1) {
+                assert!((1..=3).contains(&n));
+                for k in 0..n {
+                    // SAFETY: claimed (as far as this process can tell).
+                    let p = unsafe { ring.payload(pos.wrapping_add(k)) };
+                    assert_eq!(p.len(), ITEM);
+                    p.fill(7);
+                    ring.publish(pos.wrapping_add(k), pick() as u32);
+                }
+                ring.done(1, true);
+            }
+            if let Step::Done((pos, n)) = ring.claim_get(pick() % 8, 2) {
+                assert!((1..=3).contains(&n));
+                for k in 0..n {
+                    assert!(ring.item_len(pos.wrapping_add(k)) <= ITEM);
+                    ring.release(pos.wrapping_add(k));
+                }
+                ring.done(2, false);
+            }
+            ring.recover_dead_producer(|_| true);
+            ring.recover_dead_consumer(|_| true);
+            ring.recover_member((pick() % INTENTS as u64) as usize, |_| true);
+            let _ = ring.claims_finished(3);
+            assert!(ring.len() <= 3);
+        }
+    }
 }
 
 /// Model checking of the ring's index logic with loom (every interleaving of a few
 /// threads on a tiny ring). Run:
-/// `RUSTFLAGS="--cfg loom" cargo test --release --lib queue::ring::loom_tests`
+/// `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_tests`
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::format::objects::MIN_CAPACITY;
+    use loom::sync::atomic::AtomicBool;
     use loom::sync::Arc;
     use std::cell::UnsafeCell;
 
@@ -683,13 +1001,15 @@ mod loom_tests {
     }
 
     fn ring(h: &Heap) -> Ring<'_> {
-        // SAFETY: `cap` slots of `size_of::<LoomSlot>()` bytes, alive with `h`.
+        // SAFETY: `cap` slots of `size_of::<LoomSlot>()` bytes, 16-aligned, alive
+        // with `h`; a 16-byte payload follows each head.
         unsafe {
             Ring::new(
                 &h.hdr,
                 (*h.slots.get()).as_mut_ptr().cast::<u8>(),
                 h.cap,
-                std::mem::size_of::<LoomSlot>(),
+                size_of::<LoomSlot>(),
+                16,
             )
         }
     }
@@ -732,7 +1052,7 @@ mod loom_tests {
                 })
                 .collect();
             let r = ring(&h);
-            let mut got = [get(&r, 9), get(&r, 9)];
+            let mut got = [get(&r, 3), get(&r, 3)];
             for t in handles {
                 t.join().unwrap();
             }
@@ -842,20 +1162,32 @@ mod loom_tests {
         });
     }
 
+    /// A ring holding items 1 and 2, which member 0 (dying right after its CAS) and
+    /// member 1 (live) race to consume; member 0's death is recorded in `dead`.
+    fn dying_and_live_consumers() -> (
+        Arc<Heap>,
+        Arc<AtomicU32>,
+        loom::thread::JoinHandle<Option<u64>>,
+        loom::thread::JoinHandle<u8>,
+    ) {
+        let h = heap(2);
+        {
+            let r = ring(&h);
+            put(&r, 1, 2);
+            put(&r, 2, 2);
+        }
+        let dead = Arc::new(AtomicU32::new(0));
+        let (h1, d1) = (h.clone(), dead.clone());
+        let dying = loom::thread::spawn(move || die_after_cas(&h1, false, 0, &d1));
+        let h2 = h.clone();
+        let live = loom::thread::spawn(move || get(&ring(&h2), 1));
+        (h, dead, dying, live)
+    }
+
     #[test]
     fn a_consumer_dying_after_its_cas_is_recovered_and_never_confused_with_a_live_one() {
         bounded_model(|| {
-            let h = heap(2);
-            {
-                let r = ring(&h);
-                put(&r, 1, 2);
-                put(&r, 2, 2);
-            }
-            let dead = Arc::new(AtomicU32::new(0));
-            let (h1, d1) = (h.clone(), dead.clone());
-            let dying = loom::thread::spawn(move || die_after_cas(&h1, false, 0, &d1));
-            let h2 = h.clone();
-            let live = loom::thread::spawn(move || get(&ring(&h2), 1));
+            let (h, dead, dying, live) = dying_and_live_consumers();
             let r = ring(&h);
             let is_dead = |m: u32| dead.load(Ordering::Acquire) & (1 << m) != 0;
             // A third put needs the slot of position 0, which either consumer may hold.
@@ -874,6 +1206,67 @@ mod loom_tests {
             let v = live.join().unwrap();
             assert_eq!(v, if took_first { 2 } else { 1 });
             assert_eq!(h.hdr.abandoned.0.load(Ordering::Relaxed), took_first as u64);
+        });
+    }
+
+    /// Issue 9.8: a consumer (member 0) dies right after its CAS, racing a live
+    /// consumer for position 0 (it may win 0, or 1, or nothing). Then a newcomer takes over entry 0 (modelled: take
+    /// its lock, try to finish its claims, and only if they are finished, overwrite
+    /// its intent) while a producer blocked on position 0's slot recovers
+    /// concurrently. The producer always gets through (a wedge shows as: the
+    /// newcomer is done, yet the slot is neither free nor recoverable), and the
+    /// abandoned item is counted once. With the newcomer overwriting the intent
+    /// unconditionally, this model fails.
+    #[test]
+    fn a_dead_members_entry_is_reused_only_after_its_claims_are_finished() {
+        bounded_model(|| {
+            let (h, dead, dying, live) = dying_and_live_consumers();
+            // It may have won position 0, or position 1 after the live one took 0.
+            let won = dying.join().unwrap();
+            assert_eq!(live.join().unwrap(), if won == Some(0) { 2 } else { 1 });
+
+            // Entry 0 is the newcomer's (alive) from the moment it takes the lock.
+            let taken = Arc::new(AtomicBool::new(false));
+            let joined = Arc::new(AtomicBool::new(false));
+            let (h3, d3, t3, j3) = (h.clone(), dead.clone(), taken.clone(), joined.clone());
+            let newcomer = loom::thread::spawn(move || {
+                let r = ring(&h3);
+                t3.store(true, Ordering::Release);
+                r.recover_member(0, |m| m == 0 || d3.load(Ordering::Acquire) & (1 << m) != 0);
+                if r.claims_finished(0) {
+                    // Its first announcement overwrites whatever entry 0 said.
+                    r.hdr.intents[0].clear(false);
+                } else {
+                    t3.store(false, Ordering::Release);
+                }
+                j3.store(true, Ordering::Release);
+            });
+            let r = ring(&h);
+            let is_dead = |m: u32| {
+                dead.load(Ordering::Acquire) & (1 << m) != 0
+                    && !(m == 0 && taken.load(Ordering::Acquire))
+            };
+            // A third put needs the slot of position 0.
+            loop {
+                let newcomer_done = joined.load(Ordering::Acquire);
+                if let Step::Done((pos, _)) = r.claim_put(1, 2) {
+                    r.publish(pos, 1);
+                    r.done(2, true);
+                    break;
+                }
+                if !r.recover_dead_consumer(is_dead) {
+                    assert!(!newcomer_done, "the producer is wedged");
+                }
+                loom::thread::yield_now();
+            }
+            newcomer.join().unwrap();
+            // Whatever the dead one won is finished once, by the newcomer or the
+            // producer, and its entry is then free to reuse.
+            assert_eq!(
+                h.hdr.abandoned.0.load(Ordering::Relaxed),
+                won.is_some() as u64
+            );
+            assert!(r.claims_finished(0));
         });
     }
 }

@@ -155,3 +155,49 @@ pub(crate) fn check(table: &MemberTable, slot: usize, asker: &File) -> Member {
 pub(crate) fn recorded_pid(table: &MemberTable, slot: usize) -> u32 {
     table.get(slot).map_or(0, |e| e.pid.load(Ordering::Relaxed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fs::{memfd, reopen};
+
+    fn table() -> Box<MemberTable> {
+        // SAFETY: a member table is atomics only: all-zero bytes are valid (vacant).
+        Box::new(unsafe { std::mem::zeroed() })
+    }
+
+    /// The queue relies on this contract: `reusable` is asked while the joiner holds
+    /// the slot's lock (nobody else can own the slot while it decides), and a slot
+    /// it refuses is unlocked again for others.
+    #[test]
+    fn reusable_is_asked_under_the_lock_and_refused_slots_stay_free() {
+        let seg = memfd("members-test").unwrap();
+        let observer = reopen(&seg, Access::ReadWrite).unwrap();
+        let t = table();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let m = Membership::join(&t, 4, &seg, |slot| {
+            assert_eq!(
+                lock::probe(&observer, MEMBER_BASE + slot as u64),
+                Probe::Held
+            );
+            asked.borrow_mut().push(slot);
+            slot >= 2
+        })
+        .unwrap();
+        assert_eq!((m.slot(), asked.into_inner()), (2, vec![0, 1, 2]));
+        assert_eq!(check(&t, 2, &observer), Member::Registered(Liveness::Alive));
+        for refused in [0, 1] {
+            assert_eq!(check(&t, refused, &observer), Member::Vacant);
+            assert_eq!(
+                lock::probe(&observer, MEMBER_BASE + refused as u64),
+                Probe::Free
+            );
+        }
+        let n = Membership::join(&t, 4, &seg, |_| true).unwrap();
+        assert_eq!(n.slot(), 0, "a refused slot is free for the next joiner");
+        assert!(Membership::join(&t, 4, &seg, |s| s == 2).is_err());
+        n.leave(&t);
+        m.leave(&t);
+        assert_eq!(check(&t, 2, &observer), Member::Vacant);
+    }
+}

@@ -1,0 +1,177 @@
+//! `ByteQueue`: byte messages up to a fixed maximum size, written into and read
+//! from shared memory in place.
+
+use std::fmt;
+use std::fs::File;
+use std::time::Duration;
+
+use super::raw::{handle_methods, Flavor, RawQueue, Wait};
+use super::QueueError;
+use crate::segment::Options;
+
+/// A bounded MPMC queue of byte messages (up to a fixed maximum size) between
+/// processes. `put_with` writes a message straight into its slot and `get_with`
+/// reads it in place, so a message is copied at most once (into shared memory).
+/// For messages much larger than a slot, put the data in a `SharedArray` and send
+/// its offsets through a `Queue<u64>`.
+///
+/// Handles, threads, `fork`, processes that die mid-operation and files from
+/// others work as for [`Queue`](crate::Queue): in short, a handle is `Send` but not
+/// `Sync` (threads open a handle each), and a `put_with`/`get_with` closure cannot
+/// call back into the same handle (`Err(Reentrant)`):
+/// ```compile_fail
+/// fn shared_between_threads<T: Sync>() {}
+/// shared_between_threads::<shmarray::ByteQueue>();
+/// ```
+pub struct ByteQueue {
+    raw: RawQueue,
+}
+
+impl ByteQueue {
+    /// Creates queue `name` of `capacity` messages (at least 2) of at most
+    /// `max_message` bytes (1 B to 1 GiB). Sizes too large to lay out are
+    /// `Err(Params)`, and nothing is created.
+    pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Self, QueueError> {
+        Self::create_with(&Options::new(), name, capacity, max_message)
+    }
+
+    /// [`create`](Self::create) with options (directory, persistence).
+    pub fn create_with(
+        opts: &Options,
+        name: &str,
+        capacity: usize,
+        max_message: usize,
+    ) -> Result<Self, QueueError> {
+        let raw = RawQueue::create(opts, Some(name), Flavor::Bytes, max_message, capacity)?;
+        Ok(ByteQueue { raw })
+    }
+
+    /// Creates an anonymous byte queue (memfd); see [`Queue::create_anonymous`](crate::Queue::create_anonymous).
+    pub fn create_anonymous(capacity: usize, max_message: usize) -> Result<Self, QueueError> {
+        let raw = RawQueue::create(&Options::new(), None, Flavor::Bytes, max_message, capacity)?;
+        Ok(ByteQueue { raw })
+    }
+
+    /// Attaches byte queue `name`.
+    pub fn open(name: &str) -> Result<Self, QueueError> {
+        Self::open_with(&Options::new(), name)
+    }
+
+    /// [`open`](Self::open) with options (directory, trusted owners).
+    pub fn open_with(opts: &Options, name: &str) -> Result<Self, QueueError> {
+        let raw = RawQueue::open(opts, name, Flavor::Bytes)?;
+        Ok(ByteQueue { raw })
+    }
+
+    /// Attaches a byte queue from an open segment file.
+    pub fn from_file(file: File) -> Result<Self, QueueError> {
+        let raw = RawQueue::from_file(file, Flavor::Bytes)?;
+        Ok(ByteQueue { raw })
+    }
+
+    /// The largest message this queue carries.
+    pub fn max_message(&self) -> usize {
+        self.raw.geometry().item_size as usize
+    }
+
+    fn check(&self, len: usize) -> Result<u32, QueueError> {
+        if len > self.max_message() {
+            Err(QueueError::TooLarge {
+                len,
+                max: self.max_message(),
+            })
+        } else {
+            // max_message <= MAX_ITEM_BYTES (1 GiB) fits in u32.
+            Ok(len as u32)
+        }
+    }
+
+    /// Writes a message of `len` bytes directly into its slot with `fill` (no
+    /// intermediate buffer), waiting while the queue is full. If `fill` panics, the
+    /// slot is skipped by consumers (counted in [`lost`](Self::lost)).
+    pub fn put_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), QueueError> {
+        let n = self.check(len)?;
+        let mut fill = Some(fill);
+        self.raw
+            .put_batch(1, Wait::Forever, |_, slot| {
+                if let Some(f) = fill.take() {
+                    f(&mut slot[..len]);
+                }
+                n
+            })
+            .map(drop)
+    }
+
+    fn put_msg(&self, msg: &[u8], wait: Wait) -> Result<(), QueueError> {
+        let n = self.check(msg.len())?;
+        self.raw
+            .put_batch(1, wait, |_, slot| {
+                slot[..msg.len()].copy_from_slice(msg);
+                n
+            })
+            .map(drop)
+    }
+
+    /// Puts a message, waiting while the queue is full.
+    pub fn put(&self, msg: &[u8]) -> Result<(), QueueError> {
+        self.put_msg(msg, Wait::Forever)
+    }
+
+    /// Puts a message or fails with `Full` at once.
+    pub fn try_put(&self, msg: &[u8]) -> Result<(), QueueError> {
+        self.put_msg(msg, Wait::No)
+    }
+
+    /// Puts a message, waiting at most `timeout`.
+    pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), QueueError> {
+        self.put_msg(msg, Wait::timeout(timeout))
+    }
+
+    /// Reads the next message in place with `f` (no copy out), waiting while empty.
+    /// If `f` panics, the message is counted in [`abandoned`](Self::abandoned).
+    pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.raw.get_batch(1, Wait::Forever, |_, slot, len| {
+            if let Some(f) = f.take() {
+                out = Some(f(&slot[..len]));
+            }
+        })?;
+        out.ok_or(QueueError::Empty)
+    }
+
+    fn get_msg(&self, wait: Wait) -> Result<Vec<u8>, QueueError> {
+        let mut out = Vec::new();
+        self.raw
+            .get_batch(1, wait, |_, slot, len| out.extend_from_slice(&slot[..len]))?;
+        Ok(out)
+    }
+
+    /// Takes the next message, waiting while the queue is empty.
+    pub fn get(&self) -> Result<Vec<u8>, QueueError> {
+        self.get_msg(Wait::Forever)
+    }
+
+    /// Takes the next message or fails with `Empty` (or `Closed`) at once.
+    pub fn try_get(&self) -> Result<Vec<u8>, QueueError> {
+        self.get_msg(Wait::No)
+    }
+
+    /// Takes the next message, waiting at most `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<u8>, QueueError> {
+        self.get_msg(Wait::timeout(timeout))
+    }
+
+    handle_methods!();
+}
+
+impl fmt::Debug for ByteQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteQueue")
+            .field("name", &self.raw.segment().label())
+            .field("max_message", &self.max_message())
+            .field("capacity", &self.capacity())
+            .field("len", &self.len())
+            .finish()
+    }
+}
