@@ -67,6 +67,7 @@ pub use error::{Corruption, Error, NameProblem, Result};
 pub use format::control::{ControlError, ControlFields, ObjectKind};
 pub use format::dtype::{Dtype, UnknownDtype};
 pub use format::npy::{HeaderError, Layout, NpyHeader};
+pub use format::objects::ParamsError;
 pub use ndarray;
 pub use objects::{
     Barrier, BarrierOpenError, Event, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64,
@@ -96,5 +97,5 @@ struct ReadmeDoctests;
 pub mod __fuzz {
     pub use crate::format::describe::{describe_bytes, DescribeError, Description};
     pub use crate::format::npy::{build_header, parse_header, parse_preamble};
-    pub use crate::format::objects::{ParamsError, QueueGeometry};
+    pub use crate::format::objects::QueueGeometry;
 }

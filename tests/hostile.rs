@@ -37,6 +37,7 @@ fn child_entry() {
         ["flip", name, rounds] => flip_while_opening(name, rounds.parse().unwrap()),
         ["hold", dir, name, barrier, queue] => hold_in_foreign_namespace(dir, name, barrier, queue),
         ["create_loop", dir] => create_forever(dir),
+        ["fork_drop", name] => fork_and_drop_in_the_child(name),
         _ => 2,
     };
     std::process::exit(code);
@@ -559,4 +560,40 @@ fn gc_keeps_live_persistent_foreign_and_plain_files() {
     assert!(dir.names().contains(&"orphan2".to_string()));
     assert_eq!(collect_garbage(&ns, false).unwrap().removed.len(), 1);
     assert!(collect_garbage(&ns, false).unwrap().removed.is_empty());
+}
+
+/// Child: creates an owning segment, forks, and lets the forked copy drop its copy
+/// of the handle; the name must survive that (the child did not create it).
+fn fork_and_drop_in_the_child(name: &str) -> i32 {
+    let a = SharedArray::<u8, Ix1>::create(name, 8).unwrap();
+    // SAFETY: this process runs the test harness's main thread (blocked waiting for
+    // this test) and this one; the forked child only drops a handle and exits.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            drop(a);
+            // SAFETY: _exit ends the child without running the parent's atexit state.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            nix::sys::wait::waitpid(child, None).unwrap();
+            let survived = SharedArray::<u8, Ix1>::open(name).is_ok();
+            println!("survived {survived}");
+            drop(a);
+            let removed = SharedArray::<u8, Ix1>::open(name).is_err();
+            println!("removed by its creator {removed}");
+            0
+        }
+    }
+}
+
+#[test]
+fn a_forked_copy_of_an_owning_handle_never_removes_the_name() {
+    let name = unique_name("forkdrop");
+    let _guard = ShmFile::new(&name);
+    let mut kids = Children::new(CHILD_ENV);
+    let c = kids.spawn(&format!("fork_drop|{name}"));
+    let (code, out) = kids.wait(c);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("survived true"), "{out}");
+    assert!(out.contains("removed by its creator true"), "{out}");
 }

@@ -254,11 +254,6 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         })
     }
 
-    /// The segment under this array (for objects built on arrays).
-    pub(crate) fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
     #[inline]
     pub(crate) fn data_ptr(&self) -> *mut T {
         self.seg.data_ptr().cast::<T>()

@@ -6,7 +6,6 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::mem::{align_of, size_of};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -181,14 +180,6 @@ impl RawQueue {
             unsafe { layout(base, &geo) }.1.init();
             Ok(())
         })?;
-        if name.is_none() {
-            // `memfd_create` makes files of mode 0777, which `from_file` refuses as
-            // writable by others; a queue's memfd is for its owner only.
-            // (Belongs in `sys::fs::memfd`, for every anonymous segment.)
-            seg.file()
-                .set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| Error::io("fchmod", seg.label(), e))?;
-        }
         RawQueue::attach(seg, geo)
     }
 

@@ -71,14 +71,7 @@
 use std::mem::{align_of, offset_of, size_of};
 
 use crate::format::objects::{MAX_MEMBERS, RING_HEADER_BYTES, SLOT_HEAD_BYTES};
-use crate::primitive::{AtomicU32, Ordering};
-
-// `crate::primitive` (the crate's one loom switch) has no `AtomicU64` yet; until it
-// does, the ring picks loom's or std's here, under the same switch.
-#[cfg(loom)]
-use loom::sync::atomic::AtomicU64;
-#[cfg(not(loom))]
-use std::sync::atomic::AtomicU64;
+use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 
 /// Flag in the high bit of a stamp: the slot's item was lost with its producer.
 pub(crate) const LOST: u64 = 1 << 63;

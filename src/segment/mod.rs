@@ -148,6 +148,9 @@ pub(crate) struct Segment {
     writable: bool,
     owner: bool,
     registration: registry::Registration,
+    /// The fork generation when this handle was made: a copy of it in a forked
+    /// child did not create the segment and must not remove it on drop.
+    fork_generation: u64,
 }
 
 impl Segment {
@@ -283,7 +286,7 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.owner {
+        if self.owner && self.fork_generation == crate::sys::proc::fork_generation() {
             let _ = self.unlink();
         }
     }

@@ -143,7 +143,7 @@ pub(crate) fn attach(file: File, label: &str, expect: &Expect) -> Result<Segment
     }
     let writable = expect.access == Access::ReadWrite;
     let map = map_file(&file, len, writable).map_err(|e| Error::io("mmap", label, e))?;
-    Ok(new_segment(file, map, desc, info.id(), writable).map_err(|why| in_use(label, why))?)
+    new_segment(file, map, desc, info.id(), writable).map_err(|why| in_use(label, why))
 }
 
 /// Wraps a validated, mapped file in a handle, registered in this process.
@@ -165,6 +165,7 @@ pub(crate) fn new_segment(
         writable,
         owner: false,
         registration,
+        fork_generation: crate::sys::proc::fork_generation(),
     })
 }
 
