@@ -25,7 +25,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::format::objects::{BARRIER_STATE_BYTES, MAX_MEMBERS};
+use crate::format::objects::MAX_MEMBERS;
 use crate::primitive::{sleep_while, wake_all, AtomicU32, Ordering};
 
 /// How often a waiter checks that the others are alive.
@@ -77,7 +77,8 @@ pub(crate) struct BarrierState {
 }
 
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<BarrierState>() == BARRIER_STATE_BYTES);
+const _: () =
+    assert!(std::mem::size_of::<BarrierState>() == crate::format::objects::BARRIER_STATE_BYTES);
 
 impl BarrierState {
     /// Sets the number of parties of a fresh barrier.
