@@ -66,6 +66,8 @@ use crate::sync::{LockError, LockFailure, LockResult, RawMutexGuard, RawRobustMu
 pub struct SharedArray<T: Element, D: Dimension> {
     seg: Segment,
     dim: D,
+    /// The lock can be used through this handle (see `lock_usable`).
+    lock_ready: bool,
     _elem: PhantomData<T>,
 }
 
@@ -248,6 +250,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
             ));
         }
         Ok(SharedArray {
+            lock_ready: Self::lock_usable(&seg),
             seg,
             dim,
             _elem: PhantomData,
@@ -445,23 +448,36 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     }
 
     /// The array's robust process-shared mutex, if it can be used here.
+    /// Whether this handle can use the lock: a control block whose creator
+    /// initialised the mutex (LOCK_READY is set before publication, so the copy
+    /// taken at attach knows), and a writable mapping. Decided once, at attach.
+    fn lock_usable(seg: &Segment) -> bool {
+        seg.is_writable() && seg.flags() & flags::LOCK_READY != 0 && seg.lock_slot().is_some()
+    }
+
+    #[inline]
     fn mutex(&self) -> Result<&RawRobustMutex> {
+        match self.seg.lock_slot() {
+            // SAFETY: `lock_ready` is set only when LOCK_READY was set at attach, which
+            // the creator does only after it initialised the slot.
+            Some(slot) if self.lock_ready => Ok(unsafe { RawRobustMutex::in_slot(slot) }),
+            _ => Err(self.why_no_lock()),
+        }
+    }
+
+    #[cold]
+    fn why_no_lock(&self) -> Error {
         let no_lock = |what| Error::NoControlBlock {
             name: self.seg.label().to_string(),
             what,
         };
-        let slot = self
-            .seg
-            .lock_slot()
-            .ok_or_else(|| no_lock("the array lock"))?;
-        self.check_writable()?;
-        if self.seg.flags() & flags::LOCK_READY == 0 {
-            return Err(no_lock(
-                "the array lock (its creator could not initialise a robust mutex)",
-            ));
+        if self.seg.lock_slot().is_none() {
+            no_lock("the array lock")
+        } else if let Err(e) = self.check_writable() {
+            e
+        } else {
+            no_lock("the array lock (its creator could not initialise a robust mutex)")
         }
-        // SAFETY: LOCK_READY is set only after the creator initialised the slot.
-        Ok(unsafe { RawRobustMutex::in_slot(slot) })
     }
 
     fn guard<'a>(&'a self, r: LockResult<RawMutexGuard<'a>>) -> LockResult<ArrayGuard<'a, T, D>> {

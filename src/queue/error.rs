@@ -53,5 +53,5 @@ pub enum QueueError {
     /// Creating or opening the segment failed (including a queue file whose
     /// parameters are inconsistent: `Corrupt`).
     #[error(transparent)]
-    Segment(#[from] crate::Error),
+    Segment(#[from] crate::error::Error),
 }
