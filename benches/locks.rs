@@ -13,10 +13,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use criterion::{black_box, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use ndarray::Ix1;
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
 use shmarray::{Event, SharedArray, SharedAtomicU64, SharedValue};
+use std::hint::black_box;
 
 const CHILD_ENV: &str = "SHMARRAY_LOCKBENCH_CHILD";
 
@@ -73,7 +74,7 @@ fn child(spec: &str) {
     let (ready, go) = (Event::open(ready).unwrap(), Event::open(go).unwrap());
     let wait_go = || {
         ready.set();
-        go.wait(Some(Duration::from_secs(60))).unwrap();
+        go.wait_timeout(Duration::from_secs(60)).unwrap();
     };
     match *kind {
         "ours" => {
@@ -120,7 +121,7 @@ fn two_processes(kind: &str, name: &str, iters: u64, mut here: impl FnMut()) -> 
         .spawn()
         .unwrap();
     ready
-        .wait(Some(Duration::from_secs(60)))
+        .wait_timeout(Duration::from_secs(60))
         .expect("child ready");
     let t = Instant::now();
     go.set();

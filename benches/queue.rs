@@ -48,7 +48,7 @@ fn child(spec: &str) {
             let items: Vec<u64> = (0..BATCH as u64).collect();
             Event::open(go)
                 .unwrap()
-                .wait(Some(Duration::from_secs(60)))
+                .wait_timeout(Duration::from_secs(60))
                 .unwrap();
             let mut sent = 0;
             while sent < n {
@@ -119,7 +119,7 @@ fn spsc(c: &mut Criterion) {
                     format!("consume:{qn}:{en}:{iters}:{}", batched as u8),
                     Stdio::null(),
                 );
-                ready.wait(Some(Duration::from_secs(60))).unwrap();
+                ready.wait_timeout(Duration::from_secs(60)).unwrap();
                 let items: Vec<u64> = (0..BATCH as u64).collect();
                 let t = Instant::now();
                 let mut sent = 0u64;
@@ -181,7 +181,7 @@ fn mpmc(c: &mut Criterion) {
                 .map(|r| spawn(format!("consume:{qn}:{r}:{}:1", u64::MAX), Stdio::null()))
                 .collect();
             for r in &readies {
-                r.wait(Some(Duration::from_secs(60))).unwrap();
+                r.wait_timeout(Duration::from_secs(60)).unwrap();
             }
             let mut producers: Vec<Child> = (0..2)
                 .map(|_| spawn(format!("produce:{qn}:{en}:{per}"), Stdio::null()))

@@ -24,15 +24,15 @@ fn main() -> Result<(), TaskError> {
     }
 
     let slow = pool.submit(nap, 10_000)?;
-    match slow.result(Some(Duration::from_millis(100))) {
+    match slow.result_timeout(Duration::from_millis(100)) {
         Err(TaskError::Timeout(d)) => println!("no result within {d:?}; cancelling"),
         other => println!("unexpected: {other:?}"),
     }
     println!("cancelled: {}", slow.cancel()); // kills and replaces the busy worker
-    match slow.result(None) {
+    match slow.result() {
         Err(e) => println!("result after cancel: {e}"),
         Ok(v) => println!("finished anyway: {v}"),
     }
-    println!("pool still works: {}", pool.submit(nap, 1)?.result(None)?);
+    println!("pool still works: {}", pool.submit(nap, 1)?.result()?);
     Ok(())
 }

@@ -37,7 +37,7 @@ fn main() -> Result<(), TaskError> {
     println!("imap:      {lazy:?}");
 
     let pending = pool.map_async(square, (0..100_000).collect(), 10_000)?;
-    let total: u64 = pending.get(Some(Duration::from_secs(30)))?.iter().sum();
+    let total: u64 = pending.get_timeout(Duration::from_secs(30))?.iter().sum();
     println!("map_async: sum of 100000 squares = {total}");
     assert_eq!(total, (0..100_000u64).map(|x| x * x).sum());
     Ok(())

@@ -53,8 +53,10 @@ mod element;
 mod error;
 mod format;
 mod objects;
+#[cfg(feature = "pool")]
 mod pool;
 mod primitive;
+#[cfg(feature = "pool")]
 mod process;
 mod queue;
 mod segment;
@@ -73,13 +75,15 @@ pub use objects::{
     Barrier, BarrierOpenError, Event, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64,
     SharedValue, ValueGuard,
 };
+#[cfg(feature = "pool")]
 pub use pool::{as_completed, ArrayHandle, Imap, MapResult, Partition, Pool, TaskFuture};
+#[cfg(feature = "pool")]
 pub use process::{init, Process, StartMethod, TaskError, WORKER_ENV};
 #[cfg(not(loom))]
 pub use queue::{ByteQueue, Queue, QueueError};
 pub use segment::{
-    collect_garbage, export_npy, inspect, remove, GcReport, Liveness, Namespace, Options,
-    SegmentInfo, Usage, DIR_ENV,
+    collect_garbage, export_npy, find_garbage, inspect, remove, GcReport, Liveness, Namespace,
+    Options, SegmentInfo, Usage, DIR_ENV,
 };
 pub use sync::{
     BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,

@@ -20,8 +20,8 @@ use std::time::Duration;
 use common::{unique_name, Children, ShmFile};
 use shmarray::ndarray::{Ix0, Ix1};
 use shmarray::{
-    collect_garbage, inspect, Barrier, ByteQueue, Error, Liveness, Namespace, Options, SharedArray,
-    Usage,
+    collect_garbage, find_garbage, inspect, Barrier, ByteQueue, Error, Liveness, Namespace,
+    Options, SharedArray, Usage,
 };
 
 const CHILD_ENV: &str = "SHMARRAY_HOSTILE_CHILD";
@@ -205,7 +205,7 @@ fn flip_while_opening(name: &str, rounds: u32) -> i32 {
             Err(_) => refused += 1,
         }
         let _ = inspect(&ns, name);
-        let _ = collect_garbage(&ns, true);
+        let _ = find_garbage(&ns);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     flipper.join().unwrap();
@@ -253,7 +253,7 @@ fn a_fifo_under_a_segment_name_never_blocks() {
     });
     assert!(matches!(inspected, Err(Error::NotShmarray { .. })));
     let report = within(Duration::from_secs(10), "gc over a FIFO", move || {
-        collect_garbage(&c, false)
+        collect_garbage(&c)
     })
     .unwrap();
     assert!(report.removed.is_empty() && report.failed.is_empty());
@@ -270,11 +270,11 @@ fn hold_in_foreign_namespace(dir: &str, name: &str, barrier: &str, queue: &str) 
     let q = ByteQueue::open(queue).unwrap();
     println!("ready pid={}", std::process::id());
     // Our own gc must not take what a live process elsewhere holds either.
-    let report = collect_garbage(&ns, false).unwrap();
+    let report = collect_garbage(&ns).unwrap();
     println!("gc removed {}", report.removed.len());
     // A slow participant and a slow producer: alive all along.
     std::thread::sleep(Duration::from_millis(300));
-    let arrived = b.wait(Duration::from_secs(20));
+    let arrived = b.wait_timeout(Duration::from_secs(20));
     q.put_with(5, |buf| {
         std::thread::sleep(Duration::from_millis(500));
         buf.copy_from_slice(b"hello");
@@ -334,13 +334,13 @@ fn a_live_process_elsewhere_is_never_called_dead(test: &str, wrapper: &[&str]) {
     let info = inspect(&ns, name).unwrap();
     assert_eq!(info.usage, Usage::InUse, "{info:?}");
     assert_eq!(info.creator, Some(Liveness::Alive));
-    let report = collect_garbage(&ns, false).unwrap();
+    let report = collect_garbage(&ns).unwrap();
     assert!(
         report.removed.iter().all(|(n, _)| n != name),
         "gc took a live segment: {report:?}"
     );
     assert!(inspect(&ns, name).is_ok());
-    let arrived = b.wait(Duration::from_secs(20));
+    let arrived = b.wait_timeout(Duration::from_secs(20));
     assert!(
         arrived.is_ok(),
         "a live participant was called dead: {arrived:?}"
@@ -418,7 +418,7 @@ fn killed_creators_leave_nothing_gc_cannot_collect(method: Option<&str>) {
         kids.kill(c);
     }
     let left_before = dir.names();
-    let report = collect_garbage(&ns, false).unwrap();
+    let report = collect_garbage(&ns).unwrap();
     assert!(report.failed.is_empty(), "{report:?}");
     assert!(report.undecided.is_empty(), "{report:?}");
     assert_eq!(
@@ -457,8 +457,8 @@ fn two_gc_at_once_collect_everything_once_and_never_a_live_segment() {
     }
     let live = SharedArray::<u8, Ix1>::create_with(&opts, "live", 4).unwrap();
     let (n1, n2) = (ns.clone(), ns.clone());
-    let t1 = std::thread::spawn(move || collect_garbage(&n1, false).unwrap());
-    let t2 = std::thread::spawn(move || collect_garbage(&n2, false).unwrap());
+    let t1 = std::thread::spawn(move || collect_garbage(&n1).unwrap());
+    let t2 = std::thread::spawn(move || collect_garbage(&n2).unwrap());
     let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
     assert!(
         r1.failed.is_empty() && r2.failed.is_empty(),
@@ -518,7 +518,7 @@ fn gc_goes_on_after_a_failure_and_reports_every_one() {
             "chattr +i not supported here",
         );
     }
-    let report = collect_garbage(&ns, false).unwrap();
+    let report = collect_garbage(&ns).unwrap();
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert_eq!(report.failed[0].0, "a-stuck");
     let removed: Vec<&str> = report.removed.iter().map(|(n, _)| n.as_str()).collect();
@@ -549,17 +549,17 @@ fn gc_keeps_live_persistent_foreign_and_plain_files() {
     })
     .unwrap();
     leak_without_unlink(SharedArray::<u8, Ix1>::create_with(&opts, "orphan", 4).unwrap());
-    let report = collect_garbage(&ns, false).unwrap();
+    let report = collect_garbage(&ns).unwrap();
     let removed: Vec<&str> = report.removed.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(removed, ["orphan"], "{report:?}");
     assert_eq!(dir.names(), ["foreign", "kept", "live", "plain.npy"]);
     // A dry run reports without removing; a second real run finds nothing.
     leak_without_unlink(SharedArray::<u8, Ix1>::create_with(&opts, "orphan2", 4).unwrap());
-    let dry = collect_garbage(&ns, true).unwrap();
+    let dry = find_garbage(&ns).unwrap();
     assert_eq!(dry.removed.len(), 1);
     assert!(dir.names().contains(&"orphan2".to_string()));
-    assert_eq!(collect_garbage(&ns, false).unwrap().removed.len(), 1);
-    assert!(collect_garbage(&ns, false).unwrap().removed.is_empty());
+    assert_eq!(collect_garbage(&ns).unwrap().removed.len(), 1);
+    assert!(collect_garbage(&ns).unwrap().removed.is_empty());
 }
 
 /// Child: creates an owning segment, forks, and lets the forked copy drop its copy

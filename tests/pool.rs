@@ -294,7 +294,7 @@ fn process_join_pid_and_errors(method: StartMethod) {
     let p = Process::start_with(method, sleep_ms, 10_000).unwrap();
     let pid = p.pid();
     assert!(matches!(
-        p.join_timeout(Some(Duration::from_millis(100))),
+        p.join_timeout(Duration::from_millis(100)),
         Err(TaskError::Timeout(_))
     ));
     assert!(!pid_alive(pid), "a timed-out process is killed and reaped");
@@ -353,11 +353,11 @@ fn map_async_get_timeout_and_ready() {
     let r = pool.map_async(sleep_ms, vec![300, 300], 1).unwrap();
     assert!(!r.ready());
     assert!(matches!(
-        r.get(Some(Duration::from_millis(20))),
+        r.get_timeout(Duration::from_millis(20)),
         Err(TaskError::Timeout(_))
     ));
     assert_eq!(
-        r.get(Some(Duration::from_secs(20))).unwrap(),
+        r.get_timeout(Duration::from_secs(20)).unwrap(),
         vec![300, 300]
     );
     assert!(r.ready());
@@ -381,14 +381,14 @@ fn submit_as_completed_timeout_cancel() {
 
     let slow = pool.submit(sleep_ms, 5_000).unwrap();
     assert!(matches!(
-        slow.result(Some(Duration::from_millis(50))),
+        slow.result_timeout(Duration::from_millis(50)),
         Err(TaskError::Timeout(_))
     ));
     let pids_before = pool.worker_pids();
     let t = Instant::now();
     assert!(slow.cancel(), "a running task can be cancelled");
     assert!(matches!(
-        slow.result(Some(Duration::from_secs(10))),
+        slow.result_timeout(Duration::from_secs(10)),
         Err(TaskError::Cancelled { .. })
     ));
     assert!(
@@ -401,14 +401,11 @@ fn submit_as_completed_timeout_cancel() {
         .collect();
     let queued = pool.submit(square, 5).unwrap();
     assert!(queued.cancel());
-    assert!(matches!(
-        queued.result(None),
-        Err(TaskError::Cancelled { .. })
-    ));
+    assert!(matches!(queued.result(), Err(TaskError::Cancelled { .. })));
     for b in blockers {
-        assert_eq!(b.result(None).unwrap(), 300);
+        assert_eq!(b.result().unwrap(), 300);
     }
-    assert_eq!(pool.submit(square, 9).unwrap().result(None).unwrap(), 81);
+    assert_eq!(pool.submit(square, 9).unwrap().result().unwrap(), 81);
     let pids_after = pool.worker_pids();
     assert!(
         pids_before.iter().any(|p| !pids_after.contains(p)),
@@ -540,10 +537,7 @@ fn dropping_a_pool_with_a_stuck_task_does_not_hang() {
     std::thread::sleep(Duration::from_millis(50));
     let pids = pool.worker_pids();
     drop_within(pool, Duration::from_secs(10));
-    assert!(matches!(
-        stuck.result(None),
-        Err(TaskError::WorkerDied { .. })
-    ));
+    assert!(matches!(stuck.result(), Err(TaskError::WorkerDied { .. })));
     for pid in pids {
         assert!(!pid_alive(pid), "worker {pid} left behind");
     }
@@ -694,7 +688,7 @@ fn tasks_children_never_hold_the_pool_hostage() {
     let t = Instant::now();
     assert!(f.cancel());
     assert!(matches!(
-        f.result(Some(Duration::from_secs(5))),
+        f.result_timeout(Duration::from_secs(5)),
         Err(TaskError::Cancelled { .. })
     ));
     assert!(
@@ -717,7 +711,7 @@ fn tasks_children_never_hold_the_pool_hostage() {
     assert!(f.cancel());
     assert!(
         matches!(
-            f.result(Some(Duration::from_secs(5))),
+            f.result_timeout(Duration::from_secs(5)),
             Err(TaskError::Cancelled { .. })
         ),
         "cancel completes although the task's child keeps the socket"
@@ -727,7 +721,7 @@ fn tasks_children_never_hold_the_pool_hostage() {
         "cancel took {:?}",
         t.elapsed()
     );
-    assert_eq!(pool.submit(square, 9).unwrap().result(None).unwrap(), 81);
+    assert_eq!(pool.submit(square, 9).unwrap().result().unwrap(), 81);
 
     // Drop with both kinds of stuck task running.
     let (pa, pb) = (PidFile::new("sleep"), PidFile::new("fork"));
@@ -742,8 +736,8 @@ fn tasks_children_never_hold_the_pool_hostage() {
     let (_k3, _k4) = (KillOnDrop(sleep_pid), KillOnDrop(escaped));
     let workers = pool.worker_pids();
     drop_within(pool, Duration::from_secs(8));
-    assert!(matches!(fa.result(None), Err(TaskError::WorkerDied { .. })));
-    assert!(matches!(fb.result(None), Err(TaskError::WorkerDied { .. })));
+    assert!(matches!(fa.result(), Err(TaskError::WorkerDied { .. })));
+    assert!(matches!(fb.result(), Err(TaskError::WorkerDied { .. })));
     let mut gone = workers.clone();
     gone.push(sleep_pid);
     assert!(
@@ -818,7 +812,7 @@ fn replaced_segments_are_reported_not_served_stale() {
     let probe = |h: &ArrayHandle<f64, Ix2>| {
         pool.submit(handle_probe, h.clone())
             .unwrap()
-            .result(None)
+            .result()
             .unwrap()
     };
     assert_eq!(probe(&h), None, "attached and cached in the worker");
@@ -960,7 +954,7 @@ fn array_handles_travel_as_task_arguments() {
     let msg = pool
         .submit(handle_type_check, wrong)
         .unwrap()
-        .result(None)
+        .result()
         .unwrap();
     assert!(msg.contains("holds"), "{msg}");
     let anon = SharedArray::<f64, Ix2>::create_anonymous((2, 2)).unwrap();

@@ -55,7 +55,7 @@ fn child_entry() {
             let mut leaders = 0;
             let mut code = 0;
             for _ in 0..rounds.parse::<u32>().unwrap() {
-                match b.wait(Duration::from_secs(20)) {
+                match b.wait_timeout(Duration::from_secs(20)) {
                     Ok(leader) => leaders += leader as u32,
                     Err(e) => {
                         println!("err {e:?}");
@@ -75,14 +75,14 @@ fn child_entry() {
         }
         ["event_wait", name] => {
             let e = Event::open(name).unwrap();
-            match e.wait(Some(Duration::from_secs(20))) {
+            match e.wait_timeout(Duration::from_secs(20)) {
                 Ok(()) => 0,
                 Err(_) => 4,
             }
         }
         ["futex_wait", name] => {
             let w = SharedAtomicU32::open(name).unwrap();
-            match w.wait_while_equal(0, Some(Duration::from_secs(20))) {
+            match w.wait_while_equal_timeout(0, Duration::from_secs(20)) {
                 Ok(()) if w.load(std::sync::atomic::Ordering::Acquire) == 7 => 0,
                 _ => 5,
             }
@@ -285,7 +285,7 @@ fn barrier_synchronises_three_processes_for_many_rounds() {
         .collect();
     let mut leaders = 0;
     for _ in 0..rounds {
-        leaders += b.wait(Duration::from_secs(20)).unwrap() as u32;
+        leaders += b.wait_timeout(Duration::from_secs(20)).unwrap() as u32;
     }
     for i in ids {
         let (code, out) = kids.wait(i);
@@ -311,7 +311,7 @@ fn barrier_with_a_killed_participant_errors_out_instead_of_hanging() {
     std::thread::sleep(Duration::from_millis(50));
     kids.kill(victim);
     let t = Instant::now();
-    let r = b.wait(Duration::from_secs(20));
+    let r = b.wait_timeout(Duration::from_secs(20));
     // Slots are taken in joining order: this process 0, the victim 1.
     assert_eq!(
         r,
@@ -337,7 +337,7 @@ fn barrier_timeout_when_a_party_never_comes() {
     let b = Barrier::create(&name, 2).unwrap();
     let t = Instant::now();
     assert_eq!(
-        b.wait(Duration::from_millis(200)),
+        b.wait_timeout(Duration::from_millis(200)),
         Err(BarrierError::Timeout(Duration::from_millis(200)))
     );
     assert!(t.elapsed() >= Duration::from_millis(200));
@@ -364,7 +364,7 @@ fn event_and_futex_wake_a_waiting_process() {
     assert!(e.is_set());
     e.clear();
     assert_eq!(
-        e.wait(Some(Duration::from_millis(20))),
+        e.wait_timeout(Duration::from_millis(20)),
         Err(shmarray::TimedOut)
     );
 }

@@ -92,13 +92,20 @@ shared_atomic!(
 );
 
 impl SharedAtomicU32 {
-    /// Blocks while the value equals `expected`, until woken or `timeout` passes.
-    pub fn wait_while_equal(
+    /// Blocks while the value equals `expected` (a futex wait: woken by
+    /// [`wake_all`](Self::wake_all) after a store).
+    pub fn wait_while_equal(&self, expected: u32) {
+        // Without a deadline the wait only ends once the value differs.
+        let _ = crate::sync::wait_while_equal(self, expected, None);
+    }
+
+    /// Blocks while the value equals `expected`, at most `timeout`.
+    pub fn wait_while_equal_timeout(
         &self,
         expected: u32,
-        timeout: Option<Duration>,
+        timeout: Duration,
     ) -> std::result::Result<(), TimedOut> {
-        crate::sync::wait_while_equal(self, expected, timeout)
+        crate::sync::wait_while_equal(self, expected, Some(timeout))
     }
 
     /// Wakes every process waiting on this value; returns how many were woken.

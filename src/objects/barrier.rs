@@ -159,9 +159,20 @@ impl Barrier {
         }
     }
 
-    /// Waits for all parties, for at most `timeout`; `Ok(true)` in exactly one
-    /// participant per round.
-    pub fn wait(&self, timeout: Duration) -> Result<bool, BarrierError> {
+    /// Waits for all parties; `Ok(true)` in exactly one participant per round.
+    /// A participant that dies makes this fail with `ParticipantDied` instead of
+    /// waiting forever.
+    pub fn wait(&self) -> Result<bool, BarrierError> {
+        self.wait_within(None)
+    }
+
+    /// As [`wait`](Self::wait), for at most `timeout` (a timeout breaks the barrier
+    /// for the others too, as in Python).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, BarrierError> {
+        self.wait_within(Some(timeout))
+    }
+
+    fn wait_within(&self, timeout: Option<Duration>) -> Result<bool, BarrierError> {
         if self
             .member
             .borrow()

@@ -74,9 +74,15 @@ impl Event {
         self.raw().is_set()
     }
 
-    /// Waits until set, for at most `timeout` (`None`: forever).
-    pub fn wait(&self, timeout: Option<Duration>) -> std::result::Result<(), TimedOut> {
-        self.raw().wait(timeout)
+    /// Waits until the event is set.
+    pub fn wait(&self) {
+        // Without a deadline the wait can only end with the event set.
+        let _ = self.raw().wait(None);
+    }
+
+    /// Waits until the event is set, at most `timeout`.
+    pub fn wait_timeout(&self, timeout: Duration) -> std::result::Result<(), TimedOut> {
+        self.raw().wait(Some(timeout))
     }
 
     segment_accessors!(persistent word);

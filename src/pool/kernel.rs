@@ -163,7 +163,7 @@ impl Pool {
         task: TaskFn,
         parts: Vec<Part>,
     ) -> Result<Vec<R>, TaskError> {
-        self.batch::<Part, R>(task, &parts, 1)?.get(None)
+        self.batch::<Part, R>(task, &parts, 1)?.get()
     }
 
     /// Runs `kernel` in place on disjoint parts of `array` along `axis`, one part per

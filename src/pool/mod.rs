@@ -217,7 +217,7 @@ impl Pool {
     {
         let inputs: Vec<A> = inputs.into_iter().collect();
         let cs = self.default_chunksize(inputs.len());
-        self.map_async(f, inputs, cs)?.get(None)
+        self.map_async(f, inputs, cs)?.get()
     }
 
     /// `map` with an explicit `chunksize` (inputs per message to a worker).
@@ -234,7 +234,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.map_async(f, inputs, chunksize)?.get(None)
+        self.map_async(f, inputs, chunksize)?.get()
     }
 
     /// Starts a map and returns at once; collect with [`MapResult::get`].
@@ -297,7 +297,7 @@ impl Pool {
     {
         let inputs: Vec<(A, B)> = inputs.into_iter().collect();
         let cs = self.default_chunksize(inputs.len());
-        self.batch(TaskFn::binary(f), &inputs, cs)?.get(None)
+        self.batch(TaskFn::binary(f), &inputs, cs)?.get()
     }
 
     /// Lazy, ordered map: pulls inputs as results are consumed, keeping at most

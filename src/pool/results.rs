@@ -63,14 +63,25 @@ pub struct TaskFuture<R> {
 }
 
 impl<R: DeserializeOwned> TaskFuture<R> {
-    /// Waits for the result, at most `timeout` (`None`: forever). `Timeout` leaves
-    /// the task running; call again or `cancel`.
+    /// Waits for the result.
     ///
     /// # Errors
     /// The task's failure ([`TaskError::Panicked`], [`TaskError::WorkerDied`],
-    /// [`TaskError::Cancelled`], [`TaskError::PoolClosed`], ...), or
-    /// [`TaskError::Timeout`].
-    pub fn result(&self, timeout: Option<Duration>) -> Result<R, TaskError> {
+    /// [`TaskError::Cancelled`], [`TaskError::PoolClosed`], ...).
+    pub fn result(&self) -> Result<R, TaskError> {
+        self.result_within(None)
+    }
+
+    /// Waits for the result at most `timeout`. `Timeout` leaves the task running;
+    /// call again or `cancel`.
+    ///
+    /// # Errors
+    /// As [`result`](Self::result), and [`TaskError::Timeout`].
+    pub fn result_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
+        self.result_within(Some(timeout))
+    }
+
+    fn result_within(&self, timeout: Option<Duration>) -> Result<R, TaskError> {
         self.chunk
             .results(timeout)?
             .pop()
@@ -103,7 +114,7 @@ pub fn as_completed<R: DeserializeOwned>(
         f.chunk.job.set_listener(tx.clone(), i);
     }
     drop(tx);
-    rx.into_iter().map(move |i| (i, futures[i].result(None)))
+    rx.into_iter().map(move |i| (i, futures[i].result()))
 }
 
 /// The result of [`Pool::map_async`] (Python's `AsyncResult`).
@@ -120,12 +131,24 @@ impl<R: DeserializeOwned> MapResult<R> {
         self.latch.is_open()
     }
 
-    /// All results in input order, or the first error; `Timeout` if not all done
-    /// within `timeout` (then call again: nothing is lost).
+    /// All results in input order, or the first error.
     ///
     /// # Errors
-    /// The first failed input's error (in input order), or [`TaskError::Timeout`].
-    pub fn get(&self, timeout: Option<Duration>) -> Result<Vec<R>, TaskError> {
+    /// The first failed input's error (in input order).
+    pub fn get(&self) -> Result<Vec<R>, TaskError> {
+        self.get_within(None)
+    }
+
+    /// As [`get`](Self::get), or `Timeout` if not all are done within `timeout`
+    /// (then call again: nothing is lost).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), and [`TaskError::Timeout`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>, TaskError> {
+        self.get_within(Some(timeout))
+    }
+
+    fn get_within(&self, timeout: Option<Duration>) -> Result<Vec<R>, TaskError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         if !self.latch.wait(deadline) {
             return Err(TaskError::Timeout(timeout.unwrap_or_default()));

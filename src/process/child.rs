@@ -109,7 +109,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     /// [`TaskError::Panicked`], [`TaskError::WorkerDied`],
     /// [`TaskError::Serialization`], [`TaskError::ForeignFunction`].
     pub fn join(self) -> Result<R, TaskError> {
-        self.join_timeout(None)
+        self.join_within(None)
     }
 
     /// Like `join`, giving up with `Timeout` after `timeout` (the process is killed
@@ -117,7 +117,11 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     ///
     /// # Errors
     /// As [`join`](Self::join), and [`TaskError::Timeout`].
-    pub fn join_timeout(mut self, timeout: Option<Duration>) -> Result<R, TaskError> {
+    pub fn join_timeout(self, timeout: Duration) -> Result<R, TaskError> {
+        self.join_within(Some(timeout))
+    }
+
+    fn join_within(mut self, timeout: Option<Duration>) -> Result<R, TaskError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         match self.worker.recv(deadline) {
             Ok((_, Ok(bytes))) => {

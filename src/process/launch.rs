@@ -201,9 +201,11 @@ impl Worker {
         }
     }
 
-    /// Whether the worker still runs (without reaping it).
+    /// Whether the worker still runs (without reaping it). A closed channel counts
+    /// as ended too: a fork pool's server reports deaths asynchronously, and an idle
+    /// worker that died must not be handed a job.
     pub(crate) fn is_running(&self) -> bool {
-        running(self.pid, &self.reaper, &self.exit)
+        running(self.pid, &self.reaper, &self.exit) && !self.chan.peer_closed()
     }
 
     /// How the worker ended, `Running` if it has not (reaps it if it ended).

@@ -144,6 +144,12 @@ impl Channel {
         })
     }
 
+    /// Whether the other end has closed the socket (a worker that died while
+    /// idle, unless something it started still holds the socket). Never blocks.
+    pub(crate) fn peer_closed(&self) -> bool {
+        crate::sys::process::peer_hung_up(std::os::fd::AsFd::as_fd(&self.stream))
+    }
+
     /// Sends one message. `tick` runs whenever a write has been blocked for the
     /// wake interval; returning `false` abandons the send as `Closed`.
     pub(crate) fn send<T: Serialize>(

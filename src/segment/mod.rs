@@ -45,7 +45,7 @@ pub use liveness::{Liveness, Usage};
 pub(crate) use name::check_name;
 pub(crate) use open::{from_file, open};
 pub use options::Options;
-pub use remove::{collect_garbage, remove, GcReport};
+pub use remove::{collect_garbage, find_garbage, remove, GcReport};
 
 /// Environment variable that overrides the default segment directory (`/dev/shm`).
 pub const DIR_ENV: &str = "SHMARRAY_DIR";

@@ -99,8 +99,18 @@ pub struct GcReport {
 /// Removes this user's garbage in `ns`: segments nobody has open that are not
 /// persistent, and files of creators killed while building. Never a segment with an
 /// open handle, a persistent one, another user's file or a foreign file. Goes on
-/// after a failure and reports each. `dry_run` only reports.
-pub fn collect_garbage(ns: &Namespace, dry_run: bool) -> Result<GcReport> {
+/// after a failure and reports each.
+pub fn collect_garbage(ns: &Namespace) -> Result<GcReport> {
+    garbage(ns, false)
+}
+
+/// What [`collect_garbage`] would remove now, removing nothing (`shmarray gc
+/// --dry-run`): `removed` lists the candidates.
+pub fn find_garbage(ns: &Namespace) -> Result<GcReport> {
+    garbage(ns, true)
+}
+
+fn garbage(ns: &Namespace, dry_run: bool) -> Result<GcReport> {
     let mut report = GcReport::default();
     for raw in ns.entries()? {
         // Names this crate makes are UTF-8; anything else is not ours.

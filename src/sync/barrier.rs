@@ -146,7 +146,7 @@ impl BarrierState {
     pub(crate) fn wait(
         &self,
         slot: usize,
-        timeout: Duration,
+        timeout: Option<Duration>,
         dead_straggler: impl Fn(u32) -> Option<(usize, u32)>,
     ) -> Result<bool, BarrierError> {
         let parties = self.parties();
@@ -168,7 +168,7 @@ impl BarrierState {
         if n > parties {
             return Err(self.break_with(BROKEN_TIMEOUT));
         }
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if self.generation.load(Ordering::Acquire) != gen {
                 return Ok(false);
@@ -182,7 +182,7 @@ impl BarrierState {
                     Some(r) if !r.is_zero() => r.min(POLL),
                     _ => {
                         self.break_with(BROKEN_TIMEOUT);
-                        return Err(BarrierError::Timeout(timeout));
+                        return Err(BarrierError::Timeout(timeout.unwrap_or_default()));
                     }
                 },
                 None => POLL,
@@ -217,7 +217,10 @@ mod tests {
                 let b = b.clone();
                 std::thread::spawn(move || {
                     (0..50)
-                        .map(|_| b.wait(slot, Duration::from_secs(10), |_| None).unwrap() as u32)
+                        .map(|_| {
+                            b.wait(slot, Some(Duration::from_secs(10)), |_| None)
+                                .unwrap() as u32
+                        })
                         .sum::<u32>()
                 })
             })
@@ -230,11 +233,11 @@ mod tests {
     fn timeout_breaks_the_barrier_for_everyone_until_reset() {
         let b = barrier(2);
         assert_eq!(
-            b.wait(0, Duration::from_millis(30), |_| None),
+            b.wait(0, Some(Duration::from_millis(30)), |_| None),
             Err(BarrierError::Timeout(Duration::from_millis(30)))
         );
         assert_eq!(
-            b.wait(0, Duration::from_millis(30), |_| None),
+            b.wait(0, Some(Duration::from_millis(30)), |_| None),
             Err(BarrierError::Broken)
         );
         b.reset();
@@ -244,12 +247,12 @@ mod tests {
     #[test]
     fn a_dead_straggler_breaks_it_with_its_slot_and_pid() {
         let b = barrier(2);
-        let r = b.wait(0, Duration::from_secs(5), |gen| {
+        let r = b.wait(0, Some(Duration::from_secs(5)), |gen| {
             (!b.has_arrived(1, gen)).then_some((1, 4242))
         });
         assert_eq!(r, Err(BarrierError::ParticipantDied { slot: 1, pid: 4242 }));
         assert_eq!(
-            b.wait(0, Duration::from_secs(5), |_| None),
+            b.wait(0, Some(Duration::from_secs(5)), |_| None),
             Err(BarrierError::ParticipantDied { slot: 1, pid: 4242 })
         );
     }
@@ -292,7 +295,9 @@ mod loom_tests {
                 let mut leaders = 0;
                 for r in 0..rounds {
                     arrivals[r].fetch_add(1, Ordering::Relaxed);
-                    leaders += b.wait(slot, Duration::from_secs(3600), |_| None).unwrap() as u32;
+                    leaders += b
+                        .wait(slot, Some(Duration::from_secs(3600)), |_| None)
+                        .unwrap() as u32;
                     // The barrier's Acquire/Release chain must make every arrival
                     // of this round visible here.
                     assert_eq!(arrivals[r].load(Ordering::Relaxed), parties);

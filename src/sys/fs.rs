@@ -272,7 +272,7 @@ impl Dir {
                 )
             })
         })?;
-        let mut dir = nix::dir::Dir::from_fd(fd)?;
+        let mut dir = nix::dir::Dir::from_fd(owned(fd))?;
         let mut names: Vec<OsString> = dir
             .iter()
             .filter_map(Result::ok)

@@ -226,11 +226,14 @@ pub(crate) fn spawn_worker(
 /// `fd` must not be owned by anything else in this process (the spawner passed it
 /// for exactly this), and this must be called at most once for it.
 pub(crate) unsafe fn adopt_socket(fd: RawFd) -> io::Result<UnixStream> {
-    let st = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+    // SAFETY: per the caller's contract `fd` is ours to use for as long as this
+    // call; it is owned (below) only once it is known to be an open socket.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let st = nix::sys::stat::fstat(borrowed).map_err(io::Error::from)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(io::Error::other(format!("descriptor {fd} is not a socket")));
     }
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
     // SAFETY: `fd` is an open socket (checked) that nothing else owns (caller).
     Ok(UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
@@ -358,6 +361,18 @@ impl AsFd for ChildSignals {
 
 /// Waits until one of `fds` is readable (or hung up): their indices, empty on
 /// timeout (`None`: wait forever).
+/// Whether the peer of a stream socket has closed its end (`POLLHUP`/`POLLRDHUP`
+/// now). Never blocks.
+pub(crate) fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
+    // nix has no name for POLLRDHUP; the bit is kept as it is.
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut pfd = [PollFd::new(fd, rdhup)];
+    matches!(poll(&mut pfd, PollTimeout::ZERO), Ok(n) if n > 0)
+        && pfd[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | rdhup))
+}
+
 pub(crate) fn wait_readable(
     fds: &[BorrowedFd<'_>],
     timeout: Option<Duration>,

@@ -19,7 +19,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
-    let report = shmarray::collect_garbage(ns, args.dry_run)?;
+    let report = if args.dry_run {
+        shmarray::find_garbage(ns)?
+    } else {
+        shmarray::collect_garbage(ns)?
+    };
     let verb = if args.dry_run {
         "would remove"
     } else {
