@@ -187,8 +187,10 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
-    // The counters really were shared: both processes' increments are there.
-    assert!(v.get().unwrap() > 0 && r.counter() > 0);
+    // The counters really were shared: both processes' increments are there
+    // (unless a filter on the command line skipped these benchmarks).
+    let filtered = std::env::args().skip(1).any(|a| !a.starts_with('-'));
+    assert!(filtered || (v.get().unwrap() > 0 && r.counter() > 0));
 
     let mut g = c.benchmark_group("atomic_2proc");
     g.sample_size(10);

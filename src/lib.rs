@@ -1,38 +1,139 @@
 //! # shmarray
 //!
-//! Zero-copy numeric arrays shared between processes.
+//! Zero-copy numeric arrays shared between processes, for Rust and numpy: what
+//! Python's `multiprocessing` (Process, Pool, Queue, Value, Event, Barrier,
+//! `shared_memory`) gives Python users, with typed `ndarray` views, locks that
+//! survive a holder killed with `kill -9`, and files in a shared directory treated
+//! as hostile input. Linux only.
 //!
-//! A [`SharedArray<T, D>`] is a named shared-memory segment (a file in `/dev/shm`)
-//! that describes itself: it *is* a valid `.npy` file whose data starts on a page
-//! boundary, followed by a control block (object kind, creator, lock, counters). Any
-//! process of the same user can attach by name and get a checked `ndarray` view;
-//! numpy maps the same bytes with `numpy.load(path, mmap_mode="r+")`.
+//! A **segment** is a named file in `/dev/shm` that describes itself: it *is* a
+//! valid `.npy` file whose data starts on a page boundary, followed by a control
+//! block (object kind, creator, lock, counters; `FORMAT.md` specifies it). Any
+//! process of the same user attaches by name and gets a checked view; numpy maps the
+//! same bytes with `numpy.load(path, mmap_mode="r+")`. Every example below runs as a
+//! doctest (`cargo test --doc`).
 //!
-//! ```no_run
+//! ## Arrays
+//! [`SharedArray<T, D>`] (with [`Options`] and [`Namespace`] for where and how):
+//! `view`/`view_mut` for the only handle of a segment in a process, `lock` to share.
+//!
+//! ```
 //! use shmarray::{ndarray::Ix2, LockResultExt, SharedArray};
-//!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let name = format!("doc-frames-{}", std::process::id());
 //! // process A: create (owner: the name is removed when `frames` is dropped)
-//! let mut frames = SharedArray::<f64, Ix2>::create("frames", (1024, 1024))?;
+//! let mut frames = SharedArray::<f64, Ix2>::create(&name, (64, 64))?;
 //! frames.view_mut()?.fill(1.0);
+//! drop(frames.view()?); // a direct view claims the segment for this handle
 //!
-//! // process B: attach by name, checked against the header; update under the lock
-//! // (if a holder died mid-update, reset the array first)
-//! let seen = SharedArray::<f64, Ix2>::open("frames")?;
-//! seen.lock().recover(|g| g.fill(0.0))?[[0, 0]] = 2.0;
+//! // process B would attach by name, checked against the header; here a second
+//! // handle in the same process shows that a claimed segment is not opened twice:
+//! assert!(matches!(
+//!     SharedArray::<f64, Ix2>::open(&name),
+//!     Err(shmarray::Error::InUse { .. })
+//! ));
+//! // ...and that the robust lock is the way to share (repairing if a holder died).
+//! let mut g = frames.lock().recover(|g| g.fill(0.0))?;
+//! g[[0, 0]] = 2.0;
+//! assert_eq!(g.sum(), 64.0 * 64.0 + 1.0);
 //! # Ok(()) }
 //! ```
 //!
-//! Layers, top to bottom (a lower layer never uses a higher one):
+//! ## Values, atomics, events, barriers
+//! [`SharedValue`] (Python's `Value` with `get_lock()`), [`SharedAtomicU64`] and its
+//! siblings, [`Event`], [`Barrier`] — each its own segment kind:
+//!
+//! ```
+//! use std::sync::atomic::Ordering;
+//! use shmarray::{Barrier, Event, SharedAtomicU64, SharedValue};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let n = |s: &str| format!("doc-{s}-{}", std::process::id());
+//! let total = SharedValue::<f64>::create(&n("total"), 0.0)?;
+//! *total.lock().map_err(shmarray::LockError::into_failure)? += 2.5;
+//! let hits = SharedAtomicU64::create(&n("hits"), 0)?;
+//! hits.fetch_add(1, Ordering::Relaxed);
+//! let ready = Event::create(&n("ready"))?;
+//! ready.set();
+//! ready.wait();
+//! let b = Barrier::create(&n("barrier"), 1)?; // one party: passes at once
+//! assert!(b.wait()?);
+//! assert_eq!((total.get().unwrap(), hits.load(Ordering::Relaxed)), (2.5, 1));
+//! # Ok(()) }
+//! ```
+//!
+//! ## Queues
+//! [`Queue<T>`] for numbers and [`ByteQueue`] for byte messages: bounded, MPMC,
+//! between processes, recovering from members killed mid-operation.
+//!
+//! ```
+//! use shmarray::{ByteQueue, Queue};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let jobs = Queue::<u64>::create(&format!("doc-jobs-{}", std::process::id()), 16)?;
+//! jobs.put_slice(&[1, 2, 3])?;
+//! let mut got = [0u64; 8];
+//! assert_eq!(jobs.get_into(&mut got)?, 3);
+//! let fruit = ByteQueue::create(&format!("doc-fruit-{}", std::process::id()), 4, 64)?;
+//! fruit.put(b"apple")?;
+//! assert_eq!(fruit.get_with(|m| m.len())?, 5);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Processes and the pool
+//! [`Process`] and [`Pool`] run plain `fn`s in worker processes; kernels work in
+//! place on disjoint parts of a shared array ([`Pool::for_each_chunk`],
+//! [`ArrayHandle`] for arrays as task arguments). Call [`init`] first in `main`.
+//!
+//! ```
+//! use shmarray::ndarray::{ArrayViewMut1, Axis, Ix1};
+//! use shmarray::{Pool, SharedArray};
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//! fn double(mut part: ArrayViewMut1<'_, f64>) { part *= 2.0 }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     shmarray::init(); // in a worker, this runs the worker loop and exits
+//!     let pool = Pool::new(2)?;
+//!     assert_eq!(pool.map(square, 0..4)?, [0, 1, 4, 9]);
+//!     let mut a = SharedArray::<f64, Ix1>::create(&format!("doc-pool-{}", std::process::id()), 1000)?;
+//!     a.view_mut()?.fill(1.0);
+//!     pool.for_each_chunk(&a, Axis(0), double)?;
+//!     assert_eq!(a.view()?.sum(), 2000.0);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Inspection and clean-up
+//! [`inspect`] (read with `pread` only, any kind, any owner), [`collect_garbage`] /
+//! [`find_garbage`] (what `shmarray gc` does), [`export_npy`], [`remove`]:
+//!
+//! ```
+//! use shmarray::{inspect, Namespace, ObjectKind, SharedAtomicU32, Usage};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let name = format!("doc-inspect-{}", std::process::id());
+//! let _flag = SharedAtomicU32::create(&name, 7)?;
+//! let info = inspect(&Namespace::default_dir()?, &name)?;
+//! assert_eq!((info.kind(), info.usage), (ObjectKind::Atomic, Usage::InUse));
+//! let mut npy = Vec::new();
+//! shmarray::export_npy(&Namespace::default_dir()?, &name, &mut npy)?;
+//! assert_eq!(&npy[..6], b"\x93NUMPY");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layers
+//! Top to bottom; a lower layer never uses a higher one, and every module is
+//! private (each item has one path, at the crate root):
 //!
 //! | layer | what |
 //! |---|---|
-//! | pool, process | worker processes, a pool, in-place kernels over shared arrays |
+//! | pool, process | worker processes, a pool, in-place kernels over shared arrays (feature `pool`, default) |
 //! | array, objects, queue | typed handles, each a segment *kind*: [`SharedArray`], [`SharedValue`], atomics, [`Event`], [`Barrier`], [`Queue`], [`ByteQueue`] |
-//! | sync | the robust mutex, futex waits, the member table (liveness) |
-//! | segment | exclusive create, checked attach, kinds, liveness, removal, `gc`, inspection |
-//! | error, format | error enums; the segment format as pure code |
+//! | sync | the robust mutex ([`LockError`], [`LockFailure`]), futex waits, the member table (liveness) |
+//! | segment | exclusive create, checked attach, kinds, liveness ([`Liveness`], [`Usage`]), removal, `gc`, inspection |
+//! | error, format | [`Error`] and friends; the segment format as pure code ([`Dtype`], [`ObjectKind`], [`Layout`]) |
 //! | sys | the one place that calls libc/nix |
+//!
+//! The `shmarray` command (feature `cli`, default) lists, inspects and cleans up
+//! segments; the README documents it.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
     missing_docs,
