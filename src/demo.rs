@@ -95,11 +95,20 @@ pub struct WorkerProc {
 }
 
 impl WorkerProc {
-    /// Starts `exe --dir <ns> __worker` and waits for its `ready`.
+    /// Starts `exe --dir <dir> [--huge-dir <dir>...] __worker` with the
+    /// directories of `ns` and waits for its `ready`.
     pub fn start(exe: &Path, ns: &Namespace) -> std::io::Result<WorkerProc> {
-        let mut child = Command::new(exe)
-            .arg("--dir")
-            .arg(ns.path())
+        let mut cmd = Command::new(exe);
+        let dirs = ns.directories();
+        for (i, d) in dirs.iter().enumerate() {
+            cmd.arg(if i == 0 { "--dir" } else { "--huge-dir" })
+                .arg(&d.path);
+        }
+        if dirs.len() == 1 {
+            // Only this directory: no discovered huge directories either.
+            cmd.env(crate::HUGE_DIR_ENV, "");
+        }
+        let mut child = cmd
             .arg("__worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -136,6 +136,15 @@ pub enum Error {
         /// Bytes that could not be reserved.
         requested: u64,
     },
+    /// Huge pages were required ([`crate::HugePages::Require`]) and this machine
+    /// offers none where the segment would go; nothing was created.
+    #[error("segment {name:?} cannot have huge pages: {missing}")]
+    HugePagesUnavailable {
+        /// Segment name.
+        name: String,
+        /// What is missing, and where to look (`shmarray doctor`).
+        missing: String,
+    },
     /// The file exists but is not a segment this crate can read (not an NPY file,
     /// not a regular file).
     #[error("{name:?} is not a shmarray/NPY segment: {reason}")]

@@ -183,8 +183,9 @@ pub use process::{init, Process, StartMethod, TaskError, WORKER_ENV};
 #[cfg(not(loom))]
 pub use queue::{ByteQueue, Queue, QueueError};
 pub use segment::{
-    collect_garbage, export_npy, find_garbage, inspect, remove, GcReport, Liveness, Namespace,
-    Options, SegmentInfo, Usage, DIR_ENV,
+    collect_garbage, export_npy, find_garbage, huge_page_support, inspect, remove, Backing,
+    Directory, GcReport, HugeMount, HugePageSupport, HugePages, HugePool, Liveness, Namespace,
+    Options, PageKind, SegmentInfo, Usage, DIR_ENV, HUGE_DIR_ENV,
 };
 pub use sync::{
     BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,

@@ -203,6 +203,8 @@ fn spawn_shmarray(dir: &Path, args: &[&str]) -> Child {
         .arg("--dir")
         .arg(dir)
         .args(args)
+        // Only `dir`: no huge-page mounts this machine may have (tests/huge.rs).
+        .env("SHMARRAY_HUGE_DIR", "")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -129,11 +129,21 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// Creates an anonymous (memfd) array: no name, sealed against resizing, gone
     /// when the last process closes it. Share it through [`file`](Self::file).
     pub fn create_anonymous(shape: impl IntoDimension<Dim = D>) -> Result<Self> {
+        Self::create_anonymous_with(&Options::new(), shape)
+    }
+
+    /// [`create_anonymous`](Self::create_anonymous) with options (memory order,
+    /// huge pages: `MFD_HUGETLB`); the namespace and persistence do not apply.
+    pub fn create_anonymous_with(
+        opts: &Options,
+        shape: impl IntoDimension<Dim = D>,
+    ) -> Result<Self> {
         let dim = shape.into_dimension();
+        let opts = opts.clone().persistent(false);
         Self::create_kind(
             Target::Anonymous,
             KindSpec::plain(ObjectKind::Array),
-            &Options::new(),
+            &opts,
             dim.slice(),
             |_| {},
         )
@@ -181,6 +191,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
             fortran: opts.fortran,
             shape,
             persistent: opts.persistent,
+            huge: opts.huge,
         };
         let dim = D::from_dimension(&IxDyn(shape)).ok_or_else(|| Error::ShapeOverflow {
             shape: shape.to_vec(),
@@ -399,9 +410,19 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         self.seg.path()
     }
 
-    /// The directory the segment lives in.
+    /// The namespace the segment was created in or opened from.
     pub fn namespace(&self) -> Option<&segment::Namespace> {
         self.seg.namespace()
+    }
+
+    /// The pages behind the segment (base, transparent huge or hugetlb pages, and
+    /// their size); for a segment created with [`HugePages::Prefer`] that got base
+    /// pages, [`Backing::fallback`] says why.
+    ///
+    /// [`HugePages::Prefer`]: crate::HugePages::Prefer
+    /// [`Backing::fallback`]: crate::Backing::fallback
+    pub fn backing(&self) -> &segment::Backing {
+        self.seg.backing()
     }
 
     /// Device and inode of the segment file (identifies it across renames).

@@ -87,7 +87,8 @@ pub(crate) fn describe(
     if data_offset as u64 > size {
         return Err(truncated(data_offset));
     }
-    let mut header = vec![0u8; data_offset];
+    // Only the window the dict lives in is read (a huge-page header pads further).
+    let mut header = vec![0u8; super::npy::header_window(data_offset)];
     read_at(0, &mut header)?;
     let layout = parse_header(&header)?;
     if layout.data_end() as u64 > size {

@@ -8,7 +8,18 @@ use super::{CONTROL_SIZE, PAGE};
 pub(crate) const NPY_MAGIC: [u8; 6] = *b"\x93NUMPY";
 
 /// Largest header we are willing to copy and parse (numpy itself refuses > 10 000 by default).
-pub(crate) const MAX_HEADER_LEN: usize = 1 << 20;
+pub(crate) const MAX_HEADER_LEN: usize = 1 << 30;
+
+/// Bytes of the header region that are read, parsed and checksummed: the preamble and
+/// the dict must end within them. A header padded further (to a huge page, so that
+/// numpy's mapping of the data starts on one) is padding beyond this window, never
+/// read: it costs nothing to attach.
+pub(crate) const DICT_WINDOW: usize = 1 << 16;
+
+/// How many bytes of a header region of `data_offset` bytes are read and parsed.
+pub(crate) fn header_window(data_offset: usize) -> usize {
+    data_offset.min(DICT_WINDOW)
+}
 
 /// Why a header could not be built or parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -169,16 +180,33 @@ pub fn build_header(
     fortran_order: bool,
     shape: &[usize],
 ) -> Result<(Vec<u8>, Layout), HeaderError> {
+    build_header_aligned(dtype, fortran_order, shape, PAGE)
+}
+
+/// [`build_header`] with the data starting on a multiple of `align` (a power of two,
+/// at least a page): a huge page, so that a mapping of the data made by numpy (which
+/// maps from the data offset) starts on a huge page too.
+pub(crate) fn build_header_aligned(
+    dtype: Dtype,
+    fortran_order: bool,
+    shape: &[usize],
+    align: usize,
+) -> Result<(Vec<u8>, Layout), HeaderError> {
     let dict = render_dict(dtype.descr(), fortran_order, shape);
+    let align = align.max(PAGE);
+    let round = |n: usize| n.checked_add(align - 1).map(|v| v / align * align);
     let (version, preamble) = {
-        let v1_total = round_up_page(10 + dict.len() + 1).unwrap_or(usize::MAX);
+        let v1_total = round(10 + dict.len() + 1).unwrap_or(usize::MAX);
         if v1_total - 10 <= u16::MAX as usize {
             (1u8, 10usize)
         } else {
             (2u8, 12usize)
         }
     };
-    let data_offset = round_up_page(preamble + dict.len() + 1).ok_or(HeaderError::Overflow {
+    if preamble + dict.len() + 1 > DICT_WINDOW {
+        return Err(HeaderError::HeaderTooLong(preamble + dict.len() + 1));
+    }
+    let data_offset = round(preamble + dict.len() + 1).ok_or(HeaderError::Overflow {
         shape: shape.to_vec(),
         itemsize: dtype.size(),
     })?;
@@ -271,17 +299,22 @@ pub fn parse_preamble(bytes: &[u8]) -> Result<(u8, usize), HeaderError> {
     Ok((major, preamble + header_len))
 }
 
-/// Parses a complete header region (a private copy of the first `data_offset` bytes).
+/// Parses a header region (a private copy of its first bytes).
+///
+/// Only the first 64 KiB (or the whole region, if shorter) are looked at: the dict
+/// must end within them, followed by whitespace; bytes beyond (padding of a
+/// huge-page header) are not read.
 pub fn parse_header(bytes: &[u8]) -> Result<Layout, HeaderError> {
     let (major, data_offset) = parse_preamble(bytes)?;
-    if bytes.len() < data_offset {
+    let window = header_window(data_offset);
+    if bytes.len() < window {
         return Err(HeaderError::Truncated {
-            needed: data_offset,
+            needed: window,
             have: bytes.len(),
         });
     }
     let preamble = if major == 1 { 10 } else { 12 };
-    let text = std::str::from_utf8(&bytes[preamble..data_offset])
+    let text = std::str::from_utf8(&bytes[preamble..window])
         .map_err(|_| HeaderError::Syntax("header is not ASCII/UTF-8".into()))?;
     let header = parse_dict(text)?;
     compute_layout(major, header, data_offset)

@@ -26,6 +26,11 @@ macro_rules! segment_accessors {
             self.$field.path()
         }
 
+        /// The pages behind the segment (see [`crate::SharedArray::backing`]).
+        pub fn backing(&self) -> &crate::Backing {
+            self.$field.backing()
+        }
+
         /// Removes the name now; processes that have it open keep using it.
         pub fn unlink(&self) -> crate::error::Result<()> {
             self.$field.unlink()

@@ -162,6 +162,7 @@ impl RawQueue {
             fortran: false,
             shape: &[data_len],
             persistent: opts.persistent,
+            huge: opts.huge,
         };
         let seg = segment::create(target, &spec, |b| {
             let base = b.data.as_mut_ptr();
@@ -652,6 +653,11 @@ macro_rules! handle_methods {
         /// The segment file's path (`None` for an anonymous queue).
         pub fn path(&self) -> Option<std::path::PathBuf> {
             self.raw.path()
+        }
+
+        /// The pages behind the segment (see [`crate::SharedArray::backing`]).
+        pub fn backing(&self) -> &crate::Backing {
+            self.raw.segment().backing()
         }
 
         /// Whether dropping this handle removes the name (the creating handle).

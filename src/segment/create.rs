@@ -16,21 +16,22 @@
 //! builder's lock is gone, which `gc` removes. Anonymous segments (memfd) are built
 //! the same way, then sealed against resizing.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::errno::Errno;
 
+use super::huge::{file_backing, huge_page_support, human_size, Backing, HugePages, PageKind};
 use super::liveness;
 use super::name::{check_name, temp_name, BUILD_PREFIX};
 use super::open::{in_use, map_file, new_segment};
-use super::{map_errno, Namespace, Segment};
+use super::{map_errno, Namespace, NsDir, Segment};
 use crate::error::{Error, Result};
 use crate::format::control::{
     checksum, flags, state, ControlBlock, ControlFields, ObjectKind, LAYOUT_VERSION, PARAMS,
 };
 use crate::format::describe::Description;
 use crate::format::dtype::Dtype;
-use crate::format::npy::{build_header, HeaderError};
+use crate::format::npy::{build_header_aligned, header_window, HeaderError, Layout};
 use crate::sys::fs::{self, Dir};
 use crate::sys::proc;
 
@@ -82,6 +83,8 @@ pub(crate) struct Spec<'a> {
     pub(crate) shape: &'a [usize],
     /// Outlives its creating handle.
     pub(crate) persistent: bool,
+    /// Huge pages asked for.
+    pub(crate) huge: HugePages,
 }
 
 /// The parts of a segment under construction that an object initialises before
@@ -102,6 +105,210 @@ impl Building<'_> {
     }
 }
 
+/// Where a segment is built and on what pages.
+struct Place {
+    /// The directory, `None` for an anonymous segment.
+    dir: Option<Arc<NsDir>>,
+    /// Ask `memfd_create` for hugetlb pages (anonymous segments).
+    huge_memfd: bool,
+    /// The pages it gets.
+    backing: Backing,
+}
+
+/// Why building a segment's file failed.
+enum Failed {
+    /// An error to return.
+    Error(Error),
+    /// Huge pages could not be had: the error for `Require`, the reason to fall back
+    /// to ordinary pages for `Prefer`.
+    Huge { error: Error, reason: String },
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Failed {
+        Failed::Error(e)
+    }
+}
+
+/// A file being built: reserved, not yet mapped or named.
+struct Reserved {
+    file: std::fs::File,
+    /// Its temporary name, if it has one.
+    temp: Option<String>,
+    place: Place,
+    header: Vec<u8>,
+    layout: Layout,
+    /// Bytes reserved and mapped (`total_len`, rounded up to whole hugetlb pages).
+    mapped: usize,
+}
+
+/// The first place to try for `huge`.
+fn choose(target: Target<'_>, huge: HugePages, label: &str) -> Result<Place> {
+    let Target::Named(ns, _) = target else {
+        return Ok(Place {
+            dir: None,
+            huge_memfd: huge != HugePages::Off,
+            backing: Backing::base(),
+        });
+    };
+    let primary = ns.primary();
+    let dir = match huge {
+        HugePages::Off => primary,
+        HugePages::Prefer | HugePages::Require => match ns.huge_dir() {
+            Some(d) => d,
+            None if huge == HugePages::Require => {
+                return Err(Error::HugePagesUnavailable {
+                    name: label.to_string(),
+                    missing: NO_HUGE_DIR.to_string(),
+                })
+            }
+            None => return Ok(fallback(target, NO_HUGE_DIR.to_string())),
+        },
+    };
+    Ok(Place {
+        dir: Some(dir.clone()),
+        huge_memfd: false,
+        backing: dir.backing.clone(),
+    })
+}
+
+/// Why a named segment could not get huge pages when no directory offers them.
+const NO_HUGE_DIR: &str = "the namespace has no huge-page directory (a writable 2 MiB hugetlbfs \
+     mount or a tmpfs mounted huge=always/within_size, found in /proc/self/mountinfo or named by \
+     $SHMARRAY_HUGE_DIR); `shmarray doctor` says how to make one";
+
+/// The ordinary place, for `Prefer` when huge pages could not be had.
+fn fallback(target: Target<'_>, reason: String) -> Place {
+    let dir = match target {
+        Target::Named(ns, _) => Some(ns.primary().clone()),
+        Target::Anonymous => None,
+    };
+    let mut backing = dir
+        .as_ref()
+        .map_or_else(Backing::base, |d| d.backing.clone());
+    backing.fallback = Some(reason);
+    Place {
+        dir,
+        huge_memfd: false,
+        backing,
+    }
+}
+
+/// Steps 1–3a: the header for `place`'s pages, a new file there, its liveness locks
+/// and its whole size reserved. On failure nothing is left behind.
+fn reserve(spec: &Spec<'_>, place: Place, label: &str) -> std::result::Result<Reserved, Failed> {
+    let (file, temp) = match &place.dir {
+        Some(d) => new_file(&d.dir).map_err(|e| map_errno("create", label, e))?,
+        None => match fs::memfd("shmarray", place.huge_memfd) {
+            Ok(f) => (f, None),
+            Err(e) if place.huge_memfd => {
+                let why = format!("memfd_create(MFD_HUGETLB) failed: {e}");
+                return Err(Failed::Huge {
+                    error: Error::HugePagesUnavailable {
+                        name: label.to_string(),
+                        missing: why.clone(),
+                    },
+                    reason: why,
+                });
+            }
+            Err(e) => return Err(Error::io("memfd_create", label, e).into()),
+        },
+    };
+    let mut place = place;
+    let fallback = place.backing.fallback.take();
+    place.backing = file_backing(&file, place.dir.as_ref().map(|d| &d.backing));
+    place.backing.fallback = fallback;
+    let remove_temp = || {
+        if let (Some(d), Some(t)) = (&place.dir, &temp) {
+            let _ = d.dir.unlink(t);
+        }
+    };
+    // On hugetlbfs the data starts on a huge page: files there are mapped only from
+    // huge-page offsets, and numpy maps from the data offset. (A THP tmpfs maps any
+    // page offset, and the kernel still uses huge pages for the aligned interior.)
+    let align = if place.backing.kind == PageKind::HugeTlb {
+        place.backing.header_align()
+    } else {
+        crate::format::PAGE
+    };
+    let overflow = || Error::ShapeOverflow {
+        shape: spec.shape.to_vec(),
+        itemsize: spec.dtype.size(),
+    };
+    let (header, layout) = match build_header_aligned(spec.dtype, spec.fortran, spec.shape, align) {
+        Ok(h) => h,
+        Err(e) => {
+            remove_temp();
+            return Err(match e {
+                HeaderError::Overflow { shape, itemsize } => {
+                    Error::ShapeOverflow { shape, itemsize }
+                }
+                _ => overflow(),
+            }
+            .into());
+        }
+    };
+    let Some(mapped) = place.backing.map_len(layout.total_len()) else {
+        remove_temp();
+        return Err(overflow().into());
+    };
+    liveness::hold_handle(&file);
+    liveness::hold_creator(&file);
+    match fs::reserve(&file, mapped as u64) {
+        Ok(()) => {}
+        Err(e @ (Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM)) => {
+            remove_temp();
+            let error = Error::NoSpace {
+                name: label.to_string(),
+                requested: mapped as u64,
+            };
+            if place.backing.kind != PageKind::HugeTlb || e == Errno::EFBIG {
+                return Err(error.into());
+            }
+            return Err(Failed::Huge {
+                error,
+                reason: pool_shortage(&place.backing, mapped),
+            });
+        }
+        Err(e) => {
+            remove_temp();
+            return Err(map_errno("fallocate", label, e).into());
+        }
+    }
+    Ok(Reserved {
+        file,
+        temp,
+        place,
+        header,
+        layout,
+        mapped,
+    })
+}
+
+/// Why a hugetlb reservation of `bytes` failed, for people.
+fn pool_shortage(backing: &Backing, bytes: usize) -> String {
+    let need = (bytes as u64).div_ceil(backing.page_size.max(1));
+    match huge_page_support().free_pages(backing.page_size) {
+        Some(free) => format!(
+            "the hugetlb pool of {} pages has {free} free, {need} needed",
+            human_size(backing.page_size)
+        ),
+        None => format!(
+            "no hugetlb pool of {} pages could give {need} of them",
+            human_size(backing.page_size)
+        ),
+    }
+}
+
+/// A name must mean one segment in the whole namespace: `EEXIST` if a directory
+/// other than `dir` has an entry `bare`.
+fn taken_elsewhere(ns: &Namespace, dir: &Arc<NsDir>, bare: &str) -> bool {
+    ns.dirs()
+        .iter()
+        .filter(|d| !Arc::ptr_eq(d, dir))
+        .any(|d| !matches!(d.dir.stat(bare), Err(Errno::ENOENT)))
+}
+
 /// Creates a segment per the module docs; `init` fills in the object's initial
 /// state. On any failure nothing is left behind.
 pub(crate) fn create(
@@ -113,15 +320,32 @@ pub(crate) fn create(
         Target::Named(_, name) => check_name(name)?,
         Target::Anonymous => "<anonymous>",
     };
-    let (hdr, layout) =
-        build_header(spec.dtype, spec.fortran, spec.shape).map_err(|e| match e {
-            HeaderError::Overflow { shape, itemsize } => Error::ShapeOverflow { shape, itemsize },
-            _ => Error::ShapeOverflow {
-                shape: spec.shape.to_vec(),
-                itemsize: spec.dtype.size(),
-            },
-        })?;
-    let total = layout.total_len();
+    let first = choose(target, spec.huge, label)?;
+    if let (Target::Named(ns, _), Some(d)) = (target, &first.dir) {
+        if taken_elsewhere(ns, d, label) {
+            return Err(Error::AlreadyExists {
+                name: label.to_string(),
+            });
+        }
+    }
+    let r = match reserve(spec, first, label) {
+        Ok(r) => r,
+        Err(Failed::Huge { reason, .. }) if spec.huge == HugePages::Prefer => {
+            match reserve(spec, fallback(target, reason), label) {
+                Ok(r) => r,
+                Err(Failed::Error(e) | Failed::Huge { error: e, .. }) => return Err(e),
+            }
+        }
+        Err(Failed::Error(e) | Failed::Huge { error: e, .. }) => return Err(e),
+    };
+    let Reserved {
+        file,
+        temp,
+        place,
+        header: hdr,
+        layout,
+        mapped,
+    } = r;
     let mut fields = ControlFields {
         layout_version: LAYOUT_VERSION,
         kind: spec.kind.kind,
@@ -143,42 +367,23 @@ pub(crate) fn create(
             0
         },
     };
-    fields.checksum = checksum(&hdr, &fields);
-
-    let (file, temp) = match target {
-        Target::Named(ns, _) => new_file(ns.dir()).map_err(|e| map_errno("create", label, e))?,
-        Target::Anonymous => (
-            fs::memfd("shmarray").map_err(|e| Error::io("memfd_create", label, e))?,
-            None,
-        ),
-    };
+    fields.checksum = checksum(&hdr[..header_window(hdr.len())], &fields);
     // From here on, a temporary name is ours to remove if anything fails.
     let cleanup = |e: Error| {
-        if let (Target::Named(ns, _), Some(t)) = (target, &temp) {
-            let _ = ns.dir().unlink(t);
+        if let (Some(d), Some(t)) = (&place.dir, &temp) {
+            let _ = d.dir.unlink(t);
         }
         e
     };
-    liveness::hold_handle(&file);
-    liveness::hold_creator(&file);
-    fs::reserve(&file, total as u64)
-        .map_err(|e| match e {
-            Errno::ENOSPC | Errno::EFBIG => Error::NoSpace {
-                name: label.to_string(),
-                requested: total as u64,
-            },
-            e => map_errno("fallocate", label, e),
-        })
-        .map_err(cleanup)?;
-    let map = map_file(&file, total, true)
+    let map = map_file(&file, mapped, true)
         .map_err(|e| Error::io("mmap", label, e))
         .map_err(cleanup)?;
     let base = map.as_mut_ptr();
-    // SAFETY: the mapping is `total` bytes, writable, zero-filled and private (the
-    // file has no name yet, or only a reserved temporary one nobody opens). The
-    // header is `data_offset <= total` bytes; the control block lies at
-    // `control_offset`, page aligned, with `control_offset + CONTROL_SIZE == total`;
-    // the data lies between them. The three regions are disjoint.
+    // SAFETY: the mapping is `mapped >= total_len` bytes, writable, zero-filled and
+    // private (the file has no name yet, or only a reserved temporary one nobody
+    // opens). The header is `data_offset <= total_len` bytes; the control block
+    // lies at `control_offset`, page aligned, with `control_offset + CONTROL_SIZE ==
+    // total_len`; the data lies between them. The three regions are disjoint.
     let mut building = unsafe {
         std::ptr::copy_nonoverlapping(hdr.as_ptr(), base, hdr.len());
         let block = base.add(layout.control_offset).cast::<ControlBlock>();
@@ -193,18 +398,30 @@ pub(crate) fn create(
         .map_err(|e| map_errno("fstat", label, e))
         .map_err(cleanup)?
         .id();
-    match target {
-        Target::Named(ns, name) => publish(ns.dir(), &file, temp.as_deref(), name)?,
-        Target::Anonymous => fs::seal_size(&file).map_err(|e| Error::io("seal", label, e))?,
+    match (target, &place.dir) {
+        (Target::Named(ns, name), Some(d)) => {
+            publish(&d.dir, &file, temp.as_deref(), name)?;
+            // A creator racing us in an earlier directory wins the name.
+            let mut earlier = ns.dirs().iter().take_while(|e| !Arc::ptr_eq(e, d));
+            if earlier.any(|e| !matches!(e.dir.stat(label), Err(Errno::ENOENT))) {
+                let _ = super::remove::remove_if_same(&d.dir, label, id);
+                return Err(Error::AlreadyExists {
+                    name: label.to_string(),
+                });
+            }
+        }
+        _ => fs::seal_size(&file).map_err(|e| Error::io("seal", label, e))?,
     }
     let desc = Description {
         layout,
         control: Some(fields),
     };
-    let mut seg = new_segment(file, map, desc, id, true).map_err(|why| in_use(label, why))?;
-    if let Target::Named(ns, name) = target {
+    let mut seg =
+        new_segment(file, map, desc, id, true, place.backing).map_err(|why| in_use(label, why))?;
+    if let (Target::Named(ns, name), Some(d)) = (target, place.dir) {
         seg.name = Some(name.trim_start_matches('/').to_string());
         seg.ns = Some(ns.clone());
+        seg.dir = Some(d);
         seg.owner = !spec.persistent;
     }
     Ok(seg)

@@ -3,10 +3,12 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use super::huge::{file_backing, Backing};
 use super::liveness::{self, Liveness, Usage};
 use super::open::describe_error;
-use super::{check_name, map_errno, Namespace};
+use super::{check_name, map_errno, Namespace, NsDir};
 use crate::error::Result;
 use crate::format::control::{ControlFields, ObjectKind};
 use crate::format::describe::{describe, Description};
@@ -23,6 +25,9 @@ pub struct SegmentInfo {
     pub name: String,
     /// File path.
     pub path: PathBuf,
+    /// The pages behind it: hugetlb pages if its file system is hugetlbfs, transparent
+    /// huge pages if it is in a THP tmpfs, else base pages.
+    pub backing: Backing,
     /// File size in bytes.
     pub file_size: u64,
     /// Owner uid of the file.
@@ -68,10 +73,11 @@ impl SegmentInfo {
 /// directory under the name is reported, not followed or waited on.
 pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
     let bare = check_name(name)?;
-    let (file, info, desc) = read_description(ns, bare)?;
+    let (dir, file, info, desc) = read_description(ns, bare)?;
     Ok(SegmentInfo {
         name: bare.to_string(),
-        path: ns.path().join(bare),
+        path: dir.dir.path().join(bare),
+        backing: file_backing(&file, Some(&dir.backing)),
         file_size: info.size,
         owner: info.uid,
         mode: info.mode,
@@ -86,14 +92,14 @@ pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
     })
 }
 
-/// Opens `bare` read-only without following links or blocking, checks it is a
-/// regular file and reads its description with `pread` (nothing is mapped).
-pub(crate) fn read_description(
-    ns: &Namespace,
+/// Opens `bare` read-only in the first directory of `ns` that has it, without
+/// following links or blocking, checks it is a regular file and reads its
+/// description with `pread` (nothing is mapped).
+pub(crate) fn read_description<'a>(
+    ns: &'a Namespace,
     bare: &str,
-) -> Result<(File, fs::FileInfo, Description)> {
-    let file = ns
-        .dir()
+) -> Result<(&'a Arc<NsDir>, File, fs::FileInfo, Description)> {
+    let (dir, file) = ns
         .open_file(bare, Access::Read)
         .map_err(|e| map_errno("open", bare, e))?;
     let info = fs::fstat(&file).map_err(|e| map_errno("fstat", bare, e))?;
@@ -107,5 +113,5 @@ pub(crate) fn read_description(
         fs::read_exact_at(&file, buf, offset)
     })
     .map_err(|e| describe_error(bare, e))?;
-    Ok((file, info, desc))
+    Ok((dir, file, info, desc))
 }

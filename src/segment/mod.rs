@@ -16,18 +16,18 @@
 
 mod create;
 mod export;
+pub(crate) mod huge;
 mod inspect;
 pub(crate) mod liveness;
 pub(crate) mod name;
+mod namespace;
 mod open;
 mod options;
 pub(crate) mod registry;
 mod remove;
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use memmap2::MmapRaw;
 use nix::errno::Errno;
@@ -36,71 +36,20 @@ use crate::error::{Error, Result};
 use crate::format::control::{ControlBlock, ControlFields, CounterSlot, LockSlot, COUNTERS};
 use crate::format::describe::Description;
 use crate::format::npy::Layout;
-use crate::sys::fs::{self, Dir};
 
 pub(crate) use create::{create, KindSpec, Spec, Target};
 pub use export::export_npy;
+pub use huge::{
+    huge_page_support, Backing, HugeMount, HugePageSupport, HugePages, HugePool, PageKind,
+};
 pub use inspect::{inspect, SegmentInfo};
 pub use liveness::{Liveness, Usage};
 pub(crate) use name::check_name;
+pub(crate) use namespace::NsDir;
+pub use namespace::{Directory, Namespace, DIR_ENV, HUGE_DIR_ENV};
 pub(crate) use open::{from_file, open};
 pub use options::Options;
 pub use remove::{collect_garbage, find_garbage, remove, GcReport};
-
-/// Environment variable that overrides the default segment directory (`/dev/shm`).
-pub const DIR_ENV: &str = "SHMARRAY_DIR";
-
-/// A directory of segments: `/dev/shm` (POSIX shared memory) by default, or any other
-/// tmpfs/hugetlbfs directory. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Namespace {
-    dir: Arc<Dir>,
-}
-
-impl Namespace {
-    /// The default namespace: `$SHMARRAY_DIR` if set, else `/dev/shm`.
-    pub fn default_dir() -> Result<Namespace> {
-        let path = std::env::var_os(DIR_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(fs::DEFAULT_DIR));
-        Namespace::at(path)
-    }
-
-    /// A namespace backed by the directory `path`, which must exist.
-    pub fn at(path: impl AsRef<Path>) -> Result<Namespace> {
-        let path = path.as_ref();
-        let dir = Dir::open(path).map_err(|e| match e {
-            Errno::ENOENT | Errno::ENOTDIR => Error::DirectoryNotFound {
-                path: path.to_path_buf(),
-            },
-            e => Error::io("open directory", &path.display().to_string(), e),
-        })?;
-        Ok(Namespace { dir: Arc::new(dir) })
-    }
-
-    /// The directory's path.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The file path of segment `name` (what numpy opens).
-    pub fn path_of(&self, name: &str) -> Result<PathBuf> {
-        let bare = check_name(name)?;
-        Ok(self.dir.path().join(bare))
-    }
-
-    /// Names of all entries in the directory (segments and foreign files alike, as
-    /// raw bytes: a foreign file's name need not be UTF-8), sorted.
-    pub fn entries(&self) -> Result<Vec<OsString>> {
-        self.dir
-            .entries()
-            .map_err(|e| Error::io("read directory", &self.path().display().to_string(), e))
-    }
-
-    pub(crate) fn dir(&self) -> &Dir {
-        &self.dir
-    }
-}
 
 /// Maps an errno from a named operation to the error a user can act on.
 pub(crate) fn map_errno(op: &'static str, name: &str, e: Errno) -> Error {
@@ -141,6 +90,10 @@ pub(crate) struct Segment {
     /// `None` for anonymous (memfd) segments.
     name: Option<String>,
     ns: Option<Namespace>,
+    /// The directory of `ns` the file is in.
+    dir: Option<std::sync::Arc<NsDir>>,
+    /// The pages behind it.
+    backing: Backing,
     file: File,
     map: MmapRaw,
     desc: Description,
@@ -225,7 +178,12 @@ impl Segment {
 
     /// The file path (for numpy), `None` for anonymous segments.
     pub(crate) fn path(&self) -> Option<PathBuf> {
-        Some(self.ns.as_ref()?.path().join(self.name.as_ref()?))
+        Some(self.dir.as_ref()?.dir.path().join(self.name.as_ref()?))
+    }
+
+    /// The pages behind the segment.
+    pub(crate) fn backing(&self) -> &Backing {
+        &self.backing
     }
 
     /// The namespace the segment lives in.
@@ -277,10 +235,10 @@ impl Segment {
     /// was removed and re-created by someone else is left alone. The mapping stays
     /// valid.
     pub(crate) fn unlink(&self) -> Result<()> {
-        let (Some(ns), Some(name)) = (&self.ns, &self.name) else {
+        let (Some(dir), Some(name)) = (&self.dir, &self.name) else {
             return Ok(());
         };
-        remove::remove_if_same(ns.dir(), name, self.id).map(drop)
+        remove::remove_if_same(&dir.dir, name, self.id).map(drop)
     }
 }
 

@@ -18,6 +18,7 @@ use std::fs::File;
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
 
+use super::huge::{file_backing, Backing};
 use super::liveness::{self, Hold};
 use super::registry::Registration;
 use super::{check_name, map_errno, Namespace, Segment};
@@ -58,11 +59,10 @@ pub(crate) fn open(ns: &Namespace, name: &str, expect: &Expect) -> Result<Segmen
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(5)));
         }
-        let file = ns
-            .dir()
+        let (dir, file) = ns
             .open_file(bare, expect.access)
             .map_err(|e| map_errno("open", bare, e))?;
-        let mut seg = match attach(file, bare, expect) {
+        let mut seg = match attach(file, bare, expect, Some(&dir.backing)) {
             Err(e @ Error::BeingRemoved { .. }) => {
                 last = Some(e);
                 continue;
@@ -71,10 +71,11 @@ pub(crate) fn open(ns: &Namespace, name: &str, expect: &Expect) -> Result<Segmen
         };
         // Still the file behind the name? (A remover may have taken it between our
         // open and our lock; then the name is gone or names another file.)
-        match ns.dir().stat(bare) {
+        match dir.dir.stat(bare) {
             Ok(now) if now.id() == seg.id => {
                 seg.name = Some(bare.to_string());
                 seg.ns = Some(ns.clone());
+                seg.dir = Some(dir.clone());
                 return Ok(seg);
             }
             Ok(_) | Err(Errno::ENOENT) => {
@@ -100,11 +101,17 @@ pub(crate) fn from_file(file: File, label: &str, expect: &Expect) -> Result<Segm
     let file = fs::reopen(&file, expect.access).unwrap_or(file);
     let mut expect = expect.clone();
     expect.trust.shared_write = true;
-    attach(file, label, &expect)
+    attach(file, label, &expect, None)
 }
 
-/// Steps 2–4 of the module docs on an open file.
-pub(crate) fn attach(file: File, label: &str, expect: &Expect) -> Result<Segment> {
+/// Steps 2–4 of the module docs on an open file, found in a directory with
+/// `dir_backing` (`None`: handed over).
+pub(crate) fn attach(
+    file: File,
+    label: &str,
+    expect: &Expect,
+    dir_backing: Option<&Backing>,
+) -> Result<Segment> {
     let info = fs::fstat(&file).map_err(|e| map_errno("fstat", label, e))?;
     check_file(&info, label, &expect.trust)?;
     let desc = describe(info.size, |offset, buf| {
@@ -131,6 +138,18 @@ pub(crate) fn attach(file: File, label: &str, expect: &Expect) -> Result<Segment
         });
     }
     let len = desc.mapped_len();
+    let backing = file_backing(&file, dir_backing);
+    // hugetlb mappings are whole pages (their unmapping fails otherwise); the bytes
+    // past the file's end are never touched.
+    let map_len = backing.map_len(len).ok_or_else(|| {
+        Error::corrupt(
+            label,
+            Corruption::Truncated {
+                needed: u64::MAX,
+                actual: info.size,
+            },
+        )
+    })?;
     let now = fs::fstat(&file).map_err(|e| map_errno("fstat", label, e))?;
     if now.size < len as u64 || now.id() != info.id() {
         return Err(Error::corrupt(
@@ -142,8 +161,8 @@ pub(crate) fn attach(file: File, label: &str, expect: &Expect) -> Result<Segment
         ));
     }
     let writable = expect.access == Access::ReadWrite;
-    let map = map_file(&file, len, writable).map_err(|e| Error::io("mmap", label, e))?;
-    new_segment(file, map, desc, info.id(), writable).map_err(|why| in_use(label, why))
+    let map = map_file(&file, map_len, writable).map_err(|e| Error::io("mmap", label, e))?;
+    new_segment(file, map, desc, info.id(), writable, backing).map_err(|why| in_use(label, why))
 }
 
 /// Wraps a validated, mapped file in a handle, registered in this process.
@@ -153,11 +172,14 @@ pub(crate) fn new_segment(
     desc: Description,
     id: (u64, u64),
     writable: bool,
+    backing: Backing,
 ) -> std::result::Result<Segment, &'static str> {
     let registration = Registration::new(id)?;
     Ok(Segment {
         name: None,
         ns: None,
+        dir: None,
+        backing,
         file,
         map,
         desc,

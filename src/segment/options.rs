@@ -2,7 +2,7 @@
 //! kind of object.
 
 use super::open::{Expect, Trust};
-use super::Namespace;
+use super::{HugePages, Namespace};
 use crate::error::Result;
 use crate::format::control::ObjectKind;
 use crate::sys::fs::Access;
@@ -23,6 +23,7 @@ pub struct Options {
     ns: Option<Namespace>,
     pub(crate) fortran: bool,
     pub(crate) persistent: bool,
+    pub(crate) huge: HugePages,
     read_only: bool,
     trust: Trust,
 }
@@ -51,6 +52,17 @@ impl Options {
     /// `shmarray rm`.
     pub fn persistent(mut self, persistent: bool) -> Options {
         self.persistent = persistent;
+        self
+    }
+
+    /// Whether created segments should be on huge pages ([`HugePages::Off`] by
+    /// default). `Prefer` and `Require` put a named segment in a huge-capable
+    /// directory of the namespace (a hugetlbfs or THP tmpfs mount; see
+    /// [`Namespace::discover`]) and an anonymous one in an `MFD_HUGETLB` memfd.
+    /// Opening needs no option: a name is found in whichever directory holds it,
+    /// and [`Backing`](crate::Backing) says what pages a segment got.
+    pub fn huge_pages(mut self, huge: HugePages) -> Options {
+        self.huge = huge;
         self
     }
 

@@ -68,12 +68,15 @@ pub(crate) fn remove_if_same(dir: &Dir, name: &str, id: (u64, u64)) -> Result<bo
 }
 
 impl Namespace {
-    /// Removes the name `name`, whatever file it is and whoever uses it: a
-    /// deliberate act. Processes that have it mapped keep their mapping; new opens
-    /// fail with `NotFound`.
+    /// Removes the name `name` (from the first directory that has it), whatever
+    /// file it is and whoever uses it: a deliberate act. Processes that have it
+    /// mapped keep their mapping; new opens fail with `NotFound`.
     pub fn remove(&self, name: &str) -> Result<()> {
         let bare = check_name(name)?;
-        self.dir()
+        let dir = self.find(bare).ok_or_else(|| Error::NotFound {
+            name: bare.to_string(),
+        })?;
+        dir.dir
             .unlink(bare)
             .map_err(|e| map_errno("unlink", bare, e))
     }
@@ -96,7 +99,7 @@ pub struct GcReport {
     pub failed: Vec<(String, Error)>,
 }
 
-/// Removes this user's garbage in `ns`: segments nobody has open that are not
+/// Removes this user's garbage in every directory of `ns`: segments nobody has open that are not
 /// persistent, and files of creators killed while building. Never a segment with an
 /// open handle, a persistent one, another user's file or a foreign file. Goes on
 /// after a failure and reports each.
@@ -112,14 +115,20 @@ pub fn find_garbage(ns: &Namespace) -> Result<GcReport> {
 
 fn garbage(ns: &Namespace, dry_run: bool) -> Result<GcReport> {
     let mut report = GcReport::default();
-    for raw in ns.entries()? {
-        // Names this crate makes are UTF-8; anything else is not ours.
-        let Some(name) = raw.to_str() else { continue };
-        match collect_one(ns.dir(), name, dry_run) {
-            Ok(Verdict::Removed(why)) => report.removed.push((name.to_string(), why)),
-            Ok(Verdict::Undecided) => report.undecided.push(name.to_string()),
-            Ok(Verdict::Kept) => {}
-            Err(e) => report.failed.push((name.to_string(), e)),
+    for d in ns.dirs() {
+        let names = d
+            .dir
+            .entries()
+            .map_err(|e| Error::io("read directory", &d.dir.path().display().to_string(), e))?;
+        for raw in names {
+            // Names this crate makes are UTF-8; anything else is not ours.
+            let Some(name) = raw.to_str() else { continue };
+            match collect_one(&d.dir, name, dry_run) {
+                Ok(Verdict::Removed(why)) => report.removed.push((name.to_string(), why)),
+                Ok(Verdict::Undecided) => report.undecided.push(name.to_string()),
+                Ok(Verdict::Kept) => {}
+                Err(e) => report.failed.push((name.to_string(), e)),
+            }
         }
     }
     Ok(report)

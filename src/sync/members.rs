@@ -171,7 +171,7 @@ mod tests {
     /// it refuses is unlocked again for others.
     #[test]
     fn reusable_is_asked_under_the_lock_and_refused_slots_stay_free() {
-        let seg = memfd("members-test").unwrap();
+        let seg = memfd("members-test", false).unwrap();
         let observer = reopen(&seg, Access::ReadWrite).unwrap();
         let t = table();
         let asked = std::cell::RefCell::new(Vec::new());

@@ -92,6 +92,11 @@ impl Dir {
         })
     }
 
+    /// The directory's descriptor.
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     /// Device and inode of the directory.
     pub(crate) fn id(&self) -> Result<(u64, u64), Errno> {
         fstat(&self.fd).map(|i| i.id())
@@ -413,13 +418,14 @@ pub(crate) fn reopen(file: &File, access: Access) -> Result<File, Errno> {
     Ok(File::from(owned(fd)))
 }
 
-/// Creates an anonymous, close-on-exec, sealable memory file (`memfd_create`).
-pub(crate) fn memfd(label: &str) -> Result<File, Errno> {
+/// Creates an anonymous, close-on-exec, sealable memory file (`memfd_create`),
+/// on hugetlb pages (the default huge page size) when `huge`.
+pub(crate) fn memfd(label: &str, huge: bool) -> Result<File, Errno> {
     let label = CString::new(label.replace('\0', "")).map_err(|_| Errno::EINVAL)?;
+    let flags =
+        libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | if huge { libc::MFD_HUGETLB } else { 0 };
     // SAFETY: `label` is a valid NUL-terminated string.
-    let fd = cvt(unsafe {
-        libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    })?;
+    let fd = cvt(unsafe { libc::memfd_create(label.as_ptr(), flags) })?;
     let file = File::from(owned(fd));
     // memfds start as 0777; nobody reaches them by path, but say what we mean.
     set_mode(&file)?;

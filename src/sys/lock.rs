@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn locks_are_per_description_and_seen_by_others() {
-        let a = memfd("lock-test").unwrap();
+        let a = memfd("lock-test", false).unwrap();
         crate::sys::fs::reserve(&a, 4096).unwrap();
         let b = reopen(&a, Access::ReadWrite).unwrap();
         let far = 1 << 62;

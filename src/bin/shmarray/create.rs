@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::builder::PossibleValue;
 use shmarray::ndarray::{IxDyn, Order};
-use shmarray::{Dtype, Namespace, Options, SharedArray};
+use shmarray::{Backing, Dtype, HugePages, Namespace, Options, SharedArray};
 
 use crate::text::escape_path;
 use crate::{CliError, Status};
@@ -23,6 +23,30 @@ pub(crate) struct Args {
     /// Column-major (Fortran) order.
     #[arg(long)]
     fortran: bool,
+    /// Huge pages: off, prefer (fall back to base pages, saying why) or require.
+    #[arg(long, value_enum, default_value_t = HugeArg::Off)]
+    huge_pages: HugeArg,
+}
+
+/// A `--huge-pages` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum HugeArg {
+    /// Base pages.
+    Off,
+    /// Huge pages where available, else base pages (a note on stderr says why).
+    Prefer,
+    /// Huge pages or an error that says what is missing.
+    Require,
+}
+
+impl From<HugeArg> for HugePages {
+    fn from(h: HugeArg) -> HugePages {
+        match h {
+            HugeArg::Off => HugePages::Off,
+            HugeArg::Prefer => HugePages::Prefer,
+            HugeArg::Require => HugePages::Require,
+        }
+    }
 }
 
 /// A `--dtype` value: one of the element types, by its Rust name (shown in `--help`),
@@ -115,13 +139,17 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
     let opts = Options::new()
         .namespace(ns.clone())
         .persistent(true)
-        .order(order);
+        .order(order)
+        .huge_pages(args.huge_pages.into());
     let shape = IxDyn(&args.shape.0);
     let name = args.name.as_str();
     macro_rules! make {
         ($($d:ident => $t:ty),*) => {
             match dtype {
-                $(Dtype::$d => SharedArray::<$t, IxDyn>::create_with(&opts, name, shape)?.path(),)*
+                $(Dtype::$d => {
+                    let a = SharedArray::<$t, IxDyn>::create_with(&opts, name, shape)?;
+                    (a.path(), a.backing().clone())
+                })*
                 other => {
                     return Err(CliError::Usage(format!(
                         "dtype {} is not supported by this version of shmarray",
@@ -131,8 +159,15 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
             }
         };
     }
-    let path = make!(I8 => i8, I16 => i16, I32 => i32, I64 => i64, U8 => u8, U16 => u16,
-        U32 => u32, U64 => u64, F32 => f32, F64 => f64);
+    let (path, backing): (_, Backing) = make!(I8 => i8, I16 => i16, I32 => i32, I64 => i64,
+        U8 => u8, U16 => u16, U32 => u32, U64 => u64, F32 => f32, F64 => f64);
+    if let Some(why) = &backing.fallback {
+        eprintln!(
+            "shmarray: note: {} is on base pages: {}",
+            crate::text::escape(name),
+            crate::text::sanitize(why)
+        );
+    }
     writeln!(out, "{}", escape_path(&path.unwrap_or_default()))?;
     Ok(Status::Ok)
 }

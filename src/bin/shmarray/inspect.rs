@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use serde_json::{json, Value};
-use shmarray::{Error, Liveness, Namespace, SegmentInfo, Usage};
+use shmarray::{Backing, Error, Liveness, Namespace, PageKind, SegmentInfo, Usage};
 
 use crate::text::{self, escape, escape_path, human_bytes};
 use crate::{CliError, Status};
@@ -43,6 +43,29 @@ impl Viewer {
     /// Whether a file owned by `uid` is another user's.
     pub(crate) fn is_foreign_owner(&self, uid: u32) -> bool {
         uid != self.euid
+    }
+}
+
+/// The PAGES cell: `4K`, `2M hugetlb`, `2M thp`.
+pub(crate) fn pages_text(b: &Backing) -> String {
+    let size = match b.page_size {
+        s if s >= 1 << 30 && s % (1 << 30) == 0 => format!("{}G", s >> 30),
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{}M", s >> 20),
+        s => format!("{}K", s >> 10),
+    };
+    match b.kind {
+        PageKind::HugeTlb => format!("{size} hugetlb"),
+        PageKind::Transparent => format!("{size} thp"),
+        _ => size,
+    }
+}
+
+/// `kind` of a backing as a JSON identifier.
+fn page_kind_id(k: PageKind) -> &'static str {
+    match k {
+        PageKind::HugeTlb => "hugetlb",
+        PageKind::Transparent => "transparent",
+        _ => "base",
     }
 }
 
@@ -124,6 +147,7 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
         ("elements", l.len.to_string()),
         ("data offset", l.data_offset.to_string()),
         ("data bytes", l.data_len.to_string()),
+        ("pages", info.backing.to_string()),
         ("usage", info.usage.to_string()),
     ];
     match &info.control {
@@ -207,6 +231,10 @@ pub(crate) fn segment_json(info: &SegmentInfo, viewer: &Viewer, detail: bool) ->
         "fortran_order": l.header.fortran_order,
         "data_bytes": l.data_len,
         "file_size": info.file_size,
+        "pages": {
+            "kind": page_kind_id(info.backing.kind),
+            "page_size": info.backing.page_size,
+        },
         "usage": usage_id(info.usage),
         "creator": creator,
         "created": info.control.map(|c| text::rfc3339(c.created_unix_ms)),

@@ -10,7 +10,7 @@ use shmarray::{Error, Namespace, SegmentInfo};
 
 use serde_json::{json, Value};
 
-use crate::inspect::{creator_text, problem_text, segment_json, Viewer};
+use crate::inspect::{creator_text, pages_text, problem_text, segment_json, Viewer};
 use crate::text::{self, escape, escape_os, human_bytes, Table};
 use crate::{CliError, Status};
 
@@ -84,6 +84,7 @@ fn segment_row(name: String, info: &SegmentInfo, viewer: &Viewer) -> Vec<String>
         escape(&l.header.descr),
         text::shape(&l.header.shape),
         human_bytes(l.data_len as u64),
+        pages_text(&info.backing),
         info.usage.to_string(),
         creator_text(info),
         notes(info, viewer),
@@ -104,19 +105,22 @@ fn temporary_note(raw: &OsStr) -> &'static str {
 
 fn other_row(name: String, kind: &str, note: String) -> Vec<String> {
     let mut row = vec![name, kind.to_string()];
-    row.extend(std::iter::repeat_n("-".to_string(), 5));
+    row.extend(std::iter::repeat_n("-".to_string(), 6));
     row.push(note);
     row
 }
 
-/// The entries to show, in directory order (sorted by name bytes).
-fn entries(ns: &Namespace, all: bool) -> Result<Vec<(OsString, Entry)>, CliError> {
+/// The entries to show: each directory of the namespace in lookup order, each
+/// sorted by name bytes, with the one-directory namespace it is in.
+fn entries(ns: &Namespace, all: bool) -> Result<Vec<(Namespace, OsString, Entry)>, CliError> {
     let mut v = Vec::new();
-    for raw in ns.entries()? {
-        match classify(ns, &raw) {
-            Some(Entry::Temporary) if !all => {}
-            Some(e) => v.push((raw, e)),
-            None => {}
+    for part in ns.parts() {
+        for raw in part.entries()? {
+            match classify(&part, &raw) {
+                Some(Entry::Temporary) if !all => {}
+                Some(e) => v.push((part.clone(), raw, e)),
+                None => {}
+            }
         }
     }
     Ok(v)
@@ -155,15 +159,15 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
     if args.json {
         let list: Vec<Value> = entries(ns, args.all)?
             .iter()
-            .map(|(raw, e)| entry_json(ns, raw, e, &viewer))
+            .map(|(part, raw, e)| entry_json(part, raw, e, &viewer))
             .collect();
         text::write_json(out, &Value::Array(list))?;
         return Ok(Status::Ok);
     }
     let mut table = Table::new(&[
-        "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "USE", "CREATOR", "NOTES",
+        "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "PAGES", "USE", "CREATOR", "NOTES",
     ]);
-    for (raw, entry) in entries(ns, args.all)? {
+    for (_, raw, entry) in entries(ns, args.all)? {
         let name = escape_os(&raw);
         table.push(match entry {
             Entry::Segment(info) => segment_row(name, &info, &viewer),

@@ -8,6 +8,7 @@
 mod completions;
 mod create;
 mod demo;
+mod doctor;
 mod export;
 mod gc;
 mod inspect;
@@ -50,6 +51,10 @@ struct Cli {
     /// Segment directory (default: $SHMARRAY_DIR or /dev/shm).
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Directory for huge-page segments, looked up after --dir (repeatable; default:
+    /// $SHMARRAY_HUGE_DIR, else the writable hugetlbfs and THP tmpfs mounts).
+    #[arg(long, global = true, value_name = "DIR")]
+    huge_dir: Vec<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -72,6 +77,8 @@ enum Cmd {
     Export(export::Args),
     /// Demo: a worker process doubles an array in place; compared with a pipe round trip.
     Demo(demo::Args),
+    /// What this machine offers for huge pages, and how to turn them on.
+    Doctor(doctor::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Internal: the demo/benchmark worker (line protocol on stdin/stdout).
@@ -148,11 +155,23 @@ fn main() -> ExitCode {
     })
 }
 
-fn namespace(dir: Option<&PathBuf>) -> Result<Namespace, Error> {
-    match dir {
-        Some(d) => Namespace::at(d),
-        None => Namespace::default_dir(),
+/// The namespace of `--dir` (or the default directory) and `--huge-dir` (or the
+/// default huge directories).
+fn namespace(dir: Option<&PathBuf>, huge: &[PathBuf]) -> Result<Namespace, Error> {
+    if huge.is_empty() {
+        return match dir {
+            Some(d) => Namespace::discover(d),
+            None => Namespace::default_dir(),
+        };
     }
+    let mut ns = match dir {
+        Some(d) => Namespace::at(d)?,
+        None => Namespace::at(Namespace::default_dir()?.path())?,
+    };
+    for h in huge {
+        ns = ns.with_huge_dir(h)?;
+    }
+    Ok(ns)
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> Result<Status, CliError> {
@@ -160,7 +179,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<Status, CliError> {
         // Needs no segment directory.
         return completions::run(args, out);
     }
-    let ns = namespace(cli.dir.as_ref())?;
+    let ns = namespace(cli.dir.as_ref(), &cli.huge_dir)?;
     match cli.cmd {
         Cmd::Ls(args) => ls::run(&ns, &args, out),
         Cmd::Inspect(args) => inspect::run(&ns, &args, out),
@@ -170,6 +189,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<Status, CliError> {
         Cmd::Create(args) => create::run(&ns, &args, out),
         Cmd::Export(args) => export::run(&ns, &args, out),
         Cmd::Demo(args) => demo::run(&ns, &args, out),
+        Cmd::Doctor(args) => doctor::run(&ns, &args, out),
         Cmd::Completions(args) => completions::run(&args, out),
         Cmd::Worker => shmarray::demo::serve(&ns)
             .map(|()| Status::Ok)

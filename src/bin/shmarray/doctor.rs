@@ -1,0 +1,131 @@
+//! `shmarray doctor`: what this machine offers for huge pages, where segments of
+//! each kind would go, and the commands that turn huge pages on.
+
+use std::io::Write;
+
+use shmarray::{huge_page_support, HugePageSupport, Namespace, PageKind};
+
+use crate::inspect::pages_text;
+use crate::text::{escape, escape_path, human_bytes};
+use crate::{CliError, Status};
+
+/// Arguments of `shmarray doctor`.
+#[derive(clap::Args)]
+pub(crate) struct Args {}
+
+/// The verdict for `HugePages::Require` on a named segment in `ns`.
+fn verdict(ns: &Namespace, support: &HugePageSupport) -> String {
+    let dirs = ns.directories();
+    let Some(d) = dirs.iter().find(|d| d.backing.is_huge()) else {
+        return "named segments: no huge-page directory; HugePages::Require fails with \
+                HugePagesUnavailable, Prefer falls back to base pages"
+            .into();
+    };
+    let place = escape_path(&d.path);
+    match d.backing.kind {
+        PageKind::HugeTlb => match support.free_pages(d.backing.page_size) {
+            Some(0) | None => format!(
+                "named segments: huge-page segments go to {place}, but its pool has no free \
+                 pages: Require fails with NoSpace, Prefer falls back to base pages"
+            ),
+            Some(free) => format!(
+                "named segments: huge-page segments go to {place} (hugetlb; {free} free pages, \
+                 {} in all)",
+                human_bytes(free * d.backing.page_size)
+            ),
+        },
+        _ => format!(
+            "named segments: huge-page segments go to {place} (transparent huge pages: the \
+             kernel uses them where it can)"
+        ),
+    }
+}
+
+pub(crate) fn run(ns: &Namespace, _args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
+    let support = huge_page_support();
+    writeln!(out, "segment directories, in lookup order:")?;
+    for d in ns.directories() {
+        let space = match (d.backing.kind, d.size, d.free) {
+            (PageKind::HugeTlb, _, _) => "space: the hugetlb pool".to_string(),
+            (_, Some(size), Some(free)) => {
+                format!("{} free of {}", human_bytes(free), human_bytes(size))
+            }
+            _ => "size unknown".into(),
+        };
+        writeln!(
+            out,
+            "  {:<28} {:<12} {space}",
+            escape_path(&d.path),
+            pages_text(&d.backing)
+        )?;
+    }
+    writeln!(out, "\nhugetlb pools (/sys/kernel/mm/hugepages):")?;
+    if support.pools.is_empty() {
+        writeln!(
+            out,
+            "  none (no hugetlb support in this kernel, or no /sys)"
+        )?;
+    }
+    for p in &support.pools {
+        writeln!(
+            out,
+            "  {:>8} pages: {} in the pool, {} free, {} reserved, {} surplus",
+            human_bytes(p.page_size),
+            p.total,
+            p.free,
+            p.reserved,
+            p.surplus
+        )?;
+    }
+    writeln!(out, "\nhuge-capable mounts (/proc/self/mountinfo):")?;
+    if support.mounts.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for m in &support.mounts {
+        writeln!(
+            out,
+            "  {:<28} {:<12} {}{}",
+            escape_path(&m.path),
+            match m.kind {
+                PageKind::HugeTlb => format!("hugetlbfs {}", human_bytes(m.page_size)),
+                _ => "tmpfs thp".into(),
+            },
+            escape(&m.options),
+            if m.writable {
+                ""
+            } else {
+                " (not writable by you)"
+            }
+        )?;
+    }
+    writeln!(
+        out,
+        "\ntransparent huge pages for shmem (shmem_enabled): {}",
+        support
+            .thp_shmem
+            .as_deref()
+            .map_or("unknown".into(), escape)
+    )?;
+    writeln!(
+        out,
+        "anonymous segments: HugePages::Prefer/Require use memfd_create(MFD_HUGETLB), \
+         from the {} pool",
+        support
+            .default_huge_page
+            .map_or("default".into(), human_bytes)
+    )?;
+    writeln!(out, "\n{}", verdict(ns, &support))?;
+    writeln!(
+        out,
+        "\nto turn huge pages on (as root):\n\
+         \x20 # reserve 1 GiB of 2 MiB pages (lasts until reboot; sysctl vm.nr_hugepages to keep)\n\
+         \x20 echo 512 > /proc/sys/vm/nr_hugepages\n\
+         \x20 # hugetlbfs for your group's segments\n\
+         \x20 mkdir -p /dev/hugepages && mount -t hugetlbfs -o pagesize=2M,mode=1770,gid=$(id -g) none /dev/hugepages\n\
+         \x20 # or transparent huge pages without a reserved pool\n\
+         \x20 mkdir -p /dev/shm-huge && mount -t tmpfs -o huge=within_size,mode=1777 none /dev/shm-huge\n\
+         writable mounts are found by themselves; elsewhere set {}=<dir> or pass --huge-dir",
+        shmarray::HUGE_DIR_ENV
+    )?;
+    Ok(Status::Ok)
+}
