@@ -2,10 +2,10 @@
 """Turns the last `cargo bench` run into the SVG charts the README shows.
 
 Reads criterion's estimates (target/criterion/<group>/<bench>/new/*.json) and
-writes docs/bench/{zero_copy,locks,queue}.svg: plain SVG, no plotting library.
+writes docs/bench/{zero_copy,attach,locks,queue}.svg: plain SVG, no plotting library.
 Run after `cargo bench` (or after the benches the charts use):
 
-    cargo bench --bench zero_copy --bench locks --bench queue
+    cargo bench --bench zero_copy --bench attach --bench locks --bench queue
     python3 scripts/bench_plots.py [--machine "2-vCPU AMD EPYC VM"]
 
 Each chart states the machine and the date of the run it shows. Criterion's own
@@ -23,6 +23,14 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRITERION = os.path.join(ROOT, "target", "criterion")
 OUT = os.path.join(ROOT, "docs", "bench")
+
+
+# Shared-memory variants of benches/zero_copy.rs: (bench id, label).
+PAGE_VARIANTS = (
+    ("shared_memory", "4 KiB"),
+    ("shared_memory_hugetlb", "hugetlb"),
+    ("shared_memory_thp", "THP"),
+)
 
 
 def estimate(path):
@@ -83,13 +91,18 @@ def main():
         when.append(t)
         return t
 
-    # Zero copy: speed-up over the pipe, by size.
+    # Zero copy: speed-up over the pipe, by size and page size (huge-page variants
+    # only where the run had a huge-page directory).
     rows = []
     for mib in (1, 16, 256):
-        shm, _, t1 = estimate(f"double_in_worker/shared_memory/{mib}")
         pipe, _, t2 = estimate(f"double_in_worker/pipe/{mib}")
-        stamp(max(t1, t2))
-        rows.append((f"{mib} MiB: pipe {pipe / 1e6:.1f} ms / shm {shm / 1e6:.2f} ms", pipe / shm, True))
+        for bench, pages in PAGE_VARIANTS:
+            path = f"double_in_worker/{bench}/{mib}"
+            if not os.path.isdir(os.path.join(CRITERION, path)):
+                continue
+            shm, _, t1 = estimate(path)
+            stamp(max(t1, t2))
+            rows.append((f"{mib} MiB, {pages}: pipe {pipe / 1e6:.1f} / shm {shm / 1e6:.2f} ms", pipe / shm, True))
     charts = {
         "zero_copy": (
             "Zero copy vs pipe: hand an f64 array to a worker that doubles it",
@@ -98,6 +111,25 @@ def main():
             "x",
         )
     }
+
+    # Attach: fresh attach + kernel in a worker / the kernel in a process that has
+    # the array mapped already, by page size.
+    attach_rows = []
+    group = os.path.join(CRITERION, "attach_kernel_256MiB")
+    for label, pages in (("4k", "4 KiB pages"), ("hugetlb", "2 MiB hugetlb"), ("thp", "2 MiB THP")):
+        if not os.path.isdir(os.path.join(group, "fresh_attach_and_kernel", label)):
+            continue
+        fresh, _, t1 = estimate(f"attach_kernel_256MiB/fresh_attach_and_kernel/{label}")
+        local, _, t2 = estimate(f"attach_kernel_256MiB/in_process_kernel/{label}")
+        stamp(max(t1, t2))
+        attach_rows.append((f"{pages}: {fresh / 1e6:.1f} / {local / 1e6:.1f} ms", fresh / local, label != "4k"))
+    if attach_rows:
+        charts["attach"] = (
+            "Fresh attach + kernel vs in-process kernel, 256 MiB",
+            "a worker attaches by name, doubles in place, detaches; ratio to the kernel alone (lower is better)",
+            attach_rows,
+            "x",
+        )
 
     # Locks: uncontended rate, and two processes contending.
     lock_rows = []

@@ -102,6 +102,26 @@
 //! }
 //! ```
 //!
+//! ## Huge pages
+//! [`Options::huge_pages`] with [`HugePages::Prefer`] or [`HugePages::Require`] puts
+//! a segment on hugetlbfs or a THP tmpfs found in the mount table (or an
+//! `MFD_HUGETLB` memfd), so a fresh process attaching it faults 2 MiB pages, not
+//! 4 KiB ones; [`Backing`] says what a segment got, [`huge_page_support`] what the
+//! machine offers. Opening needs nothing extra:
+//!
+//! ```
+//! use shmarray::{HugePages, Options, PageKind, SharedArray};
+//! # fn main() -> Result<(), shmarray::Error> {
+//! let name = format!("doc-huge-{}", std::process::id());
+//! let opts = Options::new().huge_pages(HugePages::Prefer);
+//! let a = SharedArray::<f32, ndarray::Ix1>::create_with(&opts, &name, 1 << 20)?;
+//! // Huge pages where this machine has them; else base pages, and why.
+//! assert!(a.backing().is_huge() || a.backing().fallback.is_some());
+//! let b = SharedArray::<f32, ndarray::Ix1>::open(&name)?;
+//! assert_eq!(b.backing().kind == PageKind::Base, !a.backing().is_huge());
+//! # Ok(()) }
+//! ```
+//!
 //! ## Inspection and clean-up
 //! [`inspect`] (read with `pread` only, any kind, any owner), [`collect_garbage`] /
 //! [`find_garbage`] (what `shmarray gc` does), [`export_npy`], [`remove`]:

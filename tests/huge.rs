@@ -276,6 +276,9 @@ fn the_cli_finds_huge_segments_without_flags() {
     assert!(row.contains("2M hugetlb") || row.contains("2M thp"), "{ls}");
     let inspect = m.cli_ok(&["inspect", &name]);
     assert!(inspect.contains("pages          2 MiB"), "{inspect}");
+    if row.contains("hugetlb") {
+        assert!(inspect.contains("max_header_size=2097152"), "{inspect}");
+    }
     assert_eq!(m.cli_ok(&["path", &name]).trim(), out.trim());
     let json = m.cli_ok(&["inspect", "--json", &name]);
     assert!(json.contains("\"page_size\": 2097152"), "{json}");

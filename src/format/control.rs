@@ -20,7 +20,7 @@
 //! | 56 | 8 | data offset | before publication |
 //! | 64 | 8 | data length | before publication |
 //! | 72 | 64 | eight kind parameters (`u64`) | before publication |
-//! | 136 | 8 | FNV-1a 64 of the header window (first 64 KiB of the header region, or all of it) followed by bytes 0..136 | before publication |
+//! | 136 | 8 | FNV-1a 64 of the header window (first 4 KiB of the header region) followed by bytes 0..136 | before publication |
 //! | 144 | 4 | state (atomic): 1 = ready | before publication |
 //! | 148 | 4 | flags (atomic): 1 = persistent, 2 = lock initialised | any time |
 //! | 256 | 128 | the robust mutex (`pthread_mutex_t`, process-shared) | by lockers |

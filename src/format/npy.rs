@@ -14,7 +14,7 @@ pub(crate) const MAX_HEADER_LEN: usize = 1 << 30;
 /// the dict must end within them. A header padded further (to a huge page, so that
 /// numpy's mapping of the data starts on one) is padding beyond this window, never
 /// read: it costs nothing to attach.
-pub(crate) const DICT_WINDOW: usize = 1 << 16;
+pub(crate) const DICT_WINDOW: usize = 4096;
 
 /// How many bytes of a header region of `data_offset` bytes are read and parsed.
 pub(crate) fn header_window(data_offset: usize) -> usize {
@@ -301,7 +301,7 @@ pub fn parse_preamble(bytes: &[u8]) -> Result<(u8, usize), HeaderError> {
 
 /// Parses a header region (a private copy of its first bytes).
 ///
-/// Only the first 64 KiB (or the whole region, if shorter) are looked at: the dict
+/// Only the first 4 KiB (or the whole region, if shorter) are looked at: the dict
 /// must end within them, followed by whitespace; bytes beyond (padding of a
 /// huge-page header) are not read.
 pub fn parse_header(bytes: &[u8]) -> Result<Layout, HeaderError> {

@@ -337,11 +337,6 @@ pub(crate) fn file_backing(file: &impl std::os::fd::AsFd, dir: Option<&Backing>)
     }
 }
 
-/// `(major, minor)` of a `st_dev`.
-pub(crate) fn split_dev(dev: u64) -> (u32, u32) {
-    (libc::major(dev), libc::minor(dev))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use nix::errno::Errno;
 
 use super::check_name;
-use super::huge::{backing_of, huge_page_support, split_dev, Backing, PageKind};
+use super::huge::{backing_of, huge_page_support, Backing, PageKind};
 use crate::error::{Error, Result};
 use crate::sys::fs::{self, Access, Dir};
 use crate::sys::mounts;
@@ -65,7 +65,9 @@ fn open_dir(path: &Path) -> Result<NsDir> {
         e => Error::io("open directory", &path.display().to_string(), e),
     })?;
     let backing = match (dir.id(), mounts::fstatfs(dir.fd())) {
-        (Ok((dev, _)), Ok((f_type, f_bsize, _, _))) => backing_of(split_dev(dev), f_type, f_bsize),
+        (Ok((dev, _)), Ok((f_type, f_bsize, _, _))) => {
+            backing_of(mounts::split_dev(dev), f_type, f_bsize)
+        }
         _ => Backing::base(),
     };
     Ok(NsDir { dir, backing })

@@ -76,6 +76,11 @@ pub(crate) fn fstatfs(file: &impl AsFd) -> Result<(i64, u64, u64, u64), Errno> {
     ))
 }
 
+/// `(major, minor)` of a `st_dev`.
+pub(crate) fn split_dev(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
+}
+
 /// Whether this process may create files in `path` (`access(W_OK|X_OK)`).
 pub(crate) fn writable_dir(path: &std::path::Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {

@@ -8,7 +8,8 @@ use shmarray::demo::WorkerProc;
 use shmarray::ndarray::Ix1;
 use shmarray::{Error, Namespace, Options, SharedArray};
 
-use crate::text::escape_path;
+use crate::create::HugeArg;
+use crate::text::{escape_path, sanitize};
 use crate::{CliError, Status};
 
 /// Arguments of `shmarray demo`.
@@ -17,6 +18,10 @@ pub(crate) struct Args {
     /// Array size in MiB of f64.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65536))]
     mib: u32,
+    /// Huge pages for the array: off, prefer (fall back to base pages, saying why)
+    /// or require (see `shmarray doctor`).
+    #[arg(long, value_enum, default_value_t = HugeArg::Off)]
+    huge_pages: HugeArg,
 }
 
 /// Runs `f`, printing `what ... <time>`; returns its result and duration.
@@ -59,9 +64,13 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
         "shmarray demo: a worker process doubles a {mib} MiB f64 array ({n} elements)\n"
     )?;
     let (arr, t_create) = step(out, &format!("create segment {name:?}"), || {
-        SharedArray::<f64, Ix1>::create_with(&Options::new().namespace(ns.clone()), &name, n)
+        let opts = Options::new()
+            .namespace(ns.clone())
+            .huge_pages(args.huge_pages.into());
+        SharedArray::<f64, Ix1>::create_with(&opts, &name, n)
     })?;
     let mut arr = arr?;
+    writeln!(out, "    on {}", sanitize(&arr.backing().to_string()))?;
     let (filled, t_fill) = step(out, "fill with 0, 1, 2, ...", || {
         arr.view_mut()
             .map(|mut v| v.indexed_iter_mut().for_each(|(i, x)| *x = i as f64))

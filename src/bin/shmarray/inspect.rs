@@ -46,6 +46,9 @@ impl Viewer {
     }
 }
 
+/// numpy's default `max_header_size` for `np.load`.
+const NUMPY_MAX_HEADER: usize = 10_000;
+
 /// The PAGES cell: `4K`, `2M hugetlb`, `2M thp`.
 pub(crate) fn pages_text(b: &Backing) -> String {
     let size = match b.page_size {
@@ -150,6 +153,16 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
         ("pages", info.backing.to_string()),
         ("usage", info.usage.to_string()),
     ];
+    if l.data_offset > NUMPY_MAX_HEADER {
+        // A header padded to a huge page is longer than numpy reads by default.
+        v.push((
+            "numpy",
+            format!(
+                "np.load(path, mmap_mode=\"r+\", max_header_size={}) (header padded to a huge page)",
+                l.data_offset
+            ),
+        ));
+    }
     match &info.control {
         None => v.push(("control block", "none (a plain .npy file)".into())),
         Some(c) => {
