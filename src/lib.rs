@@ -184,7 +184,7 @@ mod segment;
 mod sync;
 mod sys;
 
-pub use array::{ArrayGuard, SharedArray};
+pub use array::{ArrayGuard, ArrayReadGuard, ReadResult, SharedArray};
 pub use element::Element;
 pub use error::{Corruption, Error, NameProblem, Result};
 pub use format::control::{ControlError, ControlFields, ObjectKind};

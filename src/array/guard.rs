@@ -1,32 +1,57 @@
-//! The lock guard of an array: the only safe way to a mutable view through `&self`.
+//! The lock guards of an array: the only safe ways to a view through `&self`.
 
 use std::fmt;
 
-use ndarray::{ArrayViewMut, Dimension};
+use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
 use crate::element::Element;
-use crate::sync::{RawMutexGuard, RobustGuard};
+use crate::sync::{LockFailure, ReadToken, RobustGuard, WriteToken};
 
-/// The array's lock, held: derefs to the mutable view. Unlocks on drop.
+/// The array's lock, held exclusively (from [`lock`](crate::SharedArray::lock) or
+/// [`write`](crate::SharedArray::write)): derefs to the mutable view. Unlocks on
+/// drop.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T: Element, D: Dimension> {
     view: ArrayViewMut<'a, T, D>,
-    raw: RawMutexGuard<'a>,
+    token: WriteToken<'a>,
 }
 
 impl<'a, T: Element, D: Dimension> ArrayGuard<'a, T, D> {
-    pub(crate) fn new(view: ArrayViewMut<'a, T, D>, raw: RawMutexGuard<'a>) -> Self {
-        ArrayGuard { view, raw }
+    pub(crate) fn new(view: ArrayViewMut<'a, T, D>, token: WriteToken<'a>) -> Self {
+        ArrayGuard { view, token }
     }
 
     /// Whether the previous holder died and the data is not yet marked consistent.
     pub fn owner_died(&self) -> bool {
-        self.raw.owner_died()
+        self.token.owner_died()
     }
 
     /// After an `OwnerDied`, declares the data repaired so the lock stays usable.
     pub fn mark_consistent(&mut self) {
-        self.raw.mark_consistent();
+        self.token.mark_consistent();
+    }
+
+    /// How many readers this lock found dead while it waited for the readers to
+    /// leave, and took their shares back from (readers never write, so their death
+    /// leaves nothing to repair).
+    pub fn recovered_readers(&self) -> u32 {
+        self.token.recovered_readers()
+    }
+
+    /// Turns the exclusive lock into a read lock, without letting another writer in
+    /// between. A guard from `OwnerDied` that was not marked consistent makes the
+    /// lock not recoverable for everyone else, as dropping it would.
+    pub fn downgrade(self) -> Result<ArrayReadGuard<'a, T, D>, LockFailure> {
+        let ArrayGuard { view, token } = self;
+        let raw = view.raw_view();
+        drop(view);
+        let token = token.downgrade()?;
+        // SAFETY: `raw` describes the same in-bounds, aligned elements of a mapping
+        // that lives for `'a` (the lifetime of the consumed view); the mutable view
+        // is gone, and the read lock now held excludes every writer for the guard's
+        // lifetime.
+        let view = unsafe { raw.deref_into_view() };
+        Ok(ArrayReadGuard { view, token })
     }
 }
 
@@ -60,5 +85,46 @@ impl<T: Element, D: Dimension> RobustGuard for ArrayGuard<'_, T, D> {
     }
     fn mark_consistent(&mut self) {
         ArrayGuard::mark_consistent(self)
+    }
+}
+
+/// A read lock of the array (from [`read`](crate::SharedArray::read)): derefs to
+/// the read-only view. Other readers, in any thread or process, may hold one at
+/// the same time; no writer can. Not `Send`: it is released by the thread that
+/// took it.
+#[must_use = "the read lock is released as soon as the guard is dropped"]
+pub struct ArrayReadGuard<'a, T: Element, D: Dimension> {
+    view: ArrayView<'a, T, D>,
+    token: ReadToken<'a>,
+}
+
+impl<'a, T: Element, D: Dimension> ArrayReadGuard<'a, T, D> {
+    pub(crate) fn new(view: ArrayView<'a, T, D>, token: ReadToken<'a>) -> Self {
+        ArrayReadGuard { view, token }
+    }
+}
+
+impl<T: Element, D: Dimension> fmt::Debug for ArrayReadGuard<'_, T, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArrayReadGuard")
+            .field("shape", &self.view.shape())
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl<'a, T: Element, D: Dimension> std::ops::Deref for ArrayReadGuard<'a, T, D> {
+    type Target = ArrayView<'a, T, D>;
+    fn deref(&self) -> &Self::Target {
+        &self.view
+    }
+}
+
+/// A write guard handed over by `OwnerDied` on a read turns into the read guard
+/// once repaired (see [`LockResultExt::recover`](crate::LockResultExt::recover)).
+impl<'a, T: Element, D: Dimension> TryFrom<ArrayGuard<'a, T, D>> for ArrayReadGuard<'a, T, D> {
+    type Error = LockFailure;
+    fn try_from(g: ArrayGuard<'a, T, D>) -> Result<Self, LockFailure> {
+        g.downgrade()
     }
 }

@@ -14,14 +14,17 @@ use ndarray::{
     ArrayBase, ArrayView, ArrayViewMut, Data, Dimension, IntoDimension, IxDyn, ShapeBuilder,
 };
 
-pub use guard::ArrayGuard;
+pub use guard::{ArrayGuard, ArrayReadGuard};
 
 use crate::element::Element;
 use crate::error::{Corruption, Error, Result};
 use crate::format::control::{flags, ControlFields, ObjectKind, COUNTERS};
 use crate::format::dtype::Dtype;
 use crate::segment::{self, KindSpec, Options, Segment, Spec, Target};
-use crate::sync::{LockError, LockFailure, LockResult, RawMutexGuard, RawRobustMutex};
+use crate::sync::{
+    self, LockError, LockFailure, LockResult, RawRobustMutex, ReaderSeat, RwCore, RwParts, Wait,
+    WriteToken,
+};
 
 /// A typed, n-dimensional array in a shared-memory segment.
 ///
@@ -68,6 +71,8 @@ pub struct SharedArray<T: Element, D: Dimension> {
     dim: D,
     /// The lock can be used through this handle (see `lock_usable`).
     lock_ready: bool,
+    /// This handle's place among the read-write lock's readers.
+    seat: ReaderSeat,
     _elem: PhantomData<T>,
 }
 
@@ -264,6 +269,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
             lock_ready: Self::lock_usable(&seg),
             seg,
             dim,
+            seat: ReaderSeat::default(),
             _elem: PhantomData,
         })
     }
@@ -501,48 +507,142 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         }
     }
 
-    fn guard<'a>(&'a self, r: LockResult<RawMutexGuard<'a>>) -> LockResult<ArrayGuard<'a, T, D>> {
-        let wrap = |raw| {
-            // SAFETY: the lock is held for the guard's lifetime; every other locker,
-            // in every thread and process, is excluded; plain views need `&mut self`
-            // (impossible while `self` is borrowed by the guard) or `unsafe`; the
-            // mapping is writable (checked in `mutex`).
+    /// The read-write lock's parts, if the lock can be used through this handle.
+    #[inline]
+    fn rw(&self) -> Result<RwParts<'_>, LockFailure> {
+        let mutex = self.mutex().map_err(LockFailure::Segment)?;
+        let Some((rw, readers)) = self.seg.rw_slots() else {
+            return Err(LockFailure::Segment(self.why_no_lock()));
+        };
+        Ok(RwParts {
+            mutex,
+            // SAFETY: the slots are in this handle's mapped control block, which
+            // lives as long as `&self`.
+            core: unsafe { RwCore::in_slots(rw, readers) },
+            seat: &self.seat,
+            file: self.seg.file(),
+            key: self.seg.file_id(),
+        })
+    }
+
+    fn write_guard<'a>(
+        &'a self,
+        r: std::result::Result<WriteToken<'a>, LockError<WriteToken<'a>>>,
+    ) -> LockResult<ArrayGuard<'a, T, D>> {
+        let wrap = |token| {
+            // SAFETY: the lock is held exclusively for the guard's lifetime: every
+            // other locker and every reader, in every thread and process, is
+            // excluded; plain views need `&mut self` (impossible while `self` is
+            // borrowed by the guard) or `unsafe`; the mapping is writable (checked
+            // in `mutex`).
             let view = unsafe { self.view_mut_unchecked() };
-            ArrayGuard::new(view, raw)
+            ArrayGuard::new(view, token)
         };
         r.map(wrap).map_err(|e| e.map_guard(wrap))
     }
 
-    fn with_mutex<'a>(
-        &'a self,
-        op: impl FnOnce(&'a RawRobustMutex) -> LockResult<RawMutexGuard<'a>>,
-    ) -> LockResult<ArrayGuard<'a, T, D>> {
-        match self.mutex() {
-            Ok(m) => self.guard(op(m)),
-            Err(e) => Err(LockError::Failed(LockFailure::Segment(e))),
+    fn lock_with(&self, wait: Wait) -> LockResult<ArrayGuard<'_, T, D>> {
+        match self.rw() {
+            Ok(p) => self.write_guard(sync::write(p, wait)),
+            Err(e) => Err(LockError::Failed(e)),
         }
     }
 
-    /// Locks the array's robust process-shared mutex and returns a guard that derefs
-    /// to the mutable view. Blocks until the lock is free.
+    fn read_with(&self, wait: Wait) -> ReadResult<'_, T, D> {
+        let p = match self.rw() {
+            Ok(p) => p,
+            Err(e) => return Err(LockError::Failed(e)),
+        };
+        match sync::read(p, wait) {
+            Ok(token) => {
+                // SAFETY: a read lock is held for the guard's lifetime: no writer,
+                // in any thread or process, holds the lock or can take it; mutable
+                // plain views need `&mut self` (impossible while the guard borrows
+                // `self`) or `unsafe`.
+                let view = unsafe { self.view_unchecked() };
+                Ok(ArrayReadGuard::new(view, token))
+            }
+            Err(e) => Err(self.write_guard(Err(e)).unwrap_err()),
+        }
+    }
+
+    /// Locks the array exclusively and returns a guard that derefs to the mutable
+    /// view. Blocks until the lock is free: no other locker, writer or reader (see
+    /// [`read`](Self::read)) holds it, in any thread or process.
     ///
     /// If the previous holder died while holding it, this returns
     /// `Err(LockError::OwnerDied(guard))`: the lock *is* held; check or repair the
     /// data, call [`ArrayGuard::mark_consistent`], then drop the guard. Dropping it
-    /// unrepaired makes the lock `NotRecoverable` for everyone.
+    /// unrepaired makes the lock `NotRecoverable` for everyone. Readers that died
+    /// holding a read lock are recovered on the way (see
+    /// [`ArrayGuard::recovered_readers`]). `Deadlock` if this thread holds a read
+    /// lock of the same array.
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T, D>> {
-        self.with_mutex(RawRobustMutex::lock)
+        self.lock_with(Wait::Block)
     }
 
-    /// Like [`lock`](Self::lock), but `Err(WouldBlock)` instead of waiting.
+    /// Like [`lock`](Self::lock), but `Err(WouldBlock)` instead of waiting (for the
+    /// lock or for readers to leave).
     pub fn try_lock(&self) -> LockResult<ArrayGuard<'_, T, D>> {
-        self.with_mutex(RawRobustMutex::try_lock)
+        self.lock_with(Wait::Try)
     }
 
     /// Like [`lock`](Self::lock), but gives up with `Err(Timeout)` after `timeout`
     /// (monotonic clock; any duration is accepted).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ArrayGuard<'_, T, D>> {
-        self.with_mutex(|m| m.lock_timeout(timeout))
+        self.lock_with(Wait::timeout(timeout))
+    }
+
+    /// The write side of the read-write lock: the same exclusive lock as
+    /// [`lock`](Self::lock), named for symmetry with [`read`](Self::read).
+    pub fn write(&self) -> LockResult<ArrayGuard<'_, T, D>> {
+        self.lock()
+    }
+
+    /// [`write`](Self::write) with a timeout.
+    pub fn write_timeout(&self, timeout: Duration) -> LockResult<ArrayGuard<'_, T, D>> {
+        self.lock_timeout(timeout)
+    }
+
+    /// Takes a read lock and returns a guard that derefs to the read-only view.
+    /// Any number of readers, in any thread or process, hold it at once; a writer
+    /// ([`lock`](Self::lock)/[`write`](Self::write)) waits for them to leave, and
+    /// readers that come after a waiting writer wait for it (no writer starvation).
+    ///
+    /// A reader killed while holding its read lock is recovered by the next writer
+    /// (each handle that reads registers in the lock's reader table, whose liveness
+    /// the kernel keeps). If the last *writer* died holding the lock, this returns
+    /// `Err(LockError::OwnerDied(write_guard))`: the caller holds the lock
+    /// exclusively and must repair the data; [`ArrayGuard::downgrade`] (or
+    /// [`LockResultExt::recover`](crate::LockResultExt::recover)) then turns it
+    /// into the read guard:
+    ///
+    /// ```no_run
+    /// use shmarray::{ndarray::Ix1, LockResultExt, SharedArray};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let table = SharedArray::<f64, Ix1>::open("table")?;
+    /// let r = table.read().recover(|w| w.fill(0.0))?; // a dead writer's half update: reset
+    /// println!("sum {}", r.sum());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A second read through the same handle in the same thread never waits; a read
+    /// through a second handle of the same array while a writer waits, or a write
+    /// while this thread reads, is `Err(Deadlock)` rather than a hang. At most 56
+    /// handles can read one array at a time (`TooManyReaders`).
+    #[inline]
+    pub fn read(&self) -> ReadResult<'_, T, D> {
+        self.read_with(Wait::Block)
+    }
+
+    /// Like [`read`](Self::read), but `Err(WouldBlock)` instead of waiting.
+    pub fn try_read(&self) -> ReadResult<'_, T, D> {
+        self.read_with(Wait::Try)
+    }
+
+    /// Like [`read`](Self::read), but gives up with `Err(Timeout)` after `timeout`.
+    pub fn read_timeout(&self, timeout: Duration) -> ReadResult<'_, T, D> {
+        self.read_with(Wait::timeout(timeout))
     }
 
     /// One of the control block's cache-padded atomic counters (`index < 8`), shared
@@ -559,6 +659,23 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
                 index,
                 count: COUNTERS,
             })
+    }
+}
+
+/// The result of [`SharedArray::read`]: the read guard, or why not. `OwnerDied`
+/// carries the *write* guard: the last writer died, and the data needs repair
+/// before anyone reads it.
+pub type ReadResult<'a, T, D> =
+    std::result::Result<ArrayReadGuard<'a, T, D>, LockError<ArrayGuard<'a, T, D>>>;
+
+impl<T: Element, D: Dimension> Drop for SharedArray<T, D> {
+    fn drop(&mut self) {
+        if let Some((rw, readers)) = self.seg.rw_slots() {
+            // SAFETY: the slots are in this handle's mapped control block, which is
+            // still mapped (the segment is dropped after this).
+            let core = unsafe { RwCore::in_slots(rw, readers) };
+            self.seat.leave(&core);
+        }
     }
 }
 

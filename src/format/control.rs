@@ -8,7 +8,7 @@
 //! | offset | bytes | field | written |
 //! |---|---|---|---|
 //! | 0 | 8 | magic `SHMARRCB` | before publication |
-//! | 8 | 4 | layout version (2) | before publication |
+//! | 8 | 4 | layout version (3) | before publication |
 //! | 12 | 4 | object kind ([`ObjectKind::code`]) | before publication |
 //! | 16 | 4 | kind version | before publication |
 //! | 20 | 4 | dtype code ([`Dtype::code`]) | before publication |
@@ -24,8 +24,10 @@
 //! | 144 | 4 | state (atomic): 1 = ready | before publication |
 //! | 148 | 4 | flags (atomic): 1 = persistent, 2 = lock initialised | any time |
 //! | 256 | 128 | the robust mutex (`pthread_mutex_t`, process-shared) | by lockers |
-//! | 384 | 896 | further sync state of the kind (e.g. a read-write lock) | by users |
+//! | 384 | 64 | read-write lock state: writer word, registered-readers mask | by lockers |
+//! | 448 | 832 | reserved (zero) | |
 //! | 1280 | 8 × 128 | eight cache-padded `u64` counters | by users |
+//! | 2304 | 56 × 32 | reader table of the read-write lock (one entry per reading handle) | by lockers |
 //!
 //! Readers copy bytes 0..152 once (`pread`) and validate the copy; nothing that the
 //! checksum covers is ever read from shared memory again.
@@ -42,7 +44,7 @@ use super::{CONTROL_SIZE, PAGE};
 pub(crate) const CONTROL_MAGIC: [u8; 8] = *b"SHMARRCB";
 
 /// Version of the control block layout. Bumped on any incompatible change.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 
 /// Bytes at the start of the control block that are written once, before
 /// publication, and covered by the checksum.
@@ -177,7 +179,7 @@ pub enum ControlError {
 /// The control block's fields, as a plain copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ControlFields {
-    /// Layout version of the control block (2).
+    /// Layout version of the control block (3).
     pub layout_version: u32,
     /// What the segment holds.
     pub kind: ObjectKind,
@@ -339,9 +341,20 @@ pub(crate) fn validate(
 #[repr(C, align(64))]
 pub(crate) struct LockSlot(pub(crate) UnsafeCell<[u8; 128]>);
 
-/// Storage for further synchronisation state of the kind.
+/// Storage for the read-write lock's state word and registered-readers mask,
+/// interpreted by the sync layer.
 #[repr(C, align(64))]
-pub(crate) struct AuxSlot(pub(crate) UnsafeCell<[u8; 896]>);
+pub(crate) struct RwSlot(pub(crate) UnsafeCell<[u8; 64]>);
+
+/// Number of entries of the read-write lock's reader table.
+pub(crate) const READER_SLOTS: usize = 56;
+
+/// Bytes of one reader table entry.
+pub(crate) const READER_ENTRY_BYTES: usize = 32;
+
+/// Storage for the read-write lock's reader table, interpreted by the sync layer.
+#[repr(C, align(64))]
+pub(crate) struct ReaderSlots(pub(crate) UnsafeCell<[u8; READER_SLOTS * READER_ENTRY_BYTES]>);
 
 /// A cache-padded counter (128 bytes: two cache lines, like crossbeam's
 /// `CachePadded` on x86_64, which prefetches line pairs).
@@ -362,9 +375,10 @@ pub(crate) struct ControlBlock {
     pub(crate) flags: AtomicU32,
     _reserved0: [u8; 104],
     pub(crate) lock: LockSlot,
-    pub(crate) aux: AuxSlot,
+    pub(crate) rw: RwSlot,
+    _reserved1: [u8; 832],
     pub(crate) counters: [CounterSlot; COUNTERS],
-    _reserved1: [u8; 1792],
+    pub(crate) readers: ReaderSlots,
 }
 
 const _: () = {
@@ -375,8 +389,9 @@ const _: () = {
     assert!(offset_of!(ControlBlock, state) == 144);
     assert!(offset_of!(ControlBlock, flags) == 148);
     assert!(offset_of!(ControlBlock, lock) == 256);
-    assert!(offset_of!(ControlBlock, aux) == 384);
+    assert!(offset_of!(ControlBlock, rw) == 384);
     assert!(offset_of!(ControlBlock, counters) == 1280);
+    assert!(offset_of!(ControlBlock, readers) == 2304);
     assert!(size_of::<LockSlot>() == 128 && size_of::<CounterSlot>() == 128);
 };
 

@@ -33,7 +33,9 @@ use memmap2::MmapRaw;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
-use crate::format::control::{ControlBlock, ControlFields, CounterSlot, LockSlot, COUNTERS};
+use crate::format::control::{
+    ControlBlock, ControlFields, CounterSlot, LockSlot, ReaderSlots, RwSlot, COUNTERS,
+};
 use crate::format::describe::Description;
 use crate::format::npy::Layout;
 
@@ -153,6 +155,11 @@ impl Segment {
     /// The control block's lock slot.
     pub(crate) fn lock_slot(&self) -> Option<&LockSlot> {
         self.block().map(|b| &b.lock)
+    }
+
+    /// The control block's read-write lock state and reader table.
+    pub(crate) fn rw_slots(&self) -> Option<(&RwSlot, &ReaderSlots)> {
+        self.block().map(|b| (&b.rw, &b.readers))
     }
 
     /// The control block's counters.

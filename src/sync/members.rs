@@ -39,13 +39,37 @@ pub(crate) struct MemberEntry {
     registered: AtomicU32,
     pid: AtomicU32,
     pid_ns: AtomicU64,
-    _reserved: [AtomicU64; 2],
+    /// Read locks the member holds (the read-write lock's reader table; zero in
+    /// queues and barriers). Written only by the member, and by a writer that
+    /// found the member dead.
+    pub(crate) holds: crate::primitive::AtomicU32,
+    _reserved0: AtomicU32,
+    _reserved1: AtomicU64,
 }
 
 /// The table: one entry per possible member.
 pub(crate) type MemberTable = [MemberEntry; MAX_MEMBERS];
 
-const _: () = assert!(std::mem::size_of::<MemberEntry>() == MEMBER_ENTRY_BYTES);
+#[cfg(not(loom))]
+const _: () = {
+    assert!(std::mem::size_of::<MemberEntry>() == MEMBER_ENTRY_BYTES);
+    assert!(MEMBER_ENTRY_BYTES == crate::format::control::READER_ENTRY_BYTES);
+};
+
+#[cfg(test)]
+impl MemberEntry {
+    /// A vacant entry (for tables on the heap).
+    pub(crate) fn vacant() -> MemberEntry {
+        MemberEntry {
+            registered: AtomicU32::new(0),
+            pid: AtomicU32::new(0),
+            pid_ns: AtomicU64::new(0),
+            holds: crate::primitive::AtomicU32::new(0),
+            _reserved0: AtomicU32::new(0),
+            _reserved1: AtomicU64::new(0),
+        }
+    }
+}
 
 /// What a check of a slot found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +100,19 @@ impl Membership {
     /// after a fork (the member then reads as alive while either process lives:
     /// never dead while alive).
     pub(crate) fn join(
-        table: &MemberTable,
+        table: &[MemberEntry],
         limit: usize,
+        segment_file: &File,
+        reusable: impl Fn(usize) -> bool,
+    ) -> Result<Membership, TableFull> {
+        Self::join_in_order(table, 0..limit, segment_file, reusable)
+    }
+
+    /// As [`join`](Self::join), trying the slots in `order` (indices past the
+    /// table's end are skipped).
+    pub(crate) fn join_in_order(
+        table: &[MemberEntry],
+        order: impl IntoIterator<Item = usize>,
         segment_file: &File,
         reusable: impl Fn(usize) -> bool,
     ) -> Result<Membership, TableFull> {
@@ -85,7 +120,8 @@ impl Membership {
             .or_else(|_| segment_file.try_clone())
             .map_err(|_| TableFull)?;
         let fork_generation = proc::fork_generation();
-        for (slot, e) in table.iter().enumerate().take(limit) {
+        for slot in order {
+            let Some(e) = table.get(slot) else { continue };
             let byte = MEMBER_BASE + slot as u64;
             if lock::try_lock(&file, byte, true) != Ok(true) {
                 continue;
@@ -126,7 +162,7 @@ impl Membership {
     }
 
     /// Leaves the table (clean exit).
-    pub(crate) fn leave(&self, table: &MemberTable) {
+    pub(crate) fn leave(&self, table: &[MemberEntry]) {
         if !self.is_stale() {
             table[self.slot].registered.store(0, Ordering::SeqCst);
             let _ = lock::unlock(&self.file, MEMBER_BASE + self.slot as u64);
@@ -136,7 +172,7 @@ impl Membership {
 
 /// Checks slot `slot`, probing through `asker` (a description other than the
 /// member's own; a member asking about itself would see its own lock as free).
-pub(crate) fn check(table: &MemberTable, slot: usize, asker: &File) -> Member {
+pub(crate) fn check(table: &[MemberEntry], slot: usize, asker: &File) -> Member {
     let Some(e) = table.get(slot) else {
         return Member::Vacant;
     };
@@ -151,8 +187,16 @@ pub(crate) fn check(table: &MemberTable, slot: usize, asker: &File) -> Member {
     }
 }
 
+/// Marks a dead member's slot vacant (the caller decided it is dead and holds
+/// whatever excludes joiners of this table).
+pub(crate) fn vacate(table: &[MemberEntry], slot: usize) {
+    if let Some(e) = table.get(slot) {
+        e.registered.store(0, Ordering::SeqCst);
+    }
+}
+
 /// The pid a member recorded (in its own pid namespace), for messages.
-pub(crate) fn recorded_pid(table: &MemberTable, slot: usize) -> u32 {
+pub(crate) fn recorded_pid(table: &[MemberEntry], slot: usize) -> u32 {
     table.get(slot).map_or(0, |e| e.pid.load(Ordering::Relaxed))
 }
 
@@ -174,6 +218,7 @@ mod tests {
         let seg = memfd("members-test", false).unwrap();
         let observer = reopen(&seg, Access::ReadWrite).unwrap();
         let t = table();
+        let t: &[MemberEntry] = &t[..];
         let asked = std::cell::RefCell::new(Vec::new());
         let m = Membership::join(&t, 4, &seg, |slot| {
             assert_eq!(

@@ -6,6 +6,8 @@
 //!   guard.
 //! - `wait_while_equal` / `wake_all`: futex wait/wake on a 32-bit word, across
 //!   processes, with a monotonic timeout.
+//! - `RwCore` (`rwlock`) and `rwaccess`: a robust read-write lock over that mutex,
+//!   with a reader table whose dead readers a writer recovers.
 //! - `members`: the member table of queues and barriers, with liveness from
 //!   kernel-released file locks.
 //! - `RawEvent`, `BarrierState`: an event flag and the logic of a reusable N-process
@@ -17,6 +19,8 @@ mod barrier;
 mod event;
 pub(crate) mod members;
 mod mutex;
+mod rwaccess;
+mod rwlock;
 mod wait;
 
 pub use barrier::BarrierError;
@@ -24,6 +28,9 @@ pub(crate) use barrier::BarrierState;
 pub(crate) use event::RawEvent;
 pub(crate) use mutex::sealed;
 pub use mutex::{LockError, LockFailure, LockResult, LockResultExt, RobustGuard};
+#[allow(unused_imports)] // used by some object kinds only
 pub(crate) use mutex::{RawMutexGuard, RawRobustMutex};
+pub(crate) use rwaccess::{read, write, ReadToken, ReaderSeat, RwParts, Wait, WriteToken};
+pub(crate) use rwlock::RwCore;
 pub use wait::TimedOut;
 pub(crate) use wait::{wait_while_equal, wake_all};

@@ -72,6 +72,13 @@ pub enum LockFailure {
     /// The calling thread already holds this lock.
     #[error("this thread already holds the lock")]
     Deadlock,
+    /// Every entry of the read-write lock's reader table is taken by a live
+    /// handle (each handle that reads takes one, until it is dropped).
+    #[error("all {slots} reader slots of the read-write lock are taken by live handles")]
+    TooManyReaders {
+        /// Entries in the reader table.
+        slots: usize,
+    },
     /// The platform does not provide robust process-shared mutexes.
     #[error("robust process-shared locks unsupported: {0}")]
     Unsupported(&'static str),
@@ -176,9 +183,13 @@ pub(crate) mod sealed {
 
 /// `recover` on lock results: the short path for "repair and go on".
 pub trait LockResultExt<G> {
+    /// What a recovered result gives: the guard the operation promised (for a
+    /// read, the read guard the repaired write guard turns into).
+    type Guard;
+
     /// On `OwnerDied`, runs `repair` on the guard, marks the data consistent and
-    /// returns the guard; on success, returns the guard; else the failure, which
-    /// composes with `?`.
+    /// returns the guard the operation promised; on success, that guard; else the
+    /// failure, which composes with `?`.
     ///
     /// ```no_run
     /// use shmarray::{LockResultExt, SharedValue};
@@ -188,20 +199,33 @@ pub trait LockResultExt<G> {
     /// *v += 1;
     /// # Ok(()) }
     /// ```
-    fn recover(self, repair: impl FnOnce(&mut G)) -> Result<G, LockFailure>;
+    fn recover(self, repair: impl FnOnce(&mut G)) -> Result<Self::Guard, LockFailure>;
 }
 
-impl<G: RobustGuard> LockResultExt<G> for LockResult<G> {
-    fn recover(self, repair: impl FnOnce(&mut G)) -> Result<G, LockFailure> {
+impl<R, G> LockResultExt<G> for Result<R, LockError<G>>
+where
+    G: RobustGuard,
+    R: TryFrom<G>,
+    LockFailure: From<<R as TryFrom<G>>::Error>,
+{
+    type Guard = R;
+
+    fn recover(self, repair: impl FnOnce(&mut G)) -> Result<R, LockFailure> {
         match self {
             Ok(g) => Ok(g),
             Err(LockError::OwnerDied(mut g)) => {
                 repair(&mut g);
                 g.mark_consistent();
-                Ok(g)
+                Ok(R::try_from(g)?)
             }
             Err(LockError::Failed(e)) => Err(e),
         }
+    }
+}
+
+impl From<std::convert::Infallible> for LockFailure {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
     }
 }
 
