@@ -34,3 +34,19 @@ pub(crate) fn sleep_while(_: &AtomicU32, _: u32, _: Duration) -> bool {
 /// Under loom there is nothing to wake: sleepers only yield.
 #[cfg(loom)]
 pub(crate) fn wake_all(_: &AtomicU32) {}
+
+/// Marks a `SeqCst` store (or read-modify-write) followed by a `SeqCst` load of
+/// another word (Dekker's pattern). The `SeqCst` operations alone are correct
+/// (they lie in one total order), and compile to nothing extra here; loom,
+/// however, models `SeqCst` accesses as `AcqRel` and only `SeqCst` fences as
+/// sequentially consistent, so under loom this is that fence, which makes the
+/// model as strong as the real operations.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn dekker_fence() {}
+
+/// Under loom: a `SeqCst` fence (see the non-loom twin).
+#[cfg(loom)]
+pub(crate) fn dekker_fence() {
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}

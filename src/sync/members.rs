@@ -220,7 +220,7 @@ mod tests {
         let t = table();
         let t: &[MemberEntry] = &t[..];
         let asked = std::cell::RefCell::new(Vec::new());
-        let m = Membership::join(&t, 4, &seg, |slot| {
+        let m = Membership::join(t, 4, &seg, |slot| {
             assert_eq!(
                 lock::probe(&observer, MEMBER_BASE + slot as u64),
                 Probe::Held
@@ -230,19 +230,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!((m.slot(), asked.into_inner()), (2, vec![0, 1, 2]));
-        assert_eq!(check(&t, 2, &observer), Member::Registered(Liveness::Alive));
+        assert_eq!(check(t, 2, &observer), Member::Registered(Liveness::Alive));
         for refused in [0, 1] {
-            assert_eq!(check(&t, refused, &observer), Member::Vacant);
+            assert_eq!(check(t, refused, &observer), Member::Vacant);
             assert_eq!(
                 lock::probe(&observer, MEMBER_BASE + refused as u64),
                 Probe::Free
             );
         }
-        let n = Membership::join(&t, 4, &seg, |_| true).unwrap();
+        let n = Membership::join(t, 4, &seg, |_| true).unwrap();
         assert_eq!(n.slot(), 0, "a refused slot is free for the next joiner");
-        assert!(Membership::join(&t, 4, &seg, |s| s == 2).is_err());
-        n.leave(&t);
-        m.leave(&t);
-        assert_eq!(check(&t, 2, &observer), Member::Vacant);
+        assert!(Membership::join(t, 4, &seg, |s| s == 2).is_err());
+        n.leave(t);
+        m.leave(t);
+        assert_eq!(check(t, 2, &observer), Member::Vacant);
     }
 }
