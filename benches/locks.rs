@@ -5,6 +5,10 @@
 //! - `contended_2proc`: two processes each increment a shared counter under the lock
 //!   (`iters` increments each); throughput counts both processes' increments.
 //! - `atomic_2proc`: the same with `fetch_add` on a shared `AtomicU64`.
+//! - `uncontended/shmarray_array_read`: the read side of the array's read-write
+//!   lock (read lock + load + unlock), beside `shmarray_array_lock`.
+//! - `readers`: read lock + load + unlock from one process, then from two processes
+//!   at once (throughput counts both), and the same two processes under the mutex.
 //!
 //! The second process is this bench binary re-executed with `SHMARRAY_LOCKBENCH_CHILD`.
 //! Run: `cargo bench --bench locks`.
@@ -91,6 +95,20 @@ fn child(spec: &str) {
                 s.increment();
             }
         }
+        "read" => {
+            let a = SharedArray::<u64, Ix1>::open(name).unwrap();
+            wait_go();
+            for _ in 0..iters {
+                black_box(a.read().unwrap()[0]);
+            }
+        }
+        "lock_read" => {
+            let a = SharedArray::<u64, Ix1>::open(name).unwrap();
+            wait_go();
+            for _ in 0..iters {
+                black_box(a.lock().unwrap()[0]);
+            }
+        }
         "atomic" => {
             let a = SharedAtomicU64::open(name).unwrap();
             wait_go();
@@ -144,6 +162,9 @@ fn benches(c: &mut Criterion) {
             guard[0] += 1;
         })
     });
+    g.bench_function("shmarray_array_read", |b| {
+        b.iter(|| black_box(ours.read().unwrap()[0]))
+    });
     let value = SharedValue::<u64>::create(&format!("shmarray-bench-v-{pid}"), 0).unwrap();
     g.bench_function("shmarray_value_lock", |b| {
         b.iter(|| *value.lock().unwrap() += 1)
@@ -153,6 +174,31 @@ fn benches(c: &mut Criterion) {
     let std_mutex = std::sync::Mutex::new(0u64);
     g.bench_function("std_mutex_in_process", |b| {
         b.iter(|| *black_box(&std_mutex).lock().unwrap() += 1)
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("readers");
+    g.sample_size(10);
+    let rwname = format!("shmarray-bench-rw-{pid}");
+    let rw = SharedArray::<u64, Ix1>::create(&rwname, 1).unwrap();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("rwlock_read_1proc", |b| {
+        b.iter(|| black_box(rw.read().unwrap()[0]))
+    });
+    g.throughput(Throughput::Elements(2));
+    g.bench_function("rwlock_read_2proc", |b| {
+        b.iter_custom(|iters| {
+            two_processes("read", &rwname, iters, || {
+                black_box(rw.read().unwrap()[0]);
+            })
+        })
+    });
+    g.bench_function("mutex_read_2proc", |b| {
+        b.iter_custom(|iters| {
+            two_processes("lock_read", &rwname, iters, || {
+                black_box(rw.lock().unwrap()[0]);
+            })
+        })
     });
     g.finish();
 

@@ -22,8 +22,7 @@ use crate::format::control::{flags, ControlFields, ObjectKind, COUNTERS};
 use crate::format::dtype::Dtype;
 use crate::segment::{self, KindSpec, Options, Segment, Spec, Target};
 use crate::sync::{
-    self, LockError, LockFailure, LockResult, RawRobustMutex, ReaderSeat, RwCore, RwParts, Wait,
-    WriteToken,
+    LockError, LockFailure, LockResult, RawRobustMutex, RwLockState, Wait, WriteToken,
 };
 
 /// A typed, n-dimensional array in a shared-memory segment.
@@ -67,12 +66,12 @@ use crate::sync::{
 /// # Ok(()) }
 /// ```
 pub struct SharedArray<T: Element, D: Dimension> {
+    /// The lock, if it can be used through this handle (see `lock_usable`).
+    /// Declared before `seg`: it leaves the reader table on drop, while the
+    /// mapping is still there.
+    rw: Option<RwLockState>,
     seg: Segment,
     dim: D,
-    /// The lock can be used through this handle (see `lock_usable`).
-    lock_ready: bool,
-    /// This handle's place among the read-write lock's readers.
-    seat: ReaderSeat,
     _elem: PhantomData<T>,
 }
 
@@ -265,11 +264,28 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
                 },
             ));
         }
+        let rw = match (Self::lock_usable(&seg), seg.lock_slot(), seg.rw_slots()) {
+            (true, Some(slot), Some((rw, readers))) => {
+                // SAFETY: `lock_usable` says the creator initialised the mutex
+                // (LOCK_READY is set before publication); the slots lie in the
+                // mapping, and the file is the segment's, both of which outlive `rw`
+                // (dropped first, see the field order).
+                Some(unsafe {
+                    RwLockState::new(
+                        RawRobustMutex::in_slot(slot),
+                        rw,
+                        readers,
+                        seg.file_id(),
+                        seg.file(),
+                    )
+                })
+            }
+            _ => None,
+        };
         Ok(SharedArray {
-            lock_ready: Self::lock_usable(&seg),
+            rw,
             seg,
             dim,
-            seat: ReaderSeat::default(),
             _elem: PhantomData,
         })
     }
@@ -482,16 +498,6 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         seg.is_writable() && seg.flags() & flags::LOCK_READY != 0 && seg.lock_slot().is_some()
     }
 
-    #[inline]
-    fn mutex(&self) -> Result<&RawRobustMutex> {
-        match self.seg.lock_slot() {
-            // SAFETY: `lock_ready` is set only when LOCK_READY was set at attach, which
-            // the creator does only after it initialised the slot.
-            Some(slot) if self.lock_ready => Ok(unsafe { RawRobustMutex::in_slot(slot) }),
-            _ => Err(self.why_no_lock()),
-        }
-    }
-
     #[cold]
     fn why_no_lock(&self) -> Error {
         let no_lock = |what| Error::NoControlBlock {
@@ -507,24 +513,15 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         }
     }
 
-    /// The read-write lock's parts, if the lock can be used through this handle.
+    /// The lock, if it can be used through this handle.
     #[inline]
-    fn rw(&self) -> Result<RwParts<'_>, LockFailure> {
-        let mutex = self.mutex().map_err(LockFailure::Segment)?;
-        let Some((rw, readers)) = self.seg.rw_slots() else {
-            return Err(LockFailure::Segment(self.why_no_lock()));
-        };
-        Ok(RwParts {
-            mutex,
-            // SAFETY: the slots are in this handle's mapped control block, which
-            // lives as long as `&self`.
-            core: unsafe { RwCore::in_slots(rw, readers) },
-            seat: &self.seat,
-            file: self.seg.file(),
-            key: self.seg.file_id(),
-        })
+    fn rw(&self) -> Result<&RwLockState, LockFailure> {
+        self.rw
+            .as_ref()
+            .ok_or_else(|| LockFailure::Segment(self.why_no_lock()))
     }
 
+    #[inline(always)]
     fn write_guard<'a>(
         &'a self,
         r: std::result::Result<WriteToken<'a>, LockError<WriteToken<'a>>>,
@@ -541,19 +538,21 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         r.map(wrap).map_err(|e| e.map_guard(wrap))
     }
 
+    #[inline(always)]
     fn lock_with(&self, wait: Wait) -> LockResult<ArrayGuard<'_, T, D>> {
         match self.rw() {
-            Ok(p) => self.write_guard(sync::write(p, wait)),
+            Ok(rw) => self.write_guard(rw.write(wait)),
             Err(e) => Err(LockError::Failed(e)),
         }
     }
 
+    #[inline(always)]
     fn read_with(&self, wait: Wait) -> ReadResult<'_, T, D> {
-        let p = match self.rw() {
-            Ok(p) => p,
+        let rw = match self.rw() {
+            Ok(rw) => rw,
             Err(e) => return Err(LockError::Failed(e)),
         };
-        match sync::read(p, wait) {
+        match rw.read(wait) {
             Ok(token) => {
                 // SAFETY: a read lock is held for the guard's lifetime: no writer,
                 // in any thread or process, holds the lock or can take it; mutable
@@ -577,6 +576,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// holding a read lock are recovered on the way (see
     /// [`ArrayGuard::recovered_readers`]). `Deadlock` if this thread holds a read
     /// lock of the same array.
+    #[inline]
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T, D>> {
         self.lock_with(Wait::Block)
     }
@@ -667,17 +667,6 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
 /// before anyone reads it.
 pub type ReadResult<'a, T, D> =
     std::result::Result<ArrayReadGuard<'a, T, D>, LockError<ArrayGuard<'a, T, D>>>;
-
-impl<T: Element, D: Dimension> Drop for SharedArray<T, D> {
-    fn drop(&mut self) {
-        if let Some((rw, readers)) = self.seg.rw_slots() {
-            // SAFETY: the slots are in this handle's mapped control block, which is
-            // still mapped (the segment is dropped after this).
-            let core = unsafe { RwCore::in_slots(rw, readers) };
-            self.seat.leave(&core);
-        }
-    }
-}
 
 impl<T: Element, D: Dimension> fmt::Debug for SharedArray<T, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -30,7 +30,6 @@ pub(crate) use mutex::sealed;
 pub use mutex::{LockError, LockFailure, LockResult, LockResultExt, RobustGuard};
 #[allow(unused_imports)] // used by some object kinds only
 pub(crate) use mutex::{RawMutexGuard, RawRobustMutex};
-pub(crate) use rwaccess::{read, write, ReadToken, ReaderSeat, RwParts, Wait, WriteToken};
-pub(crate) use rwlock::RwCore;
+pub(crate) use rwaccess::{ReadToken, RwLockState, Wait, WriteToken};
 pub use wait::TimedOut;
 pub(crate) use wait::{wait_while_equal, wake_all};

@@ -79,6 +79,13 @@ pub enum LockFailure {
         /// Entries in the reader table.
         slots: usize,
     },
+    /// This thread already holds read guards of this many handles at once (the
+    /// per-thread record that detects self-deadlocks is full).
+    #[error("this thread holds read locks of {limit} handles already")]
+    TooManyHeldReads {
+        /// Handles whose read guards one thread can hold at once.
+        limit: usize,
+    },
     /// The platform does not provide robust process-shared mutexes.
     #[error("robust process-shared locks unsupported: {0}")]
     Unsupported(&'static str),

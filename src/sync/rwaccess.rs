@@ -1,6 +1,7 @@
-//! The read-write lock as a handle uses it: the handle's seat in the reader table,
-//! read and write acquisition over the robust mutex and [`RwCore`], and the
-//! per-thread record of held reads that turns self-deadlocks into errors.
+//! The read-write lock as a handle uses it: the handle's [`RwLockState`] (where its
+//! lock lives and its seat in the reader table), read and write acquisition over
+//! the robust mutex and [`RwCore`], and the per-thread record of held reads that
+//! turns self-deadlocks into errors.
 //!
 //! A thread that holds a read and asks for the write lock of the same segment
 //! would wait for itself forever; so would a thread that reads again through a
@@ -9,18 +10,20 @@
 //! this thread reads). A second read through the *same* handle never waits: the
 //! writer cannot get past a slot that holds, so it is counted in directly.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
-use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::ptr::NonNull;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::format::control::READER_SLOTS;
+use crate::format::control::{ReaderSlots, RwSlot, READER_SLOTS};
 use crate::segment::liveness::Liveness;
-use crate::sync::members::{self, Member, Membership};
+use crate::sync::members::{self, Member, MemberEntry, Membership};
 use crate::sync::mutex::{LockError, LockFailure, RawMutexGuard, RawRobustMutex};
-use crate::sync::rwlock::{Drained, RwCore};
+use crate::sync::rwlock::{Drained, RwCore, RwHeader};
 
 /// Identifies a segment file in this process: device and inode.
 pub(crate) type FileKey = (u64, u64);
@@ -35,7 +38,7 @@ fn join_order() -> impl Iterator<Item = usize> {
 
 /// A handle's place in the reader table, taken on its first read.
 #[derive(Debug, Default)]
-pub(crate) struct ReaderSeat {
+struct ReaderSeat {
     seat: OnceLock<Membership>,
     /// The seat of a copy of the handle in a forked child (the parent's is not
     /// ours to use).
@@ -79,15 +82,234 @@ impl ReaderSeat {
         }
         Ok(slot)
     }
+}
 
-    /// Leaves the reader table (the handle is dropped, so it holds nothing).
-    pub(crate) fn leave(&mut self, core: &RwCore<'_>) {
+/// One handle's read-write lock: where it lives in the handle's mapping, and the
+/// handle's seat among the readers. Leaves the reader table on drop, so it must be
+/// dropped before the mapping (declare it before the segment in the handle).
+pub(crate) struct RwLockState {
+    mutex: NonNull<RawRobustMutex>,
+    header: NonNull<RwHeader>,
+    table: NonNull<[MemberEntry; READER_SLOTS]>,
+    seat: ReaderSeat,
+    key: FileKey,
+    /// The handle's own open file description (a descriptor the handle owns and
+    /// keeps open for as long as this lives): probes other members' locks, and is
+    /// reopened for a membership.
+    fd: RawFd,
+}
+
+// SAFETY: the pointers lead into the owning handle's mapping, valid in every
+// thread; everything they reach is a process-shared pthread mutex or atomics; the
+// seat is `Sync` (a `OnceLock` and a `Mutex`).
+unsafe impl Send for RwLockState {}
+// SAFETY: as above.
+unsafe impl Sync for RwLockState {}
+
+impl fmt::Debug for RwLockState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RwLockState")
+            .field("key", &self.key)
+            .field("slot", &self.seat.slot())
+            .finish()
+    }
+}
+
+impl RwLockState {
+    /// The lock of a control block.
+    ///
+    /// # Safety
+    /// - `mutex` was initialised (`RawRobustMutex::init_in_slot`), and the mutex
+    ///   and both slots lie in a mapping that outlives the returned value.
+    /// - `file` stays open for as long as the returned value lives.
+    pub(crate) unsafe fn new(
+        mutex: &RawRobustMutex,
+        rw: &RwSlot,
+        readers: &ReaderSlots,
+        key: FileKey,
+        file: &File,
+    ) -> RwLockState {
+        RwLockState {
+            mutex: NonNull::from(mutex),
+            header: NonNull::new(rw.0.get().cast::<RwHeader>()).expect("not null"),
+            table: NonNull::new(readers.0.get().cast::<[MemberEntry; READER_SLOTS]>())
+                .expect("not null"),
+            seat: ReaderSeat::default(),
+            key,
+            fd: file.as_raw_fd(),
+        }
+    }
+
+    /// The handle's file, borrowed for one call.
+    fn file(&self) -> ManuallyDrop<File> {
+        // SAFETY: the descriptor is open for as long as `self` lives (`new`), and
+        // `ManuallyDrop` never closes it: this is a borrow in `File`'s clothes, for
+        // APIs that take `&File`.
+        ManuallyDrop::new(unsafe { File::from_raw_fd(self.fd) })
+    }
+
+    #[inline]
+    fn mutex(&self) -> &RawRobustMutex {
+        // SAFETY: initialised and mapped for as long as `self` lives (`new`).
+        unsafe { self.mutex.as_ref() }
+    }
+
+    #[inline]
+    fn core(&self) -> RwCore<'_> {
+        // SAFETY: the slots are mapped for as long as `self` lives (`new`); they
+        // are `UnsafeCell`s of bytes, 64-aligned and large enough for the header
+        // and the table (asserted in `rwlock`), whose atomics are valid for any
+        // bytes and interior-mutable, so shared references are allowed.
+        unsafe { RwCore::new(self.header.as_ref(), self.table.as_ref()) }
+    }
+
+    /// An address that identifies this handle's seat.
+    #[inline]
+    fn id(&self) -> usize {
+        self as *const RwLockState as usize
+    }
+
+    fn liveness(&self, slot: usize) -> Liveness {
+        match members::check(self.core().table(), slot, &self.file()) {
+            Member::Registered(l) => l,
+            // Holds but not registered: not ours to touch.
+            Member::Vacant => Liveness::Unknown,
+        }
+    }
+
+    /// Takes the write lock: the mutex, then every reader drained.
+    #[inline(always)]
+    pub(crate) fn write(&self, wait: Wait) -> WriteOutcome<'_> {
+        if reading(self.key, self.id()) != Reading::No {
+            return Err(LockError::Failed(LockFailure::Deadlock));
+        }
+        match wait.lock(self.mutex()) {
+            Ok(raw) => match self.core().no_readers() {
+                Some(drained) => Ok(WriteToken {
+                    state: self,
+                    drained,
+                    raw,
+                }),
+                None => self.drain(raw, wait),
+            },
+            Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Block) {
+                Ok(token) => Err(LockError::OwnerDied(token)),
+                Err(e) => Err(e),
+            },
+            Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
+        }
+    }
+
+    /// Holding the mutex: announces the writer and waits for the readers. After an
+    /// `OwnerDied` the wait ignores the deadline: the guard cannot be given back
+    /// without making the lock not recoverable.
+    #[cold]
+    fn drain<'a>(&'a self, raw: RawMutexGuard<'a>, wait: Wait) -> WriteOutcome<'a> {
+        let deadline = if raw.owner_died() {
+            None
+        } else {
+            wait.deadline()
+        };
+        match self
+            .core()
+            .begin_write(deadline, |slot| self.liveness(slot))
+        {
+            Ok(drained) => Ok(WriteToken {
+                state: self,
+                drained,
+                raw,
+            }),
+            Err(_) => {
+                // Readers still inside: let the others in again and give up.
+                self.core().end_write(Drained::announced(0), false);
+                drop(raw);
+                Err(LockError::Failed(wait.timed_out()))
+            }
+        }
+    }
+
+    /// Takes a read lock.
+    #[inline(always)]
+    pub(crate) fn read(&self, wait: Wait) -> ReadOutcome<'_> {
+        if let Some(slot) = self.seat.slot() {
+            match enter_note(self.key, self.id()) {
+                Reading::Here => {
+                    self.core().enter_unchecked(slot);
+                    return Ok(ReadToken { state: self, slot });
+                }
+                Reading::No if self.core().try_enter(slot) => {
+                    return Ok(ReadToken { state: self, slot });
+                }
+                Reading::No => {
+                    note_exit(self.id());
+                    return self.read_slow(wait, Reading::No);
+                }
+                Reading::Elsewhere => {
+                    if self.core().try_enter(slot) {
+                        note_enter(self.key, self.id());
+                        return Ok(ReadToken { state: self, slot });
+                    }
+                    return self.read_slow(wait, Reading::Elsewhere);
+                }
+                Reading::Full => return Err(LockError::Failed(thread_full())),
+            }
+        }
+        self.read_slow(wait, reading(self.key, self.id()))
+    }
+
+    /// A writer is there (or this handle has not joined yet): queue on the mutex.
+    #[cold]
+    fn read_slow(&self, wait: Wait, here: Reading) -> ReadOutcome<'_> {
+        if here == Reading::Full {
+            return Err(LockError::Failed(thread_full()));
+        }
+        let raw = if here == Reading::Elsewhere {
+            // This thread reads the file through another handle: a writer waiting
+            // for that read would wait for us, and we for it.
+            match self.mutex().try_lock() {
+                Err(LockError::Failed(LockFailure::WouldBlock)) => {
+                    return Err(LockError::Failed(LockFailure::Deadlock))
+                }
+                other => other,
+            }
+        } else {
+            wait.lock(self.mutex())
+        };
+        match raw {
+            Ok(raw) => {
+                let core = self.core();
+                let slot = self.seat.join_locked(&core, &self.file())?;
+                if core.is_poisoned() {
+                    return Err(LockError::Failed(LockFailure::NotRecoverable));
+                }
+                if enter_note(self.key, self.id()) == Reading::Full {
+                    return Err(LockError::Failed(thread_full()));
+                }
+                core.enter_unchecked(slot);
+                drop(raw);
+                Ok(ReadToken { state: self, slot })
+            }
+            // The last writer died: this reader holds the lock now and repairs.
+            Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Block) {
+                Ok(token) => Err(LockError::OwnerDied(token)),
+                Err(e) => Err(e),
+            },
+            Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
+        }
+    }
+}
+
+impl Drop for RwLockState {
+    fn drop(&mut self) {
         let forked = self
+            .seat
             .forked
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        for m in self.seat.take().into_iter().chain(forked) {
+        let seats: Vec<Membership> = self.seat.seat.take().into_iter().chain(forked).collect();
+        let core = self.core();
+        for m in seats {
             if !m.is_stale() {
                 core.unregister(m.slot());
                 m.leave(core.table());
@@ -96,103 +318,177 @@ impl ReaderSeat {
     }
 }
 
-/// What a lock of one handle works with.
-#[derive(Clone, Copy)]
-pub(crate) struct RwParts<'a> {
-    pub(crate) mutex: &'a RawRobustMutex,
-    pub(crate) core: RwCore<'a>,
-    pub(crate) seat: &'a ReaderSeat,
-    /// The handle's own open file description: probes other members' locks.
-    pub(crate) file: &'a File,
-    pub(crate) key: FileKey,
-}
-
-impl fmt::Debug for RwParts<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RwParts").field("key", &self.key).finish()
-    }
-}
-
 // ---- the per-thread record of held reads ----------------------------------------
+
+/// Read guards of distinct handles one thread can hold at once.
+pub(crate) const READS_PER_THREAD: usize = 16;
 
 #[derive(Clone, Copy)]
 struct Held {
     key: FileKey,
-    /// Address of the handle's seat: distinguishes two handles of one file.
+    /// The handle's `RwLockState::id`.
     seat: usize,
     depth: u32,
 }
 
-thread_local! {
-    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+/// The reads this thread holds, densely in `0..len`. No destructor, so the
+/// thread-local needs no registration check on access.
+struct Reads {
+    len: Cell<usize>,
+    held: [Cell<Option<Held>>; READS_PER_THREAD],
 }
 
-/// How this thread already reads `key`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+thread_local! {
+    static READS: Reads = const {
+        Reads {
+            len: Cell::new(0),
+            held: [const { Cell::new(None) }; READS_PER_THREAD],
+        }
+    };
+}
+
+/// How this thread already reads a file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Reading {
     No,
-    /// Through this seat.
+    /// Through this handle.
     Here,
     /// Only through another handle of the same file.
     Elsewhere,
+    /// The thread holds reads of `READS_PER_THREAD` handles already.
+    Full,
 }
 
+fn thread_full() -> LockFailure {
+    LockFailure::TooManyHeldReads {
+        limit: READS_PER_THREAD,
+    }
+}
+
+fn classify(r: &Reads, key: FileKey, seat: usize) -> (Reading, Option<usize>) {
+    let mut found = Reading::No;
+    for i in 0..r.len.get() {
+        if let Some(h) = r.held[i].get() {
+            if h.seat == seat {
+                return (Reading::Here, Some(i));
+            }
+            if h.key == key {
+                found = Reading::Elsewhere;
+            }
+        }
+    }
+    (found, None)
+}
+
+#[inline]
 fn reading(key: FileKey, seat: usize) -> Reading {
-    HELD.with(|h| {
-        let h = h.borrow();
-        if h.iter().any(|e| e.seat == seat) {
-            Reading::Here
-        } else if h.iter().any(|e| e.key == key) {
-            Reading::Elsewhere
-        } else {
+    READS.with(|r| {
+        if r.len.get() == 0 {
             Reading::No
+        } else {
+            classify(r, key, seat).0
         }
     })
 }
 
-fn note_enter(key: FileKey, seat: usize) {
-    HELD.with(|h| {
-        let mut h = h.borrow_mut();
-        match h.iter_mut().find(|e| e.seat == seat) {
-            Some(e) => e.depth += 1,
-            None => h.push(Held {
+/// Records one more read through `seat` and says how the thread read the file
+/// before (`Full`: nothing recorded).
+#[inline]
+fn enter_note(key: FileKey, seat: usize) -> Reading {
+    READS.with(|r| {
+        if r.len.get() == 0 {
+            r.held[0].set(Some(Held {
                 key,
                 seat,
                 depth: 1,
-            }),
+            }));
+            r.len.set(1);
+            return Reading::No;
         }
-    });
+        enter_note_more(r, key, seat)
+    })
 }
 
+#[cold]
+fn enter_note_more(r: &Reads, key: FileKey, seat: usize) -> Reading {
+    {
+        let (before, at) = classify(r, key, seat);
+        if let Some(i) = at {
+            if let Some(mut h) = r.held[i].get() {
+                h.depth += 1;
+                r.held[i].set(Some(h));
+            }
+            return before;
+        }
+        let n = r.len.get();
+        if n == READS_PER_THREAD {
+            return Reading::Full;
+        }
+        r.held[n].set(Some(Held {
+            key,
+            seat,
+            depth: 1,
+        }));
+        r.len.set(n + 1);
+        before
+    }
+}
+
+fn note_enter(key: FileKey, seat: usize) {
+    let _ = enter_note(key, seat);
+}
+
+#[inline]
 fn note_exit(seat: usize) {
-    HELD.with(|h| {
-        let mut h = h.borrow_mut();
-        if let Some(i) = h.iter().position(|e| e.seat == seat) {
-            h[i].depth -= 1;
-            if h[i].depth == 0 {
-                h.swap_remove(i);
+    READS.with(|r| {
+        if r.len.get() == 1 {
+            if let Some(h) = r.held[0].get() {
+                if h.seat == seat && h.depth == 1 {
+                    r.held[0].set(None);
+                    r.len.set(0);
+                    return;
+                }
             }
         }
+        note_exit_more(r, seat)
     });
 }
 
-// ---- acquisition ----------------------------------------------------------------
+#[cold]
+fn note_exit_more(r: &Reads, seat: usize) {
+    {
+        if let (_, Some(i)) = classify(r, (0, 0), seat) {
+            if let Some(mut h) = r.held[i].get() {
+                h.depth -= 1;
+                if h.depth > 0 {
+                    r.held[i].set(Some(h));
+                } else {
+                    let last = r.len.get() - 1;
+                    r.held[i].set(r.held[last].get());
+                    r.held[last].set(None);
+                    r.len.set(last);
+                }
+            }
+        }
+    }
+}
+
+// ---- guards' tokens ---------------------------------------------------------------
 
 /// A held read: counts the read out on drop. Not `Send`: the thread-local record
-/// is this thread's.
+/// is this thread's (the lifetime-bound reference to the state is `Send`, so the
+/// marker lives in the guard that owns this token).
 #[must_use = "the read lock is released as soon as the guard is dropped"]
 pub(crate) struct ReadToken<'a> {
-    core: RwCore<'a>,
+    state: &'a RwLockState,
     slot: usize,
-    seat: usize,
-    _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for ReadToken<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.core.exit(self.slot);
-        note_exit(self.seat);
+        self.state.core().exit(self.slot);
+        note_exit(self.state.id());
     }
 }
 
@@ -209,9 +505,9 @@ impl fmt::Debug for ReadToken<'_> {
 /// unlocks.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub(crate) struct WriteToken<'a> {
-    parts: RwParts<'a>,
+    state: &'a RwLockState,
     drained: Drained,
-    // Declared last: dropped (unlocked) after `Drop::drop` ran.
+    // Dropped (unlocked) after `Drop::drop` ran.
     raw: RawMutexGuard<'a>,
 }
 
@@ -226,33 +522,30 @@ impl WriteToken<'_> {
 
     /// Readers found dead and recovered while this writer waited for them.
     pub(crate) fn recovered_readers(&self) -> u32 {
-        self.drained.recovered
+        self.drained.recovered()
     }
 }
 
 impl<'a> WriteToken<'a> {
     /// Turns the write into a read without letting another writer in between.
     pub(crate) fn downgrade(self) -> Result<ReadToken<'a>, LockFailure> {
-        let p = self.parts;
-        let slot = p.seat.join_locked(&p.core, p.file)?;
-        p.core.enter_unchecked(slot);
-        let seat = p.seat as *const ReaderSeat as usize;
-        note_enter(p.key, seat);
-        let token = ReadToken {
-            core: p.core,
-            slot,
-            seat,
-            _not_send: PhantomData,
-        };
+        let state = self.state;
+        let core = state.core();
+        let slot = state.seat.join_locked(&core, &state.file())?;
+        if enter_note(state.key, state.id()) == Reading::Full {
+            return Err(thread_full());
+        }
+        core.enter_unchecked(slot);
         drop(self);
-        Ok(token)
+        Ok(ReadToken { state, slot })
     }
 }
 
 impl Drop for WriteToken<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.parts
-            .core
+        self.state
+            .core()
             .end_write(self.drained, self.raw.owner_died());
     }
 }
@@ -261,10 +554,17 @@ impl fmt::Debug for WriteToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteToken")
             .field("owner_died", &self.owner_died())
-            .field("recovered_readers", &self.drained.recovered)
+            .field("recovered_readers", &self.drained.recovered())
             .finish()
     }
 }
+
+/// The result of a write: the write token, or why not (`OwnerDied` with it).
+pub(crate) type WriteOutcome<'a> = Result<WriteToken<'a>, LockError<WriteToken<'a>>>;
+
+/// The result of a read: the read, or why not — where `OwnerDied` hands over the
+/// *write* lock, because the last writer died and the data needs repair first.
+pub(crate) type ReadOutcome<'a> = Result<ReadToken<'a>, LockError<WriteToken<'a>>>;
 
 /// How long an acquisition may take.
 #[derive(Clone, Copy, Debug)]
@@ -282,10 +582,8 @@ impl Wait {
         }
     }
 
-    fn lock<'a>(
-        self,
-        m: &'a RawRobustMutex,
-    ) -> Result<RawMutexGuard<'a>, LockError<RawMutexGuard<'a>>> {
+    #[inline(always)]
+    fn lock(self, m: &RawRobustMutex) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
         match self {
             Wait::Block => m.lock(),
             Wait::Try => m.try_lock(),
@@ -314,134 +612,5 @@ impl Wait {
             Wait::Until(_, d) => LockFailure::Timeout(d),
             Wait::Block => LockFailure::Timeout(Duration::MAX),
         }
-    }
-}
-
-/// The result of a read: the read, or why not — where `OwnerDied` hands over the
-/// *write* lock, because the last writer died and the data needs repair first.
-pub(crate) type ReadOutcome<'a> = Result<ReadToken<'a>, LockError<WriteToken<'a>>>;
-
-fn liveness_of(p: &RwParts<'_>, slot: usize) -> Liveness {
-    match members::check(p.core.table(), slot, p.file) {
-        Member::Registered(l) => l,
-        // Holds but not registered: not ours to touch.
-        Member::Vacant => Liveness::Unknown,
-    }
-}
-
-/// Takes the write lock: the mutex, then every reader drained.
-pub(crate) fn write<'a>(
-    p: RwParts<'a>,
-    wait: Wait,
-) -> Result<WriteToken<'a>, LockError<WriteToken<'a>>> {
-    let seat = p.seat as *const ReaderSeat as usize;
-    if reading(p.key, seat) != Reading::No {
-        return Err(LockError::Failed(LockFailure::Deadlock));
-    }
-    match wait.lock(p.mutex) {
-        Ok(raw) => drain(p, raw, wait),
-        Err(LockError::OwnerDied(raw)) => match drain(p, raw, Wait::Block) {
-            Ok(token) => Err(LockError::OwnerDied(token)),
-            Err(e) => Err(e),
-        },
-        Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
-    }
-}
-
-/// Holding the mutex: announces the writer and waits for the readers. After an
-/// `OwnerDied` the wait ignores the deadline: the guard cannot be given back
-/// without making the lock not recoverable.
-fn drain<'a>(
-    p: RwParts<'a>,
-    raw: RawMutexGuard<'a>,
-    wait: Wait,
-) -> Result<WriteToken<'a>, LockError<WriteToken<'a>>> {
-    let deadline = if raw.owner_died() {
-        None
-    } else {
-        wait.deadline()
-    };
-    match p.core.begin_write(deadline, |slot| liveness_of(&p, slot)) {
-        Ok(drained) => Ok(WriteToken {
-            parts: p,
-            drained,
-            raw,
-        }),
-        Err(_) => {
-            // Readers still inside: let the others in again and give up.
-            p.core.end_write(
-                Drained {
-                    announced: true,
-                    recovered: 0,
-                },
-                false,
-            );
-            drop(raw);
-            Err(LockError::Failed(wait.timed_out()))
-        }
-    }
-}
-
-/// Takes a read lock.
-#[inline]
-pub(crate) fn read<'a>(p: RwParts<'a>, wait: Wait) -> ReadOutcome<'a> {
-    let seat = p.seat as *const ReaderSeat as usize;
-    if let Some(slot) = p.seat.slot() {
-        let here = reading(p.key, seat);
-        if here == Reading::Here {
-            p.core.enter_unchecked(slot);
-        } else if !p.core.try_enter(slot) {
-            return read_slow(p, wait, here);
-        }
-        note_enter(p.key, seat);
-        return Ok(ReadToken {
-            core: p.core,
-            slot,
-            seat,
-            _not_send: PhantomData,
-        });
-    }
-    read_slow(p, wait, reading(p.key, seat))
-}
-
-/// A writer is there (or this handle has not joined yet): queue on the mutex.
-#[cold]
-fn read_slow<'a>(p: RwParts<'a>, wait: Wait, here: Reading) -> ReadOutcome<'a> {
-    let seat = p.seat as *const ReaderSeat as usize;
-    let raw = if here == Reading::Elsewhere {
-        // This thread reads the file through another handle: a writer waiting for
-        // that read would wait for us, and we for it.
-        match p.mutex.try_lock() {
-            Err(LockError::Failed(LockFailure::WouldBlock)) => {
-                return Err(LockError::Failed(LockFailure::Deadlock))
-            }
-            other => other,
-        }
-    } else {
-        wait.lock(p.mutex)
-    };
-    match raw {
-        Ok(raw) => {
-            let slot = p.seat.join_locked(&p.core, p.file)?;
-            if p.core.is_poisoned() {
-                drop(raw);
-                return Err(LockError::Failed(LockFailure::NotRecoverable));
-            }
-            p.core.enter_unchecked(slot);
-            drop(raw);
-            note_enter(p.key, seat);
-            Ok(ReadToken {
-                core: p.core,
-                slot,
-                seat,
-                _not_send: PhantomData,
-            })
-        }
-        // The last writer died: this reader holds the lock now and repairs.
-        Err(LockError::OwnerDied(raw)) => match drain(p, raw, Wait::Block) {
-            Ok(token) => Err(LockError::OwnerDied(token)),
-            Err(e) => Err(e),
-        },
-        Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
     }
 }

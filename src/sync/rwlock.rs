@@ -40,6 +40,7 @@
 
 use std::time::{Duration, Instant};
 
+#[cfg(not(loom))]
 use crate::format::control::{ReaderSlots, RwSlot, READER_SLOTS};
 use crate::primitive::{dekker_fence, sleep_while, wake_all, AtomicU32, AtomicU64, Ordering};
 use crate::segment::liveness::Liveness;
@@ -78,13 +79,30 @@ const _: () = {
     assert!(READER_SLOTS <= 64);
 };
 
-/// What a finished drain found.
+/// What a finished drain found, packed in one word (it travels in every write
+/// guard): whether the writer word was set (readers were registered, so unlock must
+/// clear it) and how many dead readers' shares were taken back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Drained {
-    /// The writer word was set (readers were registered): unlock must clear it.
-    pub(crate) announced: bool,
+pub(crate) struct Drained(u32);
+
+impl Drained {
+    const ANNOUNCED: u32 = 1 << 31;
+
+    /// A writer that announced itself and recovered `recovered` dead readers.
+    pub(crate) fn announced(recovered: u32) -> Drained {
+        Drained(Self::ANNOUNCED | recovered.min(Self::ANNOUNCED - 1))
+    }
+
+    /// Whether the writer word was set.
+    #[inline]
+    pub(crate) fn is_announced(self) -> bool {
+        self.0 & Self::ANNOUNCED != 0
+    }
+
     /// Dead readers whose share was taken back.
-    pub(crate) recovered: u32,
+    pub(crate) fn recovered(self) -> u32 {
+        self.0 & !Self::ANNOUNCED
+    }
 }
 
 /// The lock's state machine over its shared words: pure logic (no syscalls besides
@@ -97,21 +115,9 @@ pub(crate) struct RwCore<'a> {
 }
 
 impl<'a> RwCore<'a> {
-    /// The state in a control block's slots.
-    ///
-    /// # Safety
-    /// The slots belong to a mapped control block that outlives `'a`.
-    pub(crate) unsafe fn in_slots(rw: &'a RwSlot, readers: &'a ReaderSlots) -> RwCore<'a> {
-        // SAFETY: both slots are `UnsafeCell`s of bytes, 64-aligned and large enough
-        // (asserted above); the header and the entries are atomics only, valid for
-        // any bytes, and interior-mutable like the cells, so shared references are
-        // allowed; the mapping outlives `'a` per the caller.
-        unsafe {
-            RwCore {
-                header: &*rw.0.get().cast::<RwHeader>(),
-                table: &*readers.0.get().cast::<[MemberEntry; READER_SLOTS]>(),
-            }
-        }
+    /// The state machine over a header and a reader table.
+    pub(crate) fn new(header: &'a RwHeader, table: &'a [MemberEntry]) -> RwCore<'a> {
+        RwCore { header, table }
     }
 
     /// The reader table.
@@ -171,6 +177,15 @@ impl<'a> RwCore<'a> {
         self.header.writer.load(Ordering::Acquire) == POISONED
     }
 
+    /// Under the mutex: `Some` if no reader can be inside (none is registered and
+    /// no writer word is left over), so a writer need not announce itself.
+    #[inline]
+    pub(crate) fn no_readers(&self) -> Option<Drained> {
+        (self.header.registered.load(Ordering::SeqCst) == 0
+            && self.header.writer.load(Ordering::Relaxed) == FREE)
+            .then(Drained::default)
+    }
+
     /// Under the mutex: announces a writer and waits until no reader holds.
     ///
     /// A slot that still holds after a sleep is asked about with `liveness`; a
@@ -182,19 +197,14 @@ impl<'a> RwCore<'a> {
         deadline: Option<Instant>,
         mut liveness: impl FnMut(usize) -> Liveness,
     ) -> Result<Drained, TimedOut> {
-        if self.header.registered.load(Ordering::SeqCst) == 0
-            && self.header.writer.load(Ordering::Relaxed) == FREE
-        {
+        if let Some(d) = self.no_readers() {
             // No reader can be inside: entering needs a registered slot, and
             // registering needs the mutex, which we hold.
-            return Ok(Drained::default());
+            return Ok(d);
         }
         self.header.writer.store(WRITING, Ordering::SeqCst);
         dekker_fence();
-        let mut drained = Drained {
-            announced: true,
-            recovered: 0,
-        };
+        let mut recovered = 0;
         let mask = self.header.registered.load(Ordering::SeqCst);
         for slot in (0..self.table.len()).filter(|s| mask & (1 << s) != 0) {
             let holds = &self.table[slot].holds;
@@ -217,20 +227,21 @@ impl<'a> RwCore<'a> {
                     holds.store(0, Ordering::SeqCst);
                     members::vacate(self.table, slot);
                     self.unregister(slot);
-                    drained.recovered += 1;
+                    recovered += 1;
                 }
             }
         }
-        Ok(drained)
+        Ok(Drained::announced(recovered))
     }
 
     /// Under the mutex, before unlocking it: lets readers in again, or, when the
     /// data was left unrepaired after a dead writer (`poison`), keeps them out for
     /// good (they then meet the not-recoverable mutex).
+    #[inline]
     pub(crate) fn end_write(&self, drained: Drained, poison: bool) {
         if poison {
             self.header.writer.store(POISONED, Ordering::SeqCst);
-        } else if drained.announced {
+        } else if drained.is_announced() {
             self.header.writer.store(FREE, Ordering::SeqCst);
         }
     }
@@ -248,14 +259,6 @@ impl RwHeader {
     }
 }
 
-#[cfg(test)]
-impl<'a> RwCore<'a> {
-    /// A core over heap memory.
-    pub(crate) fn on_heap(header: &'a RwHeader, table: &'a [MemberEntry]) -> RwCore<'a> {
-        RwCore { header, table }
-    }
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -268,7 +271,7 @@ mod tests {
     fn threads_never_see_a_torn_pair() {
         let header = RwHeader::new();
         let table: Vec<MemberEntry> = (0..3).map(|_| MemberEntry::vacant()).collect();
-        let core = RwCore::on_heap(&header, &table);
+        let core = RwCore::new(&header, &table);
         for slot in 0..3 {
             core.register(slot);
         }
@@ -306,7 +309,7 @@ mod tests {
     fn a_dead_slot_is_recovered_and_an_unknown_one_is_waited_for() {
         let header = RwHeader::new();
         let table: Vec<MemberEntry> = (0..2).map(|_| MemberEntry::vacant()).collect();
-        let core = RwCore::on_heap(&header, &table);
+        let core = RwCore::new(&header, &table);
         core.register(0);
         core.register(1);
         assert!(core.try_enter(0));
@@ -324,18 +327,12 @@ mod tests {
         assert_eq!(r, Err(TimedOut));
         assert_eq!(table[0].holds.load(Ordering::SeqCst), 0);
         assert_eq!(table[1].holds.load(Ordering::SeqCst), 1);
-        core.end_write(
-            Drained {
-                announced: true,
-                recovered: 1,
-            },
-            false,
-        );
+        core.end_write(Drained::announced(1), false);
         core.exit(1);
         assert!(core.try_enter(1), "readers are let in again");
         core.exit(1);
         let d = core.begin_write(None, |_| Liveness::Alive).unwrap();
-        assert_eq!(d.recovered, 0);
+        assert_eq!(d.recovered(), 0);
         core.end_write(d, true);
         assert!(core.is_poisoned());
         assert!(!core.try_enter(1), "a poisoned lock keeps readers out");
@@ -377,7 +374,7 @@ mod loom_tests {
         }
 
         fn core(&self) -> RwCore<'_> {
-            RwCore::on_heap(&self.header, &self.table)
+            RwCore::new(&self.header, &self.table)
         }
 
         fn read_enter(&self, slot: usize) {
