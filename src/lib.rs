@@ -193,8 +193,8 @@ pub use format::npy::{HeaderError, Layout, NpyHeader};
 pub use format::objects::ParamsError;
 pub use ndarray;
 pub use objects::{
-    Barrier, BarrierOpenError, Event, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64,
-    SharedValue, ValueGuard,
+    Barrier, BarrierOpenError, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
+    SharedAtomicU32, SharedAtomicU64, SharedMap, SharedValue, SharedVec, ValueGuard, VecError,
 };
 #[cfg(feature = "pool")]
 pub use pool::{as_completed, ArrayHandle, Imap, MapResult, Partition, Pool, TaskFuture};
@@ -204,8 +204,9 @@ pub use process::{init, Process, StartMethod, TaskError, WORKER_ENV};
 pub use queue::{ByteQueue, Queue, QueueError};
 pub use segment::{
     collect_garbage, export_npy, find_garbage, huge_page_support, inspect, remove, Backing,
-    Directory, GcReport, HugeMount, HugePageSupport, HugePages, HugePool, Liveness, Namespace,
-    Options, PageKind, SegmentInfo, Usage, DIR_ENV, HUGE_DIR_ENV,
+    Contents, Directory, GcReport, HugeMount, HugePageSupport, HugePages, HugePool, Liveness,
+    MapContents, Namespace, Options, PageKind, SegmentInfo, Usage, VecContents, DIR_ENV,
+    HUGE_DIR_ENV,
 };
 pub use sync::{
     BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,
@@ -221,6 +222,7 @@ struct ReadmeDoctests;
 /// stability promise.
 #[doc(hidden)]
 pub mod __fuzz {
+    pub use crate::format::containers::{fmix64, hash_key, MapGeometry};
     pub use crate::format::describe::{describe_bytes, DescribeError, Description};
     pub use crate::format::npy::{build_header, parse_header, parse_preamble};
     pub use crate::format::objects::QueueGeometry;
