@@ -1165,7 +1165,7 @@ fn ls_and_inspect_show_maps_and_vecs_with_their_occupancy() {
     assert_eq!(j["kind"], "map");
     assert_eq!(j["contents"]["len"], 2);
     assert_eq!(j["contents"]["entry_stride"], 24);
-    assert_eq!(j["contents"]["entries_offset"], 4096 + 256 + 128);
+    assert_eq!(j["contents"]["entries_offset"], 4096 + 128);
     let j = json(&d.0, &["inspect", "--json", "list"]);
     assert_eq!(
         (j["kind"].as_str(), j["contents"]["len"].as_u64()),

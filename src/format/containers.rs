@@ -12,8 +12,9 @@
 //!
 //! A shard head (`head_stride` bytes, 128-aligned): the robust mutex (0..64),
 //! `len` (64), `tombstones` (72), `repairs` (80), the undo record's `valid` flag
-//! (128, u32) and `slot` (136, u64), and the undo record's saved value at 256
-//! (`value_size` bytes). An entry (`stride` bytes): `state` u32 at 0 (0 empty,
+//! (88, u32) and `slot` (96, u64), and the undo record's saved value at 104
+//! (`value_size` bytes): for values up to 24 bytes a shard's whole state is one
+//! pair of cache lines. An entry (`stride` bytes): `state` u32 at 0 (0 empty,
 //! 1 full, 2 tombstone), `hash` u32 at 4 (the high half of the key's hash), the key
 //! at 8, the value at `value_offset`.
 
@@ -39,7 +40,7 @@ pub(crate) const MAX_SHARDS: u64 = 64;
 pub(crate) const ENTRIES_PER_SHARD: u64 = 1024;
 
 /// Bytes of the fixed part of a shard head (the saved value follows).
-pub(crate) const SHARD_HEAD_FIXED: u64 = 256;
+pub(crate) const SHARD_HEAD_FIXED: u64 = 104;
 
 /// Offset of the key inside an entry.
 pub(crate) const KEY_OFFSET: u64 = 8;
@@ -379,9 +380,10 @@ mod tests {
     fn geometry_is_checked_and_consistent() {
         let g = MapGeometry::new(8, 8, 1000).unwrap();
         assert_eq!((g.shards, g.shard_capacity, g.slots), (1, 1000, 2048));
-        assert_eq!((g.value_offset, g.stride, g.head_stride), (16, 24, 384));
-        assert_eq!(g.entries_offset, 384);
-        assert_eq!(g.data_len, 384 + 2048 * 24);
+        assert_eq!((g.value_offset, g.stride, g.head_stride), (16, 24, 128));
+        assert_eq!(g.entries_offset, 128);
+        assert_eq!(g.data_len, 128 + 2048 * 24);
+        assert_eq!(MapGeometry::new(8, 25, 10).unwrap().head_stride, 256);
         assert_eq!(g.entry_offset(0, 2047) + g.stride, g.data_len);
         let g = MapGeometry::new(32, 8, 1 << 20).unwrap();
         assert_eq!(g.shards, 64);

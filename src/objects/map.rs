@@ -1,6 +1,7 @@
 //! `SharedMap<K, V>`: Python's `Manager().dict()` without the server, and
 //! `FixedStr<N>`, a fixed-size string key.
 
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -112,8 +113,10 @@ pub struct SharedMap<K, V> {
     _kv: PhantomData<fn() -> (K, V)>,
 }
 
-/// The fixed part of a shard head, at a 128-aligned offset of the data area
-/// (the saved value of the undo record follows at `SHARD_HEAD_FIXED`).
+/// A shard head, at a 128-aligned offset of the data area. The undo record's
+/// saved value starts at `SHARD_HEAD_FIXED` (104): inside `undo_inline` for values
+/// of up to 24 bytes (so an update touches one pair of cache lines of the head),
+/// running on past the struct for larger ones (`head_stride` leaves room).
 #[repr(C, align(128))]
 struct ShardHead {
     mutex: RawRobustMutex,
@@ -123,24 +126,25 @@ struct ShardHead {
     tombstones: AtomicU64,
     /// Repairs of this shard after a holder died.
     repairs: AtomicU64,
-    _reserved0: [u8; 40],
     /// 1 while an in-place value change is in progress.
     undo_valid: AtomicU32,
-    _reserved1: u32,
+    _reserved: u32,
     /// The slot whose old value is saved.
     undo_slot: AtomicU64,
-    _reserved2: [u8; 112],
+    /// The first 24 bytes of the saved value (written through raw pointers).
+    undo_inline: UnsafeCell<[u8; 24]>,
 }
 
 const _: () = {
     use std::mem::{align_of, offset_of};
-    assert!(size_of::<ShardHead>() as u64 == SHARD_HEAD_FIXED);
+    assert!(size_of::<ShardHead>() == 128);
     assert!(align_of::<ShardHead>() == 128);
     assert!(offset_of!(ShardHead, len) == 64);
     assert!(offset_of!(ShardHead, tombstones) == 72);
     assert!(offset_of!(ShardHead, repairs) == 80);
-    assert!(offset_of!(ShardHead, undo_valid) == 128);
-    assert!(offset_of!(ShardHead, undo_slot) == 136);
+    assert!(offset_of!(ShardHead, undo_valid) == 88);
+    assert!(offset_of!(ShardHead, undo_slot) == 96);
+    assert!(offset_of!(ShardHead, undo_inline) as u64 == SHARD_HEAD_FIXED);
 };
 
 /// What a probe found.
@@ -279,7 +283,9 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
     #[inline]
     fn undo_value(&self, s: u64) -> *mut u8 {
         // SAFETY: `head_offset(s) + SHARD_HEAD_FIXED + value_size <= head_offset(s)
-        // + head_stride`, inside the data area.
+        // + head_stride`, inside the data area. Within the `ShardHead` these bytes
+        // are its `undo_inline` cell, so writing them while `&ShardHead`s exist is
+        // allowed.
         unsafe {
             self.seg
                 .data_ptr()
