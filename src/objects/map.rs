@@ -7,7 +7,7 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ptr;
-use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 use ndarray::Ix1;
@@ -433,14 +433,51 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
         unsafe { ptr::read_unaligned(self.entry(s, slot).add(KEY_OFFSET as usize).cast::<K>()) }
     }
 
-    /// Replaces the value of a full entry, through the undo record.
+    /// Replaces the value of a full entry: a value of 1, 2, 4 or 8 bytes with one
+    /// atomic store (it cannot be torn, so it is its own commit point), a larger or
+    /// odd-sized one through the undo record.
     #[inline]
     fn write_value_logged(&self, l: &Locked<'_>, slot: u64, value: &V) {
         let dst = self.entry(l.shard, slot);
+        // SAFETY: the value lies inside the entry; entries start at multiples of 8
+        // from a 128-aligned base and the value at a multiple of 8 inside them, so
+        // it is aligned for any atomic of its size; atomics may alias memory other
+        // processes change; we hold the shard lock.
+        let val = unsafe { dst.add(self.geo.value_offset as usize) };
+        let bytes = bytemuck::bytes_of(value);
+        match *bytes {
+            [a] => {
+                // SAFETY: see above (1-byte aligned).
+                let w = unsafe { &*val.cast::<AtomicU8>() };
+                w.store(a, Ordering::Release);
+            }
+            [a, b] => {
+                // SAFETY: see above (2-byte aligned).
+                let w = unsafe { &*val.cast::<AtomicU16>() };
+                w.store(u16::from_ne_bytes([a, b]), Ordering::Release);
+            }
+            [a, b, c, d] => {
+                // SAFETY: see above (4-byte aligned).
+                let w = unsafe { &*val.cast::<AtomicU32>() };
+                w.store(u32::from_ne_bytes([a, b, c, d]), Ordering::Release);
+            }
+            [a, b, c, d, e, f, g, h] => {
+                // SAFETY: see above (8-byte aligned).
+                let w = unsafe { &*val.cast::<AtomicU64>() };
+                w.store(
+                    u64::from_ne_bytes([a, b, c, d, e, f, g, h]),
+                    Ordering::Release,
+                );
+            }
+            _ => self.write_value_undoable(l, slot, val, value),
+        }
+    }
+
+    /// Replaces a value through the shard's undo record.
+    fn write_value_undoable(&self, l: &Locked<'_>, slot: u64, val: *mut u8, value: &V) {
         // SAFETY: the saved value and the entry's value are `size_of::<V>()` bytes
         // inside the mapping and do not overlap; we hold the shard lock.
         unsafe {
-            let val = dst.add(self.geo.value_offset as usize);
             ptr::copy_nonoverlapping(val, self.undo_value(l.shard), size_of::<V>());
             l.head.undo_slot.store(slot, Ordering::Relaxed);
             l.head.undo_valid.store(1, Ordering::Release);
