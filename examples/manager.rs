@@ -55,7 +55,7 @@ fn busy((d, l): (String, String)) {
 
 fn show(d: &SharedMap<Key, f64>) -> String {
     let mut entries: Vec<(Key, f64)> = d.to_vec().expect("snapshot");
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_by_key(|a| a.0);
     let items: Vec<String> = entries.iter().map(|(k, v)| format!("'{k}': {v}")).collect();
     format!("{{{}}}", items.join(", "))
 }

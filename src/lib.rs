@@ -78,6 +78,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Maps and lists
+//! [`SharedMap<K, V>`] and [`SharedVec<T>`]: Python's `Manager().dict()` and
+//! `.list()` without a server process, each one segment, safe under many
+//! processes at once and repaired after a process killed mid-operation;
+//! [`FixedStr`] for string keys.
+//!
+//! ```
+//! use shmarray::{FixedStr, SharedMap, SharedVec};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let d = SharedMap::<FixedStr<16>, i64>::create(&format!("doc-d-{}", std::process::id()), 100)?;
+//! d.upsert(FixedStr::new("hits")?, 0, |n| *n += 1)?;
+//! let l = SharedVec::<f64>::create(&format!("doc-l-{}", std::process::id()), 10)?;
+//! l.push(0.5)?;
+//! assert_eq!((d.get(&FixedStr::new("hits")?)?, l.to_vec()?), (Some(1), vec![0.5]));
+//! # Ok(()) }
+//! ```
+//!
 //! ## Processes and the pool
 //! [`Process`] and [`Pool`] run plain `fn`s in worker processes; kernels work in
 //! place on disjoint parts of a shared array ([`Pool::for_each_chunk`],
@@ -146,7 +163,7 @@
 //! | layer | what |
 //! |---|---|
 //! | pool, process | worker processes, a pool, in-place kernels over shared arrays (feature `pool`, default) |
-//! | array, objects, queue | typed handles, each a segment *kind*: [`SharedArray`], [`SharedValue`], atomics, [`Event`], [`Barrier`], [`Queue`], [`ByteQueue`] |
+//! | array, objects, queue | typed handles, each a segment *kind*: [`SharedArray`], [`SharedValue`], atomics, [`Event`], [`Barrier`], [`Queue`], [`ByteQueue`], [`SharedMap`], [`SharedVec`] |
 //! | sync | the robust mutex ([`LockError`], [`LockFailure`]), futex waits, the member table (liveness) |
 //! | segment | exclusive create, checked attach, kinds, liveness ([`Liveness`], [`Usage`]), removal, `gc`, inspection |
 //! | error, format | [`Error`] and friends; the segment format as pure code ([`Dtype`], [`ObjectKind`], [`Layout`]) |
