@@ -78,6 +78,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Maps and lists
+//! [`SharedMap<K, V>`] and [`SharedVec<T>`]: Python's `Manager().dict()` and
+//! `.list()` without a server process, each one segment, safe under many
+//! processes at once and repaired after a process killed mid-operation;
+//! [`FixedStr`] for string keys.
+//!
+//! ```
+//! use shmarray::{FixedStr, SharedMap, SharedVec};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let d = SharedMap::<FixedStr<16>, i64>::create(&format!("doc-d-{}", std::process::id()), 100)?;
+//! d.upsert(FixedStr::new("hits")?, 0, |n| *n += 1)?;
+//! let l = SharedVec::<f64>::create(&format!("doc-l-{}", std::process::id()), 10)?;
+//! l.push(0.5)?;
+//! assert_eq!((d.get(&FixedStr::new("hits")?)?, l.to_vec()?), (Some(1), vec![0.5]));
+//! # Ok(()) }
+//! ```
+//!
 //! ## Processes and the pool
 //! [`Process`] and [`Pool`] run plain `fn`s in worker processes; kernels work in
 //! place on disjoint parts of a shared array ([`Pool::for_each_chunk`],
@@ -146,7 +163,7 @@
 //! | layer | what |
 //! |---|---|
 //! | pool, process | worker processes, a pool, in-place kernels over shared arrays (feature `pool`, default) |
-//! | array, objects, queue | typed handles, each a segment *kind*: [`SharedArray`], [`SharedValue`], atomics, [`Event`], [`Barrier`], [`Queue`], [`ByteQueue`] |
+//! | array, objects, queue | typed handles, each a segment *kind*: [`SharedArray`], [`SharedValue`], atomics, [`Event`], [`Barrier`], [`Queue`], [`ByteQueue`], [`SharedMap`], [`SharedVec`] |
 //! | sync | the robust mutex ([`LockError`], [`LockFailure`]), futex waits, the member table (liveness) |
 //! | segment | exclusive create, checked attach, kinds, liveness ([`Liveness`], [`Usage`]), removal, `gc`, inspection |
 //! | error, format | [`Error`] and friends; the segment format as pure code ([`Dtype`], [`ObjectKind`], [`Layout`]) |
@@ -193,8 +210,8 @@ pub use format::npy::{HeaderError, Layout, NpyHeader};
 pub use format::objects::ParamsError;
 pub use ndarray;
 pub use objects::{
-    Barrier, BarrierOpenError, Event, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64,
-    SharedValue, ValueGuard,
+    Barrier, BarrierOpenError, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
+    SharedAtomicU32, SharedAtomicU64, SharedMap, SharedValue, SharedVec, ValueGuard, VecError,
 };
 #[cfg(feature = "pool")]
 pub use pool::{as_completed, ArrayHandle, Imap, MapResult, Partition, Pool, TaskFuture};
@@ -204,8 +221,9 @@ pub use process::{init, Process, StartMethod, TaskError, WORKER_ENV};
 pub use queue::{ByteQueue, Queue, QueueError};
 pub use segment::{
     collect_garbage, export_npy, find_garbage, huge_page_support, inspect, remove, Backing,
-    Directory, GcReport, HugeMount, HugePageSupport, HugePages, HugePool, Liveness, Namespace,
-    Options, PageKind, SegmentInfo, Usage, DIR_ENV, HUGE_DIR_ENV,
+    Contents, Directory, GcReport, HugeMount, HugePageSupport, HugePages, HugePool, Liveness,
+    MapContents, Namespace, Options, PageKind, SegmentInfo, Usage, VecContents, DIR_ENV,
+    HUGE_DIR_ENV,
 };
 pub use sync::{
     BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,
@@ -221,6 +239,7 @@ struct ReadmeDoctests;
 /// stability promise.
 #[doc(hidden)]
 pub mod __fuzz {
+    pub use crate::format::containers::{fmix64, hash_key, MapGeometry};
     pub use crate::format::describe::{describe_bytes, DescribeError, Description};
     pub use crate::format::npy::{build_header, parse_header, parse_preamble};
     pub use crate::format::objects::QueueGeometry;

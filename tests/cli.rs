@@ -1124,3 +1124,57 @@ fn the_library_alone_does_not_pull_in_the_cli_dependencies() {
         "{cli}"
     );
 }
+
+#[test]
+fn ls_and_inspect_show_maps_and_vecs_with_their_occupancy() {
+    use shmarray::{SharedMap, SharedVec};
+    let d = TestDir::new();
+    let m = SharedMap::<u64, f64>::create_with(&d.opts(), "prices", 100).unwrap();
+    m.insert(1, 2.0).unwrap();
+    m.insert(2, 4.0).unwrap();
+    let v = SharedVec::<i32>::create_with(&d.opts(), "list", 10).unwrap();
+    v.extend_from_slice(&[1, 2, 3]).unwrap();
+
+    let ls = ok(&d.0, &["ls"]);
+    let cols: Vec<&str> = row(&ls, "prices").split_whitespace().collect();
+    assert_eq!((cols[1], cols[2], cols[6]), ("map", "|u1", "2/100"), "{ls}");
+    let cols: Vec<&str> = row(&ls, "list").split_whitespace().collect();
+    assert_eq!(
+        cols[..7],
+        ["list", "vec", "<i4", "(10,)", "40", "B", "3/10"],
+        "{ls}"
+    );
+
+    let text = ok(&d.0, &["inspect", "prices"]);
+    for line in [
+        "kind           map",
+        "len            2",
+        "capacity       100 (at most 100 entries)",
+        "key size       8 bytes",
+        "value size     8 bytes",
+        "shards         1 of 256 slots",
+        "repairs        0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("'names': ['state', 'hash', 'key', 'value']"),
+        "{text}"
+    );
+    let j = json(&d.0, &["inspect", "--json", "prices"]);
+    assert_eq!(j["kind"], "map");
+    assert_eq!(j["contents"]["len"], 2);
+    assert_eq!(j["contents"]["entry_stride"], 24);
+    assert_eq!(j["contents"]["entries_offset"], 4096 + 128);
+    let j = json(&d.0, &["inspect", "--json", "list"]);
+    assert_eq!(
+        (j["kind"].as_str(), j["contents"]["len"].as_u64()),
+        (Some("vec"), Some(3))
+    );
+    let j = json(&d.0, &["ls", "--json"]);
+    assert!(j
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["contents"]["capacity"] == 100));
+}

@@ -162,3 +162,85 @@ fn numpy_open_memmap_segment_is_shared_both_ways() {
     };
     assert_eq!(out, "100 123");
 }
+
+/// The map's entries are a numpy structured array at the offset `inspect` gives,
+/// and Python finds a key with the hash function and probe rule of FORMAT.md; a
+/// vec is a plain 1-d array whose first `len` elements are valid.
+#[test]
+fn maps_and_vecs_read_from_numpy() {
+    use shmarray::{inspect, Contents, Namespace, SharedMap, SharedVec};
+    let name = unique_name("np-map");
+    let m = SharedMap::<u64, f64>::create(&name, 100).unwrap();
+    for k in 0..10u64 {
+        m.insert(k * 7, k as f64 / 2.0).unwrap();
+    }
+    m.remove(&14).unwrap();
+    let ns = Namespace::default_dir().unwrap();
+    let info = inspect(&ns, &name).unwrap();
+    let Some(Contents::Map(c)) = info.contents else {
+        panic!("{:?}", info.contents)
+    };
+    let Some(out) = python(&format!(
+        r#"
+M = (1 << 64) - 1
+K = 0x9e3779b97f4a7c15
+def fmix64(h):
+    h ^= h >> 33; h = (h * 0xff51afd7ed558ccd) & M
+    h ^= h >> 33; h = (h * 0xc4ceb9fe1a85ec53) & M
+    return h ^ (h >> 33)
+def key_hash(seed, key):
+    h = seed ^ ((len(key) * K) & M)
+    for i in range(0, len(key), 8):
+        h = ((h ^ int.from_bytes(key[i:i + 8].ljust(8, b'\0'), 'little')) * K) & M
+        h ^= h >> 32
+    return fmix64(h)
+path, seed, shards, slots = {path:?}, {seed}, {shards}, {slots}
+raw = np.load(path, mmap_mode='r')
+dt = np.dtype({{'names': ['state', 'hash', 'key', 'value'], 'formats': ['<u4', '<u4', '<u8', '<f8'],
+               'offsets': [0, 4, 8, {value_offset}], 'itemsize': {stride}}})
+e = np.memmap(path, dtype=dt, mode='r', offset={entries_offset}, shape=({count},))
+full = e[e['state'] == 1]
+print(raw.dtype, len(full), sorted(full['key'].tolist()) == [0, 7, 21, 28, 35, 42, 49, 56, 63])
+def get(key):
+    h = key_hash(seed, key.to_bytes(8, 'little'))
+    shard = 0 if shards == 1 else h >> (64 - shards.bit_length() + 1)
+    table = e[shard * slots:(shard + 1) * slots]
+    i = h & (slots - 1)
+    while table[i]['state'] != 0:
+        if table[i]['state'] == 1 and table[i]['hash'] == h >> 32 and table[i]['key'] == key:
+            return float(table[i]['value'])
+        i = (i + 1) % slots
+    return None
+print(get(63), get(14), get(1000))
+"#,
+        path = m.path().unwrap(),
+        seed = m.seed(),
+        shards = c.shards,
+        slots = c.slots_per_shard,
+        value_offset = c.value_offset,
+        stride = c.entry_stride,
+        entries_offset = c.entries_offset,
+        count = c.entry_count,
+    )) else {
+        return;
+    };
+    assert_eq!(out, "uint8 9 True\n4.5 None None");
+
+    let name = unique_name("np-vec");
+    let v = SharedVec::<f32>::create(&name, 8).unwrap();
+    v.extend_from_slice(&[1.5, 2.5, 3.5]).unwrap();
+    let Some(Contents::Vec(c)) = inspect(&ns, &name).unwrap().contents else {
+        panic!()
+    };
+    let out = python(&format!(
+        "a = np.load({path:?}, mmap_mode='r+')\n\
+         n = int(np.memmap({path:?}, dtype='<u8', mode='r', offset={len_offset}, shape=(1,))[0])\n\
+         print(a.dtype, a.shape, n, a[:n].tolist())\n\
+         a[1] = -1",
+        path = v.path().unwrap(),
+        len_offset = c.len_offset,
+    ))
+    .unwrap();
+    assert_eq!(out, "float32 (8,) 3 [1.5, 2.5, 3.5]");
+    assert_eq!(v.get(1).unwrap(), Some(-1.0));
+}

@@ -96,11 +96,15 @@ pub enum ObjectKind {
     Queue,
     /// A `ByteQueue`: as a queue, with byte messages.
     ByteQueue,
+    /// A `SharedMap<K, V>`: shards of a hash table as bytes.
+    Map,
+    /// A `SharedVec<T>`: a 1-d array of `T` whose length is in the control block.
+    Vec,
 }
 
 impl ObjectKind {
     /// Every kind this version knows.
-    pub(crate) const ALL: [ObjectKind; 7] = [
+    pub(crate) const ALL: [ObjectKind; 9] = [
         ObjectKind::Array,
         ObjectKind::Value,
         ObjectKind::Atomic,
@@ -108,6 +112,8 @@ impl ObjectKind {
         ObjectKind::Barrier,
         ObjectKind::Queue,
         ObjectKind::ByteQueue,
+        ObjectKind::Map,
+        ObjectKind::Vec,
     ];
 
     /// The code stored in the control block.
@@ -120,6 +126,8 @@ impl ObjectKind {
             ObjectKind::Barrier => 5,
             ObjectKind::Queue => 6,
             ObjectKind::ByteQueue => 7,
+            ObjectKind::Map => 8,
+            ObjectKind::Vec => 9,
         }
     }
 
@@ -138,6 +146,8 @@ impl ObjectKind {
             ObjectKind::Barrier => "barrier",
             ObjectKind::Queue => "queue",
             ObjectKind::ByteQueue => "bytequeue",
+            ObjectKind::Map => "map",
+            ObjectKind::Vec => "vec",
         }
     }
 }

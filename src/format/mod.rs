@@ -10,6 +10,7 @@
 //! - [`npy`]: the NPY header (numpy's own format), padded to a page.
 //! - [`control`]: the control block: object kind, creator, checksum, shared state.
 //! - [`objects`]: the data layouts of queues and barriers, with checked arithmetic.
+//! - [`containers`]: the data layouts of maps and vecs, and the map's key hash.
 //! - [`describe`]: reading a whole description from a file, each region once.
 //! - [`dtype`]: element types and their NPY descriptors.
 
@@ -19,6 +20,7 @@ pub(crate) const PAGE: usize = 4096;
 /// Size of the control block region appended after the data (one page).
 pub(crate) const CONTROL_SIZE: usize = PAGE;
 
+pub(crate) mod containers;
 pub(crate) mod control;
 pub(crate) mod describe;
 pub(crate) mod dtype;

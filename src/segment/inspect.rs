@@ -9,8 +9,12 @@ use super::huge::{file_backing, Backing};
 use super::liveness::{self, Liveness, Usage};
 use super::open::describe_error;
 use super::{check_name, map_errno, Namespace, NsDir};
-use crate::error::Result;
-use crate::format::control::{ControlFields, ObjectKind};
+use crate::error::{Error, Result};
+use crate::format::containers::{
+    map_len, read_counter, vec_capacity, vec_counter, vec_counter_offset, MapGeometry,
+    MAP_REPAIRS_COUNTER,
+};
+use crate::format::control::{ControlError, ControlFields, ObjectKind};
 use crate::format::describe::{describe, Description};
 use crate::format::npy::Layout;
 use crate::sys::fs::{self, Access};
@@ -48,6 +52,77 @@ pub struct SegmentInfo {
     /// (`Some(false)`: another container's pid, meaningless here); `None` when
     /// either namespace is unknown or there is no control block.
     pub creator_pid_here: Option<bool>,
+    /// For a map or vec: its occupancy and layout, read with `pread` when the
+    /// segment was inspected (a live count: others may be changing it).
+    pub contents: Option<Contents>,
+}
+
+/// What a container segment (a map or vec) holds, as `shmarray ls`/`inspect` show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Contents {
+    /// A `SharedMap`.
+    Map(MapContents),
+    /// A `SharedVec`.
+    Vec(VecContents),
+}
+
+impl Contents {
+    /// `(len, capacity)`.
+    pub fn occupancy(&self) -> (u64, u64) {
+        match self {
+            Contents::Map(m) => (m.len, m.capacity),
+            Contents::Vec(v) => (v.len, v.capacity),
+        }
+    }
+}
+
+/// A map's occupancy and where numpy finds its entries (`FORMAT.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MapContents {
+    /// Entries (the sum of the shards' counts).
+    pub len: u64,
+    /// The capacity it was created with.
+    pub capacity: u64,
+    /// The most entries it can hold (all shards full).
+    pub max_len: u64,
+    /// Number of shards.
+    pub shards: u64,
+    /// Slots per shard.
+    pub slots_per_shard: u64,
+    /// Bytes of a key.
+    pub key_size: u64,
+    /// Bytes of a value.
+    pub value_size: u64,
+    /// Bytes of an entry.
+    pub entry_stride: u64,
+    /// Offset of the value inside an entry (the key is at 8).
+    pub value_offset: u64,
+    /// File offset of the first entry; `shards * slots_per_shard` entries follow.
+    pub entries_offset: u64,
+    /// Number of entries (slots, used or not).
+    pub entry_count: u64,
+    /// The numpy structured dtype of an entry, key and value as raw bytes.
+    pub numpy_dtype: String,
+    /// The hash seed.
+    pub seed: u64,
+    /// Repairs after a process died holding a shard's lock.
+    pub repairs: u64,
+}
+
+/// A vec's occupancy and where its length is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VecContents {
+    /// Elements.
+    pub len: u64,
+    /// Room for this many (the data's shape).
+    pub capacity: u64,
+    /// File offset of the length (a little-endian `u64`).
+    pub len_offset: u64,
+    /// Repairs after a process died holding the lock.
+    pub repairs: u64,
 }
 
 impl SegmentInfo {
@@ -74,7 +149,16 @@ impl SegmentInfo {
 pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
     let bare = check_name(name)?;
     let (dir, file, info, desc) = read_description(ns, bare)?;
+    let contents = contents(&desc, &file).map_err(|e| match e {
+        ContentsError::Control(c) => Error::corrupt(bare, c),
+        ContentsError::Read(e) => Error::Io {
+            op: "pread",
+            name: bare.to_string(),
+            source: e,
+        },
+    })?;
     Ok(SegmentInfo {
+        contents,
         name: bare.to_string(),
         path: dir.dir.path().join(bare),
         backing: file_backing(&file, Some(&dir.backing)),
@@ -89,6 +173,63 @@ pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
         usage: liveness::usage(&file),
         layout: desc.layout,
         control: desc.control,
+    })
+}
+
+enum ContentsError {
+    Control(ControlError),
+    Read(std::io::Error),
+}
+
+/// Reads a map's or vec's occupancy with `pread`; the layout comes from the
+/// validated control block copy, and numbers read from the file are only shown.
+fn contents(
+    desc: &Description,
+    file: &File,
+) -> std::result::Result<Option<Contents>, ContentsError> {
+    let Some(c) = &desc.control else {
+        return Ok(None);
+    };
+    let mut read_at = |offset: u64, buf: &mut [u8]| fs::read_exact_at(file, buf, offset);
+    let control_offset = desc.layout.control_offset as u64;
+    let data_offset = desc.layout.data_offset as u64;
+    Ok(match c.kind {
+        ObjectKind::Map => {
+            let g = MapGeometry::from_control(c).map_err(ContentsError::Control)?;
+            let len = map_len(&g, data_offset, &mut read_at).map_err(ContentsError::Read)?;
+            let repairs = read_counter(control_offset, MAP_REPAIRS_COUNTER, &mut read_at)
+                .map_err(ContentsError::Read)?;
+            Some(Contents::Map(MapContents {
+                len,
+                capacity: g.capacity,
+                max_len: g.max_len(),
+                shards: g.shards,
+                slots_per_shard: g.slots,
+                key_size: g.key_size,
+                value_size: g.value_size,
+                entry_stride: g.stride,
+                value_offset: g.value_offset,
+                entries_offset: data_offset + g.entries_offset,
+                entry_count: g.shards * g.slots,
+                numpy_dtype: g.numpy_dtype(),
+                seed: MapGeometry::seed(c),
+                repairs,
+            }))
+        }
+        ObjectKind::Vec => {
+            let capacity = vec_capacity(c).map_err(ContentsError::Control)?;
+            let len = read_counter(control_offset, vec_counter::LEN, &mut read_at)
+                .map_err(ContentsError::Read)?;
+            let repairs = read_counter(control_offset, vec_counter::REPAIRS, &mut read_at)
+                .map_err(ContentsError::Read)?;
+            Some(Contents::Vec(VecContents {
+                len: len.min(capacity),
+                capacity,
+                len_offset: control_offset + vec_counter_offset(vec_counter::LEN),
+                repairs,
+            }))
+        }
+        _ => None,
     })
 }
 

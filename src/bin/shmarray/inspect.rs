@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use serde_json::{json, Value};
-use shmarray::{Backing, Error, Liveness, Namespace, PageKind, SegmentInfo, Usage};
+use shmarray::{Backing, Contents, Error, Liveness, Namespace, PageKind, SegmentInfo, Usage};
 
 use crate::text::{self, escape, escape_path, human_bytes};
 use crate::{CliError, Status};
@@ -60,6 +60,85 @@ pub(crate) fn pages_text(b: &Backing) -> String {
         PageKind::HugeTlb => format!("{size} hugetlb"),
         PageKind::Transparent => format!("{size} thp"),
         _ => size,
+    }
+}
+
+/// The USED cell: `len/capacity` of a map or vec, `-` for other kinds.
+pub(crate) fn used_text(info: &SegmentInfo) -> String {
+    match &info.contents {
+        Some(c) => {
+            let (len, cap) = c.occupancy();
+            format!("{len}/{cap}")
+        }
+        None => "-".into(),
+    }
+}
+
+/// The `inspect` lines of a map or vec.
+fn contents_lines(c: &Contents) -> Vec<(&'static str, String)> {
+    match c {
+        Contents::Map(m) => vec![
+            ("len", m.len.to_string()),
+            (
+                "capacity",
+                format!("{} (at most {} entries)", m.capacity, m.max_len),
+            ),
+            ("key size", format!("{} bytes", m.key_size)),
+            ("value size", format!("{} bytes", m.value_size)),
+            (
+                "shards",
+                format!("{} of {} slots", m.shards, m.slots_per_shard),
+            ),
+            (
+                "entries",
+                format!(
+                    "{} of {} bytes at file offset {}",
+                    m.entry_count, m.entry_stride, m.entries_offset
+                ),
+            ),
+            ("entry dtype", escape(&m.numpy_dtype)),
+            ("hash seed", format!("{:#018x}", m.seed)),
+            ("repairs", m.repairs.to_string()),
+        ],
+        Contents::Vec(v) => vec![
+            ("len", v.len.to_string()),
+            ("capacity", v.capacity.to_string()),
+            (
+                "len offset",
+                format!("{} (little-endian u64)", v.len_offset),
+            ),
+            ("repairs", v.repairs.to_string()),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// A map's or vec's contents as JSON.
+fn contents_json(c: &Contents) -> Value {
+    match c {
+        Contents::Map(m) => json!({
+            "len": m.len,
+            "capacity": m.capacity,
+            "max_len": m.max_len,
+            "key_size": m.key_size,
+            "value_size": m.value_size,
+            "shards": m.shards,
+            "slots_per_shard": m.slots_per_shard,
+            "entry_stride": m.entry_stride,
+            "value_offset": m.value_offset,
+            "entries_offset": m.entries_offset,
+            "entry_count": m.entry_count,
+            "entry_dtype": m.numpy_dtype,
+            "seed": m.seed,
+            "repairs": m.repairs,
+        }),
+        Contents::Vec(v) => json!({
+            "len": v.len,
+            "capacity": v.capacity,
+            "len_offset": v.len_offset,
+            "repairs": v.repairs,
+        }),
+        _ => Value::Null,
     }
 }
 
@@ -191,6 +270,9 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
             ]);
         }
     }
+    if let Some(c) = &info.contents {
+        v.extend(contents_lines(c));
+    }
     v.push(("garbage", gc_verdict(info, viewer).into()));
     v
 }
@@ -255,6 +337,7 @@ pub(crate) fn segment_json(info: &SegmentInfo, viewer: &Viewer, detail: bool) ->
         "owner_uid": info.owner,
         "other_owner": viewer.is_foreign_owner(info.owner),
         "garbage": info.is_garbage() && !viewer.is_foreign_owner(info.owner),
+        "contents": info.contents.as_ref().map(contents_json),
     });
     if detail {
         let extra = json!({

@@ -1,6 +1,7 @@
 //! `shmarray ls`: every entry of the segment directory, read through
 //! `shmarray::inspect` (`pread` only: no mapping, no following links, no blocking on
-//! FIFOs). The KIND column comes from the control block.
+//! FIFOs). The KIND column comes from the control block; USED is the occupancy of
+//! maps and vecs (`len/capacity`).
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -10,7 +11,7 @@ use shmarray::{Error, Namespace, SegmentInfo};
 
 use serde_json::{json, Value};
 
-use crate::inspect::{creator_text, pages_text, problem_text, segment_json, Viewer};
+use crate::inspect::{creator_text, pages_text, problem_text, segment_json, used_text, Viewer};
 use crate::text::{self, escape, escape_os, human_bytes, Table};
 use crate::{CliError, Status};
 
@@ -84,6 +85,7 @@ fn segment_row(name: String, info: &SegmentInfo, viewer: &Viewer) -> Vec<String>
         escape(&l.header.descr),
         text::shape(&l.header.shape),
         human_bytes(l.data_len as u64),
+        used_text(info),
         pages_text(&info.backing),
         info.usage.to_string(),
         creator_text(info),
@@ -105,7 +107,7 @@ fn temporary_note(raw: &OsStr) -> &'static str {
 
 fn other_row(name: String, kind: &str, note: String) -> Vec<String> {
     let mut row = vec![name, kind.to_string()];
-    row.extend(std::iter::repeat_n("-".to_string(), 6));
+    row.extend(std::iter::repeat_n("-".to_string(), 7));
     row.push(note);
     row
 }
@@ -165,7 +167,7 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
         return Ok(Status::Ok);
     }
     let mut table = Table::new(&[
-        "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "PAGES", "USE", "CREATOR", "NOTES",
+        "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "USED", "PAGES", "USE", "CREATOR", "NOTES",
     ]);
     for (_, raw, entry) in entries(ns, args.all)? {
         let name = escape_os(&raw);

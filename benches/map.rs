@@ -1,0 +1,185 @@
+//! `SharedMap` throughput: get and insert (replacing a value) of random keys among
+//! 100 000 present ones in a map of capacity 200 000 (64 shards), from one process
+//! and from two processes at once, against `std::sync::Mutex<HashMap>` in one
+//! process (one thread, and two threads). For scale: Python's
+//! `multiprocessing.Manager().dict()` does about 33 000 sets per second from one
+//! process (measured on the same machine; every operation is a round trip to the
+//! manager process).
+//!
+//! The second process is this bench binary re-executed with
+//! `SHMARRAY_MAPBENCH_CHILD`. Run: `cargo bench --bench map`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use shmarray::{Event, SharedMap};
+
+const CHILD_ENV: &str = "SHMARRAY_MAPBENCH_CHILD";
+const KEYS: u64 = 100_000;
+const CAPACITY: usize = 200_000;
+
+/// Random keys in `0..KEYS` (xorshift), a different stream per seed.
+struct Keys(u64);
+
+impl Keys {
+    #[inline]
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % KEYS
+    }
+}
+
+fn child(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [op, name, ready, go, iters] = parts.as_slice() else {
+        std::process::exit(2)
+    };
+    let iters: u64 = iters.parse().unwrap();
+    let m = SharedMap::<u64, u64>::open(name).unwrap();
+    let (ready, go) = (Event::open(ready).unwrap(), Event::open(go).unwrap());
+    ready.set();
+    go.wait_timeout(Duration::from_secs(60)).unwrap();
+    let mut keys = Keys(0x1234_5678_9abc_def1);
+    match *op {
+        "get" => {
+            for _ in 0..iters {
+                black_box(m.get(&keys.next()).unwrap());
+            }
+        }
+        "insert" => {
+            for i in 0..iters {
+                black_box(m.insert(keys.next(), i).unwrap());
+            }
+        }
+        _ => std::process::exit(2),
+    }
+}
+
+/// Runs `iters` operations here and in a second process at the same time; returns
+/// the wall time from the start signal until both are done.
+fn two_processes(op: &str, name: &str, iters: u64, mut here: impl FnMut()) -> Duration {
+    let pid = std::process::id();
+    let (ready_name, go_name) = (
+        format!("shmarray-mapbench-ready-{pid}"),
+        format!("shmarray-mapbench-go-{pid}"),
+    );
+    let ready = Event::create(&ready_name).unwrap();
+    let go = Event::create(&go_name).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(
+            CHILD_ENV,
+            format!("{op}:{name}:{ready_name}:{go_name}:{iters}"),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    ready
+        .wait_timeout(Duration::from_secs(60))
+        .expect("child ready");
+    let t = Instant::now();
+    go.set();
+    for _ in 0..iters {
+        here();
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    t.elapsed()
+}
+
+fn benches(c: &mut Criterion) {
+    let pid = std::process::id();
+    let name = format!("shmarray-mapbench-{pid}");
+    let m = SharedMap::<u64, u64>::create(&name, CAPACITY).unwrap();
+    let mut std_map = HashMap::with_capacity(CAPACITY);
+    for k in 0..KEYS {
+        m.insert(k, k).unwrap();
+        std_map.insert(k, k);
+    }
+    let std_map = Arc::new(Mutex::new(std_map));
+
+    let mut g = c.benchmark_group("map_1proc");
+    g.throughput(Throughput::Elements(1));
+    let mut keys = Keys(0x9e37_79b9_7f4a_7c15);
+    g.bench_function("shmarray_get", |b| {
+        b.iter(|| black_box(m.get(&keys.next()).unwrap()))
+    });
+    g.bench_function("shmarray_insert", |b| {
+        b.iter(|| black_box(m.insert(keys.next(), 7).unwrap()))
+    });
+    g.bench_function("std_mutex_hashmap_get", |b| {
+        b.iter(|| black_box(std_map.lock().unwrap().get(&keys.next()).copied()))
+    });
+    g.bench_function("std_mutex_hashmap_insert", |b| {
+        b.iter(|| black_box(std_map.lock().unwrap().insert(keys.next(), 7)))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("map_2proc");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(2));
+    g.bench_function("shmarray_get", |b| {
+        b.iter_custom(|iters| {
+            two_processes("get", &name, iters, || {
+                black_box(m.get(&keys.next()).unwrap());
+            })
+        })
+    });
+    g.bench_function("shmarray_insert", |b| {
+        b.iter_custom(|iters| {
+            two_processes("insert", &name, iters, || {
+                black_box(m.insert(keys.next(), 7).unwrap());
+            })
+        })
+    });
+    for (label, insert) in [
+        ("std_mutex_hashmap_get_2threads", false),
+        ("std_mutex_hashmap_insert_2threads", true),
+    ] {
+        g.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                let other = std_map.clone();
+                let t = Instant::now();
+                let h = std::thread::spawn(move || {
+                    let mut keys = Keys(0x1234_5678_9abc_def1);
+                    for _ in 0..iters {
+                        let mut g = other.lock().unwrap();
+                        if insert {
+                            black_box(g.insert(keys.next(), 7));
+                        } else {
+                            black_box(g.get(&keys.next()).copied());
+                        }
+                    }
+                });
+                let mut keys = Keys(0x9e37_79b9_7f4a_7c15);
+                for _ in 0..iters {
+                    let mut g = std_map.lock().unwrap();
+                    if insert {
+                        black_box(g.insert(keys.next(), 7));
+                    } else {
+                        black_box(g.get(&keys.next()).copied());
+                    }
+                }
+                h.join().unwrap();
+                t.elapsed()
+            })
+        });
+    }
+    g.finish();
+    assert_eq!(m.len(), KEYS as usize);
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        child(&spec);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+}

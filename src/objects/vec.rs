@@ -1,0 +1,350 @@
+//! `SharedVec<T>`: Python's `Manager().list()` for numbers, without the server.
+
+use std::fmt;
+use std::mem::size_of;
+use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
+
+use ndarray::Ix1;
+
+use crate::array::{ArrayGuard, SharedArray};
+use crate::element::Element;
+use crate::error::Error;
+use crate::format::containers::{vec_capacity, vec_counter, VEC_VERSION};
+use crate::format::control::{ControlError, ObjectKind};
+use crate::format::objects::ParamsError;
+use crate::segment::{KindSpec, Options, Target};
+use crate::sync::{LockError, LockFailure};
+
+/// Largest `SharedVec` capacity (elements).
+const MAX_VEC_CAPACITY: u64 = 1 << 40;
+
+/// Why a vec operation, create or open did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VecError {
+    /// The vec has no room for `additional` more elements (nothing was added).
+    #[error("the vec is full: {len} of {capacity} elements, {additional} more do not fit")]
+    Full {
+        /// The vec's capacity.
+        capacity: usize,
+        /// Its length when the push was refused.
+        len: usize,
+        /// Elements that were to be added.
+        additional: usize,
+    },
+    /// An index at or beyond the length.
+    #[error("index {index} is out of bounds for length {len}")]
+    OutOfBounds {
+        /// The index.
+        index: usize,
+        /// The length.
+        len: usize,
+    },
+    /// The capacity is out of range (nothing was created).
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    /// The lock could not be taken.
+    #[error("vec lock failed: {0}")]
+    Lock(#[from] LockFailure),
+    /// Creating or opening the segment failed: `NotFound`, `KindMismatch` (not a
+    /// vec), `TypeMismatch` (another element type), `Corrupt`, ...
+    #[error(transparent)]
+    Segment(#[from] Error),
+}
+
+/// A bounded vector of numbers in one named segment, shared by any number of
+/// processes: Python's `multiprocessing.Manager().list()` without a server.
+///
+/// The data area is an ordinary 1-d numpy array of `capacity` elements of `T`
+/// (`numpy.load(path, mmap_mode="r")`); the first [`len`](Self::len) of them are
+/// the vec's elements, and the length is a counter in the control block
+/// (`FORMAT.md`).
+///
+/// ```
+/// use shmarray::SharedVec;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-vec-{}", std::process::id());
+/// let v = SharedVec::<f64>::create(&name, 100)?; // owner: removed on drop
+/// v.extend_from_slice(&[1.0, 2.0])?;
+/// let other = SharedVec::<f64>::open(&name)?; // e.g. in another process
+/// assert_eq!(other.push(3.0)?, 2); // the index it went to
+/// other.set(0, 10.0)?;
+/// assert_eq!(v.to_vec()?, [10.0, 2.0, 3.0]);
+/// assert_eq!(v.pop()?, Some(3.0));
+/// assert_eq!((v.len(), v.capacity()), (2, 100));
+/// # Ok(()) }
+/// ```
+///
+/// # Processes killed mid-operation
+/// Every operation runs under the segment's robust lock. Push, pop, truncate,
+/// clear and `extend_from_slice` write the elements first and commit with one store
+/// of the length; `set` saves the old element in an undo record first. The next
+/// locker after a holder died rolls back the undo record and checks the length,
+/// so nobody ever sees a half-written element or a stuck lock;
+/// [`repairs`](Self::repairs) counts it.
+pub struct SharedVec<T: Element> {
+    array: SharedArray<T, Ix1>,
+}
+
+impl<T: Element> SharedVec<T> {
+    /// Creates vec `name` with room for `capacity` elements (owner: the name is
+    /// removed when this handle is dropped).
+    pub fn create(name: &str, capacity: usize) -> Result<Self, VecError> {
+        Self::create_with(&Options::new(), name, capacity)
+    }
+
+    /// [`create`](Self::create) with options (directory, persistence, huge pages).
+    pub fn create_with(opts: &Options, name: &str, capacity: usize) -> Result<Self, VecError> {
+        check_capacity::<T>(capacity as u64)?;
+        let ns = opts.ns()?;
+        let mut params = [0u64; 8];
+        params[0] = capacity as u64;
+        let kind = KindSpec {
+            kind: ObjectKind::Vec,
+            version: VEC_VERSION,
+            params,
+        };
+        let array =
+            SharedArray::create_kind(Target::Named(&ns, name), kind, opts, &[capacity], |_| {})?;
+        Ok(SharedVec { array })
+    }
+
+    /// Opens vec `name`, checked against `T`.
+    pub fn open(name: &str) -> Result<Self, VecError> {
+        Self::open_with(&Options::new(), name)
+    }
+
+    /// [`open`](Self::open) with options (directory, trusted owners). A vec cannot
+    /// be opened read-only (every operation takes the lock).
+    pub fn open_with(opts: &Options, name: &str) -> Result<Self, VecError> {
+        let array: SharedArray<T, Ix1> = SharedArray::open_kind(opts, name, ObjectKind::Vec)?;
+        let label = array.name().unwrap_or("<anonymous>").to_string();
+        let c = array.control().ok_or_else(|| Error::NoControlBlock {
+            name: label.clone(),
+            what: "the vec's length",
+        })?;
+        let corrupt = |e: ControlError| Error::corrupt(&label, e);
+        let capacity = vec_capacity(&c).map_err(corrupt)?;
+        check_capacity::<T>(capacity).map_err(|e| {
+            corrupt(ControlError::Params {
+                kind: ObjectKind::Vec,
+                problem: e.to_string(),
+            })
+        })?;
+        if capacity != array.len() as u64 {
+            return Err(corrupt(ControlError::Params {
+                kind: ObjectKind::Vec,
+                problem: format!("capacity {capacity} but {} elements", array.len()),
+            })
+            .into());
+        }
+        if !array.is_writable() {
+            return Err(Error::ReadOnly { name: label }.into());
+        }
+        Ok(SharedVec { array })
+    }
+
+    fn counter(&self, index: usize) -> &AtomicU64 {
+        self.array
+            .counter(index)
+            .expect("a vec has a control block with eight counters (checked at open)")
+    }
+
+    /// Takes the lock; repairs first if the previous holder died.
+    fn lock(&self) -> Result<ArrayGuard<'_, T, Ix1>, VecError> {
+        match self.array.lock() {
+            Ok(g) => Ok(g),
+            Err(LockError::OwnerDied(mut g)) => {
+                self.repair(&mut g);
+                g.mark_consistent();
+                Ok(g)
+            }
+            Err(e) => Err(VecError::Lock(e.into_failure())),
+        }
+    }
+
+    /// Rolls back a half-done `set` and clamps the length (the lock is held).
+    /// Idempotent.
+    #[cold]
+    fn repair(&self, g: &mut ArrayGuard<'_, T, Ix1>) {
+        let undo = self.counter(vec_counter::UNDO_INDEX);
+        let index = undo.load(Ordering::Acquire);
+        if index != 0 {
+            if let Some(slot) = usize::try_from(index - 1).ok().and_then(|i| g.get_mut(i)) {
+                let bits = self
+                    .counter(vec_counter::UNDO_BITS)
+                    .load(Ordering::Relaxed)
+                    .to_le_bytes();
+                *slot = bytemuck::pod_read_unaligned(&bits[..size_of::<T>()]);
+            }
+            undo.store(0, Ordering::Release);
+        }
+        let len = self.counter(vec_counter::LEN);
+        len.store(
+            len.load(Ordering::Relaxed).min(self.capacity() as u64),
+            Ordering::Release,
+        );
+        self.counter(vec_counter::REPAIRS)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The length, as stored (the caller holds the lock); never above capacity.
+    fn len_locked(&self) -> usize {
+        (self.counter(vec_counter::LEN).load(Ordering::Relaxed) as usize).min(self.capacity())
+    }
+
+    fn commit_len(&self, len: usize) {
+        self.counter(vec_counter::LEN)
+            .store(len as u64, Ordering::Release);
+    }
+
+    /// Appends `value`; returns its index. `Err(Full)` if the vec is full.
+    pub fn push(&self, value: T) -> Result<usize, VecError> {
+        let mut g = self.lock()?;
+        let len = self.len_locked();
+        if len == self.capacity() {
+            return Err(VecError::Full {
+                capacity: self.capacity(),
+                len,
+                additional: 1,
+            });
+        }
+        g[len] = value;
+        self.commit_len(len + 1);
+        Ok(len)
+    }
+
+    /// Appends all of `values`, or nothing if they do not fit (`Err(Full)`); one
+    /// commit, so other processes see all of them or none.
+    pub fn extend_from_slice(&self, values: &[T]) -> Result<(), VecError> {
+        let mut g = self.lock()?;
+        let len = self.len_locked();
+        if values.len() > self.capacity() - len {
+            return Err(VecError::Full {
+                capacity: self.capacity(),
+                len,
+                additional: values.len(),
+            });
+        }
+        let dst = g.as_slice_mut().expect("a 1-d C-order array is contiguous");
+        dst[len..len + values.len()].copy_from_slice(values);
+        self.commit_len(len + values.len());
+        Ok(())
+    }
+
+    /// Removes and returns the last element (`None` if empty).
+    pub fn pop(&self) -> Result<Option<T>, VecError> {
+        let g = self.lock()?;
+        let len = self.len_locked();
+        if len == 0 {
+            return Ok(None);
+        }
+        let v = g[len - 1];
+        self.commit_len(len - 1);
+        Ok(Some(v))
+    }
+
+    /// The element at `index` (`None` beyond the length).
+    pub fn get(&self, index: usize) -> Result<Option<T>, VecError> {
+        let g = self.lock()?;
+        Ok((index < self.len_locked()).then(|| g[index]))
+    }
+
+    /// Replaces the element at `index`; returns the old one. `Err(OutOfBounds)` at
+    /// or beyond the length.
+    pub fn set(&self, index: usize, value: T) -> Result<T, VecError> {
+        let mut g = self.lock()?;
+        let len = self.len_locked();
+        if index >= len {
+            return Err(VecError::OutOfBounds { index, len });
+        }
+        let old = g[index];
+        let mut bits = [0u8; 8];
+        bits[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&old));
+        self.counter(vec_counter::UNDO_BITS)
+            .store(u64::from_le_bytes(bits), Ordering::Relaxed);
+        let undo = self.counter(vec_counter::UNDO_INDEX);
+        undo.store(index as u64 + 1, Ordering::Release);
+        // The element is written only after the undo record is complete.
+        compiler_fence(Ordering::SeqCst);
+        g[index] = value;
+        undo.store(0, Ordering::Release);
+        Ok(old)
+    }
+
+    /// Shortens the vec to `len` elements (no effect if it is not longer).
+    pub fn truncate(&self, len: usize) -> Result<(), VecError> {
+        let _g = self.lock()?;
+        if len < self.len_locked() {
+            self.commit_len(len);
+        }
+        Ok(())
+    }
+
+    /// Removes every element.
+    pub fn clear(&self) -> Result<(), VecError> {
+        self.truncate(0)
+    }
+
+    /// A copy of the elements, taken under the lock.
+    pub fn to_vec(&self) -> Result<Vec<T>, VecError> {
+        let g = self.lock()?;
+        let len = self.len_locked();
+        Ok(g.as_slice().expect("contiguous")[..len].to_vec())
+    }
+
+    /// Iterates over a copy of the elements (see [`to_vec`](Self::to_vec)).
+    pub fn iter(&self) -> Result<std::vec::IntoIter<T>, VecError> {
+        Ok(self.to_vec()?.into_iter())
+    }
+
+    /// The length, read without the lock.
+    pub fn len(&self) -> usize {
+        (self.counter(vec_counter::LEN).load(Ordering::Acquire) as usize).min(self.capacity())
+    }
+
+    /// Whether the vec is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most elements it can hold.
+    pub fn capacity(&self) -> usize {
+        self.array.len()
+    }
+
+    /// How many times the vec was repaired after a process died holding its lock.
+    pub fn repairs(&self) -> u64 {
+        self.counter(vec_counter::REPAIRS).load(Ordering::Relaxed)
+    }
+
+    segment_accessors!(persistent array);
+}
+
+fn check_capacity<T>(capacity: u64) -> Result<(), ParamsError> {
+    if capacity > MAX_VEC_CAPACITY {
+        return Err(ParamsError::Capacity {
+            capacity,
+            min: 0,
+            max: MAX_VEC_CAPACITY,
+        });
+    }
+    if size_of::<T>() > 8 {
+        return Err(ParamsError::ItemSize {
+            size: size_of::<T>() as u64,
+            max: 8,
+        });
+    }
+    Ok(())
+}
+
+impl<T: Element> fmt::Debug for SharedVec<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedVec")
+            .field("name", &self.name())
+            .field("dtype", &T::DTYPE)
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
