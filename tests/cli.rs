@@ -1007,7 +1007,7 @@ fn ls_and_inspect_speak_json() {
     assert_eq!(one["elements"], 15);
     assert_eq!(one["data_offset"], 4096);
     assert_eq!(one["mode"], "0600");
-    assert_eq!(one["control"]["layout_version"], 2);
+    assert_eq!(one["control"]["layout_version"], 3);
     assert_eq!(one["gc_verdict"], "no: persistent");
     assert!(is_rfc3339_utc(one["created"].as_str().unwrap()));
     let o = shmarray(&d.0, &["inspect", "--json", "pipe"]);

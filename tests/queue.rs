@@ -1072,7 +1072,7 @@ impl QueueFile {
             cb[at..at + bytes.len()].copy_from_slice(bytes)
         };
         put(&mut cb, 0, b"SHMARRCB");
-        put(&mut cb, 8, &2u32.to_le_bytes()); // layout version
+        put(&mut cb, 8, &3u32.to_le_bytes()); // layout version
         put(&mut cb, 12, &self.kind.code().to_le_bytes());
         put(&mut cb, 16, &self.kind_version.to_le_bytes());
         put(&mut cb, 20, &Dtype::U8.code().to_le_bytes());
