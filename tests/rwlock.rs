@@ -317,7 +317,9 @@ fn the_reader_table_has_56_entries_and_handles_give_theirs_back() {
     let guards: Vec<_> = handles[..16].iter().map(|h| h.read().unwrap()).collect();
     assert!(matches!(
         handles[16].read(),
-        Err(LockError::Failed(LockFailure::TooManyHeldReads { limit: 16 }))
+        Err(LockError::Failed(LockFailure::TooManyHeldReads {
+            limit: 16
+        }))
     ));
     drop(guards);
     // Each handle takes an entry on its first read and keeps it while it lives.
