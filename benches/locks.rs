@@ -13,15 +13,17 @@
 //! The second process is this bench binary re-executed with `SHMARRAY_LOCKBENCH_CHILD`.
 //! Run: `cargo bench --bench locks`.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use ndarray::Ix1;
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
-use shmarray::{Event, SharedArray, SharedAtomicU64, SharedValue};
+use shmarray::{SharedArray, SharedAtomicU64, SharedValue};
 use std::hint::black_box;
+
+mod common;
+use common::ChildSpec;
 
 const CHILD_ENV: &str = "SHMARRAY_LOCKBENCH_CHILD";
 
@@ -70,17 +72,10 @@ impl RawSyncShared {
 }
 
 fn child(spec: &str) {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let [kind, name, ready, go, iters] = parts.as_slice() else {
-        std::process::exit(2)
-    };
-    let iters: u64 = iters.parse().unwrap();
-    let (ready, go) = (Event::open(ready).unwrap(), Event::open(go).unwrap());
-    let wait_go = || {
-        ready.set();
-        go.wait_timeout(Duration::from_secs(60)).unwrap();
-    };
-    match *kind {
+    let c = ChildSpec::parse(spec);
+    let (name, iters) = (c.name.as_str(), c.iters);
+    let wait_go = || c.wait_go();
+    match c.kind.as_str() {
         "ours" => {
             let v = SharedValue::<u64>::open(name).unwrap();
             wait_go();
@@ -122,33 +117,8 @@ fn child(spec: &str) {
 
 /// Runs `iters` increments here and in a second process at the same time; returns
 /// the wall time from the start signal until both are done.
-fn two_processes(kind: &str, name: &str, iters: u64, mut here: impl FnMut()) -> Duration {
-    let pid = std::process::id();
-    let (ready_name, go_name) = (
-        format!("shmarray-bench-ready-{pid}"),
-        format!("shmarray-bench-go-{pid}"),
-    );
-    let ready = Event::create(&ready_name).unwrap();
-    let go = Event::create(&go_name).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(
-            CHILD_ENV,
-            format!("{kind}:{name}:{ready_name}:{go_name}:{iters}"),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    ready
-        .wait_timeout(Duration::from_secs(60))
-        .expect("child ready");
-    let t = Instant::now();
-    go.set();
-    for _ in 0..iters {
-        here();
-    }
-    let status = child.wait().unwrap();
-    assert!(status.success());
-    t.elapsed()
+fn two_processes(kind: &str, name: &str, iters: u64, here: impl FnMut()) -> Duration {
+    common::two_processes(CHILD_ENV, kind, name, iters, here)
 }
 
 fn benches(c: &mut Criterion) {

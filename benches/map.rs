@@ -11,12 +11,14 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use shmarray::{Event, SharedMap};
+
+mod common;
+use common::ChildSpec;
+use shmarray::SharedMap;
 
 const CHILD_ENV: &str = "SHMARRAY_MAPBENCH_CHILD";
 const KEYS: u64 = 100_000;
@@ -36,17 +38,12 @@ impl Keys {
 }
 
 fn child(spec: &str) {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let [op, name, ready, go, iters] = parts.as_slice() else {
-        std::process::exit(2)
-    };
-    let iters: u64 = iters.parse().unwrap();
-    let m = SharedMap::<u64, u64>::open(name).unwrap();
-    let (ready, go) = (Event::open(ready).unwrap(), Event::open(go).unwrap());
-    ready.set();
-    go.wait_timeout(Duration::from_secs(60)).unwrap();
+    let c = ChildSpec::parse(spec);
+    let (op, iters) = (c.kind.as_str(), c.iters);
+    let m = SharedMap::<u64, u64>::open(&c.name).unwrap();
+    c.wait_go();
     let mut keys = Keys(0x1234_5678_9abc_def1);
-    match *op {
+    match op {
         "get" => {
             for _ in 0..iters {
                 black_box(m.get(&keys.next()).unwrap());
@@ -63,33 +60,8 @@ fn child(spec: &str) {
 
 /// Runs `iters` operations here and in a second process at the same time; returns
 /// the wall time from the start signal until both are done.
-fn two_processes(op: &str, name: &str, iters: u64, mut here: impl FnMut()) -> Duration {
-    let pid = std::process::id();
-    let (ready_name, go_name) = (
-        format!("shmarray-mapbench-ready-{pid}"),
-        format!("shmarray-mapbench-go-{pid}"),
-    );
-    let ready = Event::create(&ready_name).unwrap();
-    let go = Event::create(&go_name).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(
-            CHILD_ENV,
-            format!("{op}:{name}:{ready_name}:{go_name}:{iters}"),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    ready
-        .wait_timeout(Duration::from_secs(60))
-        .expect("child ready");
-    let t = Instant::now();
-    go.set();
-    for _ in 0..iters {
-        here();
-    }
-    let status = child.wait().unwrap();
-    assert!(status.success());
-    t.elapsed()
+fn two_processes(op: &str, name: &str, iters: u64, here: impl FnMut()) -> Duration {
+    common::two_processes(CHILD_ENV, op, name, iters, here)
 }
 
 fn benches(c: &mut Criterion) {
