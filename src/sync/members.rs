@@ -26,7 +26,9 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::format::objects::{MAX_MEMBERS, MEMBER_ENTRY_BYTES};
+use crate::format::objects::MAX_MEMBERS;
+#[cfg(not(loom))]
+use crate::format::objects::MEMBER_ENTRY_BYTES;
 use crate::segment::liveness::{Liveness, MEMBER_BASE};
 use crate::sys::fs::{self, Access};
 use crate::sys::lock::{self, Probe};

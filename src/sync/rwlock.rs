@@ -454,10 +454,10 @@ mod loom_tests {
             // still counted).
             let holds = m.table[0].holds.load(Ordering::SeqCst);
             assert_eq!(
-                d.recovered + holds,
+                d.recovered() + holds,
                 1,
                 "recovered {} holds {holds}",
-                d.recovered
+                d.recovered()
             );
         });
     }
