@@ -9,7 +9,8 @@
 //! into its array), and all three must agree on every statistic.
 //!
 //! Run: `cargo run --release --example images -- [--dir DIR] [--count N]
-//! [--size HxW] [--workers K] [--json OUT] [--cache DIR] [--generate-only]`
+//! [--size HxW] [--workers K] [--json OUT] [--cache DIR] [--generate-only]
+//! [--repeat R]` (`--repeat`: run each mode R times and report the fastest)
 //!
 //! - Without `--dir`, a reproducible set of `--count` files (default 300 of
 //!   128x128) is generated once into `--cache` (default `target/images-N-HxW-v1`)
@@ -58,10 +59,11 @@ struct Args {
     json: Option<PathBuf>,
     cache: Option<PathBuf>,
     generate_only: bool,
+    repeat: usize,
 }
 
 const USAGE: &str = "usage: images [--dir DIR] [--count N] [--size HxW] [--workers K] \
-[--json OUT] [--cache DIR] [--generate-only]";
+[--json OUT] [--cache DIR] [--generate-only] [--repeat R]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -73,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
         json: None,
         cache: None,
         generate_only: false,
+        repeat: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
             "--json" => a.json = Some(value()?.into()),
             "--cache" => a.cache = Some(value()?.into()),
             "--generate-only" => a.generate_only = true,
+            "--repeat" => a.repeat = value()?.parse().map_err(|e| format!("--repeat: {e}"))?,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -792,11 +796,24 @@ fn main() -> Result<(), Error> {
         pool_n.size(),
         start_n
     );
-    let runs = vec![
-        run_mode(&pool_1, Mode::Shared, "shared 1", &dir, &files, size)?,
-        run_mode(&pool_n, Mode::Shared, "shared N", &dir, &files, size)?,
-        run_mode(&pool_n, Mode::Pipe, "pipe N", &dir, &files, size)?,
-    ];
+    let mut runs = Vec::new();
+    for (pool, mode, label) in [
+        (&pool_1, Mode::Shared, "shared 1"),
+        (&pool_n, Mode::Shared, "shared N"),
+        (&pool_n, Mode::Pipe, "pipe N"),
+    ] {
+        let mut best: Option<Run> = None;
+        for _ in 0..args.repeat.max(1) {
+            let r = run_mode(pool, mode, label, &dir, &files, size)?;
+            if best
+                .as_ref()
+                .is_none_or(|b| r.decode + r.stats < b.decode + b.stats)
+            {
+                best = Some(r);
+            }
+        }
+        runs.extend(best);
+    }
     drop(pool_1);
 
     let base = runs[0].decode + runs[0].stats;
