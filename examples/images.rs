@@ -27,6 +27,16 @@
 //!   (sum of channel c as u64) as f64 / (H * W) as f64` (one rounding, identical in
 //!   any language with IEEE doubles), `hist[c][v]` = number of pixels whose channel
 //!   `c` is `v`.
+//! - How pixels reach the shared array: a decode task carries an [`ArrayHandle`]
+//!   (the segment's location, not its data) and a run of row indices. The worker
+//!   attaches the segment once (the pool's attach cache keeps the mapping for later
+//!   tasks), takes a mutable view through the handle, and decodes each file into
+//!   its row: an RGB8 image of exactly `H x W` is decoded by the PNG/JPEG decoder
+//!   straight into the shared row, anything else through a per-image scratch
+//!   buffer and the crop/pad/channel rules. Rows are disjoint by construction
+//!   (every index is in exactly one task); only the small [`Decoded`] records
+//!   (digest, format, size) come back through the pipe. Statistics then run as
+//!   a [`Pool::map_chunks`] reduction over disjoint row ranges of the same array.
 //! - `--json OUT` writes the per-image results (file, format, sha256, width,
 //!   height, mean, hist) for comparison with the Python version.
 
