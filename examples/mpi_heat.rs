@@ -382,7 +382,10 @@ fn run(world: &SimpleCommunicator, args: &Args) -> Result<bool, MpiError> {
         if rank0 {
             let rate = |o: &Outcome| steps as f64 / o.seconds;
             let rates = |v: &[f64]| {
-                let r: Vec<String> = v.iter().map(|s| format!("{:.0}", steps as f64 / s)).collect();
+                let r: Vec<String> = v
+                    .iter()
+                    .map(|s| format!("{:.0}", steps as f64 / s))
+                    .collect();
                 r.join(" ")
             };
             println!(
