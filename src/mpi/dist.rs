@@ -73,7 +73,7 @@ impl<'c> DistArray<'c> {
         if rows < nodes {
             return Err(MpiError::TooFewRows { rows, nodes });
         }
-        let elements = rows.checked_mul(cols).unwrap_or(usize::MAX);
+        let elements = rows.saturating_mul(cols);
         if Count::try_from(elements).is_err() {
             return Err(MpiError::TooLarge { elements });
         }
