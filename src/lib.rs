@@ -190,6 +190,8 @@ pub mod demo;
 mod element;
 mod error;
 mod format;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod objects;
 #[cfg(feature = "pool")]
 mod pool;
@@ -201,6 +203,11 @@ mod segment;
 mod sync;
 mod sys;
 
+#[cfg(feature = "mpi")]
+pub use self::mpi::{write_npy, DistArray, MpiError, NodeArray, NodeComm, PRETEND_NODES_ENV};
+/// The MPI bindings (rsmpi) the [`NodeComm`] communicators are made of (feature `mpi`).
+#[cfg(feature = "mpi")]
+pub use ::mpi as rsmpi;
 pub use array::{ArrayGuard, ArrayReadGuard, ReadResult, SharedArray};
 pub use element::Element;
 pub use error::{Corruption, Error, NameProblem, Result};
