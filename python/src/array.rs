@@ -213,15 +213,18 @@ impl SharedArray {
             view.call_method("setflags", (), Some(&[("write", false)].into_py_dict(py)?))?;
             (Source::Read(h), view.unbind())
         } else {
-            (Source::Write(h), arr)
+            (Source::Write(h), arr.clone_ref(py))
         };
+        // A repair needs the writable array (a read that found a dead writer holds
+        // the write lock while `recover` runs).
         Ok(Guard::new(
             source,
             Arc::new(Slot::default()),
             timeout,
             recover,
             Some(target),
-        ))
+        )
+        .with_repair_arg(arr))
     }
 }
 

@@ -271,6 +271,8 @@ pub(crate) struct Guard {
     /// What entering returns (the array, or a read-only view of it); `None`: the
     /// guard itself.
     target: Option<Py<PyAny>>,
+    /// What `recover` is called with (the writable array); `None`: the guard.
+    repair_arg: Option<Py<PyAny>>,
     state: Mutex<State>,
 }
 
@@ -287,9 +289,16 @@ impl Guard {
             slot,
             timeout,
             recover,
+            repair_arg: None,
             target,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Sets what `recover` is called with (default: what entering returns).
+    pub(crate) fn with_repair_arg(mut self, arg: Py<PyAny>) -> Guard {
+        self.repair_arg = Some(arg);
+        self
     }
 
     /// Stores a freshly taken lock in the slot and records it as this guard's.
@@ -388,7 +397,11 @@ impl Guard {
             let Some(repair) = &this.recover else {
                 return Err(owner_died_error(slf.as_any()));
             };
-            if let Err(e) = repair.bind(py).call1((Self::target(slf),)) {
+            let arg = match &this.repair_arg {
+                Some(a) => a.clone_ref(py),
+                None => Self::target(slf),
+            };
+            if let Err(e) = repair.bind(py).call1((arg,)) {
                 // Unrepaired: released as such (the lock becomes not recoverable),
                 // as a panic in Rust's `recover` would leave it.
                 let _ = this.release_inner();
