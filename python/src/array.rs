@@ -449,6 +449,20 @@ pub(crate) fn create(
     Ok(SharedArray::wrap(a, persistent))
 }
 
+/// Every element type the bindings support.
+const ALL_DTYPES: [Dtype; 10] = [
+    Dtype::I8,
+    Dtype::I16,
+    Dtype::I32,
+    Dtype::I64,
+    Dtype::U8,
+    Dtype::U16,
+    Dtype::U32,
+    Dtype::U64,
+    Dtype::F32,
+    Dtype::F64,
+];
+
 /// The element type recorded in segment `name`, checked to be of `kind`.
 pub(crate) fn recorded_dtype(name: &str, kind: ObjectKind) -> PyResult<Dtype> {
     let ns = Namespace::default_dir().map_err(from_error)?;
@@ -459,7 +473,15 @@ pub(crate) fn recorded_dtype(name: &str, kind: ObjectKind) -> PyResult<Dtype> {
             format!("segment {name:?} is a {}, not a {}", info.kind(), kind),
         ));
     }
-    info.layout.dtype.ok_or_else(|| {
+    // A queue records its item type's code in parameter 3 (FORMAT.md); an
+    // array's header says its element type.
+    let recorded = match (kind, info.control) {
+        (ObjectKind::Queue, Some(c)) => ALL_DTYPES
+            .into_iter()
+            .find(|d| u64::from(d.code()) == c.params[3]),
+        _ => info.layout.dtype,
+    };
+    recorded.ok_or_else(|| {
         raise(
             "TypeMismatchError",
             format!(

@@ -512,7 +512,20 @@ impl ByteQueue {
     /// Puts one message (`bytes`-like), waiting at most `timeout` seconds while
     /// full.
     #[pyo3(signature = (msg, timeout=None))]
-    fn put(&self, py: Python<'_>, msg: &[u8], timeout: Option<f64>) -> PyResult<()> {
+    fn put(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        // `bytes` as they are; any other bytes-like object (bytearray, memoryview,
+        // a numpy array's buffer) through `bytes(msg)`.
+        let owned;
+        let msg: &[u8] = match msg.cast::<PyBytes>() {
+            Ok(b) => b.as_bytes(),
+            Err(_) => {
+                owned = py
+                    .get_type::<PyBytes>()
+                    .call1((msg,))?
+                    .cast_into::<PyBytes>()?;
+                owned.as_bytes()
+            }
+        };
         let q = &self.inner;
         blocking(py, timeout, "Full", |d| {
             let q = lock(q);
