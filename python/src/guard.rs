@@ -178,8 +178,13 @@ unsafe fn value_once<'a, T: Elem>(
     v: &'a SharedValue<T>,
     wait: Duration,
 ) -> Option<Attempt> {
+    let r = if wait.is_zero() {
+        v.try_lock()
+    } else {
+        v.lock_timeout(wait)
+    };
     // SAFETY: as in `write_once`.
-    unsafe { outcome(owner, v.lock_timeout(wait)) }
+    unsafe { outcome(owner, r) }
 }
 
 impl Source {
@@ -214,14 +219,9 @@ impl Source {
         let deadline = crate::deadline(timeout)?;
         let mut outcome = self.attempt(Duration::ZERO);
         if outcome.is_none() && timeout != Some(0.0) {
-            // Briefly spin for a short critical section elsewhere before sleeping.
-            for _ in 0..32 {
-                std::hint::spin_loop();
-                outcome = self.attempt(Duration::ZERO);
-                if outcome.is_some() {
-                    break;
-                }
-            }
+            // Spin a few microseconds for a short critical section elsewhere (a
+            // Python `with` block is about one) before sleeping in the kernel.
+            outcome = spin(|| self.attempt(Duration::ZERO));
             if outcome.is_none() {
                 outcome = crate::wait_in_slices(py, deadline, |d| self.attempt(d))?;
             }
@@ -237,6 +237,22 @@ impl Source {
         }
     }
 }
+
+/// Retries `attempt` for a few microseconds, backing off, without a clock.
+pub(crate) fn spin<R>(mut attempt: impl FnMut() -> Option<R>) -> Option<R> {
+    for i in 0..SPINS {
+        for _ in 0..(1u32 << (i / 64).min(4)) {
+            std::hint::spin_loop();
+        }
+        if let Some(r) = attempt() {
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// How often `spin` retries (a few microseconds in all).
+const SPINS: u32 = 256;
 
 // ---- the Python object -------------------------------------------------------------
 

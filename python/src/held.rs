@@ -26,6 +26,16 @@ use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::thread::ThreadId;
 
+thread_local! {
+    /// This thread's id, without `thread::current()`'s reference count traffic.
+    static THREAD: ThreadId = std::thread::current().id();
+}
+
+/// The calling thread's id.
+pub(crate) fn thread_id() -> ThreadId {
+    THREAD.with(|t| *t)
+}
+
 use pyo3::prelude::*;
 use shmarray::LockFailure;
 
@@ -83,14 +93,14 @@ impl Held {
         let owner: Arc<dyn Any + Send + Sync> = owner.clone();
         Held {
             guard: ManuallyDrop::new(guard),
-            thread: std::thread::current().id(),
+            thread: thread_id(),
             owner: ManuallyDrop::new(owner),
         }
     }
 
     /// Errors unless the calling thread is the one that took the lock.
     pub(crate) fn check_thread(&self) -> PyResult<()> {
-        if std::thread::current().id() == self.thread {
+        if thread_id() == self.thread {
             Ok(())
         } else {
             Err(crate::errors::shm_error(
@@ -101,7 +111,7 @@ impl Held {
 
     /// Whether the calling thread took this lock.
     pub(crate) fn is_mine(&self) -> bool {
-        std::thread::current().id() == self.thread
+        thread_id() == self.thread
     }
 
     /// The guard, for the thread that took it.

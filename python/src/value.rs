@@ -4,10 +4,10 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use shmarray::{Dtype, ObjectKind, SharedAtomicU64, SharedValue};
+use shmarray::{Dtype, LockError, LockFailure, ObjectKind, SharedAtomicU64, SharedValue};
 
 use crate::array::{recorded_dtype, Counter, CounterSource};
-use crate::errors::{from_error, shm_error};
+use crate::errors::{from_error, from_lock, shm_error};
 use crate::guard::{owner_died_error, Guard, Slot, Source};
 use crate::held::{Erased, Held};
 use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum, Elem};
@@ -63,7 +63,7 @@ impl Value {
     fn under_lock<R>(
         &self,
         py: Python<'_>,
-        f: impl FnOnce(&mut dyn Erased<'static>) -> PyResult<R>,
+        mut f: impl for<'x> FnMut(&mut (dyn Erased<'x> + 'x)) -> PyResult<R>,
     ) -> PyResult<R> {
         {
             let mut slot = lock(&self.slot);
@@ -73,15 +73,56 @@ impl Value {
                 }
             }
         }
-        let source = Source::Value(self.handle()?);
-        let (mut held, died): (Held, bool) = source.acquire(py, None)?;
+        let owner = self.handle()?;
+        // Fast path: an uncontended lock, used and released right here.
+        let fast = dispatch!(&*owner, AnyValue, x => {
+            // SAFETY: `x` is the value inside `owner`, reached through it.
+            unsafe { try_once(&owner, x, &mut f) }
+        });
+        let (mut held, died) = match fast {
+            Fast::Done(r) => return r,
+            Fast::Died(h) => (h, true),
+            Fast::Busy => Source::Value(owner).acquire(py, None)?,
+        };
         if died {
-            let g = Guard::new(source, self.slot.clone(), None, None, None);
+            let g = Guard::new(
+                Source::Value(self.handle()?),
+                self.slot.clone(),
+                None,
+                None,
+                None,
+            );
             g.store(held);
             let g = Bound::new(py, g)?;
             return Err(owner_died_error(g.as_any()));
         }
         f(held.guard_mut()?)
+    }
+}
+
+/// The outcome of a `try_lock` of the fast path.
+enum Fast<R> {
+    Done(PyResult<R>),
+    Died(Held),
+    Busy,
+}
+
+/// Tries the lock once; runs `f` under it if taken.
+///
+/// # Safety
+/// `v` must be the value inside `owner`.
+unsafe fn try_once<'a, T: Elem, R>(
+    owner: &'a Arc<AnyValue>,
+    v: &'a SharedValue<T>,
+    f: &mut impl for<'x> FnMut(&mut (dyn Erased<'x> + 'x)) -> PyResult<R>,
+) -> Fast<R> {
+    match v.try_lock() {
+        Ok(mut g) => Fast::Done(f(&mut g)),
+        // SAFETY: the guard borrows `v`, inside `owner` (our contract), and was
+        // taken by this thread just now.
+        Err(LockError::OwnerDied(g)) => Fast::Died(unsafe { Held::new(owner, Box::new(g)) }),
+        Err(LockError::Failed(LockFailure::WouldBlock)) => Fast::Busy,
+        Err(e) => Fast::Done(Err(from_lock(e.into_failure()))),
     }
 }
 
