@@ -444,6 +444,44 @@ fn timeouts_and_try_forms() {
 }
 
 #[test]
+fn batch_forms_with_timeouts() {
+    let name = unique_name("batch-timeouts");
+    let q = Queue::<u32>::create(&name, 4).unwrap();
+    let mut buf = [0u32; 8];
+    assert!(matches!(
+        q.get_into_timeout(&mut buf, Duration::from_millis(20)),
+        Err(QueueError::Timeout(_))
+    ));
+    assert_eq!(q.get_into_timeout(&mut [], Duration::ZERO).unwrap(), 0);
+    // A run longer than the free room: the leading part goes in, the rest waits.
+    let items = [1, 2, 3, 4, 5, 6];
+    let put = q
+        .put_slice_timeout(&items, Duration::from_millis(20))
+        .unwrap();
+    assert_eq!(put, 4);
+    assert!(matches!(
+        q.put_slice_timeout(&items[put..], Duration::from_millis(20)),
+        Err(QueueError::Timeout(_))
+    ));
+    assert_eq!(
+        q.get_into_timeout(&mut buf, Duration::from_secs(5))
+            .unwrap(),
+        4
+    );
+    assert_eq!(&buf[..4], &[1, 2, 3, 4]);
+    assert_eq!(
+        q.put_slice_timeout(&items[put..], Duration::ZERO).unwrap(),
+        2
+    );
+    q.close();
+    assert_eq!(q.get_into_timeout(&mut buf, Duration::ZERO).unwrap(), 2);
+    assert!(matches!(
+        q.get_into_timeout(&mut buf, Duration::from_millis(20)),
+        Err(QueueError::Closed)
+    ));
+}
+
+#[test]
 fn byte_messages_fruit_and_errors() {
     let name = unique_name("bytes");
     let q = ByteQueue::create(&name, 4, 16).unwrap();

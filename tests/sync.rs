@@ -108,6 +108,23 @@ fn locked_increments_from_four_processes_add_up_exactly() {
 }
 
 #[test]
+fn value_try_lock_would_block_while_held() {
+    let name = unique_name("value-try");
+    let v = SharedValue::<u64>::create(&name, 1).unwrap();
+    {
+        let mut g = v.try_lock().unwrap();
+        *g += 1;
+        assert!(matches!(
+            v.try_lock(),
+            Err(LockError::Failed(
+                LockFailure::WouldBlock | LockFailure::Deadlock
+            ))
+        ));
+    }
+    assert_eq!(*v.try_lock().unwrap(), 2);
+}
+
+#[test]
 fn atomic_increments_from_four_processes_add_up_exactly() {
     let name = unique_name("atomic");
     let a = SharedAtomicU64::create(&name, 0).unwrap();

@@ -76,6 +76,14 @@ impl<T: Element> SharedValue<T> {
             .map_err(|e| e.map_guard(ValueGuard))
     }
 
+    /// Like [`lock`](Self::lock), but `Err(WouldBlock)` instead of waiting.
+    pub fn try_lock(&self) -> LockResult<ValueGuard<'_, T>> {
+        self.array
+            .try_lock()
+            .map(ValueGuard)
+            .map_err(|e| e.map_guard(ValueGuard))
+    }
+
     /// Locks with a timeout.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ValueGuard<'_, T>> {
         self.array

@@ -163,6 +163,29 @@ impl<T: Element> Queue<T> {
         Ok(())
     }
 
+    /// Puts a leading run of `items` in order, waiting at most `timeout` in all;
+    /// returns how many were put: all of them, or fewer when the time ran out after
+    /// some were put. `Err(Timeout)` if none could be put in time. The bounded
+    /// form of [`put_slice`](Self::put_slice), for callers that wait in slices
+    /// (to check for interrupts, as the Python bindings do).
+    pub fn put_slice_timeout(&self, items: &[T], timeout: Duration) -> Result<usize, QueueError> {
+        let wait = Wait::timeout(timeout);
+        let mut done = 0usize;
+        while done < items.len() {
+            let chunk = &items[done..];
+            let put = self.raw.put_batch(chunk.len() as u64, wait, |k, slot| {
+                slot.copy_from_slice(bytemuck::bytes_of(&chunk[k as usize]));
+                size_of::<T>() as u32
+            });
+            match put {
+                Ok(n) => done += n as usize,
+                Err(QueueError::Timeout(_)) if done > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
     /// Takes the next item, waiting while the queue is empty.
     pub fn get(&self) -> Result<T, QueueError> {
         self.get_one(Wait::Forever)
@@ -187,6 +210,20 @@ impl<T: Element> Queue<T> {
         let n = self
             .raw
             .get_batch(buf.len() as u64, Wait::Forever, |k, item, _| {
+                buf[k as usize] = bytemuck::pod_read_unaligned(item);
+            })?;
+        Ok(n as usize)
+    }
+
+    /// Like [`get_into`](Self::get_into), but waits at most `timeout` for the first
+    /// item (`Err(Timeout)`); an empty `buf` returns `Ok(0)` at once.
+    pub fn get_into_timeout(&self, buf: &mut [T], timeout: Duration) -> Result<usize, QueueError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self
+            .raw
+            .get_batch(buf.len() as u64, Wait::timeout(timeout), |k, item, _| {
                 buf[k as usize] = bytemuck::pod_read_unaligned(item);
             })?;
         Ok(n as usize)

@@ -1,0 +1,268 @@
+//! `pyshmarray._native`: the Python bindings of shmarray, on the crate's public API.
+//!
+//! The pure-Python package `pyshmarray` wraps this module (dtype normalisation,
+//! the exception classes, named tuples); everything that touches a segment, a lock
+//! or a queue is here. Every blocking call releases the GIL and waits in slices of
+//! [`SLICE`], checking for signals (Ctrl-C) between them.
+
+mod array;
+mod errors;
+mod guard;
+mod held;
+mod listing;
+mod objects;
+mod queue;
+mod value;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+use shmarray::{Dtype, Element, HugePages, Options};
+
+/// How long one GIL-free wait lasts before signals are checked again.
+pub(crate) const SLICE: Duration = Duration::from_millis(50);
+
+/// The element types the crate supports, with their Python conversions.
+pub(crate) trait Elem: Element + Copy {
+    /// Converts a Python number (range-checked for integers).
+    fn from_py(o: &Bound<'_, PyAny>) -> PyResult<Self>;
+    /// Converts to a Python number.
+    fn to_py(self, py: Python<'_>) -> PyResult<Py<PyAny>>;
+    /// `self + d`, wrapping for integers (as C and numpy do).
+    fn plus(self, d: Self) -> Self;
+}
+
+macro_rules! elem_int {
+    ($($t:ty),*) => {$(
+        impl Elem for $t {
+            fn from_py(o: &Bound<'_, PyAny>) -> PyResult<Self> { o.extract::<$t>() }
+            fn to_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> { self.into_py_any(py) }
+            fn plus(self, d: Self) -> Self { self.wrapping_add(d) }
+        }
+    )*};
+}
+elem_int!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+impl Elem for f32 {
+    fn from_py(o: &Bound<'_, PyAny>) -> PyResult<Self> {
+        o.extract::<f64>().map(|v| v as f32)
+    }
+    fn to_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        (self as f64).into_py_any(py)
+    }
+    fn plus(self, d: Self) -> Self {
+        self + d
+    }
+}
+
+impl Elem for f64 {
+    fn from_py(o: &Bound<'_, PyAny>) -> PyResult<Self> {
+        o.extract::<f64>()
+    }
+    fn to_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.into_py_any(py)
+    }
+    fn plus(self, d: Self) -> Self {
+        self + d
+    }
+}
+
+/// Declares an enum with one variant per element type, each holding `$inner<T>`.
+macro_rules! typed_enum {
+    ($(#[$m:meta])* $name:ident, $inner:ident) => {
+        $(#[$m])*
+        pub(crate) enum $name {
+            I8($inner<i8>), I16($inner<i16>), I32($inner<i32>), I64($inner<i64>),
+            U8($inner<u8>), U16($inner<u16>), U32($inner<u32>), U64($inner<u64>),
+            F32($inner<f32>), F64($inner<f64>),
+        }
+    };
+}
+pub(crate) use typed_enum;
+
+/// `match` on a typed enum, binding the inner value to `$x` in every arm.
+macro_rules! dispatch {
+    ($e:expr, $name:ident, $x:ident => $body:expr) => {
+        match $e {
+            $name::I8($x) => $body,
+            $name::I16($x) => $body,
+            $name::I32($x) => $body,
+            $name::I64($x) => $body,
+            $name::U8($x) => $body,
+            $name::U16($x) => $body,
+            $name::U32($x) => $body,
+            $name::U64($x) => $body,
+            $name::F32($x) => $body,
+            $name::F64($x) => $body,
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// Builds a typed enum's variant for a runtime `Dtype`: `$ctor` is evaluated with
+/// the type alias `$T` naming the element type.
+macro_rules! for_dtype {
+    ($dt:expr, $name:ident, $T:ident => $ctor:expr) => {
+        match $dt {
+            shmarray::Dtype::I8 => {
+                type $T = i8;
+                $name::I8($ctor)
+            }
+            shmarray::Dtype::I16 => {
+                type $T = i16;
+                $name::I16($ctor)
+            }
+            shmarray::Dtype::I32 => {
+                type $T = i32;
+                $name::I32($ctor)
+            }
+            shmarray::Dtype::I64 => {
+                type $T = i64;
+                $name::I64($ctor)
+            }
+            shmarray::Dtype::U8 => {
+                type $T = u8;
+                $name::U8($ctor)
+            }
+            shmarray::Dtype::U16 => {
+                type $T = u16;
+                $name::U16($ctor)
+            }
+            shmarray::Dtype::U32 => {
+                type $T = u32;
+                $name::U32($ctor)
+            }
+            shmarray::Dtype::U64 => {
+                type $T = u64;
+                $name::U64($ctor)
+            }
+            shmarray::Dtype::F32 => {
+                type $T = f32;
+                $name::F32($ctor)
+            }
+            shmarray::Dtype::F64 => {
+                type $T = f64;
+                $name::F64($ctor)
+            }
+            other => {
+                return Err($crate::errors::raise(
+                    "TypeMismatchError",
+                    format!("element type {other} is not supported by these bindings"),
+                ))
+            }
+        }
+    };
+}
+pub(crate) use for_dtype;
+
+/// Parses a dtype argument the way numpy does (`numpy.dtype(x)`: `"f8"`,
+/// `"float64"`, `numpy.float64`, a dtype object...). Only little-endian (native)
+/// integers and floats of the supported sizes are accepted.
+pub(crate) fn parse_dtype(obj: &Bound<'_, PyAny>) -> PyResult<Dtype> {
+    let py = obj.py();
+    let descr: String = py
+        .import("numpy")?
+        .getattr("dtype")?
+        .call1((obj,))?
+        .getattr("str")?
+        .extract()?;
+    Dtype::from_descr(&descr).ok_or_else(|| {
+        errors::raise(
+            "TypeMismatchError",
+            format!(
+                "unsupported dtype {descr:?}: expected one of u1, u2, u4, u8, i1, i2, i4, i8, f4, f8 \
+                 (native byte order)"
+            ),
+        )
+    })
+}
+
+/// `numpy.dtype` of an element type.
+pub(crate) fn numpy_dtype(py: Python<'_>, dt: Dtype) -> PyResult<Py<PyAny>> {
+    Ok(py
+        .import("numpy")?
+        .getattr("dtype")?
+        .call1((dt.descr(),))?
+        .unbind())
+}
+
+/// Creation options from the Python keywords.
+pub(crate) fn options(persistent: bool, huge_pages: &str) -> PyResult<Options> {
+    let huge = match huge_pages {
+        "off" => HugePages::Off,
+        "prefer" => HugePages::Prefer,
+        "require" => HugePages::Require,
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "huge_pages must be 'off', 'prefer' or 'require', not {other:?}"
+            )))
+        }
+    };
+    Ok(Options::new().persistent(persistent).huge_pages(huge))
+}
+
+/// The deadline of a Python timeout (`None`: none).
+pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(pyo3::exceptions::PyValueError::new_err(
+            "timeout must be a non-negative number or None",
+        )),
+        Some(t) => {
+            Ok(Instant::now().checked_add(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX)))
+        }
+    }
+}
+
+/// Runs `attempt(slice)` with the GIL released until it gives `Some`, the
+/// deadline passes (`Ok(None)`) or a signal handler raises (Ctrl-C:
+/// `KeyboardInterrupt`). `attempt` is called at least once.
+pub(crate) fn wait_in_slices<R: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    mut attempt: impl FnMut(Duration) -> Option<R> + Send,
+) -> PyResult<Option<R>> {
+    loop {
+        let slice = match deadline {
+            None => SLICE,
+            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+        };
+        if let Some(r) = py.detach(|| attempt(slice)) {
+            return Ok(Some(r));
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+    }
+}
+
+/// Locks a std mutex of the bindings, ignoring poisoning (the data they guard
+/// stays consistent: every critical section is a take or a replace).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The native module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<array::SharedArray>()?;
+    m.add_class::<array::Mapping>()?;
+    m.add_class::<array::Counter>()?;
+    m.add_class::<guard::Guard>()?;
+    m.add_class::<value::Value>()?;
+    m.add_class::<value::AtomicU64>()?;
+    m.add_class::<objects::Event>()?;
+    m.add_class::<objects::Barrier>()?;
+    m.add_class::<queue::Queue>()?;
+    m.add_class::<queue::ByteQueue>()?;
+    m.add_function(wrap_pyfunction!(array::create, m)?)?;
+    m.add_function(wrap_pyfunction!(array::open, m)?)?;
+    m.add_function(wrap_pyfunction!(listing::ls, m)?)?;
+    m.add_function(wrap_pyfunction!(listing::gc, m)?)?;
+    m.add_function(wrap_pyfunction!(listing::remove, m)?)?;
+    m.add_function(wrap_pyfunction!(listing::segment_dir, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,601 @@
+//! `Queue` (numbers, with numpy batches) and `ByteQueue` (byte messages).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict};
+use shmarray::{Dtype, ObjectKind, QueueError};
+
+use crate::errors::{from_queue, raise, shm_error};
+use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum, Elem};
+
+/// Calls a generic function with the element type of a `Dtype` tag.
+macro_rules! dispatch_tag {
+    ($tag:expr, $T:ident => $call:expr) => {
+        match $tag {
+            Dtype::I8 => {
+                type $T = i8;
+                $call
+            }
+            Dtype::I16 => {
+                type $T = i16;
+                $call
+            }
+            Dtype::I32 => {
+                type $T = i32;
+                $call
+            }
+            Dtype::I64 => {
+                type $T = i64;
+                $call
+            }
+            Dtype::U8 => {
+                type $T = u8;
+                $call
+            }
+            Dtype::U16 => {
+                type $T = u16;
+                $call
+            }
+            Dtype::U32 => {
+                type $T = u32;
+                $call
+            }
+            Dtype::U64 => {
+                type $T = u64;
+                $call
+            }
+            Dtype::F32 => {
+                type $T = f32;
+                $call
+            }
+            Dtype::F64 => {
+                type $T = f64;
+                $call
+            }
+            other => Err(shm_error(format!("unsupported dtype {other}"))),
+        }
+    };
+}
+
+typed_enum!(
+    /// A `Queue<T>` of any element type.
+    AnyQueue,
+    TypedQueue
+);
+type TypedQueue<T> = shmarray::Queue<T>;
+
+/// The result of one slice of a blocking queue call: `None` to wait more.
+fn busy<R>(r: Result<R, QueueError>) -> Option<Result<R, QueueError>> {
+    match r {
+        Err(QueueError::Timeout(_)) => None,
+        other => Some(other),
+    }
+}
+
+/// Runs a blocking queue call in slices (GIL released, Ctrl-C checked); a timeout
+/// becomes `on_timeout` (`Empty` for gets, `Full` for puts, as `queue.Queue`).
+fn blocking<R: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    on_timeout: &'static str,
+    mut call: impl FnMut(Duration) -> Result<R, QueueError> + Send,
+) -> PyResult<R> {
+    let deadline = crate::deadline(timeout)?;
+    // One try with the GIL held: the common case does not wait.
+    if let Some(r) = busy(call(Duration::ZERO)) {
+        return r.map_err(from_queue);
+    }
+    if timeout == Some(0.0) {
+        return Err(raise(
+            on_timeout,
+            format!("queue call timed out ({on_timeout})"),
+        ));
+    }
+    match crate::wait_in_slices(py, deadline, |d| busy(call(d)))? {
+        Some(r) => r.map_err(from_queue),
+        None => Err(raise(
+            on_timeout,
+            format!("queue call timed out after {} s", timeout.unwrap_or(0.0)),
+        )),
+    }
+}
+
+fn put_one<T: Elem>(
+    py: Python<'_>,
+    q: &Mutex<AnyQueue>,
+    x: &Bound<'_, PyAny>,
+    timeout: Option<f64>,
+) -> PyResult<()>
+where
+    AnyQueue: Typed<T>,
+{
+    let v = T::from_py(x)?;
+    blocking(py, timeout, "Full", |d| {
+        let q = lock(q);
+        let q = <AnyQueue as Typed<T>>::typed(&q);
+        if d.is_zero() {
+            q.try_put(v).map_err(|e| match e {
+                QueueError::Full => QueueError::Timeout(d),
+                e => e,
+            })
+        } else {
+            q.put_timeout(v, d)
+        }
+    })
+}
+
+/// Access to the variant of element type `T`.
+pub(crate) trait Typed<T: Elem> {
+    fn typed(&self) -> &shmarray::Queue<T>;
+}
+
+macro_rules! typed_impl {
+    ($($v:ident $t:ty),*) => {$(
+        impl Typed<$t> for AnyQueue {
+            fn typed(&self) -> &shmarray::Queue<$t> {
+                match self {
+                    AnyQueue::$v(q) => q,
+                    _ => unreachable!("the variant matches the dtype it was made for"),
+                }
+            }
+        }
+    )*};
+}
+typed_impl!(I8 i8, I16 i16, I32 i32, I64 i64, U8 u8, U16 u16, U32 u32, U64 u64, F32 f32, F64 f64);
+
+fn get_one<T: Elem>(
+    py: Python<'_>,
+    q: &Mutex<AnyQueue>,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>>
+where
+    AnyQueue: Typed<T>,
+{
+    let v: T = blocking(py, timeout, "Empty", |d| {
+        let q = lock(q);
+        let q = <AnyQueue as Typed<T>>::typed(&q);
+        if d.is_zero() {
+            q.try_get().map_err(|e| match e {
+                QueueError::Empty => QueueError::Timeout(d),
+                e => e,
+            })
+        } else {
+            q.get_timeout(d)
+        }
+    })?;
+    v.to_py(py)
+}
+
+fn put_many<T: Elem>(
+    py: Python<'_>,
+    q: &Mutex<AnyQueue>,
+    data: &[u8],
+    timeout: Option<f64>,
+) -> PyResult<usize>
+where
+    AnyQueue: Typed<T>,
+{
+    let size = std::mem::size_of::<T>();
+    if data.len() % size != 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "buffer length is not a whole number of items",
+        ));
+    }
+    // The bytes of a Python `bytes` object are usually aligned for T; else copy.
+    let owned: Vec<T>;
+    let items: &[T] = match bytemuck_cast::<T>(data) {
+        Some(s) => s,
+        None => {
+            owned = data.chunks_exact(size).map(read_unaligned::<T>).collect();
+            &owned
+        }
+    };
+    let mut done = 0usize;
+    while done < items.len() {
+        let rest = &items[done..];
+        let n = blocking(py, timeout, "Full", |d| {
+            let q = lock(q);
+            <AnyQueue as Typed<T>>::typed(&q).put_slice_timeout(rest, d)
+        })?;
+        done += n;
+    }
+    Ok(done)
+}
+
+fn get_many<T: Elem>(
+    py: Python<'_>,
+    q: &Mutex<AnyQueue>,
+    max: usize,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>>
+where
+    AnyQueue: Typed<T>,
+{
+    let mut buf = vec![T::zeroed(); max];
+    let n = if max == 0 {
+        0
+    } else {
+        let b = &mut buf;
+        blocking(py, timeout, "Empty", |d| {
+            let q = lock(q);
+            <AnyQueue as Typed<T>>::typed(&q).get_into_timeout(b, d)
+        })?
+    };
+    let bytes = as_bytes(&buf[..n]);
+    Ok(PyByteArray::new(py, bytes).into_any().unbind())
+}
+
+// `Element: bytemuck::Pod` (the crate's bound), so bytemuck's checked casts apply.
+fn bytemuck_cast<T: Elem>(data: &[u8]) -> Option<&[T]> {
+    bytemuck::try_cast_slice(data).ok()
+}
+
+fn read_unaligned<T: Elem>(b: &[u8]) -> T {
+    bytemuck::pod_read_unaligned(b)
+}
+
+fn as_bytes<T: Elem>(s: &[T]) -> &[u8] {
+    bytemuck::cast_slice(s)
+}
+
+/// A bounded MPMC queue of numbers between processes (no pickling): `put`/`get`
+/// one item, `put_many`/`get_many` numpy batches. Timeouts raise `Full`/`Empty`
+/// (subclasses of `TimeoutError` and of `queue.Full`/`queue.Empty`); a closed and
+/// drained queue raises `QueueClosed`.
+#[pyclass(frozen, module = "pyshmarray._native", name = "Queue")]
+pub(crate) struct Queue {
+    inner: Mutex<AnyQueue>,
+    name: String,
+    dtype: Dtype,
+}
+
+fn q_create<T: Elem>(
+    name: &str,
+    capacity: usize,
+    opts: &shmarray::Options,
+) -> PyResult<shmarray::Queue<T>> {
+    shmarray::Queue::<T>::create_with(opts, name, capacity).map_err(from_queue)
+}
+
+fn q_open<T: Elem>(name: &str) -> PyResult<shmarray::Queue<T>> {
+    shmarray::Queue::<T>::open(name).map_err(from_queue)
+}
+
+#[pymethods]
+impl Queue {
+    /// Creates queue `name` for `capacity` items of `dtype` (anything
+    /// `numpy.dtype` takes; default uint64). Owner: removed when closed or collected,
+    /// unless `persistent`.
+    #[staticmethod]
+    #[pyo3(signature = (name, capacity, dtype=None, *, persistent=false))]
+    fn create(
+        name: &str,
+        capacity: usize,
+        dtype: Option<&Bound<'_, PyAny>>,
+        persistent: bool,
+    ) -> PyResult<Queue> {
+        let dt = match dtype {
+            Some(d) => parse_dtype(d)?,
+            None => Dtype::U64,
+        };
+        let opts = crate::options(persistent, "off")?;
+        let q = for_dtype!(dt, AnyQueue, T => q_create::<T>(name, capacity, &opts)?);
+        Ok(Queue {
+            inner: Mutex::new(q),
+            name: name.to_string(),
+            dtype: dt,
+        })
+    }
+
+    /// Attaches queue `name` (its item type from the segment).
+    #[staticmethod]
+    fn open(name: &str) -> PyResult<Queue> {
+        let dt = crate::array::recorded_dtype(name, ObjectKind::Queue)?;
+        let q = for_dtype!(dt, AnyQueue, T => q_open::<T>(name)?);
+        Ok(Queue {
+            inner: Mutex::new(q),
+            name: name.to_string(),
+            dtype: dt,
+        })
+    }
+
+    /// Puts one number, waiting at most `timeout` seconds while the queue is full
+    /// (`None`: forever; `Full` when the time is up).
+    #[pyo3(signature = (x, timeout=None))]
+    fn put(&self, py: Python<'_>, x: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        let q = &self.inner;
+        let tag = lock(q).tag();
+        dispatch_tag!(tag, T => put_one::<T>(py, q, x, timeout))
+    }
+
+    /// Takes one number, waiting at most `timeout` seconds while the queue is empty
+    /// (`Empty` when the time is up; `QueueClosed` once closed and drained).
+    #[pyo3(signature = (timeout=None))]
+    fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let q = &self.inner;
+        let tag = lock(q).tag();
+        dispatch_tag!(tag, T => get_one::<T>(py, q, timeout))
+    }
+
+    /// Native part of `put_many`: puts the items in `data` (native-endian bytes
+    /// of the queue's dtype), in order; returns how many.
+    #[pyo3(signature = (data, timeout=None))]
+    fn _put_bytes(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyBytes>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let q = &self.inner;
+        let tag = lock(q).tag();
+        let data = data.as_bytes();
+        dispatch_tag!(tag, T => put_many::<T>(py, q, data, timeout))
+    }
+
+    /// Native part of `get_many`: waits for at least one item, then takes up to
+    /// `max_items` that are ready; returns their bytes (a `bytearray`).
+    #[pyo3(signature = (max_items, timeout=None))]
+    fn _get_bytes(
+        &self,
+        py: Python<'_>,
+        max_items: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let q = &self.inner;
+        let tag = lock(q).tag();
+        dispatch_tag!(tag, T => get_many::<T>(py, q, max_items, timeout))
+    }
+
+    /// Closes the queue: consumers drain what is left, then get `QueueClosed`;
+    /// puts fail with `QueueClosed`.
+    fn close(&self) {
+        dispatch!(&*lock(&self.inner), AnyQueue, q => q.close())
+    }
+
+    /// Whether the queue is closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        dispatch!(&*lock(&self.inner), AnyQueue, q => q.is_closed())
+    }
+
+    /// Items in the queue now (a snapshot).
+    fn __len__(&self) -> usize {
+        dispatch!(&*lock(&self.inner), AnyQueue, q => q.len())
+    }
+
+    /// Items in the queue now (`multiprocessing.Queue.qsize`).
+    fn qsize(&self) -> usize {
+        self.__len__()
+    }
+
+    /// Whether the queue is empty now.
+    fn empty(&self) -> bool {
+        self.__len__() == 0
+    }
+
+    /// The most items it holds.
+    #[getter]
+    fn capacity(&self) -> usize {
+        dispatch!(&*lock(&self.inner), AnyQueue, q => q.capacity())
+    }
+
+    /// Items lost because their producer died mid-put.
+    #[getter]
+    fn lost(&self) -> u64 {
+        dispatch!(&*lock(&self.inner), AnyQueue, q => q.lost())
+    }
+
+    /// Items taken by consumers that died before finishing the get.
+    #[getter]
+    fn abandoned(&self) -> u64 {
+        dispatch!(&*lock(&self.inner), AnyQueue, q => q.abandoned())
+    }
+
+    /// The item type's NPY descriptor.
+    #[getter]
+    fn descr(&self) -> &'static str {
+        self.dtype.descr()
+    }
+
+    /// The item type, as a `numpy.dtype`.
+    #[getter]
+    fn dtype(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        crate::numpy_dtype(py, self.dtype)
+    }
+
+    /// Puts every item of `items` (a numpy array or sequence, converted to the
+    /// queue's dtype, flattened in C order), in order; waits at most `timeout`
+    /// seconds for room each time the queue is full (`Full`). Returns how many.
+    #[pyo3(signature = (items, timeout=None))]
+    fn put_many(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let np = py.import("numpy")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("dtype", self.dtype.descr())?;
+        let a = np.call_method("ascontiguousarray", (items,), Some(&kwargs))?;
+        let b = a.call_method0("tobytes")?;
+        self._put_bytes(py, b.cast::<PyBytes>()?, timeout)
+    }
+
+    /// Waits at most `timeout` seconds for at least one item (`Empty`), then takes
+    /// up to `max_items` that are ready, as a 1-d numpy array (writable, owned).
+    #[pyo3(signature = (max_items, timeout=None))]
+    fn get_many(
+        &self,
+        py: Python<'_>,
+        max_items: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let b = self._get_bytes(py, max_items, timeout)?;
+        let np = py.import("numpy")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("dtype", self.dtype.descr())?;
+        Ok(np.call_method("frombuffer", (b,), Some(&kwargs))?.unbind())
+    }
+
+    /// Segment name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Removes the name now.
+    fn unlink(&self) -> PyResult<()> {
+        dispatch!(&*lock(&self.inner), AnyQueue, q => q.unlink()).map_err(from_queue)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<pyshmarray.Queue {:?} dtype={} len={}>",
+            self.name,
+            self.dtype.descr(),
+            self.__len__()
+        )
+    }
+}
+
+impl AnyQueue {
+    fn tag(&self) -> Dtype {
+        dispatch!(self, AnyQueue, q => element_dtype(q))
+    }
+}
+
+fn element_dtype<T: Elem>(_q: &shmarray::Queue<T>) -> Dtype {
+    T::DTYPE
+}
+
+/// A bounded MPMC queue of byte messages between processes: `put(bytes)`,
+/// `get() -> bytes`, with the same timeouts and closing as `Queue`.
+#[pyclass(frozen, module = "pyshmarray._native", name = "ByteQueue")]
+pub(crate) struct ByteQueue {
+    inner: Mutex<shmarray::ByteQueue>,
+    name: String,
+}
+
+#[pymethods]
+impl ByteQueue {
+    /// Creates byte queue `name` for `capacity` messages of at most `max_message`
+    /// bytes each.
+    #[staticmethod]
+    #[pyo3(signature = (name, capacity, max_message=4096, persistent=false))]
+    fn create(
+        name: &str,
+        capacity: usize,
+        max_message: usize,
+        persistent: bool,
+    ) -> PyResult<ByteQueue> {
+        let opts = crate::options(persistent, "off")?;
+        let q = shmarray::ByteQueue::create_with(&opts, name, capacity, max_message)
+            .map_err(from_queue)?;
+        Ok(ByteQueue {
+            inner: Mutex::new(q),
+            name: name.to_string(),
+        })
+    }
+
+    /// Attaches byte queue `name`.
+    #[staticmethod]
+    fn open(name: &str) -> PyResult<ByteQueue> {
+        let q = shmarray::ByteQueue::open(name).map_err(from_queue)?;
+        Ok(ByteQueue {
+            inner: Mutex::new(q),
+            name: name.to_string(),
+        })
+    }
+
+    /// Puts one message (`bytes`-like), waiting at most `timeout` seconds while
+    /// full.
+    #[pyo3(signature = (msg, timeout=None))]
+    fn put(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        // `bytes` as they are; any other bytes-like object (bytearray, memoryview,
+        // a numpy array's buffer) through `bytes(msg)`.
+        let owned;
+        let msg: &[u8] = match msg.cast::<PyBytes>() {
+            Ok(b) => b.as_bytes(),
+            Err(_) => {
+                owned = py
+                    .get_type::<PyBytes>()
+                    .call1((msg,))?
+                    .cast_into::<PyBytes>()?;
+                owned.as_bytes()
+            }
+        };
+        let q = &self.inner;
+        blocking(py, timeout, "Full", |d| {
+            let q = lock(q);
+            if d.is_zero() {
+                q.try_put(msg).map_err(|e| match e {
+                    QueueError::Full => QueueError::Timeout(d),
+                    e => e,
+                })
+            } else {
+                q.put_timeout(msg, d)
+            }
+        })
+    }
+
+    /// Takes one message as `bytes`, waiting at most `timeout` seconds while empty.
+    #[pyo3(signature = (timeout=None))]
+    fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let q = &self.inner;
+        let v = blocking(py, timeout, "Empty", |d| {
+            let q = lock(q);
+            if d.is_zero() {
+                q.try_get().map_err(|e| match e {
+                    QueueError::Empty => QueueError::Timeout(d),
+                    e => e,
+                })
+            } else {
+                q.get_timeout(d)
+            }
+        })?;
+        Ok(PyBytes::new(py, &v))
+    }
+
+    /// Closes the queue (consumers drain, then `QueueClosed`).
+    fn close(&self) {
+        lock(&self.inner).close()
+    }
+
+    /// Whether the queue is closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        lock(&self.inner).is_closed()
+    }
+
+    /// Messages in the queue now.
+    fn __len__(&self) -> usize {
+        lock(&self.inner).len()
+    }
+
+    /// The largest message it takes.
+    #[getter]
+    fn max_message(&self) -> usize {
+        lock(&self.inner).max_message()
+    }
+
+    /// Segment name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Removes the name now.
+    fn unlink(&self) -> PyResult<()> {
+        lock(&self.inner).unlink().map_err(from_queue)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<pyshmarray.ByteQueue {:?} len={}>",
+            self.name,
+            self.__len__()
+        )
+    }
+}

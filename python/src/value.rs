@@ -1,0 +1,318 @@
+//! `Value` (a number under a robust lock) and `AtomicU64`.
+
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use shmarray::{Dtype, LockError, LockFailure, ObjectKind, SharedAtomicU64, SharedValue};
+
+use crate::array::{recorded_dtype, Counter, CounterSource};
+use crate::errors::{from_error, from_lock, shm_error};
+use crate::guard::{owner_died_error, Guard, Slot, Source};
+use crate::held::{Erased, Held};
+use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum, Elem};
+
+typed_enum!(
+    /// A `SharedValue` of any element type.
+    AnyValue,
+    SharedValue
+);
+
+fn with_value_init<T: Elem>(
+    name: &str,
+    init: &Bound<'_, PyAny>,
+    opts: &shmarray::Options,
+) -> PyResult<SharedValue<T>> {
+    let v = T::from_py(init)?;
+    SharedValue::<T>::create_with(opts, name, v).map_err(from_error)
+}
+
+/// A number in shared memory under a robust lock: `multiprocessing.Value` with
+/// `get_lock()`, by name.
+///
+/// `v.value` reads or writes under the lock (taking it for the call, or using the
+/// lock this thread holds through `with v.lock():`); `v.add(d)` adds in one call.
+/// If a holder died, these raise `OwnerDiedError` as `lock()` does.
+#[pyclass(frozen, module = "pyshmarray._native", name = "Value")]
+pub(crate) struct Value {
+    handle: Mutex<Option<Arc<AnyValue>>>,
+    /// The lock held through `with v.lock():` (shared by this handle's guards).
+    slot: Arc<Slot>,
+    name: String,
+    dtype: Dtype,
+}
+
+impl Value {
+    fn wrap(v: AnyValue, name: &str, dtype: Dtype) -> Value {
+        Value {
+            handle: Mutex::new(Some(Arc::new(v))),
+            slot: Arc::new(Slot::default()),
+            name: name.to_string(),
+            dtype,
+        }
+    }
+
+    fn handle(&self) -> PyResult<Arc<AnyValue>> {
+        lock(&self.handle)
+            .clone()
+            .ok_or_else(|| shm_error(format!("value {:?} is closed", self.name)))
+    }
+
+    /// Runs `f` under the lock: the one this thread holds through a guard of this
+    /// handle, or one taken (and released) for the call.
+    fn under_lock<R>(
+        &self,
+        py: Python<'_>,
+        mut f: impl for<'x> FnMut(&mut (dyn Erased<'x> + 'x)) -> PyResult<R>,
+    ) -> PyResult<R> {
+        {
+            let mut slot = lock(&self.slot);
+            if let Some((_, h)) = slot.as_mut() {
+                if h.is_mine() {
+                    return f(h.guard_mut()?);
+                }
+            }
+        }
+        let owner = self.handle()?;
+        // Fast path: an uncontended lock, used and released right here.
+        let fast = dispatch!(&*owner, AnyValue, x => {
+            // SAFETY: `x` is the value inside `owner`, reached through it.
+            unsafe { try_once(&owner, x, &mut f) }
+        });
+        let (mut held, died) = match fast {
+            Fast::Done(r) => return r,
+            Fast::Died(h) => (h, true),
+            Fast::Busy => Source::Value(owner).acquire(py, None)?,
+        };
+        if died {
+            let g = Guard::new(
+                Source::Value(self.handle()?),
+                self.slot.clone(),
+                None,
+                None,
+                None,
+            );
+            g.store(held);
+            let g = Bound::new(py, g)?;
+            return Err(owner_died_error(g.as_any()));
+        }
+        f(held.guard_mut()?)
+    }
+}
+
+/// The outcome of a `try_lock` of the fast path.
+enum Fast<R> {
+    Done(PyResult<R>),
+    Died(Held),
+    Busy,
+}
+
+/// Tries the lock once; runs `f` under it if taken.
+///
+/// # Safety
+/// `v` must be the value inside `owner`.
+unsafe fn try_once<'a, T: Elem, R>(
+    owner: &'a Arc<AnyValue>,
+    v: &'a SharedValue<T>,
+    f: &mut impl for<'x> FnMut(&mut (dyn Erased<'x> + 'x)) -> PyResult<R>,
+) -> Fast<R> {
+    match v.try_lock() {
+        Ok(mut g) => Fast::Done(f(&mut g)),
+        // SAFETY: the guard borrows `v`, inside `owner` (our contract), and was
+        // taken by this thread just now.
+        Err(LockError::OwnerDied(g)) => Fast::Died(unsafe { Held::new(owner, Box::new(g)) }),
+        Err(LockError::Failed(LockFailure::WouldBlock)) => Fast::Busy,
+        Err(e) => Fast::Done(Err(from_lock(e.into_failure()))),
+    }
+}
+
+#[pymethods]
+impl Value {
+    /// Creates value `name` holding `value` (owner: removed on close unless
+    /// `persistent`). `dtype`: anything `numpy.dtype` takes (default int64).
+    #[staticmethod]
+    #[pyo3(signature = (name, value=None, dtype=None, *, persistent=false))]
+    fn create(
+        py: Python<'_>,
+        name: &str,
+        value: Option<Bound<'_, PyAny>>,
+        dtype: Option<&Bound<'_, PyAny>>,
+        persistent: bool,
+    ) -> PyResult<Value> {
+        let dt = match dtype {
+            Some(d) => parse_dtype(d)?,
+            None => Dtype::I64,
+        };
+        let opts = crate::options(persistent, "off")?;
+        let init = match value {
+            Some(v) => v,
+            None => 0i64.into_pyobject(py)?.into_any(),
+        };
+        let v = for_dtype!(dt, AnyValue, T => with_value_init::<T>(name, &init, &opts)?);
+        Ok(Value::wrap(v, name, dt))
+    }
+
+    /// Attaches value `name` (its dtype from the segment).
+    #[staticmethod]
+    fn open(name: &str) -> PyResult<Value> {
+        let dt = recorded_dtype(name, ObjectKind::Value)?;
+        let v = for_dtype!(dt, AnyValue, T => SharedValue::<T>::open(name).map_err(from_error)?);
+        Ok(Value::wrap(v, name, dt))
+    }
+
+    /// The value, read under the lock.
+    #[getter]
+    fn get_value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.under_lock(py, |g| {
+            g.get(py).unwrap_or_else(|| Err(shm_error("not a value")))
+        })
+    }
+
+    /// Writes the value under the lock.
+    #[setter]
+    fn set_value(&self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.under_lock(py, |g| g.set(v))
+    }
+
+    /// Adds `delta` under the lock in one call (wrapping for integers); returns the
+    /// new value.
+    #[pyo3(signature = (delta=None))]
+    fn add(&self, py: Python<'_>, delta: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        let delta = match delta {
+            Some(d) => d,
+            None => 1i64.into_pyobject(py)?.into_any(),
+        };
+        self.under_lock(py, |g| g.add(&delta))
+    }
+
+    /// The lock as a context manager (`with v.lock(): v.value += 1`); see `Guard`.
+    /// With `recover=fn`, a dead holder's lock is repaired by `fn(guard)` (set
+    /// `guard.value`) and marked consistent.
+    #[pyo3(signature = (timeout=None, recover=None))]
+    fn lock(&self, timeout: Option<f64>, recover: Option<Py<PyAny>>) -> PyResult<Guard> {
+        crate::deadline(timeout)?;
+        Ok(Guard::new(
+            Source::Value(self.handle()?),
+            self.slot.clone(),
+            timeout,
+            recover,
+            None,
+        ))
+    }
+
+    /// Alias of `lock()` (`multiprocessing.Value.get_lock()`).
+    #[pyo3(signature = (timeout=None, recover=None))]
+    fn get_lock(&self, timeout: Option<f64>, recover: Option<Py<PyAny>>) -> PyResult<Guard> {
+        self.lock(timeout, recover)
+    }
+
+    /// Segment name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The element type's NPY descriptor.
+    #[getter]
+    fn descr(&self) -> &'static str {
+        self.dtype.descr()
+    }
+
+    /// The element type, as a `numpy.dtype`.
+    #[getter]
+    fn dtype(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        crate::numpy_dtype(py, self.dtype)
+    }
+
+    /// The segment's file.
+    #[getter]
+    fn path(&self) -> PyResult<Option<String>> {
+        let h = self.handle()?;
+        Ok(dispatch!(&*h, AnyValue, v => v.path()).map(|p| p.display().to_string()))
+    }
+
+    /// Removes the name now.
+    fn unlink(&self) -> PyResult<()> {
+        let h = self.handle()?;
+        dispatch!(&*h, AnyValue, v => v.unlink()).map_err(from_error)
+    }
+
+    /// Drops this handle (the owner removes the name). Idempotent.
+    fn close(&self) {
+        // The owner's handle removes the name when dropped (after the last guard
+        // that holds it).
+        drop(lock(&self.handle).take());
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<pyshmarray.Value {:?} dtype={}>",
+            self.name,
+            self.dtype.descr()
+        )
+    }
+}
+
+/// A `u64` in shared memory, accessed atomically only (`load`, `store`,
+/// `fetch_add`, `compare_exchange`, ...): `AtomicU64.create(name, value=0)` /
+/// `AtomicU64.open(name)`.
+#[pyclass(frozen, extends = Counter, module = "pyshmarray._native", name = "AtomicU64")]
+pub(crate) struct AtomicU64 {
+    name: String,
+}
+
+impl AtomicU64 {
+    fn init(a: SharedAtomicU64, name: &str) -> PyClassInitializer<AtomicU64> {
+        PyClassInitializer::from(Counter {
+            source: CounterSource::Atomic(Arc::new(a)),
+        })
+        .add_subclass(AtomicU64 {
+            name: name.to_string(),
+        })
+    }
+}
+
+#[pymethods]
+impl AtomicU64 {
+    /// Creates `name` holding `value` (owner: removed when the last reference is
+    /// collected, unless `persistent`).
+    #[staticmethod]
+    #[pyo3(signature = (name, value=0, persistent=false))]
+    fn create(py: Python<'_>, name: &str, value: u64, persistent: bool) -> PyResult<Py<AtomicU64>> {
+        let opts = crate::options(persistent, "off")?;
+        let a = SharedAtomicU64::create_with(&opts, name, value).map_err(from_error)?;
+        Py::new(py, Self::init(a, name))
+    }
+
+    /// Attaches `name`.
+    #[staticmethod]
+    fn open(py: Python<'_>, name: &str) -> PyResult<Py<AtomicU64>> {
+        let a = SharedAtomicU64::open(name).map_err(from_error)?;
+        Py::new(py, Self::init(a, name))
+    }
+
+    /// Segment name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn __repr__(slf: PyRef<'_, Self>) -> String {
+        let c: &Counter = slf.as_super();
+        let v = match &c.source {
+            CounterSource::Atomic(a) => a.load(std::sync::atomic::Ordering::SeqCst),
+            CounterSource::Array(..) => 0,
+        };
+        format!("<pyshmarray.AtomicU64 {:?} {v}>", slf.name)
+    }
+}
