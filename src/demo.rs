@@ -106,7 +106,7 @@ impl WorkerProc {
         }
         if dirs.len() == 1 {
             // Only this directory: no discovered huge directories either.
-            cmd.env(crate::HUGE_DIR_ENV, "");
+            cmd.env(crate::segment::HUGE_DIR_ENV, "");
         }
         let mut child = cmd
             .arg("__worker")

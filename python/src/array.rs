@@ -1,7 +1,6 @@
 //! `SharedArray`: a named array segment, its numpy view, its locks and counters.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
@@ -10,31 +9,12 @@ use pyo3::types::{PyDict, PyTuple};
 use shmarray::ndarray::{IxDyn, Order};
 use shmarray::{inspect, Dtype, Namespace, ObjectKind, Options};
 
+use crate::counter::{Counter, CounterSource};
 use crate::errors::{from_error, raise, shm_error};
 use crate::guard::{Guard, Slot, Source};
-use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum};
+use crate::{dispatch, for_dtype, lock, parse_dtype};
 
-type Arr<T> = shmarray::SharedArray<T, IxDyn>;
-typed_enum!(
-    /// A `SharedArray` of any element type.
-    AnyArray,
-    Arr
-);
-
-impl AnyArray {
-    fn file(&self) -> &std::fs::File {
-        dispatch!(self, AnyArray, a => a.file())
-    }
-    fn is_owner(&self) -> bool {
-        dispatch!(self, AnyArray, a => a.is_owner())
-    }
-    fn unlink(&self) -> shmarray::Result<()> {
-        dispatch!(self, AnyArray, a => a.unlink())
-    }
-    fn counter(&self, i: usize) -> shmarray::Result<&AtomicU64> {
-        dispatch!(self, AnyArray, a => a.counter(i))
-    }
-}
+use crate::handles::{AnyArray, Arr};
 
 /// Where the element data is, in a mapping of the bindings' own.
 enum Map {
@@ -500,82 +480,6 @@ pub(crate) fn open(name: &str, readonly: bool) -> PyResult<SharedArray> {
     let opts = Options::new().read_only(readonly);
     let a = for_dtype!(dt, AnyArray, T => Arr::<T>::open_with(&opts, name).map_err(from_error)?);
     Ok(SharedArray::wrap(a, false))
-}
-
-// ---- atomic counters ----------------------------------------------------------------
-
-/// What a `Counter` reads and writes.
-pub(crate) enum CounterSource {
-    Array(Arc<AnyArray>, usize),
-    Atomic(Arc<shmarray::SharedAtomicU64>),
-}
-
-/// An atomic 64-bit counter shared between processes: one of an array's counters
-/// (`a.counter(i)`) or an `AtomicU64` segment's value. Sequentially consistent.
-#[pyclass(frozen, subclass, module = "pyshmarray._native", name = "Counter")]
-pub(crate) struct Counter {
-    pub(crate) source: CounterSource,
-}
-
-impl Counter {
-    fn atomic(&self) -> &AtomicU64 {
-        match &self.source {
-            // Checked when the counter was made; the handle is kept alive by the Arc.
-            CounterSource::Array(a, i) => a.counter(*i).expect("index checked at creation"),
-            CounterSource::Atomic(a) => a,
-        }
-    }
-}
-
-#[pymethods]
-impl Counter {
-    /// The current value.
-    fn load(&self) -> u64 {
-        self.atomic().load(Ordering::SeqCst)
-    }
-
-    /// Stores `value`.
-    fn store(&self, value: u64) {
-        self.atomic().store(value, Ordering::SeqCst)
-    }
-
-    /// Adds `delta` (wrapping); returns the previous value.
-    #[pyo3(signature = (delta=1))]
-    fn fetch_add(&self, delta: u64) -> u64 {
-        self.atomic().fetch_add(delta, Ordering::SeqCst)
-    }
-
-    /// Subtracts `delta` (wrapping); returns the previous value.
-    #[pyo3(signature = (delta=1))]
-    fn fetch_sub(&self, delta: u64) -> u64 {
-        self.atomic().fetch_sub(delta, Ordering::SeqCst)
-    }
-
-    /// Swaps in `value`; returns the previous value.
-    fn swap(&self, value: u64) -> u64 {
-        self.atomic().swap(value, Ordering::SeqCst)
-    }
-
-    /// Stores `new` if the value is `current`; returns `(success, previous)`.
-    fn compare_exchange(&self, current: u64, new: u64) -> (bool, u64) {
-        match self
-            .atomic()
-            .compare_exchange(current, new, Ordering::SeqCst, Ordering::SeqCst)
-        {
-            Ok(v) => (true, v),
-            Err(v) => (false, v),
-        }
-    }
-
-    /// The value (same as `load()`).
-    #[getter]
-    fn value(&self) -> u64 {
-        self.load()
-    }
-
-    fn __repr__(&self) -> String {
-        format!("<pyshmarray.Counter {}>", self.load())
-    }
 }
 
 impl Drop for SharedArray {

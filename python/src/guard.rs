@@ -12,10 +12,9 @@ use shmarray::{
     ValueGuard,
 };
 
-use crate::array::AnyArray;
 use crate::errors::{from_lock, raise, shm_error};
+use crate::handles::{AnyArray, AnyValue};
 use crate::held::{Erased, Held};
-use crate::value::AnyValue;
 use crate::{dispatch, lock, Elem};
 
 /// Where a held guard lives: in the `Guard` object's own slot (arrays) or in the

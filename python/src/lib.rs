@@ -6,8 +6,10 @@
 //! [`SLICE`], checking for signals (Ctrl-C) between them.
 
 mod array;
+mod counter;
 mod errors;
 mod guard;
+mod handles;
 mod held;
 mod listing;
 mod objects;
@@ -250,7 +252,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<array::SharedArray>()?;
     m.add_class::<array::Mapping>()?;
-    m.add_class::<array::Counter>()?;
+    m.add_class::<counter::Counter>()?;
     m.add_class::<guard::Guard>()?;
     m.add_class::<value::Value>()?;
     m.add_class::<value::AtomicU64>()?;

@@ -6,17 +6,13 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use shmarray::{Dtype, LockError, LockFailure, ObjectKind, SharedAtomicU64, SharedValue};
 
-use crate::array::{recorded_dtype, Counter, CounterSource};
+use crate::array::recorded_dtype;
+use crate::counter::{Counter, CounterSource};
 use crate::errors::{from_error, from_lock, shm_error};
 use crate::guard::{owner_died_error, Guard, Slot, Source};
+use crate::handles::AnyValue;
 use crate::held::{Erased, Held};
-use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum, Elem};
-
-typed_enum!(
-    /// A `SharedValue` of any element type.
-    AnyValue,
-    SharedValue
-);
+use crate::{dispatch, for_dtype, lock, parse_dtype, Elem};
 
 fn with_value_init<T: Elem>(
     name: &str,

@@ -53,7 +53,7 @@ pub const PRETEND_NODES_ENV: &str = "SHMARRAY_MPI_PRETEND_NODES";
 pub enum MpiError {
     /// Creating, opening or viewing a node's segment failed.
     #[error(transparent)]
-    Segment(#[from] crate::Error),
+    Segment(#[from] crate::error::Error),
     /// The node's leader could not create the segment (its own rank reports why).
     #[error("the leader of node {node} could not create segment {name:?}")]
     LeaderFailed {

@@ -9,7 +9,8 @@ use ::mpi::traits::*;
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, IntoDimension, RemoveAxis};
 
 use super::{block, MpiError, NodeComm};
-use crate::{Element, SharedArray};
+use crate::array::SharedArray;
+use crate::element::Element;
 
 /// An array with one copy per node: a [`SharedArray`] segment created by the node's
 /// leader and attached by the node's other ranks, with axis 0 split into one block

@@ -6,7 +6,7 @@ use std::path::Path;
 use ndarray::{ArrayView, Dimension};
 
 use super::MpiError;
-use crate::Element;
+use crate::element::Element;
 
 /// Writes `array` to `path` as a plain `.npy` file (format 1.0, C order, no control
 /// block: every reader accepts it), replacing the file if it exists.

@@ -30,7 +30,7 @@ macro_rules! segment_accessors {
         }
 
         /// The pages behind the segment (see [`crate::SharedArray::backing`]).
-        pub fn backing(&self) -> &crate::Backing {
+        pub fn backing(&self) -> &crate::segment::Backing {
             self.$field.backing()
         }
 

@@ -656,7 +656,7 @@ macro_rules! handle_methods {
         }
 
         /// The pages behind the segment (see [`crate::SharedArray::backing`]).
-        pub fn backing(&self) -> &crate::Backing {
+        pub fn backing(&self) -> &crate::segment::Backing {
             self.raw.segment().backing()
         }
 
