@@ -229,8 +229,8 @@ pub use queue::{ByteQueue, Queue, QueueError};
 pub use segment::{
     collect_garbage, export_npy, find_garbage, huge_page_support, inspect, remove, Backing,
     Contents, Directory, GcReport, HugeMount, HugePageSupport, HugePages, HugePool, Liveness,
-    MapContents, Namespace, Options, PageKind, SegmentInfo, Usage, VecContents, DIR_ENV,
-    HUGE_DIR_ENV,
+    MapContents, Namespace, Options, PageKind, ReaderInfo, RwLockInfo, SegmentInfo, Usage,
+    VecContents, DIR_ENV, HUGE_DIR_ENV,
 };
 pub use sync::{
     BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,

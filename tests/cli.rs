@@ -1008,6 +1008,8 @@ fn ls_and_inspect_speak_json() {
     assert_eq!(one["data_offset"], 4096);
     assert_eq!(one["mode"], "0600");
     assert_eq!(one["control"]["layout_version"], 3);
+    assert_eq!(one["rwlock"]["writer"], "free");
+    assert_eq!(one["rwlock"]["readers"].as_array().map(Vec::len), Some(0));
     assert_eq!(one["gc_verdict"], "no: persistent");
     assert!(is_rfc3339_utc(one["created"].as_str().unwrap()));
     let o = shmarray(&d.0, &["inspect", "--json", "pipe"]);

@@ -335,3 +335,51 @@ fn the_reader_table_has_56_entries_and_handles_give_theirs_back() {
     let w = a.write().unwrap();
     assert_eq!(w.recovered_readers(), 0);
 }
+
+#[test]
+fn inspect_shows_the_readers_their_liveness_and_the_writer() {
+    let name = unique_name("rw-inspect");
+    let a = SharedArray::<i64, Ix1>::create(&name, 16).unwrap();
+    let ns = shmarray::Namespace::default_dir().unwrap();
+    let rw = || shmarray::inspect(&ns, &name).unwrap().rwlock.unwrap();
+    assert_eq!((rw().writer, rw().readers.len()), ("free", 0));
+    let mut kids = Children::new(CHILD_ENV);
+    let r = kids.spawn(&format!("read_and_hold:{name}"));
+    kids.expect_line(r, "reading");
+    let seen = rw();
+    assert_eq!(seen.readers.len(), 1);
+    let reader = &seen.readers[0];
+    assert_eq!(
+        (reader.pid, reader.holds, reader.liveness),
+        (kids.pid(r), 1, shmarray::Liveness::Alive)
+    );
+    kids.kill(r);
+    let seen = rw();
+    assert_eq!(
+        (seen.readers[0].holds, seen.readers[0].liveness),
+        (1, shmarray::Liveness::Dead),
+        "a dead reader still holding, until a writer comes"
+    );
+    assert_eq!(a.write().unwrap().recovered_readers(), 1);
+    assert_eq!(
+        rw().readers.len(),
+        0,
+        "the writer vacated the dead reader's entry"
+    );
+    // A reader of this process registers; a writer in another process then holds
+    // the lock and waits for nobody.
+    drop(a.read().unwrap());
+    let w = kids.spawn(&format!("write_and_hold:{name}"));
+    kids.expect_line(w, "holding");
+    let seen = rw();
+    assert_eq!(seen.writer, "writer");
+    assert_eq!(
+        (
+            seen.readers.len(),
+            seen.readers[0].holds,
+            seen.readers[0].pid
+        ),
+        (1, 0, std::process::id())
+    );
+    kids.kill(w);
+}

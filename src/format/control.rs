@@ -362,6 +362,24 @@ pub(crate) const READER_SLOTS: usize = 56;
 /// Bytes of one reader table entry.
 pub(crate) const READER_ENTRY_BYTES: usize = 32;
 
+/// Offset of the read-write lock's header in the control block.
+pub(crate) const RW_OFFSET: usize = 384;
+
+/// Offset of the read-write lock's reader table in the control block.
+pub(crate) const READERS_OFFSET: usize = 2304;
+
+/// The read-write lock's state as bytes read from a file: `(writer word,
+/// registered mask)` from the header, and for each entry of the table `(registered,
+/// pid, holds)`. For inspection only (the lock itself uses the atomics in place).
+pub(crate) fn parse_rw(header: &[u8; 16], table: &[u8]) -> (u32, u64, Vec<(u32, u32, u32)>) {
+    let entries = table
+        .chunks_exact(READER_ENTRY_BYTES)
+        .take(READER_SLOTS)
+        .map(|e| (u32_at(e, 0), u32_at(e, 4), u32_at(e, 16)))
+        .collect();
+    (u32_at(header, 0), u64_at(header, 8), entries)
+}
+
 /// Storage for the read-write lock's reader table, interpreted by the sync layer.
 #[repr(C, align(64))]
 pub(crate) struct ReaderSlots(pub(crate) UnsafeCell<[u8; READER_SLOTS * READER_ENTRY_BYTES]>);
@@ -399,9 +417,9 @@ const _: () = {
     assert!(offset_of!(ControlBlock, state) == 144);
     assert!(offset_of!(ControlBlock, flags) == 148);
     assert!(offset_of!(ControlBlock, lock) == 256);
-    assert!(offset_of!(ControlBlock, rw) == 384);
+    assert!(offset_of!(ControlBlock, rw) == RW_OFFSET);
     assert!(offset_of!(ControlBlock, counters) == 1280);
-    assert!(offset_of!(ControlBlock, readers) == 2304);
+    assert!(offset_of!(ControlBlock, readers) == READERS_OFFSET);
     assert!(size_of::<LockSlot>() == 128 && size_of::<CounterSlot>() == 128);
 };
 

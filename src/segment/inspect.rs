@@ -14,7 +14,10 @@ use crate::format::containers::{
     map_len, read_counter, vec_capacity, vec_counter, vec_counter_offset, MapGeometry,
     MAP_REPAIRS_COUNTER,
 };
-use crate::format::control::{ControlError, ControlFields, ObjectKind};
+use crate::format::control::{
+    parse_rw, ControlError, ControlFields, ObjectKind, READERS_OFFSET, READER_ENTRY_BYTES,
+    READER_SLOTS, RW_OFFSET,
+};
 use crate::format::describe::{describe, Description};
 use crate::format::npy::Layout;
 use crate::sys::fs::{self, Access};
@@ -55,6 +58,36 @@ pub struct SegmentInfo {
     /// For a map or vec: its occupancy and layout, read with `pread` when the
     /// segment was inspected (a live count: others may be changing it).
     pub contents: Option<Contents>,
+    /// The read-write lock's state (`None` without a control block), read when the
+    /// segment was inspected: a snapshot.
+    pub rwlock: Option<RwLockInfo>,
+}
+
+/// What `inspect` saw of a segment's read-write lock (the array lock's write side
+/// and the readers registered with it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RwLockInfo {
+    /// The writer word: `free`, `writer` (a writer holds the lock or waits for the
+    /// readers to leave) or `poisoned` (a dead writer's data was left unrepaired).
+    pub writer: &'static str,
+    /// The registered reading handles.
+    pub readers: Vec<ReaderInfo>,
+}
+
+/// One registered reading handle of a read-write lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReaderInfo {
+    /// Its entry in the reader table.
+    pub slot: usize,
+    /// The pid it recorded, in its own pid namespace (informational).
+    pub pid: u32,
+    /// Read locks it holds now.
+    pub holds: u32,
+    /// Whether its process is alive (its entry's file lock); a dead one that still
+    /// holds is recovered by the next writer.
+    pub liveness: Liveness,
 }
 
 /// What a container segment (a map or vec) holds, as `shmarray ls`/`inspect` show.
@@ -157,7 +190,13 @@ pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
             source: e,
         },
     })?;
+    let rwlock = rwlock(&desc, &file).map_err(|e| Error::Io {
+        op: "pread",
+        name: bare.to_string(),
+        source: e,
+    })?;
     Ok(SegmentInfo {
+        rwlock,
         contents,
         name: bare.to_string(),
         path: dir.dir.path().join(bare),
@@ -231,6 +270,38 @@ fn contents(
         }
         _ => None,
     })
+}
+
+/// Reads the read-write lock's header and reader table with `pread` and probes the
+/// liveness of every registered reader (its entry's lock byte).
+fn rwlock(desc: &Description, file: &File) -> std::io::Result<Option<RwLockInfo>> {
+    if desc.control.is_none() {
+        return Ok(None);
+    }
+    let base = desc.layout.control_offset as u64;
+    let mut header = [0u8; 16];
+    fs::read_exact_at(file, &mut header, base + RW_OFFSET as u64)?;
+    let mut table = vec![0u8; READER_SLOTS * READER_ENTRY_BYTES];
+    fs::read_exact_at(file, &mut table, base + READERS_OFFSET as u64)?;
+    let (word, _mask, entries) = parse_rw(&header, &table);
+    let readers = entries
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (registered, _, _))| *registered != 0)
+        .map(|(slot, (_, pid, holds))| ReaderInfo {
+            slot,
+            pid,
+            holds,
+            liveness: liveness::member(file, slot),
+        })
+        .collect();
+    let writer = match word {
+        0 => "free",
+        1 => "writer",
+        2 => "poisoned",
+        _ => "unknown",
+    };
+    Ok(Some(RwLockInfo { writer, readers }))
 }
 
 /// Opens `bare` read-only in the first directory of `ns` that has it, without

@@ -135,6 +135,12 @@ pub(crate) fn usage(file: &File) -> Usage {
 }
 
 /// Whether the creating handle is still open.
+/// Whether the member (or reader) in slot `slot` is alive, probed through `file`
+/// (a description of the asker's own).
+pub(crate) fn member(file: &File, slot: usize) -> Liveness {
+    Liveness::from_probe(lock::probe(file, MEMBER_BASE + slot as u64))
+}
+
 pub(crate) fn creator(file: &File) -> Liveness {
     Liveness::from_probe(lock::probe(file, CREATOR_BYTE))
 }

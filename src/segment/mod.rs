@@ -44,7 +44,9 @@ pub use export::export_npy;
 pub use huge::{
     huge_page_support, Backing, HugeMount, HugePageSupport, HugePages, HugePool, PageKind,
 };
-pub use inspect::{inspect, Contents, MapContents, SegmentInfo, VecContents};
+pub use inspect::{
+    inspect, Contents, MapContents, ReaderInfo, RwLockInfo, SegmentInfo, VecContents,
+};
 pub use liveness::{Liveness, Usage};
 pub(crate) use name::check_name;
 pub(crate) use namespace::NsDir;

@@ -4,7 +4,9 @@
 use std::io::Write;
 
 use serde_json::{json, Value};
-use shmarray::{Backing, Contents, Error, Liveness, Namespace, PageKind, SegmentInfo, Usage};
+use shmarray::{
+    Backing, Contents, Error, Liveness, Namespace, PageKind, RwLockInfo, SegmentInfo, Usage,
+};
 
 use crate::text::{self, escape, escape_path, human_bytes};
 use crate::{CliError, Status};
@@ -273,8 +275,48 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
     if let Some(c) = &info.contents {
         v.extend(contents_lines(c));
     }
+    if let Some(rw) = &info.rwlock {
+        v.push(("lock", rwlock_text(rw)));
+    }
     v.push(("garbage", gc_verdict(info, viewer).into()));
     v
+}
+
+/// The read-write lock in one line: the writer word and every registered reader.
+fn rwlock_text(rw: &RwLockInfo) -> String {
+    let writer = match rw.writer {
+        "free" => "no writer",
+        "writer" => "a writer holds it or waits for the readers",
+        "poisoned" => "poisoned: a dead writer's data was left unrepaired",
+        _ => "unknown writer word",
+    };
+    if rw.readers.is_empty() {
+        return format!("{writer}; no readers registered");
+    }
+    let readers: Vec<String> = rw
+        .readers
+        .iter()
+        .map(|r| {
+            format!(
+                "entry {} pid {} ({}) holding {}",
+                r.slot, r.pid, r.liveness, r.holds
+            )
+        })
+        .collect();
+    format!("{writer}; readers: {}", readers.join(", "))
+}
+
+/// The read-write lock as JSON.
+fn rwlock_json(rw: &RwLockInfo) -> Value {
+    json!({
+        "writer": rw.writer,
+        "readers": rw.readers.iter().map(|r| json!({
+            "slot": r.slot,
+            "pid": r.pid,
+            "holds": r.holds,
+            "liveness": r.liveness.as_str(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Whether `gc` would take the segment, and if not, why not.
@@ -338,6 +380,7 @@ pub(crate) fn segment_json(info: &SegmentInfo, viewer: &Viewer, detail: bool) ->
         "other_owner": viewer.is_foreign_owner(info.owner),
         "garbage": info.is_garbage() && !viewer.is_foreign_owner(info.owner),
         "contents": info.contents.as_ref().map(contents_json),
+        "rwlock": info.rwlock.as_ref().map(rwlock_json),
     });
     if detail {
         let extra = json!({
