@@ -158,3 +158,46 @@ def test_barrier_timeout_breaks(name):
         b.wait(timeout=0.05)
     b.reset()
     assert not b.broken
+
+
+@pytest.mark.parametrize("kind", ["read", "lock"])
+def test_a_guard_copied_into_a_forked_child_releases_nothing_of_the_parent(name, kind):
+    # The parent holds the lock (a read, or the exclusive lock); a forked child
+    # releases its copy of the guard. The lock is the parent's: the child's release
+    # must neither count the parent's read out nor clear its writer word.
+    import os
+
+    seg = name()
+    a = shm.create(seg, (4,), "i8")
+    g = a.read() if kind == "read" else a.lock()
+    g.__enter__()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 0
+        try:
+            g.release()
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    # Another handle (as another process would) still finds the lock held.
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pyshmarray as shm\n"
+            f"a = shm.open({seg!r})\n"
+            "try:\n"
+            "    with a.write(timeout=0.2):\n"
+            "        sys.exit(1)\n"
+            "except shm.TimeoutError:\n"
+            "    sys.exit(0)\n",
+        ],
+        timeout=60,
+    )
+    assert probe.returncode == 0, "the child's copy released the parent's lock"
+    g.release()
+    with a.write(timeout=5):
+        pass
+    a.close()

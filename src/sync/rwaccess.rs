@@ -24,6 +24,7 @@ use crate::segment::liveness::Liveness;
 use crate::sync::members::{self, Member, MemberEntry, Membership};
 use crate::sync::mutex::{LockError, LockFailure, RawMutexGuard, RawRobustMutex};
 use crate::sync::rwlock::{Drained, RwCore, RwHeader};
+use crate::sys::proc;
 
 /// Identifies a segment file in this process: device and inode.
 pub(crate) type FileKey = (u64, u64);
@@ -136,7 +137,11 @@ impl RwLockState {
                 .expect("not null"),
             seat: ReaderSeat::default(),
             key,
-            fd: file.as_raw_fd(),
+            fd: {
+                // Registers the fork counter, which the tokens read unchecked.
+                let _ = proc::fork_generation();
+                file.as_raw_fd()
+            },
         }
     }
 
@@ -185,11 +190,7 @@ impl RwLockState {
         }
         match wait.lock(self.mutex()) {
             Ok(raw) => match self.core().no_readers() {
-                Some(drained) => Ok(WriteToken {
-                    state: self,
-                    drained,
-                    raw,
-                }),
+                Some(drained) => Ok(WriteToken::new(self, drained, raw)),
                 None => self.drain(raw, wait),
             },
             Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Block) {
@@ -214,11 +215,7 @@ impl RwLockState {
             .core()
             .begin_write(deadline, |slot| self.liveness(slot))
         {
-            Ok(drained) => Ok(WriteToken {
-                state: self,
-                drained,
-                raw,
-            }),
+            Ok(drained) => Ok(WriteToken::new(self, drained, raw)),
             Err(_) => {
                 // Readers still inside: let the others in again and give up.
                 self.core().end_write(Drained::announced(0), false);
@@ -235,10 +232,10 @@ impl RwLockState {
             match enter_note(self.key, self.id()) {
                 Reading::Here => {
                     self.core().enter_unchecked(slot);
-                    return Ok(ReadToken { state: self, slot });
+                    return Ok(ReadToken::new(self, slot));
                 }
                 Reading::No if self.core().try_enter(slot) => {
-                    return Ok(ReadToken { state: self, slot });
+                    return Ok(ReadToken::new(self, slot));
                 }
                 Reading::No => {
                     note_exit(self.id());
@@ -247,7 +244,7 @@ impl RwLockState {
                 Reading::Elsewhere => {
                     if self.core().try_enter(slot) {
                         note_enter(self.key, self.id());
-                        return Ok(ReadToken { state: self, slot });
+                        return Ok(ReadToken::new(self, slot));
                     }
                     return self.read_slow(wait, Reading::Elsewhere);
                 }
@@ -287,7 +284,7 @@ impl RwLockState {
                 }
                 core.enter_unchecked(slot);
                 drop(raw);
-                Ok(ReadToken { state: self, slot })
+                Ok(ReadToken::new(self, slot))
             }
             // The last writer died: this reader holds the lock now and repairs.
             Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Block) {
@@ -481,14 +478,30 @@ fn note_exit_more(r: &Reads, seat: usize) {
 #[must_use = "the read lock is released as soon as the guard is dropped"]
 pub(crate) struct ReadToken<'a> {
     state: &'a RwLockState,
-    slot: usize,
+    slot: u32,
+    /// The fork generation it was taken in (low 32 bits): a copy in a forked child
+    /// holds nothing (the read belongs to the parent) and must not count it out.
+    fork: u32,
+}
+
+impl<'a> ReadToken<'a> {
+    #[inline]
+    fn new(state: &'a RwLockState, slot: usize) -> ReadToken<'a> {
+        ReadToken {
+            state,
+            slot: slot as u32,
+            fork: proc::fork_generation_registered() as u32,
+        }
+    }
 }
 
 impl Drop for ReadToken<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.state.core().exit(self.slot);
-        note_exit(self.state.id());
+        if self.fork == proc::fork_generation_registered() as u32 {
+            self.state.core().exit(self.slot as usize);
+            note_exit(self.state.id());
+        }
     }
 }
 
@@ -507,8 +520,22 @@ impl fmt::Debug for ReadToken<'_> {
 pub(crate) struct WriteToken<'a> {
     state: &'a RwLockState,
     drained: Drained,
-    // Dropped (unlocked) after `Drop::drop` ran.
-    raw: RawMutexGuard<'a>,
+    /// The fork generation it was taken in (see `ReadToken::fork`).
+    fork: u64,
+    // Dropped (unlocked) in `Drop::drop`, after the writer word.
+    raw: ManuallyDrop<RawMutexGuard<'a>>,
+}
+
+impl<'a> WriteToken<'a> {
+    #[inline]
+    fn new(state: &'a RwLockState, drained: Drained, raw: RawMutexGuard<'a>) -> WriteToken<'a> {
+        WriteToken {
+            state,
+            drained,
+            fork: proc::fork_generation_registered(),
+            raw: ManuallyDrop::new(raw),
+        }
+    }
 }
 
 impl WriteToken<'_> {
@@ -537,16 +564,23 @@ impl<'a> WriteToken<'a> {
         }
         core.enter_unchecked(slot);
         drop(self);
-        Ok(ReadToken { state, slot })
+        Ok(ReadToken::new(state, slot))
     }
 }
 
 impl Drop for WriteToken<'_> {
     #[inline]
     fn drop(&mut self) {
+        if self.fork != proc::fork_generation_registered() {
+            // A copy in a forked child: the lock is the parent's. Neither the
+            // writer word nor the mutex is ours to release.
+            return;
+        }
         self.state
             .core()
             .end_write(self.drained, self.raw.owner_died());
+        // SAFETY: dropped exactly once, here; the field is not used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.raw) };
     }
 }
 

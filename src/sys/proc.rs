@@ -75,6 +75,14 @@ pub(crate) fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
+/// [`fork_generation`] without making sure the counting handler is registered:
+/// one relaxed load, for hot paths whose handle called `fork_generation` when it
+/// was made (so the handler is registered; without that, this never changes).
+#[inline(always)]
+pub(crate) fn fork_generation_registered() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
