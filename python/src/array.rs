@@ -429,20 +429,6 @@ pub(crate) fn create(
     Ok(SharedArray::wrap(a, persistent))
 }
 
-/// Every element type the bindings support.
-const ALL_DTYPES: [Dtype; 10] = [
-    Dtype::I8,
-    Dtype::I16,
-    Dtype::I32,
-    Dtype::I64,
-    Dtype::U8,
-    Dtype::U16,
-    Dtype::U32,
-    Dtype::U64,
-    Dtype::F32,
-    Dtype::F64,
-];
-
 /// The element type recorded in segment `name`, checked to be of `kind`.
 pub(crate) fn recorded_dtype(name: &str, kind: ObjectKind) -> PyResult<Dtype> {
     let ns = Namespace::default_dir().map_err(from_error)?;
@@ -456,9 +442,7 @@ pub(crate) fn recorded_dtype(name: &str, kind: ObjectKind) -> PyResult<Dtype> {
     // A queue records its item type's code in parameter 3 (FORMAT.md); an
     // array's header says its element type.
     let recorded = match (kind, info.control) {
-        (ObjectKind::Queue, Some(c)) => ALL_DTYPES
-            .into_iter()
-            .find(|d| u64::from(d.code()) == c.params[3]),
+        (ObjectKind::Queue, Some(c)) => u32::try_from(c.params[3]).ok().and_then(Dtype::from_code),
         _ => info.layout.dtype,
     };
     recorded.ok_or_else(|| {

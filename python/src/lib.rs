@@ -80,7 +80,16 @@ macro_rules! typed_enum {
             U8($inner<u8>), U16($inner<u16>), U32($inner<u32>), U64($inner<u64>),
             F32($inner<f32>), F64($inner<f64>),
         }
+        typed_enum!(@from $name, $inner, I8 i8, I16 i16, I32 i32, I64 i64, U8 u8, U16 u16,
+            U32 u32, U64 u64, F32 f32, F64 f64);
     };
+    (@from $name:ident, $inner:ident, $($v:ident $t:ty),*) => {$(
+        impl From<$inner<$t>> for $name {
+            fn from(x: $inner<$t>) -> Self {
+                $name::$v(x)
+            }
+        }
+    )*};
 }
 pub(crate) use typed_enum;
 
@@ -103,58 +112,67 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
+/// Evaluates `$body` with the type alias `$T` naming the element type of a runtime
+/// `Dtype`; `$other` binds a type these bindings do not support, for `$fallback`.
+macro_rules! with_dtype {
+    ($dt:expr, $T:ident => $body:expr, $other:ident => $fallback:expr) => {
+        match $dt {
+            shmarray::Dtype::I8 => {
+                type $T = i8;
+                $body
+            }
+            shmarray::Dtype::I16 => {
+                type $T = i16;
+                $body
+            }
+            shmarray::Dtype::I32 => {
+                type $T = i32;
+                $body
+            }
+            shmarray::Dtype::I64 => {
+                type $T = i64;
+                $body
+            }
+            shmarray::Dtype::U8 => {
+                type $T = u8;
+                $body
+            }
+            shmarray::Dtype::U16 => {
+                type $T = u16;
+                $body
+            }
+            shmarray::Dtype::U32 => {
+                type $T = u32;
+                $body
+            }
+            shmarray::Dtype::U64 => {
+                type $T = u64;
+                $body
+            }
+            shmarray::Dtype::F32 => {
+                type $T = f32;
+                $body
+            }
+            shmarray::Dtype::F64 => {
+                type $T = f64;
+                $body
+            }
+            $other => $fallback,
+        }
+    };
+}
+pub(crate) use with_dtype;
+
 /// Builds a typed enum's variant for a runtime `Dtype`: `$ctor` is evaluated with
 /// the type alias `$T` naming the element type.
 macro_rules! for_dtype {
     ($dt:expr, $name:ident, $T:ident => $ctor:expr) => {
-        match $dt {
-            shmarray::Dtype::I8 => {
-                type $T = i8;
-                $name::I8($ctor)
-            }
-            shmarray::Dtype::I16 => {
-                type $T = i16;
-                $name::I16($ctor)
-            }
-            shmarray::Dtype::I32 => {
-                type $T = i32;
-                $name::I32($ctor)
-            }
-            shmarray::Dtype::I64 => {
-                type $T = i64;
-                $name::I64($ctor)
-            }
-            shmarray::Dtype::U8 => {
-                type $T = u8;
-                $name::U8($ctor)
-            }
-            shmarray::Dtype::U16 => {
-                type $T = u16;
-                $name::U16($ctor)
-            }
-            shmarray::Dtype::U32 => {
-                type $T = u32;
-                $name::U32($ctor)
-            }
-            shmarray::Dtype::U64 => {
-                type $T = u64;
-                $name::U64($ctor)
-            }
-            shmarray::Dtype::F32 => {
-                type $T = f32;
-                $name::F32($ctor)
-            }
-            shmarray::Dtype::F64 => {
-                type $T = f64;
-                $name::F64($ctor)
-            }
-            other => {
-                return Err($crate::errors::raise(
-                    "TypeMismatchError",
-                    format!("element type {other} is not supported by these bindings"),
-                ))
-            }
-        }
+        $crate::with_dtype!($dt, $T => $name::from($ctor), other => {
+            return Err($crate::errors::raise(
+                "TypeMismatchError",
+                format!("element type {other} is not supported by these bindings"),
+            ))
+        })
     };
 }
 pub(crate) use for_dtype;

@@ -8,55 +8,11 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict};
 use shmarray::{Dtype, ObjectKind, QueueError};
 
 use crate::errors::{from_queue, raise, shm_error};
-use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum, Elem};
+use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum, with_dtype, Elem};
 
-/// Calls a generic function with the element type of a `Dtype` tag.
-macro_rules! dispatch_tag {
-    ($tag:expr, $T:ident => $call:expr) => {
-        match $tag {
-            Dtype::I8 => {
-                type $T = i8;
-                $call
-            }
-            Dtype::I16 => {
-                type $T = i16;
-                $call
-            }
-            Dtype::I32 => {
-                type $T = i32;
-                $call
-            }
-            Dtype::I64 => {
-                type $T = i64;
-                $call
-            }
-            Dtype::U8 => {
-                type $T = u8;
-                $call
-            }
-            Dtype::U16 => {
-                type $T = u16;
-                $call
-            }
-            Dtype::U32 => {
-                type $T = u32;
-                $call
-            }
-            Dtype::U64 => {
-                type $T = u64;
-                $call
-            }
-            Dtype::F32 => {
-                type $T = f32;
-                $call
-            }
-            Dtype::F64 => {
-                type $T = f64;
-                $call
-            }
-            other => Err(shm_error(format!("unsupported dtype {other}"))),
-        }
-    };
+/// A queue item type these bindings cannot handle.
+fn unsupported(other: Dtype) -> PyErr {
+    shm_error(format!("unsupported dtype {other}"))
 }
 
 typed_enum!(
@@ -307,7 +263,7 @@ impl Queue {
     fn put(&self, py: Python<'_>, x: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
         let q = &self.inner;
         let tag = lock(q).tag();
-        dispatch_tag!(tag, T => put_one::<T>(py, q, x, timeout))
+        with_dtype!(tag, T => put_one::<T>(py, q, x, timeout), other => Err(unsupported(other)))
     }
 
     /// Takes one number, waiting at most `timeout` seconds while the queue is empty
@@ -316,7 +272,7 @@ impl Queue {
     fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let q = &self.inner;
         let tag = lock(q).tag();
-        dispatch_tag!(tag, T => get_one::<T>(py, q, timeout))
+        with_dtype!(tag, T => get_one::<T>(py, q, timeout), other => Err(unsupported(other)))
     }
 
     /// Native part of `put_many`: puts the items in `data` (native-endian bytes
@@ -331,7 +287,7 @@ impl Queue {
         let q = &self.inner;
         let tag = lock(q).tag();
         let data = data.as_bytes();
-        dispatch_tag!(tag, T => put_many::<T>(py, q, data, timeout))
+        with_dtype!(tag, T => put_many::<T>(py, q, data, timeout), other => Err(unsupported(other)))
     }
 
     /// Native part of `get_many`: waits for at least one item, then takes up to
@@ -345,7 +301,7 @@ impl Queue {
     ) -> PyResult<Py<PyAny>> {
         let q = &self.inner;
         let tag = lock(q).tag();
-        dispatch_tag!(tag, T => get_many::<T>(py, q, max_items, timeout))
+        with_dtype!(tag, T => get_many::<T>(py, q, max_items, timeout), other => Err(unsupported(other)))
     }
 
     /// Closes the queue: consumers drain what is left, then get `QueueClosed`;

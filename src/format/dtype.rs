@@ -127,6 +127,12 @@ impl Dtype {
         })
     }
 
+    /// The element type a stored [`code`](Self::code) names (a queue's item type is
+    /// recorded this way in its control block parameters).
+    pub fn from_code(code: u32) -> Option<Dtype> {
+        dtype_from_code(code)
+    }
+
     /// Stable numeric code stored in the control block.
     pub const fn code(self) -> u32 {
         match self {
