@@ -494,8 +494,14 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// Whether this handle can use the lock: a control block whose creator
     /// initialised the mutex (LOCK_READY is set before publication, so the copy
     /// taken at attach knows), and a writable mapping. Decided once, at attach.
+    /// The copy is read, not the live block: attaching touches no page of the
+    /// mapping (a file shrunk under us meanwhile would make that touch a SIGBUS).
     fn lock_usable(seg: &Segment) -> bool {
-        seg.is_writable() && seg.flags() & flags::LOCK_READY != 0 && seg.lock_slot().is_some()
+        seg.is_writable()
+            && seg
+                .control()
+                .is_some_and(|c| c.flags & flags::LOCK_READY != 0)
+            && seg.lock_slot().is_some()
     }
 
     #[cold]

@@ -394,6 +394,12 @@ pub(crate) fn create(
         }
     };
     init(&mut building).map_err(cleanup)?;
+    // The object may have set flags (LOCK_READY) while building: this handle's copy
+    // of the control block says so too, as an opener's copy will.
+    fields.flags = building
+        .block()
+        .flags
+        .load(std::sync::atomic::Ordering::Acquire);
     let id = fs::fstat(&file)
         .map_err(|e| map_errno("fstat", label, e))
         .map_err(cleanup)?
