@@ -10,6 +10,23 @@ use crate::sync::{LockFailure, ReadToken, RobustGuard, WriteToken};
 /// The array's lock, held exclusively (from [`lock`](crate::SharedArray::lock) or
 /// [`write`](crate::SharedArray::write)): derefs to the mutable view. Unlocks on
 /// drop.
+///
+/// # Threads
+/// Not `Send`: the thread that locked is the one that unlocks (a pthread mutex
+/// belongs to its locking thread). `Sync`, as `std::sync::MutexGuard`: other threads
+/// may read through a shared reference. Sending one to another thread does not
+/// compile:
+///
+/// ```compile_fail,E0277
+/// # use shmarray::{ndarray::Ix1, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let a = SharedArray::<f64, Ix1>::create(&format!("doc-gsend-{}", std::process::id()), 4)?;
+/// let g = a.lock().map_err(shmarray::LockError::into_failure)?;
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(g));
+/// });
+/// # Ok(()) }
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T: Element, D: Dimension> {
     view: ArrayViewMut<'a, T, D>,
@@ -90,8 +107,35 @@ impl<T: Element, D: Dimension> RobustGuard for ArrayGuard<'_, T, D> {
 
 /// A read lock of the array (from [`read`](crate::SharedArray::read)): derefs to
 /// the read-only view. Other readers, in any thread or process, may hold one at
-/// the same time; no writer can. Not `Send`: it is released by the thread that
-/// took it.
+/// the same time; no writer can.
+///
+/// # Threads
+/// Not `Send`: the read is counted out of the taking thread's record of held reads,
+/// so the thread that took it releases it. `Sync`: other threads may read the view
+/// through a shared reference (for example scoped threads summing parts of it).
+///
+/// ```
+/// # use shmarray::{ndarray::Ix1, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let a = SharedArray::<f64, Ix1>::create(&format!("doc-gsync-{}", std::process::id()), 4)?;
+/// let g = a.read().map_err(shmarray::LockError::into_failure)?;
+/// let total = std::thread::scope(|s| s.spawn(|| g.sum()).join().unwrap());
+/// assert_eq!(total, 0.0);
+/// # Ok(()) }
+/// ```
+///
+/// Moving it to another thread does not compile:
+///
+/// ```compile_fail,E0277
+/// # use shmarray::{ndarray::Ix1, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let a = SharedArray::<f64, Ix1>::create(&format!("doc-rsend-{}", std::process::id()), 4)?;
+/// let g = a.read().map_err(shmarray::LockError::into_failure)?;
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(g));
+/// });
+/// # Ok(()) }
+/// ```
 #[must_use = "the read lock is released as soon as the guard is dropped"]
 pub struct ArrayReadGuard<'a, T: Element, D: Dimension> {
     view: ArrayView<'a, T, D>,

@@ -65,6 +65,10 @@ use crate::sync::{
 /// g[[0, 0]] += 1.0;
 /// # Ok(()) }
 /// ```
+///
+/// # Threads
+/// `Send + Sync`: share one handle between threads (`&` or `Arc`); the lock and
+/// the read-write lock work between threads as between processes.
 pub struct SharedArray<T: Element, D: Dimension> {
     /// The lock, if it can be used through this handle (see `lock_usable`).
     /// Declared before `seg`: it leaves the reader table on drop, while the

@@ -20,6 +20,9 @@ macro_rules! shared_atomic {
         /// `store`, ... work as usual, across processes. The value sits alone on its
         /// own page (the data of its segment), so it shares no cache line. There is
         /// no non-atomic view of it.
+        ///
+        /// # Threads
+        /// `Send + Sync`, as the std atomic.
         #[derive(Debug)]
         pub struct $name {
             array: SharedArray<$t, Ix0>,

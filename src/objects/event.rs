@@ -13,6 +13,9 @@ use crate::sync::{RawEvent, TimedOut};
 
 /// Python's `multiprocessing.Event`, by name: `set`, `clear`, `is_set`, `wait`.
 /// Waiters sleep on a process-shared futex (no polling).
+///
+/// # Threads
+/// `Send + Sync`: threads may share one handle.
 pub struct Event {
     word: SharedArray<u32, Ix0>,
 }

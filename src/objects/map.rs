@@ -106,6 +106,10 @@ pub enum MapError {
 /// `Err(Segment(Corrupt))`, never a wild access. A peer writing garbage into the
 /// table can lose or garble entries, but cannot make this process touch memory
 /// outside the map.
+///
+/// # Threads
+/// `Send + Sync`: threads may share one handle (every operation takes its
+/// shard's lock).
 pub struct SharedMap<K, V> {
     seg: SharedArray<u8, Ix1>,
     geo: MapGeometry,

@@ -32,6 +32,9 @@ use crate::sync::{LockResult, RobustGuard};
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// # Threads
+/// `Send + Sync`, as [`SharedArray`](crate::SharedArray).
 pub struct SharedValue<T: Element> {
     array: SharedArray<T, Ix0>,
 }
@@ -121,6 +124,10 @@ impl<T: Element> fmt::Debug for SharedValue<T> {
 }
 
 /// A locked [`SharedValue`]; derefs to the value.
+///
+/// # Threads
+/// Not `Send` (the thread that locked unlocks), but `Sync`, as
+/// [`ArrayGuard`](crate::ArrayGuard).
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T: Element>(ArrayGuard<'a, T, Ix0>);
 

@@ -82,6 +82,10 @@ pub enum VecError {
 /// locker after a holder died rolls back the undo record and checks the length,
 /// so nobody ever sees a half-written element or a stuck lock;
 /// [`repairs`](Self::repairs) counts it.
+///
+/// # Threads
+/// `Send + Sync`: threads may share one handle (every operation takes the
+/// segment's lock).
 pub struct SharedVec<T: Element> {
     array: SharedArray<T, Ix1>,
 }

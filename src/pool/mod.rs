@@ -77,6 +77,9 @@ const DROP_GRACE: Duration = Duration::from_secs(2);
 ///   and a [`Process`](crate::process::Process) by a launcher thread that lives as
 ///   long as the process. Fork-pool workers die with their fork server, which dies
 ///   with the pool's process.
+///
+/// # Threads
+/// `Send + Sync`: submit from many threads at once.
 #[derive(Debug)]
 pub struct Pool {
     shared: Arc<Shared>,

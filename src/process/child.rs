@@ -19,6 +19,9 @@ use crate::sys::process::Exit;
 /// pool's docs ([`Pool`](crate::pool::Pool)) for what happens to processes its task
 /// starts. Dropping it without [`join`](Process::join) gives the task 2 seconds,
 /// then kills the process (and its process group) and reaps it.
+///
+/// # Threads
+/// `Send + Sync`.
 #[must_use = "a Process is killed when dropped; join it to get the result"]
 pub struct Process<R> {
     worker: Worker,

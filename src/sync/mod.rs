@@ -33,3 +33,20 @@ pub(crate) use mutex::{RawMutexGuard, RawRobustMutex};
 pub(crate) use rwaccess::{ReadToken, RwLockState, Wait, WriteToken};
 pub use wait::TimedOut;
 pub(crate) use wait::{wait_while_equal, wake_all};
+
+/// A marker that makes its holder `!Send` but keeps it `Sync`: for lock guards,
+/// which must be released by the thread that took them (a pthread mutex is unlocked
+/// by its owner thread; a read is counted out of this thread's record), while a
+/// shared reference to a guard only reads.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct NotSend(std::marker::PhantomData<*const ()>);
+
+// SAFETY: `NotSend` has no data; it only withholds `Send`. Sharing a reference to it
+// between threads does nothing.
+unsafe impl Sync for NotSend {}
+
+impl std::fmt::Debug for NotSend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NotSend")
+    }
+}

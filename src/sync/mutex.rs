@@ -20,7 +20,6 @@
 
 use std::cell::UnsafeCell;
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -403,7 +402,7 @@ impl RawRobustMutex {
         RawMutexGuard {
             mutex: self,
             owner_died,
-            _not_send: PhantomData,
+            _not_send: super::NotSend::default(),
         }
     }
 }
@@ -414,7 +413,7 @@ pub(crate) struct RawMutexGuard<'a> {
     mutex: &'a RawRobustMutex,
     owner_died: bool,
     // pthread mutexes must be unlocked by the thread that locked them.
-    _not_send: PhantomData<*const ()>,
+    _not_send: super::NotSend,
 }
 
 impl RawMutexGuard<'_> {

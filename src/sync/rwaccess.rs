@@ -473,8 +473,7 @@ fn note_exit_more(r: &Reads, seat: usize) {
 // ---- guards' tokens ---------------------------------------------------------------
 
 /// A held read: counts the read out on drop. Not `Send`: the thread-local record
-/// is this thread's (the lifetime-bound reference to the state is `Send`, so the
-/// marker lives in the guard that owns this token).
+/// of held reads is this thread's, so the read must be counted out here.
 #[must_use = "the read lock is released as soon as the guard is dropped"]
 pub(crate) struct ReadToken<'a> {
     state: &'a RwLockState,
@@ -482,6 +481,7 @@ pub(crate) struct ReadToken<'a> {
     /// The fork generation it was taken in (low 32 bits): a copy in a forked child
     /// holds nothing (the read belongs to the parent) and must not count it out.
     fork: u32,
+    _not_send: super::NotSend,
 }
 
 impl<'a> ReadToken<'a> {
@@ -491,6 +491,7 @@ impl<'a> ReadToken<'a> {
             state,
             slot: slot as u32,
             fork: proc::fork_generation_registered() as u32,
+            _not_send: super::NotSend::default(),
         }
     }
 }
