@@ -101,7 +101,7 @@ pub struct RefusedDirectory {
 ///
 /// # One name, one segment
 ///
-/// A name is looked up in every directory ([`resolve`](Self::resolve)): the
+/// A name is looked up in every directory: the
 /// caller's own file is what the name means, wherever it is; another user's file
 /// of the same name neither hides it nor stands in for it (open, inspect, `path_of`
 /// and remove all pass it over). Two files of the caller under one name are an

@@ -186,7 +186,7 @@ impl Dir {
             Err(Errno::EEXIST) => return Err(Errno::EEXIST),
             Err(_) => {}
         }
-        let proc_path = cstr(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let proc_path = cstr(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
         retry(|| {
             // SAFETY: as above.
             cvt(unsafe {
@@ -461,7 +461,7 @@ pub(crate) fn reserve(file: &File, len: u64) -> Result<(), Errno> {
 /// Opens the file behind `file` again through `/proc/self/fd`, which makes a new
 /// open file description (a `dup` would share it, and with it its OFD locks).
 pub(crate) fn reopen(file: &File, access: Access) -> Result<File, Errno> {
-    let path = cstr(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let path = cstr(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
     let fd = retry(|| {
         // SAFETY: `path` is a valid NUL-terminated path.
         cvt(unsafe { libc::open(path.as_ptr(), access.flags() | libc::O_CLOEXEC) })
