@@ -461,6 +461,17 @@ fn a_name_the_caller_holds_twice_is_an_error_naming_both() {
         }
     }
     assert!(both.iter().all(|p| p.exists()));
+    // `ls` shows both, each with its directory, and says what is wrong.
+    let ls = text(&cli(&first.path, Some(huge), &[os("ls")]).stdout);
+    let rows: Vec<&str> = ls.lines().filter(|l| l.starts_with("x ")).collect();
+    assert_eq!(rows.len(), 2, "{ls}");
+    for (row, dir) in rows.iter().zip([&first.path, &second.path]) {
+        assert!(row.contains(dir.to_str().unwrap()), "{ls}");
+        assert!(
+            row.ends_with("yours in two directories: remove one"),
+            "{ls}"
+        );
+    }
     // Through one directory alone, each is what the name means there.
     Namespace::at(&second.path).unwrap().remove("x").unwrap();
     assert_eq!(inspect(&ns, "x").unwrap().path, both[0]);

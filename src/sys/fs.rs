@@ -80,6 +80,9 @@ impl Dir {
     /// (`ENOTDIR`, `ELOOP`) that the last component is a symlink: [`lstat`] tells.
     /// Earlier components are resolved as usual.
     pub(crate) fn open(path: &Path) -> Result<Dir, Errno> {
+        if path.as_os_str().is_empty() {
+            return Err(Errno::ENOENT);
+        }
         let path = normalize(path);
         let c = cstr(path.as_os_str())?;
         let fd = retry(|| {

@@ -174,13 +174,33 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
         "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "USED", "PAGES", "USE", "CREATOR", "DIR",
         "NOTES",
     ]);
-    for (part, raw, entry) in entries(ns, args.all)? {
-        let name = escape_os(&raw);
+    let entries = entries(ns, args.all)?;
+    // Names this user holds in more than one directory: opening or removing them
+    // by name fails (DuplicateName) until one is removed.
+    let mut own: Vec<&OsStr> = entries
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Entry::Segment(i) if !viewer.is_foreign_owner(i.owner)))
+        .map(|(_, raw, _)| raw.as_os_str())
+        .collect();
+    own.sort();
+    let twice = |raw: &OsStr| own.iter().filter(|n| **n == raw).count() > 1;
+    for (part, raw, entry) in &entries {
+        let name = escape_os(raw);
         let dir = escape_path(part.path());
         table.push(match entry {
-            Entry::Segment(info) => segment_row(name, dir, &info, &viewer),
-            Entry::Temporary => other_row(name, "temporary", dir, temporary_note(&raw).into()),
-            Entry::Foreign(why) => other_row(name, "foreign", dir, why),
+            Entry::Segment(info) => {
+                let mut row = segment_row(name, dir, info, &viewer);
+                if twice(raw) {
+                    let notes = row.last_mut().expect("a NOTES cell");
+                    *notes = match notes.as_str() {
+                        "-" => "yours in two directories: remove one".into(),
+                        n => format!("{n}, yours in two directories: remove one"),
+                    };
+                }
+                row
+            }
+            Entry::Temporary => other_row(name, "temporary", dir, temporary_note(raw).into()),
+            Entry::Foreign(why) => other_row(name, "foreign", dir, why.clone()),
         });
     }
     table.write(out)?;
