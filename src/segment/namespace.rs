@@ -101,10 +101,9 @@ pub struct RefusedDirectory {
 ///
 /// # One name, one segment
 ///
-/// A name is looked up in every directory: the
-/// caller's own file is what the name means, wherever it is; another user's file
-/// of the same name neither hides it nor stands in for it (open, inspect, `path_of`
-/// and remove all pass it over). Two files of the caller under one name are an
+/// A name is looked up in every directory: the caller's own file is what the name
+/// means, wherever it is; another user's file of the same name neither hides it
+/// nor stands in for it (open, inspect, `path_of` and remove all pass it over). Two files of the caller under one name are an
 /// [`Error::DuplicateName`] naming both. Creation refuses a name that any
 /// directory holds, whoever's it is.
 #[derive(Clone, Debug)]
