@@ -43,6 +43,60 @@ impl std::fmt::Display for NameProblem {
     }
 }
 
+/// Why a directory is not used for segments (the rule every directory of a
+/// [`Namespace`](crate::Namespace) must pass; see its docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DirectoryProblem {
+    /// Its last component is a symbolic link: directories are opened without
+    /// following one (name the directory itself).
+    Symlink,
+    /// It belongs to another user, who could remove, rename or replace every
+    /// segment in it.
+    ForeignOwner {
+        /// The directory's owner.
+        owner: u32,
+        /// This process's effective uid.
+        euid: u32,
+    },
+    /// Its group or others may write it and it is not sticky (`chmod +t`), so they
+    /// could remove, rename or replace every segment in it.
+    SharedWritable {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A mount found in `/proc/self/mountinfo` whose path holds control characters
+    /// (a newline, an escape): not joined by itself (name it in
+    /// `$SHMARRAY_HUGE_DIR` to use it anyway).
+    ControlCharacters,
+}
+
+impl std::fmt::Display for DirectoryProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirectoryProblem::Symlink => f.write_str(
+                "it is a symbolic link (directories are opened without following one: \
+                 name the directory itself)",
+            ),
+            DirectoryProblem::ForeignOwner { owner, euid } => write!(
+                f,
+                "it belongs to uid {owner}, not to this user (uid {euid}) or root, who \
+                 could remove or replace the segments in it"
+            ),
+            DirectoryProblem::SharedWritable { mode } => write!(
+                f,
+                "it has mode {mode:04o}: others may write it and it is not sticky, so they \
+                 could remove or replace the segments in it (chmod +t)"
+            ),
+            DirectoryProblem::ControlCharacters => f.write_str(
+                "its path contains control characters: a mount found in \
+                 /proc/self/mountinfo is not joined then (name it in $SHMARRAY_HUGE_DIR \
+                 to use it)",
+            ),
+        }
+    }
+}
+
 /// What is wrong with a segment that exists but cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -94,6 +148,30 @@ pub enum Error {
     DirectoryNotFound {
         /// The directory.
         path: PathBuf,
+    },
+    /// The directory fails the rule every segment directory must pass (owned by
+    /// this user or root, sticky if others may write it, not a symbolic link); it
+    /// is not used. See [`Namespace`](crate::Namespace).
+    #[error("directory {} is not used for segments: {problem}", path.display())]
+    DirectoryRefused {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: DirectoryProblem,
+    },
+    /// This user has two files of that name in the namespace's directories: which
+    /// one is meant cannot be told, so neither is opened or removed. Remove one
+    /// through a namespace of its directory alone ([`Namespace::at`](crate::Namespace::at);
+    /// `SHMARRAY_HUGE_DIR= shmarray --dir DIR rm NAME`).
+    #[error(
+        "segment {name:?} exists more than once among this user's files: {}; remove one",
+        paths_text(paths)
+    )]
+    DuplicateName {
+        /// Segment name.
+        name: String,
+        /// Every file of that name (two or more), in lookup order.
+        paths: Vec<PathBuf>,
     },
     /// A segment (or any file) of that name already exists; it was not touched.
     #[error("segment {name:?} already exists")]
@@ -247,6 +325,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+fn paths_text(paths: &[PathBuf]) -> String {
+    let v: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    v.join(" and ")
 }
 
 impl Error {

@@ -210,7 +210,7 @@ pub use self::mpi::{write_npy, DistArray, MpiError, NodeArray, NodeComm, PRETEND
 pub use ::mpi as rsmpi;
 pub use array::{ArrayGuard, ArrayReadGuard, ReadResult, SharedArray};
 pub use element::Element;
-pub use error::{Corruption, Error, NameProblem, Result};
+pub use error::{Corruption, DirectoryProblem, Error, NameProblem, Result};
 pub use format::control::{ControlError, ControlFields, ObjectKind};
 pub use format::dtype::{Dtype, UnknownDtype};
 pub use format::npy::{HeaderError, Layout, NpyHeader};
@@ -229,8 +229,8 @@ pub use queue::{ByteQueue, Queue, QueueError};
 pub use segment::{
     collect_garbage, export_npy, find_garbage, huge_page_support, inspect, remove, Backing,
     Contents, Directory, GcReport, HugeMount, HugePageSupport, HugePages, HugePool, Liveness,
-    MapContents, Namespace, Options, PageKind, ReaderInfo, RwLockInfo, SegmentInfo, Usage,
-    VecContents, DIR_ENV, HUGE_DIR_ENV,
+    MapContents, Namespace, Options, PageKind, ReaderInfo, RefusedDirectory, RwLockInfo,
+    SegmentInfo, Usage, VecContents, DIR_ENV, HUGE_DIR_ENV,
 };
 pub use sync::{
     BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,

@@ -55,7 +55,8 @@ pub(crate) fn from_error(e: Error) -> PyErr {
         Error::InvalidName { .. } => "InvalidNameError",
         Error::PermissionDenied { .. }
         | Error::ForeignOwner { .. }
-        | Error::InsecureMode { .. } => "PermissionDeniedError",
+        | Error::InsecureMode { .. }
+        | Error::DirectoryRefused { .. } => "PermissionDeniedError",
         Error::ReadOnly { .. } => "ReadOnlyError",
         Error::NoSpace { .. } => "NoSpaceError",
         Error::InUse { .. } => "InUseError",

@@ -107,7 +107,8 @@ pub(crate) fn gc(py: Python<'_>, dry_run: bool) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
-/// Removes segment `name` (another process's too: a deliberate act).
+/// Removes this user's segment `name` (another process's too: a deliberate act;
+/// never another user's file: `PermissionDeniedError` then).
 #[pyfunction]
 pub(crate) fn remove(name: &str) -> PyResult<()> {
     shmarray::remove(name).map_err(from_error)

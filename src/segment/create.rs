@@ -154,15 +154,30 @@ fn choose(target: Target<'_>, huge: HugePages, label: &str) -> Result<Place> {
     let primary = ns.primary();
     let dir = match huge {
         HugePages::Off => primary,
-        HugePages::Prefer | HugePages::Require => match ns.huge_dir() {
-            Some(d) => d,
-            None if huge == HugePages::Require => {
+        HugePages::Prefer | HugePages::Require => match (ns.huge_dir(), ns.refused().first()) {
+            (Some(d), _) => d,
+            // The only huge-page directories were refused: say which and why.
+            (None, Some(r)) if huge == HugePages::Require => {
+                return Err(Error::DirectoryRefused {
+                    path: r.path.clone(),
+                    problem: r.problem,
+                })
+            }
+            (None, Some(r)) => {
+                let why = format!(
+                    "the huge-page directory {} is not used: {}",
+                    r.path.display(),
+                    r.problem
+                );
+                return Ok(fallback(target, why));
+            }
+            (None, None) if huge == HugePages::Require => {
                 return Err(Error::HugePagesUnavailable {
                     name: label.to_string(),
                     missing: NO_HUGE_DIR.to_string(),
                 })
             }
-            None => return Ok(fallback(target, NO_HUGE_DIR.to_string())),
+            (None, None) => return Ok(fallback(target, NO_HUGE_DIR.to_string())),
         },
     };
     Ok(Place {

@@ -16,7 +16,7 @@ use crate::sys::fs;
 /// `pread`, never through a mapping. Returns the number of bytes written.
 pub fn export_npy(ns: &Namespace, name: &str, out: &mut impl Write) -> Result<u64> {
     let bare = check_name(name)?;
-    let (_, file, _, desc) = read_description(ns, bare)?;
+    let (_, file, _, desc) = read_description(ns, bare.as_ref())?;
     let header = build_plain_header(&desc.layout.header).map_err(|e| Error::corrupt(bare, e))?;
     let io = |e: std::io::Error| Error::io("write", bare, e);
     out.write_all(&header).map_err(io)?;

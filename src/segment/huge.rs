@@ -12,9 +12,32 @@
 //!
 //! Segments on either are found by name like any other: the default namespace is
 //! `/dev/shm` (or `$SHMARRAY_DIR`) followed by the huge-capable directories, which
-//! are `$SHMARRAY_HUGE_DIR` if set, else every such mount of `/proc/self/mountinfo`
-//! that this user may write (2 MiB hugetlbfs mounts only: a 1 GiB page would pad
-//! every header to 1 GiB). Anonymous segments use `memfd_create(MFD_HUGETLB)`.
+//! are `$SHMARRAY_HUGE_DIR` if set (none if set but empty), else the mounts of
+//! `/proc/self/mountinfo` that pass these rules. Anonymous segments use
+//! `memfd_create(MFD_HUGETLB)`.
+//!
+//! # Mounts nobody configured
+//!
+//! Any tool may mount a hugetlbfs or a THP tmpfs; finding one in mountinfo says
+//! nothing about whom it is for. A discovered mount joins the default namespace
+//! only if
+//! - it is hugetlbfs with 2 MiB pages (a 1 GiB page would pad every header to
+//!   1 GiB) or tmpfs with `huge=always`/`within_size`;
+//! - this user may create files in it;
+//! - its path has no control character (a newline or an escape in a mount point is
+//!   a sign of trouble, and would garble every listing);
+//! - it passes the directory rule every segment directory passes (see
+//!   [`Namespace`](crate::Namespace)): not a symlink, owned by this user or root,
+//!   sticky if others may write it.
+//!
+//! A mount that fails is never created in, opened from, listed or collected in;
+//! [`HugeMount::refused`] and [`Namespace::refused`](crate::Namespace::refused)
+//! say why, and `shmarray doctor` shows it. A mount that passes is part of the
+//! namespace like `/dev/shm`: `shmarray ls` shows the directory of every segment,
+//! and `gc` collects there only what it collects anywhere (this user's segments
+//! that are not persistent and that no process has open). To use no discovered
+//! mount at all, set `SHMARRAY_HUGE_DIR=` (empty); to use one that is refused only
+//! for its path, name it in `$SHMARRAY_HUGE_DIR`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -29,10 +52,13 @@ pub enum HugePages {
     #[default]
     Off,
     /// Huge pages where available; otherwise ordinary pages, and
-    /// [`Backing::fallback`] says why.
+    /// [`Backing::fallback`] says why (also when a huge-page directory was refused:
+    /// which, and why).
     Prefer,
     /// Huge pages or a typed error that says what is missing
-    /// ([`crate::Error::HugePagesUnavailable`], or `NoSpace` for an exhausted pool).
+    /// ([`crate::Error::HugePagesUnavailable`]; `NoSpace` for an exhausted pool;
+    /// [`crate::Error::DirectoryRefused`], naming the directory and why, when the
+    /// only huge-page directories fail the directory rule).
     Require,
 }
 
@@ -144,6 +170,9 @@ pub struct HugeMount {
     pub options: String,
     /// Whether this user may create files there.
     pub writable: bool,
+    /// Why it does not join the default namespace although it may be written
+    /// (`None`: it joins, if writable and of 2 MiB pages). See the module docs.
+    pub refused: Option<crate::error::DirectoryProblem>,
 }
 
 /// A hugetlb pool (`/sys/kernel/mm/hugepages/hugepages-<size>kB`).
@@ -196,6 +225,7 @@ pub fn huge_page_support() -> HugePageSupport {
         .unwrap_or_default();
     for m in &mut found {
         m.writable = mounts::writable_dir(&m.path);
+        m.refused = super::namespace::directory_problem(&m.path, true);
     }
     HugePageSupport {
         mounts: found,
@@ -290,6 +320,7 @@ pub(crate) fn parse_mountinfo(text: &str, default_huge_page: u64) -> Vec<HugeMou
                 page_size,
                 options: opts.to_string(),
                 writable: false,
+                refused: None,
             })
         })
         .collect()

@@ -1,14 +1,16 @@
 //! What `shmarray ls` and `inspect` show about a segment, read without mapping it
 //! and without knowing its type.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::huge::{file_backing, Backing};
 use super::liveness::{self, Liveness, Usage};
+use super::name::check_os_name;
 use super::open::describe_error;
-use super::{check_name, map_errno, Namespace, NsDir};
+use super::{map_errno, Namespace, NsDir};
 use crate::error::{Error, Result};
 use crate::format::containers::{
     map_len, read_counter, vec_capacity, vec_counter, vec_counter_offset, MapGeometry,
@@ -28,7 +30,7 @@ use crate::sys::fs::{self, Access};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SegmentInfo {
-    /// Segment name.
+    /// Segment name (a name that is not UTF-8 is given lossily; `path` is exact).
     pub name: String,
     /// File path.
     pub path: PathBuf,
@@ -179,9 +181,16 @@ impl SegmentInfo {
 /// Reads and validates segment `name` in `ns` read-only, for any element type and
 /// kind. Opens without following links or blocking, so a symlink, FIFO or
 /// directory under the name is reported, not followed or waited on.
-pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
-    let bare = check_name(name)?;
+///
+/// The name may be any bytes a directory holds (`shmarray ls` lists names that are
+/// not UTF-8 too). Of the files of that name in the namespace's directories, this
+/// user's is inspected; another user's only if this user has none (see
+/// [`Namespace`]'s "one name, one segment").
+pub fn inspect(ns: &Namespace, name: impl AsRef<OsStr>) -> Result<SegmentInfo> {
+    let bare = check_os_name(name.as_ref())?;
     let (dir, file, info, desc) = read_description(ns, bare)?;
+    let bare_os = bare;
+    let bare = &*bare_os.to_string_lossy();
     let contents = contents(&desc, &file).map_err(|e| match e {
         ContentsError::Control(c) => Error::corrupt(bare, c),
         ContentsError::Read(e) => Error::Io {
@@ -199,7 +208,7 @@ pub fn inspect(ns: &Namespace, name: &str) -> Result<SegmentInfo> {
         rwlock,
         contents,
         name: bare.to_string(),
-        path: dir.dir.path().join(bare),
+        path: dir.dir.path().join(bare_os),
         backing: file_backing(&file, Some(&dir.backing)),
         file_size: info.size,
         owner: info.uid,
@@ -304,15 +313,19 @@ fn rwlock(desc: &Description, file: &File) -> std::io::Result<Option<RwLockInfo>
     Ok(Some(RwLockInfo { writer, readers }))
 }
 
-/// Opens `bare` read-only in the first directory of `ns` that has it, without
-/// following links or blocking, checks it is a regular file and reads its
+/// Opens `bare` read-only where [`Namespace::resolve`] finds it for this user,
+/// without following links or blocking, checks it is a regular file and reads its
 /// description with `pread` (nothing is mapped).
 pub(crate) fn read_description<'a>(
     ns: &'a Namespace,
-    bare: &str,
+    bare: &OsStr,
 ) -> Result<(&'a Arc<NsDir>, File, fs::FileInfo, Description)> {
-    let (dir, file) = ns
-        .open_file(bare, Access::Read)
+    let (dir, _) = ns.resolve(bare, &[crate::sys::proc::euid()])?;
+    let bare_os = bare;
+    let bare = &*bare_os.to_string_lossy();
+    let file = dir
+        .dir
+        .open_file(bare_os, Access::Read)
         .map_err(|e| map_errno("open", bare, e))?;
     let info = fs::fstat(&file).map_err(|e| map_errno("fstat", bare, e))?;
     if info.kind != fs::FileKind::Regular {

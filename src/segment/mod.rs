@@ -5,6 +5,9 @@
 //! - **exclusive creation without half-built names** ([`create`]): the file is built
 //!   unnamed (`O_TMPFILE`) and linked to its name only when complete, so a creator
 //!   killed at any instant leaves no name behind;
+//! - **trusted directories** ([`Namespace`]): every directory is owned by this user
+//!   or root, sticky if shared, and opened without following a symlink; a name
+//!   means this user's one file across all of them;
 //! - **checked attach** ([`open`]): files others control are opened without following
 //!   links or blocking, refused unless owned by this user and not writable by others,
 //!   read with `pread` and validated before anything is mapped, and checked to be
@@ -50,7 +53,7 @@ pub use inspect::{
 pub use liveness::{Liveness, Usage};
 pub(crate) use name::check_name;
 pub(crate) use namespace::NsDir;
-pub use namespace::{Directory, Namespace, DIR_ENV, HUGE_DIR_ENV};
+pub use namespace::{Directory, Namespace, RefusedDirectory, DIR_ENV, HUGE_DIR_ENV};
 pub(crate) use open::{from_file, open};
 pub use options::Options;
 pub use remove::{collect_garbage, find_garbage, remove, GcReport};

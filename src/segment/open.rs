@@ -1,7 +1,10 @@
 //! Attaching an existing segment: a file someone else may control is hostile input.
 //!
-//! 1. open by name relative to the directory descriptor, `O_NOFOLLOW|O_NONBLOCK`
-//!    (a symlink is refused, a FIFO cannot make us block);
+//! 1. find the name in every directory of the namespace and take this user's file
+//!    (or a trusted owner's: another user's file elsewhere neither hides it nor
+//!    stands in for it; two are `DuplicateName`), then open it relative to its
+//!    directory's descriptor, `O_NOFOLLOW|O_NONBLOCK` (a symlink is refused, a FIFO
+//!    cannot make us block);
 //! 2. `fstat`: a regular file, owned by this user (or an owner the caller trusts),
 //!    not writable by group or others (unless the caller allows it);
 //! 3. read the header and control block with `pread` and validate the copies
@@ -59,7 +62,11 @@ pub(crate) fn open(ns: &Namespace, name: &str, expect: &Expect) -> Result<Segmen
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(5)));
         }
-        let (dir, file) = ns
+        let mut trusted = expect.trust.owners.clone();
+        trusted.push(proc::euid());
+        let (dir, _) = ns.resolve(bare.as_ref(), &trusted)?;
+        let file = dir
+            .dir
             .open_file(bare, expect.access)
             .map_err(|e| map_errno("open", bare, e))?;
         let mut seg = match attach(file, bare, expect, Some(&dir.backing)) {

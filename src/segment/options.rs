@@ -75,7 +75,12 @@ impl Options {
 
     /// Also accept segments owned by user `uid` (by default only files of this
     /// process's effective uid are opened: another user's file could hold forged
-    /// data and a forged lock).
+    /// data and a forged lock). A name held by a trusted owner counts as this
+    /// user's in lookups (two such files are `DuplicateName`).
+    ///
+    /// Files only: directories owned by `uid` are still refused (see
+    /// [`Namespace`]'s "every directory, the same rule"; share segments through a
+    /// root-owned sticky directory such as `/dev/shm`).
     pub fn trust_owner(mut self, uid: u32) -> Options {
         self.trust.owners.push(uid);
         self

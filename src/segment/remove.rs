@@ -15,14 +15,15 @@
 //! keeps new handles out until the name is gone. Where locks cannot tell (no lock
 //! support), nothing is removed.
 
+use std::ffi::OsStr;
 use std::fs::File;
 
 use nix::errno::Errno;
 
 use super::liveness;
-use super::name::{temp_name, BUILD_PREFIX, REMOVE_PREFIX, RESERVED_PREFIX};
+use super::name::{check_os_name, temp_name, BUILD_PREFIX, REMOVE_PREFIX, RESERVED_PREFIX};
 use super::open::describe_error;
-use super::{check_name, map_errno, Namespace};
+use super::{map_errno, Namespace};
 use crate::error::{Error, Result};
 use crate::format::describe::describe;
 use crate::sys::fs::{self, Access, Dir, FileKind};
@@ -30,16 +31,19 @@ use crate::sys::proc;
 
 /// Removes `name` if it still refers to the file `id`; `Ok(false)` if the name is
 /// gone or now refers to another file (which is left in place).
-pub(crate) fn remove_if_same(dir: &Dir, name: &str, id: (u64, u64)) -> Result<bool> {
+pub(crate) fn remove_if_same(dir: &Dir, name: impl AsRef<OsStr>, id: (u64, u64)) -> Result<bool> {
+    let name_os = name.as_ref();
+    let lossy = name_os.to_string_lossy();
+    let name = &*lossy;
     let private = temp_name(REMOVE_PREFIX);
-    match dir.rename_noreplace(name, &private) {
+    match dir.rename_noreplace(name_os, &private) {
         Ok(()) => {}
         Err(Errno::ENOENT) => return Ok(false),
         Err(Errno::EINVAL | Errno::ENOSYS) => {
             // No RENAME_NOREPLACE here: the best we can do is check, then unlink.
-            return match dir.stat(name) {
+            return match dir.stat(name_os) {
                 Ok(st) if st.id() == id => dir
-                    .unlink(name)
+                    .unlink(name_os)
                     .map(|()| true)
                     .map_err(|e| map_errno("unlink", name, e)),
                 Ok(_) | Err(Errno::ENOENT) => Ok(false),
@@ -53,7 +57,7 @@ pub(crate) fn remove_if_same(dir: &Dir, name: &str, id: (u64, u64)) -> Result<bo
             .unlink(&private)
             .map(|()| true)
             .map_err(|e| map_errno("unlink", name, e)),
-        Ok(_) => match dir.rename_noreplace(&private, name) {
+        Ok(_) => match dir.rename_noreplace(&private, name_os) {
             // Someone else's file: it goes back under its name.
             Ok(()) => Ok(false),
             Err(e) => Err(Error::io(
@@ -68,22 +72,64 @@ pub(crate) fn remove_if_same(dir: &Dir, name: &str, id: (u64, u64)) -> Result<bo
 }
 
 impl Namespace {
-    /// Removes the name `name` (from the first directory that has it), whatever
-    /// file it is and whoever uses it: a deliberate act. Processes that have it
-    /// mapped keep their mapping; new opens fail with `NotFound`.
-    pub fn remove(&self, name: &str) -> Result<()> {
-        let bare = check_name(name)?;
-        let dir = self.find(bare).ok_or_else(|| Error::NotFound {
-            name: bare.to_string(),
-        })?;
-        dir.dir
-            .unlink(bare)
-            .map_err(|e| map_errno("unlink", bare, e))
+    /// Removes this user's file `name`, in whichever directory of the namespace it
+    /// is, whatever file it is and whoever uses it: a deliberate act. Processes
+    /// that have it mapped keep their mapping; new opens fail with `NotFound`.
+    ///
+    /// Only this user's file is taken: another user's file of that name is never
+    /// what this removes (`ForeignOwner` if it is the only one; see
+    /// [`remove_owned_by`](Self::remove_owned_by)), and a name this user holds in
+    /// two directories is `DuplicateName`. The name may be any bytes a directory
+    /// holds. The file is removed only if the name still refers to the file
+    /// judged (see the module docs); `NotFound` if it changed meanwhile.
+    pub fn remove(&self, name: impl AsRef<OsStr>) -> Result<()> {
+        let euid = proc::euid();
+        let bare = check_os_name(name.as_ref())?;
+        let hits = self.hits(bare)?;
+        if !hits.is_empty() && hits.iter().all(|(_, i)| i.uid != euid) {
+            return Err(Error::ForeignOwner {
+                name: bare.to_string_lossy().into_owned(),
+                owner: hits[0].1.uid,
+                euid,
+            });
+        }
+        self.remove_owned_by(bare, euid)
+    }
+
+    /// Removes user `owner`'s file `name` (for root, or the owner itself, cleaning
+    /// up after another user: `shmarray rm --owner UID`), like
+    /// [`remove`](Self::remove) otherwise. `NotFound` if `owner` has no file of
+    /// that name, `DuplicateName` if it has two.
+    pub fn remove_owned_by(&self, name: impl AsRef<OsStr>, owner: u32) -> Result<()> {
+        let bare = check_os_name(name.as_ref())?;
+        let lossy = bare.to_string_lossy();
+        let hits = self.hits(bare)?;
+        let theirs: Vec<&(&std::sync::Arc<super::NsDir>, fs::FileInfo)> =
+            hits.iter().filter(|(_, i)| i.uid == owner).collect();
+        match theirs.as_slice() {
+            [] => Err(Error::NotFound {
+                name: lossy.into_owned(),
+            }),
+            [(d, info)] => {
+                if remove_if_same(&d.dir, bare, info.id())? {
+                    Ok(())
+                } else {
+                    Err(Error::NotFound {
+                        name: lossy.into_owned(),
+                    })
+                }
+            }
+            many => Err(Error::DuplicateName {
+                name: lossy.into_owned(),
+                paths: many.iter().map(|(d, _)| d.dir.path().join(bare)).collect(),
+            }),
+        }
     }
 }
 
-/// Removes the segment `name` from the default directory, whoever created it.
-pub fn remove(name: &str) -> Result<()> {
+/// Removes this user's segment `name` from the default namespace (whichever
+/// process created it): [`Namespace::remove`].
+pub fn remove(name: impl AsRef<OsStr>) -> Result<()> {
     Namespace::default_dir()?.remove(name)
 }
 

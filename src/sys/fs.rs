@@ -6,11 +6,11 @@
 //! mounted twice (stacked mounts of `/dev/shm`) cannot make a path name another
 //! file system than the descriptor does.
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -40,8 +40,8 @@ impl Access {
     }
 }
 
-fn cstr(name: &str) -> Result<CString, Errno> {
-    CString::new(name).map_err(|_| Errno::EINVAL)
+fn cstr(name: impl AsRef<OsStr>) -> Result<CString, Errno> {
+    CString::new(name.as_ref().as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
 /// Turns a `-1`-on-error return value into `Err(errno)`.
@@ -73,23 +73,37 @@ pub(crate) struct Dir {
 }
 
 impl Dir {
-    /// Opens a directory (`O_DIRECTORY|O_CLOEXEC`). `ENOENT`/`ENOTDIR` mean there is
-    /// no such directory.
+    /// Opens a directory (`O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC`) at `path` without
+    /// following a symbolic link in its last component. Trailing `/` and `.`
+    /// components are dropped first (`dir/` and `dir/.` would make the kernel follow
+    /// a link named `dir`). `ENOENT`/`ENOTDIR` mean there is no such directory, or
+    /// (`ENOTDIR`, `ELOOP`) that the last component is a symlink: [`lstat`] tells.
+    /// Earlier components are resolved as usual.
     pub(crate) fn open(path: &Path) -> Result<Dir, Errno> {
-        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+        if path.as_os_str().is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let path = normalize(path);
+        let c = cstr(path.as_os_str())?;
         let fd = retry(|| {
             // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
             cvt(unsafe {
                 libc::open(
                     c.as_ptr(),
-                    libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
+                    libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_RDONLY | libc::O_CLOEXEC,
                 )
             })
         })?;
         Ok(Dir {
             fd: owned(fd),
-            path: path.to_path_buf(),
+            path,
         })
+    }
+
+    /// `fstat` of the open directory (what the descriptor is, whatever its path
+    /// names now).
+    pub(crate) fn info(&self) -> Result<FileInfo, Errno> {
+        fstat(&self.fd)
     }
 
     /// The directory's descriptor.
@@ -107,7 +121,12 @@ impl Dir {
         &self.path
     }
 
-    fn openat(&self, name: &str, flags: libc::c_int, mode: libc::mode_t) -> Result<File, Errno> {
+    fn openat(
+        &self,
+        name: impl AsRef<OsStr>,
+        flags: libc::c_int,
+        mode: libc::mode_t,
+    ) -> Result<File, Errno> {
         let c = cstr(name)?;
         let fd = retry(|| {
             // SAFETY: `c` is a valid NUL-terminated name and `self.fd` an open directory.
@@ -126,7 +145,7 @@ impl Dir {
     /// Opens an existing entry without following a symlink (`ELOOP`), without
     /// blocking (a FIFO opens at once; `fstat` then tells what it is) and without
     /// acquiring a controlling terminal.
-    pub(crate) fn open_file(&self, name: &str, access: Access) -> Result<File, Errno> {
+    pub(crate) fn open_file(&self, name: impl AsRef<OsStr>, access: Access) -> Result<File, Errno> {
         self.openat(
             name,
             access.flags() | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
@@ -150,7 +169,7 @@ impl Dir {
     /// `linkat(fd, "", dir, name, AT_EMPTY_PATH)` needs `CAP_DAC_READ_SEARCH`; without
     /// it, `linkat(AT_FDCWD, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW)` does the
     /// same. Both link into the directory descriptor the file was created in.
-    pub(crate) fn link_unnamed(&self, file: &File, name: &str) -> Result<(), Errno> {
+    pub(crate) fn link_unnamed(&self, file: &File, name: impl AsRef<OsStr>) -> Result<(), Errno> {
         let c = cstr(name)?;
         let empty = c"";
         let first = retry(|| {
@@ -170,7 +189,7 @@ impl Dir {
             Err(Errno::EEXIST) => return Err(Errno::EEXIST),
             Err(_) => {}
         }
-        let proc_path = cstr(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let proc_path = cstr(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
         retry(|| {
             // SAFETY: as above.
             cvt(unsafe {
@@ -188,7 +207,7 @@ impl Dir {
 
     /// Creates `name` exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`), mode 0600 whatever
     /// the umask.
-    pub(crate) fn create_exclusive(&self, name: &str) -> Result<File, Errno> {
+    pub(crate) fn create_exclusive(&self, name: impl AsRef<OsStr>) -> Result<File, Errno> {
         let file = self.openat(
             name,
             libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
@@ -200,7 +219,7 @@ impl Dir {
 
     /// Makes `to` a second name of the file `from` (a hard link); `EEXIST` if `to`
     /// is taken.
-    pub(crate) fn link(&self, from: &str, to: &str) -> Result<(), Errno> {
+    pub(crate) fn link(&self, from: impl AsRef<OsStr>, to: impl AsRef<OsStr>) -> Result<(), Errno> {
         let (f, t) = (cstr(from)?, cstr(to)?);
         retry(|| {
             // SAFETY: valid descriptors and NUL-terminated strings for the whole call.
@@ -218,7 +237,7 @@ impl Dir {
     }
 
     /// `stat` of `name` without following symlinks.
-    pub(crate) fn stat(&self, name: &str) -> Result<FileInfo, Errno> {
+    pub(crate) fn stat(&self, name: impl AsRef<OsStr>) -> Result<FileInfo, Errno> {
         let c = cstr(name)?;
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
         retry(|| {
@@ -237,7 +256,7 @@ impl Dir {
     }
 
     /// Removes the name `name` (not a directory).
-    pub(crate) fn unlink(&self, name: &str) -> Result<(), Errno> {
+    pub(crate) fn unlink(&self, name: impl AsRef<OsStr>) -> Result<(), Errno> {
         let c = cstr(name)?;
         // SAFETY: valid descriptor and NUL-terminated name.
         retry(|| cvt(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) })).map(drop)
@@ -245,7 +264,11 @@ impl Dir {
 
     /// Renames `from` to `to` in this directory unless `to` exists (`EEXIST`):
     /// `renameat2(RENAME_NOREPLACE)`.
-    pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> Result<(), Errno> {
+    pub(crate) fn rename_noreplace(
+        &self,
+        from: impl AsRef<OsStr>,
+        to: impl AsRef<OsStr>,
+    ) -> Result<(), Errno> {
         let (f, t) = (cstr(from)?, cstr(to)?);
         retry(|| {
             // SAFETY: valid descriptors and NUL-terminated strings; the raw syscall is used
@@ -288,6 +311,37 @@ impl Dir {
         names.sort();
         Ok(names)
     }
+}
+
+/// `path` without trailing `/` and without `.` components (`a/./b/.` is `a/b`), so
+/// that its last component is the directory's own name. `..` is kept.
+fn normalize(path: &Path) -> PathBuf {
+    let p: PathBuf = path.components().collect();
+    if p.as_os_str().is_empty() {
+        // "." (or "./"): the current directory.
+        PathBuf::from(".")
+    } else {
+        p
+    }
+}
+
+/// `lstat` of a path: what its last component is, without following a symlink.
+pub(crate) fn lstat(path: &Path) -> Result<FileInfo, Errno> {
+    let c = cstr(normalize(path).as_os_str())?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    retry(|| {
+        // SAFETY: `st` is a valid out-pointer; `c` a NUL-terminated path.
+        cvt(unsafe {
+            libc::fstatat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+    })?;
+    // SAFETY: fstatat succeeded, so it filled `st`.
+    Ok(FileInfo::from_stat(unsafe { &st.assume_init() }))
 }
 
 fn set_mode(file: &File) -> Result<(), Errno> {
@@ -410,7 +464,7 @@ pub(crate) fn reserve(file: &File, len: u64) -> Result<(), Errno> {
 /// Opens the file behind `file` again through `/proc/self/fd`, which makes a new
 /// open file description (a `dup` would share it, and with it its OFD locks).
 pub(crate) fn reopen(file: &File, access: Access) -> Result<File, Errno> {
-    let path = cstr(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let path = cstr(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
     let fd = retry(|| {
         // SAFETY: `path` is a valid NUL-terminated path.
         cvt(unsafe { libc::open(path.as_ptr(), access.flags() | libc::O_CLOEXEC) })

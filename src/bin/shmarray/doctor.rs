@@ -3,20 +3,40 @@
 
 use std::io::Write;
 
-use shmarray::{huge_page_support, HugePageSupport, Namespace, PageKind};
+use shmarray::{huge_page_support, HugeMount, HugePageSupport, Namespace, PageKind};
 
 use crate::inspect::pages_text;
-use crate::text::{escape, escape_path, human_bytes};
+use crate::text::{escape, escape_path, human_bytes, sanitize};
 use crate::{CliError, Status};
 
 /// Arguments of `shmarray doctor`.
 #[derive(clap::Args)]
 pub(crate) struct Args {}
 
+/// Whether a discovered mount joins the default namespace, and if not, why not.
+fn mount_verdict(m: &HugeMount) -> String {
+    if !m.writable {
+        " (not writable by you)".into()
+    } else if let Some(p) = &m.refused {
+        format!(" (refused: {})", sanitize(&p.to_string()))
+    } else if m.page_size != 2 << 20 {
+        " (not used: only 2 MiB pages are)".into()
+    } else {
+        String::new()
+    }
+}
+
 /// The verdict for `HugePages::Require` on a named segment in `ns`.
 fn verdict(ns: &Namespace, support: &HugePageSupport) -> String {
     let dirs = ns.directories();
     let Some(d) = dirs.iter().find(|d| d.backing.is_huge()) else {
+        if let Some(r) = ns.refused().first() {
+            return format!(
+                "named segments: no huge-page directory ({} is refused); HugePages::Require \
+                 fails with DirectoryRefused, Prefer falls back to base pages",
+                escape_path(&r.path)
+            );
+        }
         return "named segments: no huge-page directory; HugePages::Require fails with \
                 HugePagesUnavailable, Prefer falls back to base pages"
             .into();
@@ -59,6 +79,20 @@ pub(crate) fn run(ns: &Namespace, _args: &Args, out: &mut dyn Write) -> Result<S
             pages_text(&d.backing)
         )?;
     }
+    if !ns.refused().is_empty() {
+        writeln!(
+            out,
+            "\nrefused huge-page directories (not used for anything):"
+        )?;
+        for r in ns.refused() {
+            writeln!(
+                out,
+                "  {:<28} {}",
+                escape_path(&r.path),
+                sanitize(&r.problem.to_string())
+            )?;
+        }
+    }
     writeln!(out, "\nhugetlb pools (/sys/kernel/mm/hugepages):")?;
     if support.pools.is_empty() {
         writeln!(
@@ -91,11 +125,7 @@ pub(crate) fn run(ns: &Namespace, _args: &Args, out: &mut dyn Write) -> Result<S
                 _ => "tmpfs thp".into(),
             },
             escape(&m.options),
-            if m.writable {
-                ""
-            } else {
-                " (not writable by you)"
-            }
+            mount_verdict(m)
         )?;
     }
     writeln!(
@@ -124,7 +154,8 @@ pub(crate) fn run(ns: &Namespace, _args: &Args, out: &mut dyn Write) -> Result<S
          \x20 mkdir -p /dev/hugepages && mount -t hugetlbfs -o pagesize=2M,mode=1770,gid=$(id -g) none /dev/hugepages\n\
          \x20 # or transparent huge pages without a reserved pool\n\
          \x20 mkdir -p /dev/shm-huge && mount -t tmpfs -o huge=within_size,mode=1777 none /dev/shm-huge\n\
-         writable mounts are found by themselves; elsewhere set {}=<dir> or pass --huge-dir",
+         writable mounts that pass the directory rule (yours or root's, sticky if shared) are found by\n\
+         themselves; elsewhere set {}=<dir> or pass --huge-dir",
         shmarray::HUGE_DIR_ENV
     )?;
     Ok(Status::Ok)

@@ -14,8 +14,9 @@ use crate::{CliError, Status};
 /// Arguments of `shmarray inspect`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Segment name (as given to create/open; a leading '/' is ignored).
-    name: String,
+    /// Segment name (as given to create/open; a leading '/' is ignored; any bytes,
+    /// as `ls` lists them unescaped).
+    name: std::ffi::OsString,
     /// Print one JSON object (sizes in bytes, times RFC 3339 UTC).
     #[arg(long)]
     json: bool,
@@ -25,7 +26,7 @@ pub(crate) struct Args {
 #[derive(clap::Args)]
 pub(crate) struct PathArgs {
     /// Segment name; the segment need not exist yet.
-    name: String,
+    name: std::ffi::OsString,
 }
 
 /// Who is looking: this process's effective uid, to tell which files are another
@@ -211,7 +212,12 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
         format!("uid {} (you)", info.owner)
     };
     let mut v = vec![
-        ("name", escape(&info.name)),
+        (
+            "name",
+            info.path
+                .file_name()
+                .map_or_else(|| escape(&info.name), text::escape_os),
+        ),
         ("path", escape_path(&info.path)),
         ("owner", owner),
         ("mode", format!("{:04o}", info.mode)),

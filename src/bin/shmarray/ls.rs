@@ -1,7 +1,8 @@
 //! `shmarray ls`: every entry of the segment directory, read through
 //! `shmarray::inspect` (`pread` only: no mapping, no following links, no blocking on
 //! FIFOs). The KIND column comes from the control block; USED is the occupancy of
-//! maps and vecs (`len/capacity`).
+//! maps and vecs (`len/capacity`); DIR is the directory of the namespace the entry
+//! is in (every one passed the directory rule: see `shmarray::Namespace`).
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -12,7 +13,7 @@ use shmarray::{Error, Namespace, SegmentInfo};
 use serde_json::{json, Value};
 
 use crate::inspect::{creator_text, pages_text, problem_text, segment_json, used_text, Viewer};
-use crate::text::{self, escape, escape_os, human_bytes, Table};
+use crate::text::{self, escape, escape_os, escape_path, human_bytes, Table};
 use crate::{CliError, Status};
 
 /// Prefix of the crate's temporary names (files being built or removed).
@@ -77,7 +78,7 @@ fn notes(info: &SegmentInfo, viewer: &Viewer) -> String {
     }
 }
 
-fn segment_row(name: String, info: &SegmentInfo, viewer: &Viewer) -> Vec<String> {
+fn segment_row(name: String, dir: String, info: &SegmentInfo, viewer: &Viewer) -> Vec<String> {
     let l = &info.layout;
     vec![
         name,
@@ -89,6 +90,7 @@ fn segment_row(name: String, info: &SegmentInfo, viewer: &Viewer) -> Vec<String>
         pages_text(&info.backing),
         info.usage.to_string(),
         creator_text(info),
+        dir,
         notes(info, viewer),
     ]
 }
@@ -105,9 +107,10 @@ fn temporary_note(raw: &OsStr) -> &'static str {
     }
 }
 
-fn other_row(name: String, kind: &str, note: String) -> Vec<String> {
+fn other_row(name: String, kind: &str, dir: String, note: String) -> Vec<String> {
     let mut row = vec![name, kind.to_string()];
     row.extend(std::iter::repeat_n("-".to_string(), 7));
+    row.push(dir);
     row.push(note);
     row
 }
@@ -152,6 +155,7 @@ fn entry_json(ns: &Namespace, raw: &OsStr, entry: &Entry, viewer: &Viewer) -> Va
     };
     if let Value::Object(m) = &mut v {
         m.insert("name_is_utf8".into(), utf8.into());
+        m.insert("dir".into(), text::path_json(ns.path()));
     }
     v
 }
@@ -167,14 +171,36 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
         return Ok(Status::Ok);
     }
     let mut table = Table::new(&[
-        "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "USED", "PAGES", "USE", "CREATOR", "NOTES",
+        "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "USED", "PAGES", "USE", "CREATOR", "DIR",
+        "NOTES",
     ]);
-    for (_, raw, entry) in entries(ns, args.all)? {
-        let name = escape_os(&raw);
+    let entries = entries(ns, args.all)?;
+    // Names this user holds in more than one directory: opening or removing them
+    // by name fails (DuplicateName) until one is removed.
+    let mut own: Vec<&OsStr> = entries
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Entry::Segment(i) if !viewer.is_foreign_owner(i.owner)))
+        .map(|(_, raw, _)| raw.as_os_str())
+        .collect();
+    own.sort();
+    let twice = |raw: &OsStr| own.iter().filter(|n| **n == raw).count() > 1;
+    for (part, raw, entry) in &entries {
+        let name = escape_os(raw);
+        let dir = escape_path(part.path());
         table.push(match entry {
-            Entry::Segment(info) => segment_row(name, &info, &viewer),
-            Entry::Temporary => other_row(name, "temporary", temporary_note(&raw).into()),
-            Entry::Foreign(why) => other_row(name, "foreign", why),
+            Entry::Segment(info) => {
+                let mut row = segment_row(name, dir, info, &viewer);
+                if twice(raw) {
+                    let notes = row.last_mut().expect("a NOTES cell");
+                    *notes = match notes.as_str() {
+                        "-" => "yours in two directories: remove one".into(),
+                        n => format!("{n}, yours in two directories: remove one"),
+                    };
+                }
+                row
+            }
+            Entry::Temporary => other_row(name, "temporary", dir, temporary_note(raw).into()),
+            Entry::Foreign(why) => other_row(name, "foreign", dir, why.clone()),
         });
     }
     table.write(out)?;

@@ -31,6 +31,9 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 /// Exit status: the segment directory does not exist.
 const EXIT_NO_DIR: u8 = 3;
+/// Exit status: a segment directory is refused (another user's, writable by others
+/// and not sticky, or a symlink).
+const EXIT_REFUSED_DIR: u8 = 4;
 
 /// The exit statuses, as `--help` lists them (keep in step with the constants).
 const EXIT_HELP: &str = "\
@@ -38,7 +41,9 @@ Exit status:
   0  success
   1  an operation failed: not found, not a segment, some removals failed, ...
   2  usage error: unknown option, bad value (dtype, shape), invalid segment name
-  3  the segment directory does not exist";
+  3  the segment directory does not exist
+  4  a segment directory is refused: another user's, writable by others and not
+     sticky, or a symbolic link (see `shmarray doctor`)";
 
 #[derive(Parser)]
 #[command(
@@ -65,7 +70,7 @@ enum Cmd {
     Ls(ls::Args),
     /// Show a segment's header and control block.
     Inspect(inspect::Args),
-    /// Remove segments by name (a deliberate act: works on anyone's segment).
+    /// Remove your segments by name (a deliberate act: also when in use).
     Rm(rm::Args),
     /// Remove garbage: segments nobody has open that are not persistent.
     Gc(gc::Args),
@@ -125,6 +130,7 @@ impl CliError {
         match self {
             CliError::Segment(Error::InvalidName { .. }) | CliError::Usage(_) => EXIT_USAGE,
             CliError::Segment(Error::DirectoryNotFound { .. }) => EXIT_NO_DIR,
+            CliError::Segment(Error::DirectoryRefused { .. }) => EXIT_REFUSED_DIR,
             CliError::Segment(_) | CliError::Output(_) | CliError::Failed(_) => EXIT_FAILED,
         }
     }
