@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns the last `cargo bench` run into the SVG charts the README shows.
+"""Turns the last `cargo bench` run into the SVG charts the guide's benchmarks chapter shows (docs/bench/*.svg).
 
 Reads criterion's estimates (target/criterion/<group>/<bench>/new/*.json) and
 writes docs/bench/{zero_copy,attach,locks,queue}.svg: plain SVG, no plotting library.

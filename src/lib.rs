@@ -13,6 +13,9 @@
 //! same bytes with `numpy.load(path, mmap_mode="r+")`. Every example below runs as a
 //! doctest (`cargo test --doc`).
 //!
+//! The [`guide`] explains it all in chapters whose examples run the same way: start
+//! with [getting started](guide::ch01_getting_started).
+//!
 //! ## Arrays
 //! [`SharedArray<T, D>`] (with [`Options`] and [`Namespace`] for where and how):
 //! `view`/`view_mut` for the only handle of a segment in a process, `lock` to share.
@@ -170,7 +173,7 @@
 //! | sys | the one place that calls libc/nix |
 //!
 //! The `shmarray` command (feature `cli`, default) lists, inspects and cleans up
-//! segments; the README documents it.
+//! segments; the guide's [CLI chapter](guide::ch10_cli) documents it.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
     missing_docs,
@@ -236,11 +239,50 @@ pub use sync::{
     BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,
 };
 
-/// Every Rust block of the README compiles (or, where it says so, fails to compile
-/// with the error it names): the README cannot drift from the API.
+/// Every Rust block of the README compiles and runs (or, where it says so, fails to
+/// compile): the README cannot drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// The guide: chapters from `docs/guide/*.md`, rendered here and run by `cargo test`.
+// Each chapter is a doc-only module made of its markdown file, so every Rust block in
+// it is a doctest (`cargo test --doc`); the MPI chapter's need `--features mpi`.
+// Links between chapters are written for GitHub (`NN-topic.md`) and pointed at these
+// modules by `docs/guide/links.md`, included first (a markdown link label's first
+// definition wins).
+#[cfg(any(doc, doctest))]
+#[doc = include_str!("../docs/guide/links.md")]
+#[doc = include_str!("../docs/guide/README.md")]
+pub mod guide {
+    macro_rules! chapter {
+        ($(#[$attr:meta])* $name:ident, $file:literal) => {
+            $(#[$attr])*
+            #[doc = include_str!("../docs/guide/links.md")]
+            #[doc = include_str!(concat!("../docs/guide/", $file))]
+            pub mod $name {}
+        };
+    }
+    chapter!(ch01_getting_started, "01-getting-started.md");
+    chapter!(ch02_arrays_and_views, "02-arrays-and-views.md");
+    chapter!(ch03_locks_and_safety, "03-locks-and-safety.md");
+    chapter!(ch04_processes_and_pool, "04-processes-and-pool.md");
+    chapter!(ch05_queues, "05-queues.md");
+    chapter!(ch06_maps_and_vecs, "06-maps-and-vecs.md");
+    chapter!(ch07_huge_pages, "07-huge-pages.md");
+    chapter!(ch08_python, "08-python.md");
+    // Its Rust blocks compile with the `mpi` feature only, so `cargo test --doc`
+    // runs them under `--features mpi`; `cargo doc` renders the chapter either way.
+    chapter!(
+        #[cfg(any(all(doc, not(doctest)), feature = "mpi"))]
+        ch09_mpi,
+        "09-mpi.md"
+    );
+    chapter!(ch10_cli, "10-cli.md");
+    chapter!(ch11_hostile_conditions, "11-hostile-conditions.md");
+    chapter!(ch12_benchmarks, "12-benchmarks.md");
+    chapter!(ch13_design_notes, "13-design-notes.md");
+}
 
 /// Pure format code for the fuzz target (`fuzz/`). Not part of the API: no
 /// stability promise.
