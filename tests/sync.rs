@@ -50,6 +50,19 @@ fn child_entry() {
             std::thread::sleep(Duration::from_secs(120));
             1
         }
+        ["forget", name] => {
+            // Leak a held guard (safe code), drop the handle, then lock another
+            // robust mutex (glibc walks this thread's robust list) and exit normally
+            // (the kernel walks it again).
+            let a = SharedArray::<i64, Ix1>::open(name).unwrap();
+            let g = a.lock().unwrap();
+            std::mem::forget(g);
+            drop(a);
+            let other = SharedArray::<i64, Ix1>::create(&format!("{name}-other"), 1).unwrap();
+            drop(other.lock().unwrap());
+            println!("leaked");
+            0
+        }
         ["barrier", name, rounds] => {
             let b = Barrier::open(name).unwrap();
             let mut leaders = 0;
@@ -182,6 +195,26 @@ fn sigkill_while_holding_the_lock_gives_owner_died_and_recovery() {
     // And another process can use it too.
     let v = SharedArray::<i64, Ix1>::open(&name).unwrap();
     assert_eq!(v.lock().expect("fine from another handle").sum(), 2000);
+}
+
+/// `mem::forget` of a guard is safe code: the handle dropped after it must leave its
+/// mapping in place (the mutex is on the holding thread's robust list), so the
+/// holder's exit still reports `OwnerDied` instead of hanging every later locker.
+#[test]
+fn a_leaked_guard_then_a_dropped_handle_still_gives_owner_died_when_the_holder_exits() {
+    let name = unique_name("forget");
+    let a = SharedArray::<i64, Ix1>::create(&name, 10).unwrap();
+    let mut kids = Children::new(CHILD_ENV);
+    let c = kids.spawn(&format!("forget:{name}"));
+    kids.expect_line(c, "leaked");
+    let (code, _) = kids.wait(c);
+    assert_eq!(code, 0, "the child ran to its end");
+    let r = a.lock_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(r, Err(LockError::OwnerDied(_))),
+        "expected OwnerDied, got {:?}",
+        r.map(|_| ())
+    );
 }
 
 #[test]

@@ -79,6 +79,16 @@ pub struct SharedArray<T: Element, D: Dimension> {
     _elem: PhantomData<T>,
 }
 
+impl<T: Element, D: Dimension> Drop for SharedArray<T, D> {
+    fn drop(&mut self) {
+        // A leaked (`mem::forget`) write guard may still hold the mutex, which is
+        // then on its thread's robust list: the mapping must outlive this handle.
+        if self.rw.as_ref().is_some_and(RwLockState::leaked_writes) {
+            self.seg.keep_mapped();
+        }
+    }
+}
+
 // SAFETY: the handle owns its mapping (valid in any thread); moving it to another
 // thread moves the only ways to reach the data (`&mut self` views, the lock).
 unsafe impl<T: Element, D: Dimension> Send for SharedArray<T, D> {}

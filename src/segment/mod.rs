@@ -102,7 +102,10 @@ pub(crate) struct Segment {
     /// The pages behind it.
     backing: Backing,
     file: File,
-    map: MmapRaw,
+    /// Unmapped on drop unless `keep_mapped` was called.
+    map: std::mem::ManuallyDrop<MmapRaw>,
+    /// Leave the mapping in place on drop (a leaked lock guard may still use it).
+    keep_mapped: bool,
     desc: Description,
     id: registry::FileId,
     writable: bool,
@@ -254,10 +257,23 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// Leaves the mapping in place when this handle is dropped (its address range
+    /// stays reserved for the rest of the process): for a handle whose lock guard
+    /// was leaked, whose mutex may still be on a thread's robust list.
+    pub(crate) fn keep_mapped(&mut self) {
+        self.keep_mapped = true;
+    }
+}
+
 impl Drop for Segment {
     fn drop(&mut self) {
         if self.owner && self.fork_generation == crate::sys::proc::fork_generation() {
             let _ = self.unlink();
+        }
+        if !self.keep_mapped {
+            // SAFETY: dropped exactly once, here; the field is not used afterwards.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.map) };
         }
     }
 }

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,12 @@ pub(crate) struct RwLockState {
     /// keeps open for as long as this lives): probes other members' locks, and is
     /// reopened for a membership.
     fd: RawFd,
+    /// Write tokens of this handle not yet dropped. Nonzero when the handle is
+    /// dropped means a guard was leaked (`mem::forget`) while its thread holds the
+    /// mutex: the mutex is then on that thread's robust list, which glibc and the
+    /// kernel walk through the mutex's memory, so the mapping must stay (see
+    /// [`RwLockState::leaked_writes`]).
+    writes_out: AtomicUsize,
 }
 
 // SAFETY: the pointers lead into the owning handle's mapping, valid in every
@@ -142,7 +149,17 @@ impl RwLockState {
                 let _ = proc::fork_generation();
                 file.as_raw_fd()
             },
+            writes_out: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether a write guard of this handle was leaked (`mem::forget`) and so may
+    /// still hold the mutex: the handle must then leave its mapping in place when
+    /// it is dropped, or the robust-list walk of the holding thread (by glibc on
+    /// its next robust lock, by the kernel when it exits) would reach unmapped, or
+    /// reused, memory; and a holder that exits could not be reported as dead.
+    pub(crate) fn leaked_writes(&self) -> bool {
+        self.writes_out.load(Ordering::Relaxed) != 0
     }
 
     /// The handle's file, borrowed for one call.
@@ -530,6 +547,7 @@ pub(crate) struct WriteToken<'a> {
 impl<'a> WriteToken<'a> {
     #[inline]
     fn new(state: &'a RwLockState, drained: Drained, raw: RawMutexGuard<'a>) -> WriteToken<'a> {
+        state.writes_out.fetch_add(1, Ordering::Relaxed);
         WriteToken {
             state,
             drained,
@@ -572,6 +590,7 @@ impl<'a> WriteToken<'a> {
 impl Drop for WriteToken<'_> {
     #[inline]
     fn drop(&mut self) {
+        self.state.writes_out.fetch_sub(1, Ordering::Relaxed);
         if self.fork != proc::fork_generation_registered() {
             // A copy in a forked child: the lock is the parent's. Neither the
             // writer word nor the mutex is ours to release.
