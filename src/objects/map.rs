@@ -21,7 +21,7 @@ use crate::format::containers::{
 use crate::format::control::{ControlError, ObjectKind};
 use crate::format::objects::ParamsError;
 use crate::segment::{KindSpec, Options, Target};
-use crate::sync::{LockError, LockFailure, RawMutexGuard, RawRobustMutex};
+use crate::sync::{check_mutex_in_file, LockError, LockFailure, RawMutexGuard, RawRobustMutex};
 
 /// Why a map operation, create or open did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +270,18 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
                 ),
             }
             .into());
+        }
+        // Every shard's mutex is checked before glibc ever sees it (with `pread`;
+        // the mapping is not touched): bytes that are not a mutex this library
+        // made could abort in the C library or never be unlocked.
+        for s in 0..geo.shards {
+            let at = seg.data_file_offset() + geo.head_offset(s);
+            if let Err(bad) = check_mutex_in_file(seg.file(), at) {
+                return Err(match bad.failure(&label, at) {
+                    LockFailure::Segment(e) => MapError::Segment(e),
+                    other => MapError::Lock(other),
+                });
+            }
         }
         Ok(SharedMap {
             seed: MapGeometry::seed(&c),
