@@ -54,7 +54,7 @@ pub enum HeaderError {
     /// The header dictionary is not the literal numpy writes.
     #[error("malformed header dictionary: {0}")]
     Syntax(String),
-    /// More dimensions than numpy allows ([`MAX_DIMS`]).
+    /// More dimensions than numpy allows (64).
     #[error("{ndim} dimensions; at most {max} are allowed")]
     TooManyDimensions {
         /// Dimensions in the shape.
