@@ -123,6 +123,18 @@ pub enum Corruption {
         /// Alignment the element type needs.
         align: usize,
     },
+    /// A robust mutex in the file is not what this library's creator writes: its
+    /// type word (glibc's `__kind`) is not that of a robust, process-shared,
+    /// error-checking mutex (forged, overwritten, or a lock flag set over bytes
+    /// that were never initialised). Locking it could abort inside the C library
+    /// or wait forever, so it is never locked.
+    #[error("the robust mutex at file offset {offset} has type word {kind:#x}, not a robust process-shared mutex")]
+    Lock {
+        /// File offset of the mutex.
+        offset: u64,
+        /// The type word found.
+        kind: u32,
+    },
 }
 
 /// Errors of creating, opening, inspecting and removing segments.
@@ -274,6 +286,15 @@ pub enum Error {
         shape: Vec<usize>,
         /// Element size.
         itemsize: usize,
+    },
+    /// More dimensions than a segment may have (numpy's limit, 64); nothing was
+    /// created.
+    #[error("{ndim} dimensions requested; a segment has at most {max} (numpy's limit)")]
+    TooManyDimensions {
+        /// Dimensions asked for.
+        ndim: usize,
+        /// The most there may be.
+        max: usize,
     },
     /// A counter index beyond the control block's counters.
     #[error("counter index {index} is out of range (a segment has {count} counters)")]

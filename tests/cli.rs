@@ -357,6 +357,23 @@ fn create_with_an_empty_shape_makes_a_0d_array() {
 }
 
 #[test]
+fn create_refuses_more_than_64_dimensions_and_makes_64() {
+    let d = TestDir::new();
+    for n in [65, 66] {
+        let shape = vec!["1"; n].join(",");
+        let bad = shmarray(&d.0, &["create", "many", "--shape", &shape]);
+        assert_eq!(bad.status.code(), Some(EXIT_USAGE), "{bad:?}");
+        assert!(stderr(&bad).contains("at most 64"), "{bad:?}");
+        assert!(!d.0.join("many").exists());
+    }
+    let shape = vec!["1"; 64].join(",");
+    ok(&d.0, &["create", "many", "--shape", &shape]);
+    assert!(ok(&d.0, &["inspect", "many"]).contains("(1,1,1,"));
+    let a = SharedArray::<f64, ndarray::IxDyn>::open_with(&d.opts(), "many").unwrap();
+    assert_eq!(a.shape().len(), 64);
+}
+
+#[test]
 fn bad_input_is_a_clear_error_with_a_documented_exit_code() {
     let d = TestDir::new();
     let o = shmarray(

@@ -420,6 +420,13 @@ pub(crate) fn create(
         Ok(n) => vec![n],
         Err(_) => shape.extract()?,
     };
+    if shape.len() > 64 {
+        // numpy's limit, which the crate enforces too: say so as numpy would.
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{} dimensions: a segment has at most 64 (numpy's limit)",
+            shape.len()
+        )));
+    }
     let opts =
         crate::options(persistent, huge_pages)?.order(if fortran { Order::F } else { Order::C });
     let a = for_dtype!(dt, AnyArray, T => {

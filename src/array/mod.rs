@@ -18,11 +18,12 @@ pub use guard::{ArrayGuard, ArrayReadGuard};
 
 use crate::element::Element;
 use crate::error::{Corruption, Error, Result};
-use crate::format::control::{flags, ControlFields, ObjectKind, COUNTERS};
+use crate::format::control::{flags, ControlFields, ObjectKind, COUNTERS, MUTEX_OFFSET};
 use crate::format::dtype::Dtype;
 use crate::segment::{self, KindSpec, Options, Segment, Spec, Target};
 use crate::sync::{
-    LockError, LockFailure, LockResult, RawRobustMutex, RwLockState, Wait, WriteToken,
+    check_mutex_in_file, BadMutex, LockError, LockFailure, LockResult, RawRobustMutex, RwLockState,
+    Wait, WriteToken,
 };
 
 /// A typed, n-dimensional array in a shared-memory segment.
@@ -74,6 +75,9 @@ pub struct SharedArray<T: Element, D: Dimension> {
     /// Declared before `seg`: it leaves the reader table on drop, while the
     /// mapping is still there.
     rw: Option<RwLockState>,
+    /// Why the lock is refused although the creator initialised it: its mutex,
+    /// validated at attach, is not one this library makes (with its file offset).
+    bad_lock: Option<(BadMutex, u64)>,
     seg: Segment,
     dim: D,
     _elem: PhantomData<T>,
@@ -278,12 +282,27 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
                 },
             ));
         }
-        let rw = match (Self::lock_usable(&seg), seg.lock_slot(), seg.rw_slots()) {
+        let mut bad_lock = None;
+        let usable = Self::lock_usable(&seg) && {
+            // The flag is outside the checksum, and the mutex's bytes are anyone's
+            // to write: check that they are a mutex this library made before
+            // glibc ever sees them (read with `pread`, like everything at attach).
+            let at = (seg.layout().control_offset + MUTEX_OFFSET) as u64;
+            match check_mutex_in_file(seg.file(), at) {
+                Ok(()) => true,
+                Err(bad) => {
+                    bad_lock = Some((bad, at));
+                    false
+                }
+            }
+        };
+        let rw = match (usable, seg.lock_slot(), seg.rw_slots()) {
             (true, Some(slot), Some((rw, readers))) => {
                 // SAFETY: `lock_usable` says the creator initialised the mutex
-                // (LOCK_READY is set before publication); the slots lie in the
-                // mapping, and the file is the segment's, both of which outlive `rw`
-                // (dropped first, see the field order).
+                // (LOCK_READY is set before publication), and its type word is the
+                // one initialisation writes (checked just above); the slots lie in
+                // the mapping, and the file is the segment's, both of which outlive
+                // `rw` (dropped first, see the field order).
                 Some(unsafe {
                     RwLockState::new(
                         RawRobustMutex::in_slot(slot),
@@ -298,6 +317,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         };
         Ok(SharedArray {
             rw,
+            bad_lock,
             seg,
             dim,
             _elem: PhantomData,
@@ -536,9 +556,33 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// The lock, if it can be used through this handle.
     #[inline]
     fn rw(&self) -> Result<&RwLockState, LockFailure> {
-        self.rw
-            .as_ref()
-            .ok_or_else(|| LockFailure::Segment(self.why_no_lock()))
+        self.rw.as_ref().ok_or_else(|| self.lock_failure())
+    }
+
+    /// Why the lock cannot be used through this handle.
+    #[cold]
+    fn lock_failure(&self) -> LockFailure {
+        match self.bad_lock {
+            Some((bad, offset)) => bad.failure(self.seg.label(), offset),
+            None => LockFailure::Segment(self.why_no_lock()),
+        }
+    }
+
+    /// The error that makes an object that cannot work without the lock refuse
+    /// to open (a vec): a mutex found corrupt at attach.
+    pub(crate) fn corrupt_lock(&self) -> Option<Error> {
+        match self.bad_lock {
+            Some((BadMutex::Corrupt { kind }, offset)) => Some(Error::corrupt(
+                self.seg.label(),
+                Corruption::Lock { offset, kind },
+            )),
+            _ => None,
+        }
+    }
+
+    /// File offset of the data area.
+    pub(crate) fn data_file_offset(&self) -> u64 {
+        self.seg.layout().data_offset as u64
     }
 
     #[inline(always)]

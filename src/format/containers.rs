@@ -356,8 +356,8 @@ pub(crate) fn read_counter(
 }
 
 /// Sums the `len` words of a map's shard heads, read through `read_at` (data
-/// offsets); values from the file are only added (saturating), never used as
-/// offsets.
+/// offsets); values from the file are only added, each clamped to the shard's
+/// capacity (as `SharedMap::len` does), never used as offsets.
 pub(crate) fn map_len(
     g: &MapGeometry,
     data_offset: u64,
@@ -367,7 +367,7 @@ pub(crate) fn map_len(
     for s in 0..g.shards {
         let mut b = [0u8; 8];
         read_at(data_offset + g.head_offset(s) + 64, &mut b)?;
-        total = total.saturating_add(u64::from_le_bytes(b));
+        total = total.saturating_add(u64::from_le_bytes(b).min(g.shard_capacity));
     }
     Ok(total)
 }

@@ -362,6 +362,9 @@ pub(crate) const READER_SLOTS: usize = 56;
 /// Bytes of one reader table entry.
 pub(crate) const READER_ENTRY_BYTES: usize = 32;
 
+/// Offset of the robust mutex (the lock slot) in the control block.
+pub(crate) const MUTEX_OFFSET: usize = 256;
+
 /// Offset of the read-write lock's header in the control block.
 pub(crate) const RW_OFFSET: usize = 384;
 
@@ -416,7 +419,7 @@ const _: () = {
     assert!(offset_of!(ControlBlock, checksum) == IMMUTABLE_LEN);
     assert!(offset_of!(ControlBlock, state) == 144);
     assert!(offset_of!(ControlBlock, flags) == 148);
-    assert!(offset_of!(ControlBlock, lock) == 256);
+    assert!(offset_of!(ControlBlock, lock) == MUTEX_OFFSET);
     assert!(offset_of!(ControlBlock, rw) == RW_OFFSET);
     assert!(offset_of!(ControlBlock, counters) == 1280);
     assert!(offset_of!(ControlBlock, readers) == READERS_OFFSET);

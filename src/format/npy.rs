@@ -4,6 +4,10 @@
 use super::dtype::Dtype;
 use super::{CONTROL_SIZE, PAGE};
 
+/// Most dimensions a shape may have: numpy's limit (`NPY_MAXDIMS` is 64 since
+/// numpy 2.0; readers refuse more).
+pub(crate) const MAX_DIMS: usize = 64;
+
 /// The six magic bytes every NPY file starts with.
 pub(crate) const NPY_MAGIC: [u8; 6] = *b"\x93NUMPY";
 
@@ -50,6 +54,14 @@ pub enum HeaderError {
     /// The header dictionary is not the literal numpy writes.
     #[error("malformed header dictionary: {0}")]
     Syntax(String),
+    /// More dimensions than numpy allows (64).
+    #[error("{ndim} dimensions; at most {max} are allowed")]
+    TooManyDimensions {
+        /// Dimensions in the shape.
+        ndim: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Shape product, byte size or offsets overflow.
     #[error("shape {shape:?} of {itemsize}-byte elements overflows the address space")]
     Overflow {
@@ -192,6 +204,13 @@ pub(crate) fn build_header_aligned(
     shape: &[usize],
     align: usize,
 ) -> Result<(Vec<u8>, Layout), HeaderError> {
+    // Readers (this parser, numpy) refuse more: never build what cannot be opened.
+    if shape.len() > MAX_DIMS {
+        return Err(HeaderError::TooManyDimensions {
+            ndim: shape.len(),
+            max: MAX_DIMS,
+        });
+    }
     let dict = render_dict(dtype.descr(), fortran_order, shape);
     let align = align.max(PAGE);
     let round = |n: usize| n.checked_add(align - 1).map(|v| v / align * align);
@@ -467,8 +486,10 @@ impl Parser<'_> {
             // Python 2 era files may carry a long suffix.
             self.eat(b'L');
             dims.push(d);
-            if dims.len() > 64 {
-                return Err(HeaderError::Syntax("more than 64 dimensions".into()));
+            if dims.len() > MAX_DIMS {
+                return Err(HeaderError::Syntax(format!(
+                    "more than {MAX_DIMS} dimensions"
+                )));
             }
             self.ws();
             if !self.eat(b',') {

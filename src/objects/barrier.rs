@@ -148,8 +148,8 @@ impl Barrier {
 
     fn state(&self) -> &BarrierState {
         // SAFETY: as for `table`: the state follows the table, 64-aligned, atomics
-        // only; its party count was validated against the control block at open
-        // and is never trusted for memory offsets.
+        // only; nothing read from it is used as an offset (the party count used
+        // is the control block's, validated at open).
         unsafe {
             &*self
                 .seg
@@ -187,9 +187,10 @@ impl Barrier {
         let me = member.as_ref().expect("joined above");
         let table = self.table();
         let state = self.state();
-        let parties = (self.parties() as usize).min(table.len());
-        state.wait(me.slot(), timeout, |gen| {
-            (0..parties)
+        let parties = self.parties();
+        let slots = (parties as usize).min(table.len());
+        state.wait(me.slot(), parties, timeout, |gen| {
+            (0..slots)
                 .filter(|&s| s != me.slot() && !state.has_arrived(s, gen))
                 .find(|&s| {
                     members::check(table, s, me.file()) == Member::Registered(Liveness::Dead)

@@ -21,7 +21,7 @@ use crate::format::containers::{
 use crate::format::control::{ControlError, ObjectKind};
 use crate::format::objects::ParamsError;
 use crate::segment::{KindSpec, Options, Target};
-use crate::sync::{LockError, LockFailure, RawMutexGuard, RawRobustMutex};
+use crate::sync::{check_mutex_in_file, LockError, LockFailure, RawMutexGuard, RawRobustMutex};
 
 /// Why a map operation, create or open did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +275,18 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
             }
             .into());
         }
+        // Every shard's mutex is checked before glibc ever sees it (with `pread`;
+        // the mapping is not touched): bytes that are not a mutex this library
+        // made could abort in the C library or never be unlocked.
+        for s in 0..geo.shards {
+            let at = seg.data_file_offset() + geo.head_offset(s);
+            if let Err(bad) = check_mutex_in_file(seg.file(), at) {
+                return Err(match bad.failure(&label, at) {
+                    LockFailure::Segment(e) => MapError::Segment(e),
+                    other => MapError::Lock(other),
+                });
+            }
+        }
         Ok(SharedMap {
             seed: MapGeometry::seed(&c),
             seg,
@@ -328,6 +340,17 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
             }
             Err(e) => return Err(MapError::Lock(e.into_failure())),
         };
+        // The counts are exact whenever the lock is free, so counts out of range
+        // were written by someone else (a stray write, a forged file): they are
+        // never used as they are (an insert would be refused forever, `to_vec`
+        // would size an allocation by them), but recounted.
+        let (len, tombstones) = (
+            head.len.load(Ordering::Relaxed),
+            head.tombstones.load(Ordering::Relaxed),
+        );
+        if len > self.geo.shard_capacity || tombstones > self.geo.slots - len {
+            self.recount(s);
+        }
         Ok(Locked {
             _guard: guard,
             head,
@@ -359,6 +382,14 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
             }
             head.undo_valid.store(0, Ordering::Release);
         }
+        self.recount(s);
+    }
+
+    /// Turns unknown entry states of shard `s` into tombstones and recounts its
+    /// `len` and `tombstones` (the lock is held); counts a repair.
+    #[cold]
+    fn recount(&self, s: u64) {
+        let head = self.head(s);
         let (mut full, mut tombstones) = (0, 0);
         for slot in 0..self.geo.slots {
             let state = self.state(self.entry(s, slot));
@@ -586,7 +617,7 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
             head.len.load(Ordering::Relaxed).saturating_sub(1),
             Ordering::Relaxed,
         );
-        let mut tombstones = head.tombstones.load(Ordering::Relaxed) + 1;
+        let mut tombstones = head.tombstones.load(Ordering::Relaxed).saturating_add(1);
         // A tombstone followed by an empty slot ends every probe path through it,
         // so it can become empty; walk back along the run. Each step is one
         // store that leaves the table valid.
@@ -659,9 +690,17 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
     /// The entries, as a snapshot: each shard is copied under its lock (shard by
     /// shard, so with concurrent writers the whole is not one instant). Unordered.
     pub fn to_vec(&self) -> Result<Vec<(K, V)>, MapError> {
-        let mut v = Vec::with_capacity(self.len());
+        let mut v = Vec::new();
         for s in 0..self.geo.shards {
             let l = self.lock(s)?;
+            // Under the lock `len` is at most the shard's capacity (`lock` recounts
+            // otherwise): never more than the entries the mapping holds.
+            v.reserve(
+                l.head
+                    .len
+                    .load(Ordering::Relaxed)
+                    .min(self.geo.shard_capacity) as usize,
+            );
             for slot in 0..self.geo.slots {
                 if self.state(self.entry(s, slot)).load(Ordering::Relaxed) == FULL {
                     v.push((self.read_key(s, slot), self.read_value(s, slot)));
@@ -702,10 +741,17 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
 
 impl<K, V> SharedMap<K, V> {
     /// Number of entries: the sum of the shards' counts, read without locks (exact
-    /// when nobody is changing the map).
+    /// when nobody is changing the map). Never more than [`max_len`](Self::max_len):
+    /// a shard's count beyond its capacity (written by someone else) counts as a
+    /// full shard until the next lock of that shard recounts it.
     pub fn len(&self) -> usize {
         (0..self.geo.shards)
-            .map(|s| self.head(s).len.load(Ordering::Relaxed))
+            .map(|s| {
+                self.head(s)
+                    .len
+                    .load(Ordering::Relaxed)
+                    .min(self.geo.shard_capacity)
+            })
             .fold(0u64, u64::saturating_add) as usize
     }
 

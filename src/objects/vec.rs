@@ -145,6 +145,10 @@ impl<T: Element> SharedVec<T> {
         if !array.is_writable() {
             return Err(Error::ReadOnly { name: label }.into());
         }
+        if let Some(e) = array.corrupt_lock() {
+            // Every operation needs the lock.
+            return Err(e.into());
+        }
         Ok(SharedVec { array })
     }
 

@@ -31,7 +31,7 @@ use crate::format::control::{
 };
 use crate::format::describe::Description;
 use crate::format::dtype::Dtype;
-use crate::format::npy::{build_header_aligned, header_window, HeaderError, Layout};
+use crate::format::npy::{build_header_aligned, header_window, HeaderError, Layout, MAX_DIMS};
 use crate::sys::fs::{self, Dir};
 use crate::sys::proc;
 
@@ -258,6 +258,9 @@ fn reserve(spec: &Spec<'_>, place: Place, label: &str) -> std::result::Result<Re
                 HeaderError::Overflow { shape, itemsize } => {
                     Error::ShapeOverflow { shape, itemsize }
                 }
+                HeaderError::TooManyDimensions { ndim, max } => {
+                    Error::TooManyDimensions { ndim, max }
+                }
                 _ => overflow(),
             }
             .into());
@@ -335,6 +338,13 @@ pub(crate) fn create(
         Target::Named(_, name) => check_name(name)?,
         Target::Anonymous => "<anonymous>",
     };
+    if spec.shape.len() > MAX_DIMS {
+        // Before any syscall (the header build below would refuse it too).
+        return Err(Error::TooManyDimensions {
+            ndim: spec.shape.len(),
+            max: MAX_DIMS,
+        });
+    }
     let first = choose(target, spec.huge, label)?;
     if let (Target::Named(ns, _), Some(d)) = (target, &first.dir) {
         if taken_elsewhere(ns, d, label) {

@@ -86,11 +86,6 @@ impl BarrierState {
         self.parties.store(parties, Ordering::Relaxed);
     }
 
-    /// The number of parties.
-    pub(crate) fn parties(&self) -> u32 {
-        self.parties.load(Ordering::Relaxed)
-    }
-
     /// Forgets slot `slot`'s arrivals (a new participant takes it).
     pub(crate) fn reset_slot(&self, slot: usize) {
         if let Some(a) = self.arrived_gen.get(slot) {
@@ -139,17 +134,20 @@ impl BarrierState {
             .is_some_and(|a| a.load(Ordering::Acquire) == gen.wrapping_add(1))
     }
 
-    /// Waits until all parties have arrived, for at most `timeout`. Returns `true`
-    /// in exactly one participant per generation (the last to arrive).
+    /// Waits until all `parties` have arrived, for at most `timeout`. Returns
+    /// `true` in exactly one participant per generation (the last to arrive).
+    /// `parties` comes from the caller's validated copy of the control block: the
+    /// word in shared memory is informational (a stray write there must not make
+    /// every wait wait for parties that do not exist).
     /// `dead_straggler(gen)` names a registered participant that has not arrived in
     /// generation `gen` and is dead, as `(slot, pid)`; it is asked between sleeps.
     pub(crate) fn wait(
         &self,
         slot: usize,
+        parties: u32,
         timeout: Option<Duration>,
         dead_straggler: impl Fn(u32) -> Option<(usize, u32)>,
     ) -> Result<bool, BarrierError> {
-        let parties = self.parties();
         let b = self.broken.load(Ordering::Acquire);
         if b != 0 {
             return Err(self.broken_error(b));
@@ -218,7 +216,7 @@ mod tests {
                 std::thread::spawn(move || {
                     (0..50)
                         .map(|_| {
-                            b.wait(slot, Some(Duration::from_secs(10)), |_| None)
+                            b.wait(slot, 3, Some(Duration::from_secs(10)), |_| None)
                                 .unwrap() as u32
                         })
                         .sum::<u32>()
@@ -233,11 +231,11 @@ mod tests {
     fn timeout_breaks_the_barrier_for_everyone_until_reset() {
         let b = barrier(2);
         assert_eq!(
-            b.wait(0, Some(Duration::from_millis(30)), |_| None),
+            b.wait(0, 2, Some(Duration::from_millis(30)), |_| None),
             Err(BarrierError::Timeout(Duration::from_millis(30)))
         );
         assert_eq!(
-            b.wait(0, Some(Duration::from_millis(30)), |_| None),
+            b.wait(0, 2, Some(Duration::from_millis(30)), |_| None),
             Err(BarrierError::Broken)
         );
         b.reset();
@@ -247,12 +245,12 @@ mod tests {
     #[test]
     fn a_dead_straggler_breaks_it_with_its_slot_and_pid() {
         let b = barrier(2);
-        let r = b.wait(0, Some(Duration::from_secs(5)), |gen| {
+        let r = b.wait(0, 2, Some(Duration::from_secs(5)), |gen| {
             (!b.has_arrived(1, gen)).then_some((1, 4242))
         });
         assert_eq!(r, Err(BarrierError::ParticipantDied { slot: 1, pid: 4242 }));
         assert_eq!(
-            b.wait(0, Some(Duration::from_secs(5)), |_| None),
+            b.wait(0, 2, Some(Duration::from_secs(5)), |_| None),
             Err(BarrierError::ParticipantDied { slot: 1, pid: 4242 })
         );
     }
@@ -296,7 +294,7 @@ mod loom_tests {
                 for r in 0..rounds {
                     arrivals[r].fetch_add(1, Ordering::Relaxed);
                     leaders += b
-                        .wait(slot, Some(Duration::from_secs(3600)), |_| None)
+                        .wait(slot, parties, Some(Duration::from_secs(3600)), |_| None)
                         .unwrap() as u32;
                     // The barrier's Acquire/Release chain must make every arrival
                     // of this round visible here.

@@ -189,6 +189,12 @@ pub(crate) fn check(table: &[MemberEntry], slot: usize, asker: &File) -> Member 
     }
 }
 
+/// Whether a process owns slot `slot` (holds its lock byte), whatever its entry
+/// says; probed through `asker` (a description other than the owner's).
+pub(crate) fn owner(slot: usize, asker: &File) -> Liveness {
+    Liveness::from_probe(lock::probe(asker, MEMBER_BASE + slot as u64))
+}
+
 /// Marks a dead member's slot vacant (the caller decided it is dead and holds
 /// whatever excludes joiners of this table).
 pub(crate) fn vacate(table: &[MemberEntry], slot: usize) {

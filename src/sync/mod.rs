@@ -27,9 +27,9 @@ pub use barrier::BarrierError;
 pub(crate) use barrier::BarrierState;
 pub(crate) use event::RawEvent;
 pub(crate) use mutex::sealed;
-pub use mutex::{LockError, LockFailure, LockResult, LockResultExt, RobustGuard};
 #[allow(unused_imports)] // used by some object kinds only
-pub(crate) use mutex::{RawMutexGuard, RawRobustMutex};
+pub(crate) use mutex::{check_mutex_in_file, BadMutex, RawMutexGuard, RawRobustMutex};
+pub use mutex::{LockError, LockFailure, LockResult, LockResultExt, RobustGuard};
 pub(crate) use rwaccess::{ReadToken, RwLockState, Wait, WriteToken};
 pub use wait::TimedOut;
 pub(crate) use wait::{wait_while_equal, wake_all};

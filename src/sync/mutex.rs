@@ -307,6 +307,58 @@ fn probe() -> Result<(), &'static str> {
     result
 }
 
+/// Why a mutex stored in a file must not be locked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BadMutex {
+    /// Its type word is not the one [`RawRobustMutex::init_at`] writes: forged,
+    /// overwritten, or never initialised (zero bytes under a "lock initialised"
+    /// flag). Locking it could abort in the C library or never end.
+    Corrupt {
+        /// The type word found.
+        kind: u32,
+    },
+    /// This C library's mutex layout is not known, so nothing read from a file
+    /// can be validated: fail closed.
+    Unknown,
+    /// The bytes could not be read (the file shrank under us).
+    Read(std::io::ErrorKind),
+}
+
+impl BadMutex {
+    /// The lock failure to report for the mutex at file offset `offset` of
+    /// segment `label`.
+    pub(crate) fn failure(self, label: &str, offset: u64) -> LockFailure {
+        match self {
+            BadMutex::Corrupt { kind } => LockFailure::Segment(crate::error::Error::corrupt(
+                label,
+                crate::error::Corruption::Lock { offset, kind },
+            )),
+            BadMutex::Unknown => LockFailure::Unsupported(
+                "this C library's pthread_mutex_t layout is unknown, so a mutex in a file cannot be validated",
+            ),
+            BadMutex::Read(kind) => {
+                LockFailure::Segment(crate::error::Error::io("pread", label, kind))
+            }
+        }
+    }
+}
+
+/// Checks, with `pread` (nothing mapped is touched), that the mutex at `offset`
+/// of `file` is what [`RawRobustMutex::init_at`] makes: its type word (glibc's
+/// `__kind`) must be exactly the one `pthread_mutex_init` writes for a robust,
+/// process-shared, error-checking mutex. The other words (lock, owner, counters,
+/// the robust-list links) are the lock's state, which any locker changes.
+pub(crate) fn check_mutex_in_file(file: &std::fs::File, offset: u64) -> Result<(), BadMutex> {
+    let (at, expected) = sys::mutex_kind().ok_or(BadMutex::Unknown)?;
+    let mut word = [0u8; 4];
+    crate::sys::fs::read_exact_at(file, &mut word, offset + at as u64)
+        .map_err(|e| BadMutex::Read(e.kind()))?;
+    match u32::from_ne_bytes(word) {
+        kind if kind == expected => Ok(()),
+        kind => Err(BadMutex::Corrupt { kind }),
+    }
+}
+
 impl RawRobustMutex {
     /// Initialises a mutex in place (robust, process-shared, error-checking).
     ///

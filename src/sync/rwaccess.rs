@@ -191,11 +191,19 @@ impl RwLockState {
         self as *const RwLockState as usize
     }
 
+    /// Whether the reader in `slot` (its bit set, still holding) is alive. Asked
+    /// by a draining writer, under the mutex.
     fn liveness(&self, slot: usize) -> Liveness {
         match members::check(self.core().table(), slot, &self.file()) {
             Member::Registered(l) => l,
-            // Holds but not registered: not ours to touch.
-            Member::Vacant => Liveness::Unknown,
+            // Holds but not registered: no handle left the table this way (a
+            // handle clears its bit before `registered`, and holds nothing then),
+            // so the entry was written by someone else. Nobody is registering it
+            // right now either (joins need the mutex, which the caller holds). Its
+            // lock byte decides: free means no process owns the entry, which must
+            // not block writers for good (dead: taken back); held means a live
+            // process owns it (waited for); unknown is never dead.
+            Member::Vacant => members::owner(slot, &self.file()),
         }
     }
 

@@ -172,6 +172,14 @@ impl<'a> RwCore<'a> {
             .fetch_and(!(1u64 << slot), Ordering::SeqCst);
     }
 
+    /// The mask bits of the table's entries.
+    fn table_mask(&self) -> u64 {
+        match self.table.len() {
+            n if n >= 64 => u64::MAX,
+            n => (1u64 << n) - 1,
+        }
+    }
+
     /// Whether the lock was poisoned by an unrepaired dead writer.
     pub(crate) fn is_poisoned(&self) -> bool {
         self.header.writer.load(Ordering::Acquire) == POISONED
@@ -205,7 +213,14 @@ impl<'a> RwCore<'a> {
         self.header.writer.store(WRITING, Ordering::SeqCst);
         dekker_fence();
         let mut recovered = 0;
-        let mask = self.header.registered.load(Ordering::SeqCst);
+        let mut mask = self.header.registered.load(Ordering::SeqCst);
+        let stray = mask & !self.table_mask();
+        if stray != 0 {
+            // Bits of entries the table does not have (a stray write): no reader
+            // can be behind them, and left set they would send every writer here.
+            self.header.registered.fetch_and(!stray, Ordering::SeqCst);
+            mask &= !stray;
+        }
         for slot in (0..self.table.len()).filter(|s| mask & (1 << s) != 0) {
             let holds = &self.table[slot].holds;
             loop {
@@ -393,14 +408,17 @@ mod loom_tests {
         }
 
         fn write(&self, value: u64) -> Drained {
-            let _g = self.mutex.lock().unwrap();
-            let liveness = |_| {
+            self.write_with(value, |_| {
                 if self.dead.load(Ordering::SeqCst) {
                     Liveness::Dead
                 } else {
                     Liveness::Alive
                 }
-            };
+            })
+        }
+
+        fn write_with(&self, value: u64, liveness: impl FnMut(usize) -> Liveness) -> Drained {
+            let _g = self.mutex.lock().unwrap();
             let d = self.core().begin_write(None, liveness).unwrap();
             self.data.with_mut(|p| unsafe { *p = [value, value] });
             self.core().end_write(d, false);
@@ -432,6 +450,42 @@ mod loom_tests {
                 r.join().unwrap();
             }
             assert_eq!(m.read(0), [7, 7]);
+        });
+    }
+
+    /// Entry 0 was forged (its bit set, holding, owned by nobody: its lock byte
+    /// is free, so the writer's liveness check calls it dead) while a reader joins
+    /// entry 1 (under the mutex, as joins are) and reads: the writer takes entry 0
+    /// back exactly once, never waits for it, and never overlaps the reader.
+    #[test]
+    fn loom_tests_an_entry_nobody_owns_is_taken_back_while_a_reader_joins() {
+        model(|| {
+            let m = Model::new(2);
+            m.core().unregister(1);
+            m.table[0].holds.store(2, Ordering::SeqCst);
+            let reader = {
+                let m = m.clone();
+                loom::thread::spawn(move || {
+                    {
+                        let _g = m.mutex.lock().unwrap();
+                        m.core().register(1);
+                    }
+                    let [a, b] = m.read(1);
+                    assert_eq!(a, b, "torn read");
+                })
+            };
+            let d = m.write_with(5, |slot| {
+                if slot == 0 {
+                    Liveness::Dead
+                } else {
+                    Liveness::Alive
+                }
+            });
+            reader.join().unwrap();
+            assert_eq!(d.recovered(), 1);
+            assert_eq!(m.table[0].holds.load(Ordering::SeqCst), 0);
+            assert_eq!(m.table[1].holds.load(Ordering::SeqCst), 0);
+            assert_eq!(m.header.registered.load(Ordering::SeqCst), 0b10);
         });
     }
 

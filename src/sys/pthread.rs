@@ -49,6 +49,66 @@ pub(crate) unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> Result<(), Err
     }
 }
 
+/// Offset of glibc's type word (`__data.__kind`, an `int`) in a
+/// `pthread_mutex_t`: after `__lock`, `__count`, `__owner` and `__nusers` (four
+/// `int`s) on both x86_64 and aarch64 (glibc's `struct __pthread_mutex_s`,
+/// `sysdeps/x86/nptl/bits/struct_mutex.h` and `sysdeps/nptl/bits/struct_mutex.h`).
+/// `None` where the layout is not known: mutexes in files are then never locked
+/// (see [`mutex_kind`]).
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+const KIND_OFFSET: Option<usize> = Some(16);
+#[cfg(not(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+const KIND_OFFSET: Option<usize> = None;
+
+/// glibc's type word for `PTHREAD_MUTEX_ERRORCHECK_NP` (2) |
+/// `PTHREAD_MUTEX_ROBUST_NORMAL_NP` (16) | `PTHREAD_MUTEX_PSHARED_BIT` (128), as
+/// `pthread_mutex_init` writes it for [`mutex_init`]'s attributes (glibc's
+/// `nptl/pthread_mutex_init.c`, unchanged since 2.x).
+const GLIBC_ROBUST_PSHARED_ERRORCHECK: u32 = 2 | 16 | 128;
+
+/// Where the type word of a mutex made by [`mutex_init`] lies in its bytes and
+/// what it is: `(offset, value)`, or `None` when this C library's layout is not
+/// known, which callers must treat as "cannot validate" (fail closed: never lock
+/// a mutex read from a file).
+///
+/// Known means: glibc on x86_64 or aarch64 (the offset), *and* a mutex
+/// initialised here with the same attributes has exactly glibc's documented
+/// value at that offset (checked once, at run time), so a C library whose layout
+/// or encoding differs is caught too. The type word decides which code glibc runs
+/// (robust, priority-inheriting, priority-protecting, ...); a word it never
+/// writes for these attributes can make a lock hit an assertion (abort), return
+/// `EINVAL`, or, without the robust bit, stay locked forever after its holder
+/// died.
+pub(crate) fn mutex_kind() -> Option<(usize, u32)> {
+    static KIND: std::sync::OnceLock<Option<(usize, u32)>> = std::sync::OnceLock::new();
+    *KIND.get_or_init(|| {
+        let at = KIND_OFFSET?;
+        if at + 4 > std::mem::size_of::<libc::pthread_mutex_t>() {
+            return None;
+        }
+        let mut m = Box::new(std::mem::MaybeUninit::<libc::pthread_mutex_t>::zeroed());
+        // SAFETY: fresh, aligned, private memory.
+        unsafe { mutex_init(m.as_mut_ptr()) }.ok()?;
+        let mut word = [0u8; 4];
+        // SAFETY: `at + 4` bytes lie inside the initialised mutex (checked above);
+        // a byte copy reads them whatever their type.
+        unsafe {
+            std::ptr::copy_nonoverlapping(m.as_ptr().cast::<u8>().add(at), word.as_mut_ptr(), 4);
+            mutex_destroy(m.as_mut_ptr());
+        }
+        let kind = u32::from_ne_bytes(word);
+        (kind == GLIBC_ROBUST_PSHARED_ERRORCHECK).then_some((at, kind))
+    })
+}
+
 fn check(code: Code) -> Result<(), Errno> {
     if code == 0 {
         Ok(())
@@ -155,6 +215,17 @@ pub(crate) fn timespec_add(t: libc::timespec, d: Duration) -> libc::timespec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(all(
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    fn the_mutex_type_word_is_glibcs_here() {
+        // The machines this crate is built and tested on are glibc on x86_64 (and
+        // aarch64): the layout must be recognised there, or no lock would work.
+        assert_eq!(mutex_kind(), Some((16, 2 | 16 | 128)));
+    }
 
     #[test]
     fn timespec_add_normalises_and_saturates() {

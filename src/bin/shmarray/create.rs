@@ -101,6 +101,11 @@ impl clap::ValueEnum for DtypeArg {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Shape(Vec<usize>);
 
+/// Most dimensions a segment may have: numpy's limit, which the library enforces
+/// too (`Error::TooManyDimensions`); checked here so that the mistake is a usage
+/// error before anything is touched.
+const MAX_DIMS: usize = 64;
+
 /// Parses `1000,1000`, `(3, 4)`, `5,` or `5` (one dimension), `""` or `()` (0-d).
 fn parse_shape(s: &str) -> Result<Shape, String> {
     let t = s.trim();
@@ -126,7 +131,16 @@ fn parse_shape(s: &str) -> Result<Shape, String> {
             })
         })
         .collect::<Result<Vec<_>, _>>()
-        .map(Shape)
+        .and_then(|dims| {
+            if dims.len() > MAX_DIMS {
+                Err(format!(
+                    "{} dimensions: a segment has at most {MAX_DIMS} (numpy's limit)",
+                    dims.len()
+                ))
+            } else {
+                Ok(Shape(dims))
+            }
+        })
 }
 
 pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
@@ -201,6 +215,7 @@ mod tests {
         assert_eq!(ok("10,20"), vec![10, 20]);
         assert_eq!(ok("(3, 4)"), vec![3, 4]);
         assert_eq!(ok("0,7"), vec![0, 7]);
+        assert_eq!(ok(&["1"; 64].join(",")), vec![1; 64]);
         for bad in [
             "x",
             "1,,2",
@@ -209,6 +224,7 @@ mod tests {
             "1.5",
             "3,4,,",
             "99999999999999999999999",
+            &["1"; 65].join(","),
         ] {
             assert!(parse_shape(bad).is_err(), "{bad}");
         }
