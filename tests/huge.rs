@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -18,8 +18,8 @@ use std::time::Duration;
 use common::{python, unique_name, wait_with_deadline, Children};
 use ndarray::{Array1, Ix1};
 use shmarray::{
-    collect_garbage, huge_page_support, inspect, Error, HugePages, Namespace, Options, PageKind,
-    SharedArray,
+    collect_garbage, huge_page_support, inspect, Barrier, Error, HugePages, Namespace, Options,
+    PageKind, Queue, SharedArray, SharedMap, SharedVec,
 };
 
 const MIB2: u64 = 2 << 20;
@@ -226,7 +226,7 @@ fn require_puts_a_named_segment_on_hugetlbfs_and_every_lookup_finds_it() {
     // Sizes and offsets stay valid with the file rounded up to whole pages.
     let info = inspect(&m.hugetlb_ns(), &name).unwrap();
     assert_eq!(info.backing.kind, PageKind::HugeTlb);
-    assert_eq!(info.layout.data_offset as u64 % MIB2, 0);
+    assert!(info.layout.data_offset < 4096 && info.layout.data_offset % 128 == 0);
     assert_eq!(info.file_size % MIB2, 0);
     assert!(info.file_size >= info.layout.total_len() as u64);
     let meta = std::fs::metadata(m.hugetlb.join(&name)).unwrap();
@@ -276,9 +276,8 @@ fn the_cli_finds_huge_segments_without_flags() {
     assert!(row.contains("2M hugetlb") || row.contains("2M thp"), "{ls}");
     let inspect = m.cli_ok(&["inspect", &name]);
     assert!(inspect.contains("pages          2 MiB"), "{inspect}");
-    if row.contains("hugetlb") {
-        assert!(inspect.contains("max_header_size=2097152"), "{inspect}");
-    }
+    // numpy's plain one-liner opens it: no `max_header_size` hint.
+    assert!(!inspect.contains("max_header_size"), "{inspect}");
     assert_eq!(m.cli_ok(&["path", &name]).trim(), out.trim());
     let json = m.cli_ok(&["inspect", "--json", &name]);
     assert!(json.contains("\"page_size\": 2097152"), "{json}");
@@ -348,8 +347,8 @@ fn anonymous_segments_use_mfd_hugetlb() {
     .unwrap();
     assert_eq!(a.backing().kind, PageKind::HugeTlb);
     assert_eq!(a.backing().page_size, MIB2);
-    // 8 MiB of data, a 2 MiB header and the control block: 6 pages, taken up front.
-    assert_eq!(before - free_pages(), 6);
+    // The header, 8 MiB of data and the control block: 5 pages, taken up front.
+    assert_eq!(before - free_pages(), 5);
     a.lock()
         .unwrap()
         .iter_mut()
@@ -378,39 +377,189 @@ fn thp_tmpfs_segments_report_transparent_pages_and_open_in_numpy_as_usual() {
     assert_eq!(a.backing().kind, PageKind::Transparent);
     assert_eq!(a.path().unwrap(), m.thp.join(&name));
     a.view_mut().unwrap().fill(3.0);
-    // A THP tmpfs maps any page offset: the header stays one page, and numpy's
-    // default header limit accepts it.
-    assert_eq!(inspect(&ns, &name).unwrap().layout.data_offset, 4096);
-    let Some(out) = python(&format!(
-        "a = np.load({:?}, mmap_mode='r+')\nprint(float(a.sum()))\na[0] = 7\na.flush()",
-        a.path().unwrap()
-    )) else {
+    // The compact header of huge-page segments: numpy maps the file from offset 0,
+    // at an address the kernel aligns to 2 MiB, so every data page can be a huge
+    // page in numpy too (from the data offset, the first 2 MiB could not).
+    let offset = inspect(&ns, &name).unwrap().layout.data_offset;
+    assert!(offset < 4096 && offset % 128 == 0, "data offset {offset}");
+    let Some(out) = numpy_plain_load(&a.path().unwrap(), "float(a.sum())", "a[0] = 7") else {
         return;
     };
-    assert_eq!(out, format!("{:.1}", 3.0 * (1 << 20) as f64));
+    assert_eq!(out, format!("{:.1} 0 0", 3.0 * (1 << 20) as f64));
     assert_eq!(a.view().unwrap()[0], 7.0);
 }
 
+/// Loads `path` with numpy's plain one-liner, prints `show` (Python expressions),
+/// the file offset numpy mapped from and the mapping's address modulo 2 MiB, runs
+/// `then` and flushes.
+fn numpy_plain_load(path: &Path, show: &str, then: &str) -> Option<String> {
+    python(&format!(
+        "path = {path:?}\n\
+         a = np.load(path, mmap_mode='r+')\n\
+         m = [l.split() for l in open('/proc/self/maps') if l.rstrip().endswith(path)]\n\
+         start = int(m[0][0].split('-')[0], 16)\n\
+         print({show}, int(m[0][2], 16), start % {MIB2})\n\
+         {then}\n\
+         a.flush()"
+    ))
+}
+
 #[test]
-fn numpy_maps_hugetlb_segments_from_their_huge_page_data_offset() {
+fn numpy_plain_load_opens_hugetlb_segments_both_ways() {
     let Some(m) = Mounts::new(8) else { return };
     let name = unique_name("np");
     let data = Array1::from_iter((0..100_000).map(|i| i as f32));
-    let mut a = SharedArray::create_from_with(&m.opts(HugePages::Require), &name, &data).unwrap();
+    let a = SharedArray::create_from_with(&m.opts(HugePages::Require), &name, &data).unwrap();
+    assert_eq!(a.backing().kind, PageKind::HugeTlb);
     let path = a.path().unwrap();
-    // The header is padded to a huge page (hugetlbfs maps only from huge-page
-    // offsets), which is more than numpy's default `max_header_size`: numpy says
-    // so, and opens it when allowed.
+    // The header stays under numpy's default `max_header_size`, and the data starts
+    // inside the first huge page: numpy maps the file from offset 0 (the only
+    // offset below the data that hugetlbfs accepts), at a huge-page address.
+    let offset = inspect(&m.hugetlb_ns(), &name).unwrap().layout.data_offset;
+    assert!(offset < 4096 && offset % 128 == 0, "data offset {offset}");
+    // Rust wrote, numpy reads; numpy writes, Rust reads.
+    let Some(out) = numpy_plain_load(&path, "a.dtype, a.shape, float(a[99999])", "a *= 2") else {
+        return;
+    };
+    assert_eq!(out, "float32 (100000,) 99999.0 0 0");
+    assert_eq!(*a.lock().unwrap(), data.mapv(|x| 2.0 * x));
+    // And again after Rust changed it.
+    a.lock().unwrap()[7] = -1.5;
+    let out = numpy_plain_load(&path, "float(a[7]), float(a[8])", "a[8] = 42").unwrap();
+    assert_eq!(out, "-1.5 16.0 0 0");
+    assert_eq!(a.lock().unwrap()[8], 42.0);
+}
+
+/// A segment as versions before the compact huge-page header wrote it on
+/// hugetlbfs: an NPY 2.0 header padded to 2 MiB, the data, and at the next page
+/// boundary the control block `cb` (one this version wrote for the same array,
+/// with an initialised lock) with the data offset and checksum (FNV-1a 64 over the
+/// 4 KiB header window and bytes 0..136) of the old layout. Written through a
+/// mapping: hugetlbfs files have no `write`.
+fn write_legacy_hugetlb_segment(path: &Path, mut cb: Vec<u8>, data: &[f64]) {
+    const OFFSET: usize = 2 << 20;
+    let dict = format!(
+        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
+        data.len()
+    );
+    let mut header = b"\x93NUMPY\x02\x00".to_vec();
+    header.extend_from_slice(&((OFFSET - 12) as u32).to_le_bytes());
+    header.extend_from_slice(dict.as_bytes());
+    header.resize(OFFSET - 1, b' ');
+    header.push(b'\n');
+    let control = (OFFSET + data.len() * 8).div_ceil(4096) * 4096;
+    cb[56..64].copy_from_slice(&(OFFSET as u64).to_le_bytes());
+    let mut sum: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in header[..4096].iter().chain(&cb[..136]) {
+        sum = (sum ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    cb[136..144].copy_from_slice(&sum.to_le_bytes());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    file.set_len((control as u64 + 4096).div_ceil(MIB2) * MIB2)
+        .unwrap();
+    // SAFETY: a file this test just created and nobody else knows about.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+    map[..OFFSET].copy_from_slice(&header);
+    for (i, x) in data.iter().enumerate() {
+        map[OFFSET + 8 * i..OFFSET + 8 * i + 8].copy_from_slice(&x.to_le_bytes());
+    }
+    map[control..control + 4096].copy_from_slice(&cb);
+}
+
+#[test]
+fn hugetlb_segments_with_the_old_2mib_header_still_open() {
+    let Some(m) = Mounts::new(8) else { return };
+    let data: Vec<f64> = (0..1000).map(f64::from).collect();
+    // The control block this version writes for such an array (on base pages).
+    let cb = {
+        let plain = Namespace::at(&m.plain).unwrap();
+        let name = unique_name("template");
+        let opts = Options::new().namespace(plain.clone());
+        let t = SharedArray::create_from_with(&opts, &name, &Array1::from(data.clone())).unwrap();
+        let control = inspect(&plain, &name).unwrap().layout.control_offset;
+        std::fs::read(t.path().unwrap()).unwrap()[control..control + 4096].to_vec()
+    };
+    let name = unique_name("legacy");
+    let path = m.hugetlb.join(&name);
+    let _remove = scopeguard(&path);
+    write_legacy_hugetlb_segment(&path, cb, &data);
+    let ns = m.hugetlb_ns();
+    assert_eq!(inspect(&ns, &name).unwrap().layout.data_offset, 2 << 20);
+    let a = SharedArray::<f64, Ix1>::open_with(&Options::new().namespace(ns), &name).unwrap();
+    assert_eq!(a.backing().kind, PageKind::HugeTlb);
+    assert_eq!(a.lock().unwrap().to_vec(), data);
+    a.lock().unwrap()[3] = 0.5;
+    // `shmarray inspect` says how numpy opens such a file.
+    let text = m.cli_ok(&["inspect", &name]);
+    assert!(text.contains("max_header_size=2097152"), "{text}");
     let Some(out) = python(&format!(
         "try:\n    np.load({path:?}, mmap_mode='r')\n    print('opened')\nexcept ValueError as e:\n    print('refused' if 'max_header_size' in str(e) else e)\n\
-         a = np.load({path:?}, mmap_mode='r+', max_header_size=1 << 22)\n\
-         print(a.dtype, a.shape, float(a[99999]))\n\
-         a *= 2\na.flush()"
+         a = np.load({path:?}, mmap_mode='r', max_header_size=1 << 22)\n\
+         print(float(a[3]), float(a[999]))"
     )) else {
         return;
     };
-    assert_eq!(out, "refused\nfloat32 (100000,) 99999.0");
-    assert_eq!(a.view().unwrap(), data.mapv(|x| 2.0 * x));
+    assert_eq!(out, "refused\n0.5 999.0");
+}
+
+/// Removes `path` on drop.
+fn scopeguard(path: &Path) -> impl Drop + '_ {
+    struct Rm<'a>(&'a Path);
+    impl Drop for Rm<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    Rm(path)
+}
+
+/// Every kind lays its data out from the data offset, which on huge pages is only
+/// 128-aligned (queues' ring header and maps' shard heads need exactly that): each
+/// works there, through a second handle too.
+#[test]
+fn every_kind_works_with_the_compact_header_on_hugetlbfs() {
+    let Some(m) = Mounts::new(16) else { return };
+    let opts = m.opts(HugePages::Require);
+    let reader = Options::new().namespace(m.hugetlb_ns());
+    let compact = |name: &str| {
+        let info = inspect(&m.hugetlb_ns(), name).unwrap();
+        assert_eq!(info.backing.kind, PageKind::HugeTlb, "{name}");
+        let offset = info.layout.data_offset;
+        assert!(offset < 4096 && offset % 128 == 0, "{name}: {offset}");
+    };
+    let name = unique_name("queue");
+    let q = Queue::<u64>::create_with(&opts, &name, 64).unwrap();
+    compact(&name);
+    let q2 = Queue::<u64>::open_with(&reader, &name).unwrap();
+    q.put(41).unwrap();
+    assert_eq!(q2.get().unwrap(), 41);
+
+    let name = unique_name("map");
+    let map = SharedMap::<u64, u64>::create_with(&opts, &name, 5000).unwrap();
+    compact(&name);
+    let map2 = SharedMap::<u64, u64>::open_with(&reader, &name).unwrap();
+    for k in 0..1000 {
+        map.insert(k, k * 3).unwrap();
+    }
+    assert_eq!(map2.get(&999).unwrap(), Some(2997));
+
+    let name = unique_name("vec");
+    let v = SharedVec::<u32>::create_with(&opts, &name, 100).unwrap();
+    compact(&name);
+    let v2 = SharedVec::<u32>::open_with(&reader, &name).unwrap();
+    v.push(7).unwrap();
+    assert_eq!(v2.get(0).unwrap(), Some(7));
+
+    let name = unique_name("barrier");
+    let b = Barrier::create_with(&opts, &name, 1).unwrap();
+    compact(&name);
+    b.wait().unwrap();
 }
 
 #[test]

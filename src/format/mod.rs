@@ -3,18 +3,20 @@
 //! yet. `FORMAT.md` at the repository root is the same specification in prose.
 //!
 //! ```text
-//! offset 0                   data_offset (page aligned)    control_offset (page aligned)
+//! offset 0                   data_offset                   control_offset (page aligned)
 //! | NPY preamble + dict ...  | data (data_len bytes) | pad | control block (4096 bytes) |
 //! ```
 //!
-//! - [`npy`]: the NPY header (numpy's own format), padded to a page.
+//! - [`npy`]: the NPY header (numpy's own format), padded to a page (base pages) or
+//!   to a multiple of 128 inside the first page (huge pages).
 //! - [`control`]: the control block: object kind, creator, checksum, shared state.
 //! - [`objects`]: the data layouts of queues and barriers, with checked arithmetic.
 //! - [`containers`]: the data layouts of maps and vecs, and the map's key hash.
 //! - [`describe`]: reading a whole description from a file, each region once.
 //! - [`dtype`]: element types and their NPY descriptors.
 
-/// Page size assumed by the format. Data and the control block start on multiples of it.
+/// Page size assumed by the format. The control block starts on a multiple of it, and
+/// so does the data of a segment on base pages.
 pub(crate) const PAGE: usize = 4096;
 
 /// Size of the control block region appended after the data (one page).

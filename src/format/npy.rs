@@ -1,5 +1,6 @@
 //! The NPY header: the first bytes of every segment, exactly as numpy writes them,
-//! padded so that the data starts on a page boundary. Pure: builds and parses bytes.
+//! padded so that the data starts on a page boundary (base pages) or at a multiple
+//! of 128 inside the first page (huge pages). Pure: builds and parses bytes.
 
 use super::dtype::Dtype;
 use super::{CONTROL_SIZE, PAGE};
@@ -15,10 +16,15 @@ pub(crate) const NPY_MAGIC: [u8; 6] = *b"\x93NUMPY";
 pub(crate) const MAX_HEADER_LEN: usize = 1 << 30;
 
 /// Bytes of the header region that are read, parsed and checksummed: the preamble and
-/// the dict must end within them. A header padded further (to a huge page, so that
-/// numpy's mapping of the data starts on one) is padding beyond this window, never
-/// read: it costs nothing to attach.
+/// the dict must end within them. A longer header region (files that earlier versions
+/// padded to a huge page) is padding beyond this window, never read: it costs nothing
+/// to attach.
 pub(crate) const DICT_WINDOW: usize = 4096;
+
+/// Alignment of the data of a compact header ([`build_header_aligned`] with this
+/// `align`): the largest alignment any kind's data needs (queues' ring header, maps'
+/// shard heads), so the data keeps it inside a page-aligned mapping.
+pub(crate) const COMPACT_ALIGN: usize = 128;
 
 /// How many bytes of a header region of `data_offset` bytes are read and parsed.
 pub(crate) fn header_window(data_offset: usize) -> usize {
@@ -186,7 +192,7 @@ fn render_dict(descr: &str, fortran_order: bool, shape: &[usize]) -> String {
 
 /// Builds the complete header region (`data_offset` bytes: preamble, dict, space
 /// padding, `\n`) for a new segment, and its layout. Data starts on a page boundary.
-/// Uses NPY 1.0 when the header fits its 16-bit length field, else 2.0.
+/// NPY 1.0: the dict must end within the first 4 KiB, so its 16-bit length holds it.
 pub fn build_header(
     dtype: Dtype,
     fortran_order: bool,
@@ -195,15 +201,19 @@ pub fn build_header(
     build_header_aligned(dtype, fortran_order, shape, PAGE)
 }
 
-/// [`build_header`] with the data starting on a multiple of `align` (a power of two,
-/// at least a page): a huge page, so that a mapping of the data made by numpy (which
-/// maps from the data offset) starts on a huge page too.
+/// [`build_header`] with the data starting at the smallest multiple of `align` (a
+/// power of two, at most a page) that holds the header. With [`COMPACT_ALIGN`] the
+/// data starts inside the first page: numpy, which maps a file from the data offset
+/// rounded down to a page, then maps it from offset 0, which a hugetlbfs file accepts
+/// (and at which the kernel aligns the mapping of a THP file to a huge page), and
+/// the header stays far below numpy's default `max_header_size`.
 pub(crate) fn build_header_aligned(
     dtype: Dtype,
     fortran_order: bool,
     shape: &[usize],
     align: usize,
 ) -> Result<(Vec<u8>, Layout), HeaderError> {
+    debug_assert!(align.is_power_of_two() && align <= PAGE);
     // Readers (this parser, numpy) refuse more: never build what cannot be opened.
     if shape.len() > MAX_DIMS {
         return Err(HeaderError::TooManyDimensions {
@@ -212,35 +222,19 @@ pub(crate) fn build_header_aligned(
         });
     }
     let dict = render_dict(dtype.descr(), fortran_order, shape);
-    let align = align.max(PAGE);
-    let round = |n: usize| n.checked_add(align - 1).map(|v| v / align * align);
-    let (version, preamble) = {
-        let v1_total = round(10 + dict.len() + 1).unwrap_or(usize::MAX);
-        if v1_total - 10 <= u16::MAX as usize {
-            (1u8, 10usize)
-        } else {
-            (2u8, 12usize)
-        }
-    };
-    if preamble + dict.len() + 1 > DICT_WINDOW {
-        return Err(HeaderError::HeaderTooLong(preamble + dict.len() + 1));
+    let align = align.clamp(1, PAGE);
+    // The dict must end within the window readers parse; padded to `align <= PAGE`,
+    // the header is then at most a page long, which NPY 1.0's u16 length holds.
+    let needed = 10 + dict.len() + 1;
+    if needed > DICT_WINDOW {
+        return Err(HeaderError::HeaderTooLong(needed));
     }
-    let data_offset = round(preamble + dict.len() + 1).ok_or(HeaderError::Overflow {
-        shape: shape.to_vec(),
-        itemsize: dtype.size(),
-    })?;
-    let header_len = data_offset - preamble;
+    let data_offset = needed.div_ceil(align) * align;
+    let header_len = data_offset - 10;
     let mut bytes = Vec::with_capacity(data_offset);
     bytes.extend_from_slice(&NPY_MAGIC);
-    bytes.push(version);
-    bytes.push(0);
-    if version == 1 {
-        bytes.extend_from_slice(&(header_len as u16).to_le_bytes());
-    } else {
-        let len32 =
-            u32::try_from(header_len).map_err(|_| HeaderError::HeaderTooLong(header_len))?;
-        bytes.extend_from_slice(&len32.to_le_bytes());
-    }
+    bytes.extend_from_slice(&[1, 0]);
+    bytes.extend_from_slice(&(header_len as u16).to_le_bytes());
     bytes.extend_from_slice(dict.as_bytes());
     bytes.resize(data_offset - 1, b' ');
     bytes.push(b'\n');
@@ -249,7 +243,7 @@ pub(crate) fn build_header_aligned(
         fortran_order,
         shape: shape.to_vec(),
     };
-    let layout = compute_layout(version, header, data_offset)?;
+    let layout = compute_layout(1, header, data_offset)?;
     Ok((bytes, layout))
 }
 
@@ -546,6 +540,22 @@ mod tests {
             assert_eq!(parsed, layout);
             assert_eq!(parsed.dtype, Some(dtype));
             assert_eq!(parsed.header.shape, shape);
+        }
+    }
+
+    #[test]
+    fn compact_headers_end_inside_the_first_page_below_numpys_limit() {
+        // The longest dict a reader accepts: 64 dimensions of 20 digits each.
+        let mut longest = vec![usize::MAX; 64];
+        longest[0] = 0;
+        for (shape, want) in [(vec![1000, 1000], 128), (vec![], 128), (longest, 1536)] {
+            let (bytes, layout) =
+                build_header_aligned(Dtype::F64, false, &shape, COMPACT_ALIGN).unwrap();
+            assert_eq!(layout.data_offset, want);
+            assert_eq!(bytes.len(), want);
+            // NPY 1.0, and numpy's `max_header_size` (10 000) counts the dict's bytes.
+            assert_eq!(bytes[6..8], [1, 0]);
+            assert_eq!(parse_header(&bytes).unwrap(), layout);
         }
     }
 

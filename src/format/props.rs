@@ -8,7 +8,9 @@ use proptest::prelude::*;
 use super::control::{checksum, ControlFields, ObjectKind, LAYOUT_VERSION};
 use super::describe::describe_bytes;
 use super::dtype::{Dtype, ALL_DTYPES as DTYPES};
-use super::npy::{build_header, parse_header, parse_preamble, HeaderError};
+use super::npy::{
+    build_header, build_header_aligned, parse_header, parse_preamble, HeaderError, COMPACT_ALIGN,
+};
 use super::objects::QueueGeometry;
 use super::{CONTROL_SIZE, PAGE};
 
@@ -42,6 +44,24 @@ proptest! {
         prop_assert_eq!(parsed.len, shape.iter().product::<usize>());
         prop_assert_eq!(parsed.data_len, parsed.len * d.size());
         prop_assert!(parsed.data_end() <= parsed.control_offset);
+    }
+
+    #[test]
+    fn compact_headers_put_the_data_inside_the_first_page(
+        d in dtype(),
+        fortran in any::<bool>(),
+        shape in prop::collection::vec(any::<usize>(), 0..=64),
+    ) {
+        // Any dims, up to the 64 readers accept; a leading 0 keeps the product finite.
+        let shape: Vec<usize> = std::iter::once(0).chain(shape).take(64).collect();
+        let (bytes, layout) = build_header_aligned(d, fortran, &shape, COMPACT_ALIGN).unwrap();
+        prop_assert_eq!(bytes.len(), layout.data_offset);
+        prop_assert!(layout.data_offset < PAGE);
+        prop_assert_eq!(layout.data_offset % COMPACT_ALIGN, 0);
+        // The smallest such offset: the dict and its `\n` end less than 128 bytes before.
+        let dict_end = bytes.iter().rposition(|&b| b == b'}').unwrap() + 1;
+        prop_assert!(layout.data_offset < dict_end + 1 + COMPACT_ALIGN);
+        prop_assert_eq!(&parse_header(&bytes).unwrap(), &layout);
     }
 
     #[test]

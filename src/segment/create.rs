@@ -238,14 +238,9 @@ fn reserve(spec: &Spec<'_>, place: Place, label: &str) -> std::result::Result<Re
             let _ = d.dir.unlink(t);
         }
     };
-    // On hugetlbfs the data starts on a huge page: files there are mapped only from
-    // huge-page offsets, and numpy maps from the data offset. (A THP tmpfs maps any
-    // page offset, and the kernel still uses huge pages for the aligned interior.)
-    let align = if place.backing.kind == PageKind::HugeTlb {
-        place.backing.header_align()
-    } else {
-        crate::format::PAGE
-    };
+    // Huge pages: a compact header, so that numpy maps the file from offset 0 (see
+    // `Backing::header_align`).
+    let align = place.backing.header_align();
     let overflow = || Error::ShapeOverflow {
         shape: spec.shape.to_vec(),
         itemsize: spec.dtype.size(),

@@ -113,12 +113,19 @@ impl Backing {
         self.kind != PageKind::Base
     }
 
-    /// The alignment a header gets so that numpy's mapping of the data (from the
-    /// data offset) starts on a page of this size.
+    /// Where the data of a new segment on these pages starts: the header is padded
+    /// to a multiple of this. Base pages: a page, so the data has pages of its own.
+    /// Huge pages: [`COMPACT_ALIGN`](crate::format::npy::COMPACT_ALIGN), so the data
+    /// starts inside the first 4 KiB. numpy maps a file from the data offset rounded
+    /// down to 4 KiB, which is then 0: the only such offset a hugetlbfs file accepts
+    /// (it maps from multiples of its page size only), and one at which the kernel
+    /// places a THP file's mapping on a huge-page boundary. The header also stays
+    /// below numpy's default `max_header_size` and takes no huge page of its own.
     pub(crate) fn header_align(&self) -> usize {
-        usize::try_from(self.page_size)
-            .unwrap_or(crate::format::PAGE)
-            .max(crate::format::PAGE)
+        match self.kind {
+            PageKind::Base => crate::format::PAGE,
+            PageKind::Transparent | PageKind::HugeTlb => crate::format::npy::COMPACT_ALIGN,
+        }
     }
 }
 

@@ -241,11 +241,12 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
         ("usage", info.usage.to_string()),
     ];
     if l.data_offset > NUMPY_MAX_HEADER {
-        // A header padded to a huge page is longer than numpy reads by default.
+        // Longer than numpy reads by default: huge-page segments of earlier versions
+        // (header padded to a huge page), or a foreign file.
         v.push((
             "numpy",
             format!(
-                "np.load(path, mmap_mode=\"r+\", max_header_size={}) (header padded to a huge page)",
+                "np.load(path, mmap_mode=\"r+\", max_header_size={}) (header longer than numpy's default limit)",
                 l.data_offset
             ),
         ));
