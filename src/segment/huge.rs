@@ -21,8 +21,8 @@
 //! Any tool may mount a hugetlbfs or a THP tmpfs; finding one in mountinfo says
 //! nothing about whom it is for. A discovered mount joins the default namespace
 //! only if
-//! - it is hugetlbfs with 2 MiB pages (a 1 GiB page would pad every header to
-//!   1 GiB) or tmpfs with `huge=always`/`within_size`;
+//! - it is hugetlbfs with 2 MiB pages (a 1 GiB page would make every segment
+//!   at least 1 GiB) or tmpfs with `huge=always`/`within_size`;
 //! - this user may create files in it;
 //! - its path has no control character (a newline or an escape in a mount point is
 //!   a sign of trouble, and would garble every listing);
