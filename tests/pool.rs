@@ -55,6 +55,16 @@ fn slow_identity(x: u64) -> u64 {
     x
 }
 
+/// Creates `dir/x` exclusively (a second run of the same input would find it and
+/// panic), then sleeps a little: a task whose runs can be counted.
+fn runs_once((dir, x): (String, u64)) -> u64 {
+    if let Err(e) = std::fs::File::create_new(format!("{dir}/{x}")) {
+        panic!("input {x} ran twice: {e}");
+    }
+    std::thread::sleep(Duration::from_micros(300));
+    x
+}
+
 fn double_rows(mut rows: ArrayViewMut2<'_, f64>) {
     rows *= 2.0;
 }
@@ -215,6 +225,23 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A directory named per test, removed with its contents on drop.
+struct TempDir(String);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d = TempDir(format!("/tmp/{}", unique(tag)));
+        std::fs::create_dir(&d.0).unwrap();
+        d
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -455,7 +482,11 @@ fn panic_and_worker_death_are_reported_per_task() {
     );
 }
 
+/// Workers SIGKILLed at random moments: every input is reported exactly once,
+/// and runs at most once (an input whose worker died before beginning it runs on
+/// another worker; one whose worker died running it is `WorkerDied`, never rerun).
 fn chaos_killing_random_workers_reports_every_task_once() {
+    let runs = TempDir::new("runs");
     let pool = Pool::new(2).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killed = std::thread::scope(|s| {
@@ -484,11 +515,13 @@ fn chaos_killing_random_workers_reports_every_task_once() {
         });
         let mut seen = vec![0u32; 2000];
         let (mut ok, mut died) = (0, 0);
-        for (i, r) in pool.imap(slow_identity, 0..2000u64, 5) {
+        let inputs = (0..2000u64).map(|i| (runs.0.clone(), i));
+        for (i, r) in pool.imap(runs_once, inputs, 5) {
             seen[i] += 1;
             match r {
                 Ok(v) => {
                     assert_eq!(v, i as u64);
+                    assert!(std::path::Path::new(&format!("{}/{i}", runs.0)).exists());
                     ok += 1
                 }
                 Err(TaskError::WorkerDied { task, .. }) => {
@@ -517,6 +550,47 @@ fn chaos_killing_random_workers_reports_every_task_once() {
         100,
         "pool usable after chaos"
     );
+}
+
+/// Issue 18 item 7: a worker SIGKILLed while idle fails no task. `map` right after
+/// the kill (no pause: the pool has not seen the death yet) runs every input, on a
+/// live worker or the replacement; only a task that was running on a worker when it
+/// died may be reported as `WorkerDied`. 50 rounds, 50 successes.
+fn kill_idle_worker_then_map(method: StartMethod) {
+    let pool = Pool::with_method(2, method).unwrap();
+    let want: Vec<u64> = (0..10).map(square).collect();
+    assert_eq!(pool.map(square, 0..10).unwrap(), want);
+    let mut failed = Vec::new();
+    let mut kills = 0;
+    for round in 0..50 {
+        let alive: Vec<u32> = pool
+            .worker_pids()
+            .into_iter()
+            .filter(|&p| !has_ended(p))
+            .collect();
+        if let Some(&victim) = alive.get(round % alive.len().max(1)) {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(victim as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            kills += 1;
+        }
+        match pool.map(square, 0..10) {
+            Ok(v) => assert_eq!(v, want),
+            Err(e) => failed.push(format!("round {round}: {e}")),
+        }
+    }
+    assert!(kills >= 25, "only {kills} idle workers were killed");
+    assert!(
+        failed.is_empty(),
+        "{method:?}: {} of 50 maps failed: {failed:?}",
+        failed.len()
+    );
+}
+
+fn killing_an_idle_worker_fails_no_task() {
+    kill_idle_worker_then_map(StartMethod::Spawn);
 }
 
 fn dropping_the_pool_reaps_every_worker() {
@@ -646,6 +720,7 @@ fn fork_is_refused_once_threads_exist() {
 fn role_fork_suite() {
     process_join_pid_and_errors(StartMethod::Fork);
     fork_pool_works();
+    kill_idle_worker_then_map(StartMethod::Fork);
     fork_workers_come_from_the_single_threaded_server();
     fork_is_refused_once_threads_exist();
     println!("    fork suite: ok");
@@ -846,10 +921,8 @@ impl Drop for Mount {
     }
 }
 
-/// Workers release mappings of removed segments: kernels over a fresh 2 MiB array
-/// per round on an 8 MiB tmpfs. Keeping every array mapped until the pool ends
-/// fails with NoSpace at the fourth round.
-fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
+/// An 8 MiB tmpfs mounted for a test (root only): its namespace; unmounted on drop.
+fn small_tmpfs() -> Option<(Mount, shmarray::Namespace)> {
     let dir = format!("/tmp/{}", unique("tmpfs"));
     std::fs::create_dir(&dir).unwrap();
     let mounted = std::process::Command::new("mount")
@@ -860,10 +933,19 @@ fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
     if !mounted {
         let _ = std::fs::remove_dir(&dir);
         println!("    skipped: cannot mount a tmpfs here (needs root)");
-        return;
+        return None;
     }
-    let _mount = Mount(dir.clone());
     let ns = shmarray::Namespace::at(&dir).unwrap();
+    Some((Mount(dir), ns))
+}
+
+/// Workers release mappings of removed segments: kernels over a fresh 2 MiB array
+/// per round on an 8 MiB tmpfs. Keeping every array mapped until the pool ends
+/// fails with NoSpace at the fourth round.
+fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
+    let Some((_mount, ns)) = small_tmpfs() else {
+        return;
+    };
     let pool = Pool::new(2).unwrap();
     for round in 0..10 {
         let mut a = SharedArray::<f64, Ix2>::create_with(
@@ -872,6 +954,35 @@ fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
             (256, 1024),
         )
         .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        pool.for_each_chunk(&a, Axis(0), add_one).unwrap();
+        assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
+    }
+}
+
+/// Issue 18 item 7: *idle* workers let go of a removed segment at once, without
+/// another task. The issue's case: a 3 MiB array used by one part and dropped each
+/// round on an 8 MiB tmpfs (two idle workers each keeping an old one was NoSpace
+/// from round 2 on, whenever the part went to the other worker); and the case that
+/// fails at round 1 without it: a 5 MiB array that both workers map, dropped, and
+/// created again at once.
+fn idle_workers_let_go_of_removed_segments() {
+    let Some((_mount, ns)) = small_tmpfs() else {
+        return;
+    };
+    let opts = shmarray::Options::new().namespace(ns);
+    let pool = Pool::new(2).unwrap();
+    for round in 0..10 {
+        let mut a =
+            SharedArray::<f64, Ix2>::create_with(&opts, &format!("one-{round}"), (384, 1024))
+                .unwrap_or_else(|e| panic!("3 MiB, round {round}: {e}"));
+        pool.for_each_chunk_with(&a, Axis(0), Partition::Parts(1), add_one)
+            .unwrap();
+        assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
+    }
+    for round in 0..10 {
+        let mut a =
+            SharedArray::<f64, Ix2>::create_with(&opts, &format!("both-{round}"), (640, 1024))
+                .unwrap_or_else(|e| panic!("5 MiB, round {round}: {e}"));
         pool.for_each_chunk(&a, Axis(0), add_one).unwrap();
         assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
     }
@@ -1013,6 +1124,10 @@ fn main() {
             chaos_killing_random_workers_reports_every_task_once,
         ),
         (
+            "killing_an_idle_worker_fails_no_task",
+            killing_an_idle_worker_fails_no_task,
+        ),
+        (
             "dropping_the_pool_reaps_every_worker",
             dropping_the_pool_reaps_every_worker,
         ),
@@ -1031,6 +1146,10 @@ fn main() {
         (
             "kernels_over_fresh_arrays_fit_a_small_tmpfs",
             kernels_over_fresh_arrays_fit_a_small_tmpfs,
+        ),
+        (
+            "idle_workers_let_go_of_removed_segments",
+            idle_workers_let_go_of_removed_segments,
         ),
         (
             "kernels_run_in_place_on_disjoint_parts",

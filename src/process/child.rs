@@ -71,7 +71,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
             StartMethod::Fork => Worker::fork()?,
         };
         let sent = worker
-            .send_task(0, task, payload)
+            .send_task(1, task, &payload)
             .and_then(|()| worker.send_exit());
         if sent.is_err() {
             return Err(worker.death(0));

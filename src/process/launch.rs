@@ -7,6 +7,7 @@
 //! worker (a task's child may hold the worker's socket): reads and writes wake every
 //! [`WAKE`] and check whether the worker process still exists.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::{MessageFailure, TaskError};
+use super::started::StartedPage;
 use super::task::{image, TaskOffsets};
 use super::waiting::lock;
 use super::wire::{Channel, FromWorker, Lost, ToWorker};
@@ -42,6 +44,9 @@ enum Reaper {
 pub(crate) struct Worker {
     pub(crate) pid: u32,
     chan: Channel,
+    /// Where the worker records the task it begins; `None` if no page could be
+    /// made (then every task sent counts as begun).
+    started: Option<StartedPage>,
     reaper: Reaper,
     /// How it ended, once reaped.
     exit: Option<Exit>,
@@ -122,7 +127,12 @@ impl Worker {
     }
 
     fn connect(pid: u32, stream: UnixStream, reaper: Reaper) -> Result<Worker, TaskError> {
-        let chan = match Channel::new(stream, Some(WAKE)) {
+        // The started page goes first, in the first byte, before the handshake. A
+        // memfd can fail (limits, seccomp); the worker then runs without one.
+        let started = StartedPage::new().ok();
+        let setup = sys::send_fd(&stream, b'S', started.as_ref().map(|p| p.as_fd()))
+            .and_then(|()| Channel::new(stream, Some(WAKE)));
+        let chan = match setup {
             Ok(c) => c,
             Err(e) => {
                 sys::kill_group(pid);
@@ -132,6 +142,7 @@ impl Worker {
         let mut w = Worker {
             pid,
             chan,
+            started,
             reaper,
             exit: None,
             finished: false,
@@ -158,7 +169,7 @@ impl Worker {
         }
     }
 
-    fn send(&mut self, msg: &ToWorker) -> Result<(), Lost> {
+    fn send(&mut self, msg: &ToWorker<'_>) -> Result<(), Lost> {
         let (pid, reaper, exit) = (self.pid, &self.reaper, &self.exit);
         self.chan.send(msg, &mut || running(pid, reaper, exit))
     }
@@ -168,20 +179,38 @@ impl Worker {
         self.chan.recv(deadline, &mut || running(pid, reaper, exit))
     }
 
-    /// Sends a task (its inputs already encoded). `Err`: the worker is gone.
+    /// Sends task message `id` (its inputs already encoded); ids must grow. `Err`:
+    /// the worker is gone.
     pub(crate) fn send_task(
         &mut self,
         id: u64,
         task: TaskOffsets,
-        payload: Vec<u8>,
+        payload: &[u8],
     ) -> Result<(), Lost> {
         let (tramp, func) = task.get();
         self.send(&ToWorker::Task {
             id,
             tramp,
             func,
-            payload,
+            payload: Cow::Borrowed(payload),
         })
+    }
+
+    /// After the worker died (and was reaped, see [`death`](Self::death)): whether it
+    /// had begun task message `id`. `false` means it never called the task's
+    /// function, so the task may run elsewhere; without a started page, `true`.
+    pub(crate) fn began(&self, id: u64) -> bool {
+        self.started.as_ref().is_none_or(|p| p.began(id))
+    }
+
+    /// Has the idle worker drop cached mappings of removed or replaced segments,
+    /// and waits for it to say so (as long as it lives). `Err`: the worker is gone.
+    pub(crate) fn sweep(&mut self) -> Result<(), Lost> {
+        self.send(&ToWorker::Sweep)?;
+        match self.recv_msg(None)? {
+            FromWorker::Swept => Ok(()),
+            other => Err(Lost::Garbled(format!("unexpected message {other:?}"))),
+        }
     }
 
     /// Sends `Exit` after the current task (the worker exits when it is done).

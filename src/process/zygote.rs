@@ -121,7 +121,7 @@ impl ForkServer {
         let (ours, theirs) = UnixStream::pair()?;
         let requests = lock(&self.requests);
         self.shared.lock().reply = None;
-        sys::send_fd(&requests, b'F', theirs.as_fd())?;
+        sys::send_fd(&requests, b'F', Some(theirs.as_fd()))?;
         drop(theirs);
         let deadline = Instant::now() + Duration::from_secs(30);
         let answered = |st: &State| st.reply.is_some() || st.gone;
