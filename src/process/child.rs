@@ -70,11 +70,18 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
             StartMethod::Spawn => Worker::spawn_detached()?,
             StartMethod::Fork => Worker::fork()?,
         };
-        let sent = worker
+        // A worker that is gone by now (its task can end it before `Exit` is sent,
+        // or something killed it) was started all the same: `join` says how it
+        // ended. Only a message that cannot be framed is an error here.
+        match worker
             .send_task(1, task, &payload)
-            .and_then(|()| worker.send_exit());
-        if sent.is_err() {
-            return Err(worker.death(0));
+            .and_then(|()| worker.send_exit())
+        {
+            Ok(()) | Err(Lost::Closed | Lost::Timeout) => {}
+            Err(Lost::Garbled(m)) => {
+                worker.kill();
+                return Err(TaskError::Protocol(m));
+            }
         }
         Ok(Process {
             worker,
