@@ -735,6 +735,54 @@ fn fork_workers_come_from_the_single_threaded_server() {
     );
 }
 
+/// The fork server reaps a dead worker at once, so its pid is free long before
+/// the pool notices the death (for a worker that died idle: at the next job). The
+/// pool must not signal that pid then: here an unrelated process that leads its
+/// own group, as workers do, is given the pid (`ns_last_pid`, root only) before
+/// the pool notices; it must survive the pool. (Setting `ns_last_pid` rewinds the
+/// system's pid allocator by the few pids handed out since the worker started.)
+fn a_dead_workers_reused_pid_is_not_signalled() {
+    use std::os::unix::process::CommandExt;
+    let pool = Pool::with_method(1, StartMethod::Fork).unwrap();
+    let w = pool.worker_pids()[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(w as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t = Instant::now();
+    while proc_stat(w).is_some() {
+        assert!(t.elapsed() < Duration::from_secs(5), "{w} not reaped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if std::fs::write("/proc/sys/kernel/ns_last_pid", (w - 1).to_string()).is_err() {
+        println!("    skipped: cannot set ns_last_pid here (needs root)");
+        return;
+    }
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _k = KillOnDrop(stranger.id());
+    let reused = stranger.id() == w;
+    if reused {
+        assert_eq!(pool.map(square, 0..4).unwrap(), vec![0, 1, 4, 9]);
+        drop(pool);
+    }
+    let survived = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    stranger.wait().unwrap();
+    if !reused {
+        println!("    skipped: pid {w} went to another process first");
+        return;
+    }
+    assert!(
+        survived,
+        "the pool signalled pid {w}, which was no longer its worker"
+    );
+}
+
 fn fork_is_refused_once_threads_exist() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
@@ -760,6 +808,7 @@ fn role_fork_suite() {
     fork_pool_works();
     kill_idle_worker_then_map(StartMethod::Fork);
     fork_workers_come_from_the_single_threaded_server();
+    a_dead_workers_reused_pid_is_not_signalled();
     fork_is_refused_once_threads_exist();
     println!("    fork suite: ok");
 }

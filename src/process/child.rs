@@ -11,7 +11,6 @@ use super::launch::Worker;
 use super::task::{ItemOutcome, TaskFn};
 use super::wire::{decode, encode, Lost};
 use super::StartMethod;
-use crate::sys::process::Exit;
 
 /// One worker process running one task: Python's `Process(target=f, args=(a,))`.
 ///
@@ -96,7 +95,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
 
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
-        self.worker.poll_exit() == Exit::Running
+        !self.worker.has_ended()
     }
 
     /// Sends SIGTERM to the process.

@@ -83,16 +83,16 @@ pub(crate) fn has_ended(pid: u32) -> bool {
     }
 }
 
-/// Reaps any one ended child without blocking: `Some((pid, how))`, or `None` when
-/// no child has ended (or there are no children).
-pub(crate) fn reap_any() -> Option<(u32, Exit)> {
+/// Any one ended child of ours, *not* reaped (`WNOWAIT`): its pid, which stays
+/// reserved (with its process group id) until [`reap`]; `None` when no child has
+/// ended (or there are no children).
+pub(crate) fn ended_child() -> Option<u32> {
+    use nix::sys::wait::{waitid, Id};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        match waitid(Id::All, flags) {
             Ok(WaitStatus::StillAlive) => return None,
-            Ok(status) => match (status.pid(), Exit::of(status)) {
-                (Some(pid), Some(e)) => return Some((pid.as_raw() as u32, e)),
-                _ => continue,
-            },
+            Ok(status) => return status.pid().map(|p| p.as_raw() as u32),
             Err(Errno::EINTR) => continue,
             Err(_) => return None,
         }
