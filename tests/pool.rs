@@ -616,6 +616,23 @@ fn killing_an_idle_worker_fails_no_task() {
     kill_idle_worker_then_map(StartMethod::Spawn);
 }
 
+/// The deterministic form: the only worker is stopped (SIGSTOP) before a task is
+/// submitted, so the task reaches its socket but cannot begin; then it is killed.
+/// The task runs on the replacement instead of failing with `WorkerDied`.
+fn a_task_sent_to_a_worker_that_could_not_begin_it_runs_elsewhere() {
+    let pool = Pool::new(1).unwrap();
+    let w = pool.worker_pids()[0];
+    let pid = nix::unistd::Pid::from_raw(w as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let f = pool.submit(my_pid, ()).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // sent to the stopped worker
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    match f.result_timeout(Duration::from_secs(20)) {
+        Ok(ran_on) => assert_ne!(ran_on, w, "it ran on the replacement"),
+        Err(e) => panic!("the task never began on {w}, yet: {e}"),
+    }
+}
+
 fn dropping_the_pool_reaps_every_worker() {
     let pids = {
         let pool = Pool::with_method(3, StartMethod::Spawn).unwrap();
@@ -1213,6 +1230,10 @@ fn main() {
         (
             "killing_an_idle_worker_fails_no_task",
             killing_an_idle_worker_fails_no_task,
+        ),
+        (
+            "a_task_sent_to_a_worker_that_could_not_begin_it_runs_elsewhere",
+            a_task_sent_to_a_worker_that_could_not_begin_it_runs_elsewhere,
         ),
         (
             "dropping_the_pool_reaps_every_worker",

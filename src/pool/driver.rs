@@ -105,6 +105,8 @@ impl Shared {
                 return Work::Job(j);
             }
             if q.closed {
+                // Its worker is shutting down, which lets go of everything.
+                q.drivers[slot].gone = true;
                 return Work::Stop;
             }
             q = self
@@ -311,4 +313,68 @@ pub(crate) fn drive(shared: Arc<Shared>, slot: usize, started: Sender<Result<(),
         w.shutdown(Duration::from_secs(2));
     }
     shared.driver_gone(slot);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::TaskFn;
+
+    fn ident(x: u64) -> u64 {
+        x
+    }
+
+    fn job() -> Arc<Job> {
+        let task = TaskFn::unary(ident).offsets().unwrap();
+        Job::new(3, task, vec![1, 2, 3], None)
+    }
+
+    /// A job whose worker died before beginning it goes back to the head of the
+    /// queue with its payload, until too many workers died so; a closed pool fails
+    /// it instead, and a cancelled one is reported cancelled.
+    #[test]
+    fn requeue_until_too_many_workers_died() {
+        let shared = Shared::new(1, Launch::Spawn);
+        let j = job();
+        for lost in 1..=MAX_LOST_DELIVERIES {
+            assert!(j.start(42));
+            let payload = j.take_payload();
+            j.ending();
+            shared.requeue(j.clone(), payload);
+            let mut q = lock(&shared.queue);
+            let back = q.jobs.pop_front().expect("requeued");
+            assert!(Arc::ptr_eq(&back, &j), "after {lost} lost deliveries");
+            drop(q);
+            assert!(j.is_pending() && !j.is_done());
+        }
+        assert!(j.start(42));
+        let payload = j.take_payload();
+        assert_eq!(payload, vec![1, 2, 3], "the payload came back every time");
+        shared.requeue(j.clone(), payload);
+        assert!(lock(&shared.queue).jobs.is_empty());
+        match j.wait(None) {
+            Err(TaskError::NotStarted { task: 3, workers }) => {
+                assert_eq!(workers, MAX_LOST_DELIVERIES + 1)
+            }
+            other => panic!("expected NotStarted, got {other:?}"),
+        }
+
+        let j = job();
+        assert!(j.start(42));
+        let payload = j.take_payload();
+        shared.close();
+        shared.requeue(j.clone(), payload);
+        assert!(matches!(j.wait(None), Err(TaskError::PoolClosed)));
+
+        let j = job();
+        assert!(j.start(42));
+        let payload = j.take_payload();
+        j.ending();
+        assert!(j.cancel());
+        shared.requeue(j.clone(), payload);
+        assert!(matches!(
+            j.wait(None),
+            Err(TaskError::Cancelled { task: 3 })
+        ));
+    }
 }
