@@ -34,6 +34,12 @@ fn my_pid(_: ()) -> u32 {
     std::process::id()
 }
 
+/// Sleeps `ms`, then says which process ran it.
+fn slow_pid(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
 fn panics_on_13(x: u64) -> u64 {
     assert!(x != 13, "thirteen is unlucky");
     x
@@ -51,6 +57,16 @@ fn exits_3(_: ()) -> u64 {
 }
 
 fn slow_identity(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_micros(300));
+    x
+}
+
+/// Creates `dir/x` exclusively (a second run of the same input would find it and
+/// panic), then sleeps a little: a task whose runs can be counted.
+fn runs_once((dir, x): (String, u64)) -> u64 {
+    if let Err(e) = std::fs::File::create_new(format!("{dir}/{x}")) {
+        panic!("input {x} ran twice: {e}");
+    }
     std::thread::sleep(Duration::from_micros(300));
     x
 }
@@ -218,6 +234,23 @@ impl Drop for PidFile {
     }
 }
 
+/// A directory named per test, removed with its contents on drop.
+struct TempDir(String);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d = TempDir(format!("/tmp/{}", unique(tag)));
+        std::fs::create_dir(&d.0).unwrap();
+        d
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Kills `pid` on drop if it still runs (cleanup even when an assertion fails).
 struct KillOnDrop(u32);
 
@@ -300,8 +333,25 @@ fn process_join_pid_and_errors(method: StartMethod) {
     assert!(!pid_alive(pid), "a timed-out process is killed and reaped");
 }
 
+/// A process whose task ends it at once is started, and `join` says how it ended:
+/// `start_with` sends the task and then `Exit`, and the worker may be gone before
+/// the second send (the fork suite's flake: `start_with(Fork)` failed with
+/// `WorkerDied` right after a joined task, once in a loaded run). Many rounds,
+/// to give the race room (fewer for spawn, whose start is an exec).
+fn process_ending_at_once_is_started_then_joined(method: StartMethod, rounds: usize) {
+    for round in 0..rounds {
+        let p = Process::start_with(method, exits_3, ())
+            .unwrap_or_else(|e| panic!("{method:?} round {round}: start_with failed: {e}"));
+        match p.join() {
+            Err(TaskError::WorkerDied { code: Some(3), .. }) => {}
+            other => panic!("{method:?} round {round}: expected exit code 3, got {other:?}"),
+        }
+    }
+}
+
 fn process_spawn() {
     process_join_pid_and_errors(StartMethod::Spawn);
+    process_ending_at_once_is_started_then_joined(StartMethod::Spawn, 50);
 }
 
 // ------------------------------------------------------------------ pool
@@ -455,7 +505,11 @@ fn panic_and_worker_death_are_reported_per_task() {
     );
 }
 
+/// Workers SIGKILLed at random moments: every input is reported exactly once,
+/// and runs at most once (an input whose worker died before beginning it runs on
+/// another worker; one whose worker died running it is `WorkerDied`, never rerun).
 fn chaos_killing_random_workers_reports_every_task_once() {
+    let runs = TempDir::new("runs");
     let pool = Pool::new(2).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killed = std::thread::scope(|s| {
@@ -484,11 +538,13 @@ fn chaos_killing_random_workers_reports_every_task_once() {
         });
         let mut seen = vec![0u32; 2000];
         let (mut ok, mut died) = (0, 0);
-        for (i, r) in pool.imap(slow_identity, 0..2000u64, 5) {
+        let inputs = (0..2000u64).map(|i| (runs.0.clone(), i));
+        for (i, r) in pool.imap(runs_once, inputs, 5) {
             seen[i] += 1;
             match r {
                 Ok(v) => {
                     assert_eq!(v, i as u64);
+                    assert!(std::path::Path::new(&format!("{}/{i}", runs.0)).exists());
                     ok += 1
                 }
                 Err(TaskError::WorkerDied { task, .. }) => {
@@ -517,6 +573,64 @@ fn chaos_killing_random_workers_reports_every_task_once() {
         100,
         "pool usable after chaos"
     );
+}
+
+/// Issue 18 item 7: a worker SIGKILLed while idle fails no task. `map` right after
+/// the kill (no pause: the pool has not seen the death yet) runs every input, on a
+/// live worker or the replacement; only a task that was running on a worker when it
+/// died may be reported as `WorkerDied`. 50 rounds, 50 successes.
+fn kill_idle_worker_then_map(method: StartMethod) {
+    let pool = Pool::with_method(2, method).unwrap();
+    let want: Vec<u64> = (0..10).map(square).collect();
+    assert_eq!(pool.map(square, 0..10).unwrap(), want);
+    let mut failed = Vec::new();
+    let mut kills = 0;
+    for round in 0..50 {
+        let alive: Vec<u32> = pool
+            .worker_pids()
+            .into_iter()
+            .filter(|&p| !has_ended(p))
+            .collect();
+        if let Some(&victim) = alive.get(round % alive.len().max(1)) {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(victim as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            kills += 1;
+        }
+        match pool.map(square, 0..10) {
+            Ok(v) => assert_eq!(v, want),
+            Err(e) => failed.push(format!("round {round}: {e}")),
+        }
+    }
+    assert!(kills >= 25, "only {kills} idle workers were killed");
+    assert!(
+        failed.is_empty(),
+        "{method:?}: {} of 50 maps failed: {failed:?}",
+        failed.len()
+    );
+}
+
+fn killing_an_idle_worker_fails_no_task() {
+    kill_idle_worker_then_map(StartMethod::Spawn);
+}
+
+/// The deterministic form: the only worker is stopped (SIGSTOP) before a task is
+/// submitted, so the task reaches its socket but cannot begin; then it is killed.
+/// The task runs on the replacement instead of failing with `WorkerDied`.
+fn a_task_sent_to_a_worker_that_could_not_begin_it_runs_elsewhere() {
+    let pool = Pool::new(1).unwrap();
+    let w = pool.worker_pids()[0];
+    let pid = nix::unistd::Pid::from_raw(w as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let f = pool.submit(my_pid, ()).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // sent to the stopped worker
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    match f.result_timeout(Duration::from_secs(20)) {
+        Ok(ran_on) => assert_ne!(ran_on, w, "it ran on the replacement"),
+        Err(e) => panic!("the task never began on {w}, yet: {e}"),
+    }
 }
 
 fn dropping_the_pool_reaps_every_worker() {
@@ -603,17 +717,31 @@ fn fork_workers_come_from_the_single_threaded_server() {
     assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
     let results: Vec<_> = pool.imap(dies_on_7, 0..10u64, 1).collect();
     assert!(matches!(results[7].1, Err(TaskError::WorkerDied { .. })));
-    assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
-    let now = pool.worker_pids();
-    assert!(
-        now.iter().any(|p| !first.contains(p)),
-        "workers were replaced"
-    );
-    for &w in &now {
+    // A driver replaces its dead worker when it next takes a job, and under load
+    // one driver may take every job of a map: so look at the workers that run
+    // tasks (slow ones, to let both drivers take some) until a replacement shows
+    // up, rather than at `worker_pids` (which lists a worker killed while idle
+    // until its driver notices).
+    let t = Instant::now();
+    let ran = loop {
+        let ran: HashSet<u32> = pool
+            .map(slow_pid, [20u64; 4])
+            .unwrap()
+            .into_iter()
+            .collect();
+        if ran.iter().any(|p| !first.contains(p)) {
+            break ran;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no worker was replaced"
+        );
+    };
+    for &w in &ran {
         assert_eq!(
             proc_stat(w).unwrap().1,
             server,
-            "replacement {w} comes from the server"
+            "worker {w} comes from the server"
         );
     }
     assert_eq!(threads_of(server), Some(1));
@@ -621,6 +749,54 @@ fn fork_workers_come_from_the_single_threaded_server() {
     assert!(
         all_end_within(&[server], Duration::from_secs(5)),
         "the server is reaped"
+    );
+}
+
+/// The fork server reaps a dead worker at once, so its pid is free long before
+/// the pool notices the death (for a worker that died idle: at the next job). The
+/// pool must not signal that pid then: here an unrelated process that leads its
+/// own group, as workers do, is given the pid (`ns_last_pid`, root only) before
+/// the pool notices; it must survive the pool. (Setting `ns_last_pid` rewinds the
+/// system's pid allocator by the few pids handed out since the worker started.)
+fn a_dead_workers_reused_pid_is_not_signalled() {
+    use std::os::unix::process::CommandExt;
+    let pool = Pool::with_method(1, StartMethod::Fork).unwrap();
+    let w = pool.worker_pids()[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(w as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t = Instant::now();
+    while proc_stat(w).is_some() {
+        assert!(t.elapsed() < Duration::from_secs(5), "{w} not reaped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if std::fs::write("/proc/sys/kernel/ns_last_pid", (w - 1).to_string()).is_err() {
+        println!("    skipped: cannot set ns_last_pid here (needs root)");
+        return;
+    }
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _k = KillOnDrop(stranger.id());
+    let reused = stranger.id() == w;
+    if reused {
+        assert_eq!(pool.map(square, 0..4).unwrap(), vec![0, 1, 4, 9]);
+        drop(pool);
+    }
+    let survived = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    stranger.wait().unwrap();
+    if !reused {
+        println!("    skipped: pid {w} went to another process first");
+        return;
+    }
+    assert!(
+        survived,
+        "the pool signalled pid {w}, which was no longer its worker"
     );
 }
 
@@ -645,8 +821,11 @@ fn fork_is_refused_once_threads_exist() {
 /// `fork-suite`).
 fn role_fork_suite() {
     process_join_pid_and_errors(StartMethod::Fork);
+    process_ending_at_once_is_started_then_joined(StartMethod::Fork, 200);
     fork_pool_works();
+    kill_idle_worker_then_map(StartMethod::Fork);
     fork_workers_come_from_the_single_threaded_server();
+    a_dead_workers_reused_pid_is_not_signalled();
     fork_is_refused_once_threads_exist();
     println!("    fork suite: ok");
 }
@@ -846,10 +1025,8 @@ impl Drop for Mount {
     }
 }
 
-/// Workers release mappings of removed segments: kernels over a fresh 2 MiB array
-/// per round on an 8 MiB tmpfs. Keeping every array mapped until the pool ends
-/// fails with NoSpace at the fourth round.
-fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
+/// An 8 MiB tmpfs mounted for a test (root only): its namespace; unmounted on drop.
+fn small_tmpfs() -> Option<(Mount, shmarray::Namespace)> {
     let dir = format!("/tmp/{}", unique("tmpfs"));
     std::fs::create_dir(&dir).unwrap();
     let mounted = std::process::Command::new("mount")
@@ -860,10 +1037,19 @@ fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
     if !mounted {
         let _ = std::fs::remove_dir(&dir);
         println!("    skipped: cannot mount a tmpfs here (needs root)");
-        return;
+        return None;
     }
-    let _mount = Mount(dir.clone());
     let ns = shmarray::Namespace::at(&dir).unwrap();
+    Some((Mount(dir), ns))
+}
+
+/// Workers release mappings of removed segments: kernels over a fresh 2 MiB array
+/// per round on an 8 MiB tmpfs. Keeping every array mapped until the pool ends
+/// fails with NoSpace at the fourth round.
+fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
+    let Some((_mount, ns)) = small_tmpfs() else {
+        return;
+    };
     let pool = Pool::new(2).unwrap();
     for round in 0..10 {
         let mut a = SharedArray::<f64, Ix2>::create_with(
@@ -872,6 +1058,35 @@ fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
             (256, 1024),
         )
         .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        pool.for_each_chunk(&a, Axis(0), add_one).unwrap();
+        assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
+    }
+}
+
+/// Issue 18 item 7: *idle* workers let go of a removed segment at once, without
+/// another task. The issue's case: a 3 MiB array used by one part and dropped each
+/// round on an 8 MiB tmpfs (two idle workers each keeping an old one was NoSpace
+/// from round 2 on, whenever the part went to the other worker); and the case that
+/// fails at round 1 without it: a 5 MiB array that both workers map, dropped, and
+/// created again at once.
+fn idle_workers_let_go_of_removed_segments() {
+    let Some((_mount, ns)) = small_tmpfs() else {
+        return;
+    };
+    let opts = shmarray::Options::new().namespace(ns);
+    let pool = Pool::new(2).unwrap();
+    for round in 0..10 {
+        let mut a =
+            SharedArray::<f64, Ix2>::create_with(&opts, &format!("one-{round}"), (384, 1024))
+                .unwrap_or_else(|e| panic!("3 MiB, round {round}: {e}"));
+        pool.for_each_chunk_with(&a, Axis(0), Partition::Parts(1), add_one)
+            .unwrap();
+        assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
+    }
+    for round in 0..10 {
+        let mut a =
+            SharedArray::<f64, Ix2>::create_with(&opts, &format!("both-{round}"), (640, 1024))
+                .unwrap_or_else(|e| panic!("5 MiB, round {round}: {e}"));
         pool.for_each_chunk(&a, Axis(0), add_one).unwrap();
         assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
     }
@@ -1013,6 +1228,14 @@ fn main() {
             chaos_killing_random_workers_reports_every_task_once,
         ),
         (
+            "killing_an_idle_worker_fails_no_task",
+            killing_an_idle_worker_fails_no_task,
+        ),
+        (
+            "a_task_sent_to_a_worker_that_could_not_begin_it_runs_elsewhere",
+            a_task_sent_to_a_worker_that_could_not_begin_it_runs_elsewhere,
+        ),
+        (
             "dropping_the_pool_reaps_every_worker",
             dropping_the_pool_reaps_every_worker,
         ),
@@ -1031,6 +1254,10 @@ fn main() {
         (
             "kernels_over_fresh_arrays_fit_a_small_tmpfs",
             kernels_over_fresh_arrays_fit_a_small_tmpfs,
+        ),
+        (
+            "idle_workers_let_go_of_removed_segments",
+            idle_workers_let_go_of_removed_segments,
         ),
         (
             "kernels_run_in_place_on_disjoint_parts",

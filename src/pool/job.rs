@@ -3,11 +3,14 @@
 //!
 //! ```text
 //! Queued ──driver takes it──▶ Running{pid} ──result──────────▶ Done ──wait()──▶ Taken
-//!   │                           │      └──worker died──▶ Ending ──reaped──▶ Done
-//!   └──cancel()──▶ Done(Cancelled)      cancel(): kill the worker's group; the
-//!                                       driver then completes it as Cancelled
+//!   ▲ │                         │      └──worker died──▶ Ending ──reaped──▶ Done
+//!   │ └──cancel()──▶ Done(Cancelled)    cancel(): kill the worker's group; the
+//!   │                                   driver then completes it as Cancelled
+//!   └──────────── Ending ◀── the worker died before it began the task (requeue)
 //! ```
 //! A cancel flag set in any state before `Done` turns the outcome into `Cancelled`.
+//! A job goes back to `Queued` only if its worker never began it (see the started
+//! page in `process`), so a task that may have run is never run again.
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
@@ -37,6 +40,8 @@ pub(crate) struct Job {
     pub(crate) task: TaskOffsets,
     payload: Mutex<Option<Vec<u8>>>,
     status: Mutex<(Status, bool)>, // (status, cancel requested)
+    /// Workers that died holding this job before they began it.
+    lost_deliveries: Mutex<u32>,
     done: Condvar,
     listener: Mutex<Option<(Sender<usize>, usize)>>,
     /// The batch this job belongs to (`map`, `starmap`, `map_async`), if any.
@@ -55,6 +60,7 @@ impl Job {
             task,
             payload: Mutex::new(Some(payload)),
             status: Mutex::new((Status::Queued, false)),
+            lost_deliveries: Mutex::new(0),
             done: Condvar::new(),
             listener: Mutex::new(None),
             batch,
@@ -79,6 +85,24 @@ impl Job {
         }
         st.0 = Status::Running { pid };
         true
+    }
+
+    /// The job's worker died before it began the job: back to `Queued` with its
+    /// payload, to run on another worker. Returns how many workers have died so
+    /// with it, or `None` if it was cancelled meanwhile (then it is completed as
+    /// `Cancelled` here).
+    pub(crate) fn requeue(&self, payload: Vec<u8>) -> Option<u32> {
+        let mut st = lock(&self.status);
+        if st.1 {
+            drop(st);
+            self.complete(Err(TaskError::Cancelled { task: self.base }));
+            return None;
+        }
+        *lock(&self.payload) = Some(payload);
+        st.0 = Status::Queued;
+        let mut lost = lock(&self.lost_deliveries);
+        *lost += 1;
+        Some(*lost)
     }
 
     /// The job's worker died: from now on `cancel` must not signal its pid.

@@ -71,7 +71,7 @@ impl<T: Element, D: Dimension + 'static> ArrayHandle<T, D> {
     /// name to attach by.
     pub fn of(array: &SharedArray<T, D>) -> Result<Self, TaskError> {
         Ok(ArrayHandle {
-            at: Location::of(array)?,
+            at: handed_out(array)?,
             _t: PhantomData,
         })
     }
@@ -89,6 +89,14 @@ impl<T: Element, D: Dimension + 'static> ArrayHandle<T, D> {
     pub fn with<R>(&self, f: impl FnOnce(&mut SharedArray<T, D>) -> R) -> Result<R, TaskError> {
         with_attached(&self.at, f)
     }
+}
+
+/// `array`'s location, remembered as handed to workers: when this process removes
+/// the segment, idle workers let go of it at once (see `sweep`).
+fn handed_out<T: Element, D: Dimension>(array: &SharedArray<T, D>) -> Result<Location, TaskError> {
+    let at = Location::of(array)?;
+    super::sweep::handed_out((at.dev, at.ino));
+    Ok(at)
 }
 
 /// Cuts `0..len` into about `parts` ranges whose boundaries fall on multiples of
@@ -119,7 +127,7 @@ impl Pool {
         axis: Axis,
         partition: Partition,
     ) -> Result<Vec<Part>, TaskError> {
-        let at = Location::of(array)?;
+        let at = handed_out(array)?;
         if axis.0 >= array.shape().len() {
             return Err(TaskError::AxisOutOfRange {
                 axis: axis.0,

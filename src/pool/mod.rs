@@ -3,13 +3,15 @@
 //!
 //! Layout: `driver` (one thread per worker: start, send, wait, replace), `job` (a
 //! chunk's state machine and the batch latch), `results` (futures, map results,
-//! `imap`), `kernel` (partitions, kernels, [`ArrayHandle`]); the attach cache and the
+//! `imap`), `kernel` (partitions, kernels, [`ArrayHandle`]), `sweep` (idle workers
+//! let go of segments this process removes); the attach cache and the
 //! part trampolines live in `process` (the worker side).
 
 mod driver;
 mod job;
 mod kernel;
 mod results;
+mod sweep;
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -42,6 +44,33 @@ const DROP_GRACE: Duration = Duration::from_secs(2);
 /// `exit`), the job's inputs fail with [`TaskError::WorkerDied`], a fresh worker
 /// replaces it, and the queue goes on: nothing hangs. Dropping the pool asks every
 /// worker to exit, kills the ones that do not, and reaps all of them.
+///
+/// # When a worker dies: which tasks fail
+/// A job runs **at most once**, and fails with [`TaskError::WorkerDied`] only if
+/// its worker *began* it. Before a worker calls anything for a job it records the
+/// job's id in a word it shares with the pool (a sealed memfd mapped by both), and
+/// the pool reads that word once it has seen the worker die:
+/// - the worker died running the job (the word names it): the job's inputs fail
+///   with `WorkerDied` and are never run again, since they may have had effects;
+/// - the worker died before beginning it (killed while idle, before the pool
+///   noticed; or between receiving the job and starting it): the job did not run,
+///   so it goes back to the head of the queue and runs on a live worker or the
+///   replacement. After 5 such deaths in a row the job fails with
+///   [`TaskError::NotStarted`] instead of looping (something is killing every new
+///   worker).
+///
+/// Jobs queued behind a dying worker are never affected: a worker holds one job at
+/// a time. A cancelled job is reported `Cancelled`, whether it had begun or not.
+///
+/// # Removed segments
+/// Workers keep the arrays their tasks attached mapped (see [`ArrayHandle`]), and a
+/// mapping keeps a removed file's memory allocated. When this process removes a
+/// segment whose location went to workers (an [`ArrayHandle`] or a kernel's
+/// parts) — the owner's drop, `unlink`, [`Namespace::remove`](crate::Namespace::remove)
+/// — every idle worker of every pool of the process drops its mapping before the
+/// removal returns (it waits for them, at most a second), so creating the next
+/// array right away finds the memory free. A busy worker lets go when its current
+/// job ends; segments removed by other processes are let go within 250 ms.
 ///
 /// # How a task's function reaches a worker
 /// A task is a plain `fn(A) -> R` (or `fn(A, B) -> R`; non-capturing closures
@@ -119,6 +148,7 @@ impl Pool {
             StartMethod::Fork => Launch::Server(Arc::new(ForkServer::start()?)),
         };
         let shared = Arc::new(Shared::new(n, launch));
+        sweep::register(&shared);
         let mut pool = Pool {
             shared: shared.clone(),
             drivers: Vec::with_capacity(n),
@@ -148,7 +178,9 @@ impl Pool {
         self.size
     }
 
-    /// Pids of the current workers (a worker being replaced is left out).
+    /// Pids of the current workers (a worker being replaced is left out). A worker
+    /// that died while idle is listed until the pool notices, at the latest when
+    /// it next hands that worker a job.
     pub fn worker_pids(&self) -> Vec<u32> {
         lock(&self.shared.pids)
             .iter()

@@ -5,9 +5,11 @@
 //! - Every use checks that the segment's name still refers to that file; if not,
 //!   the handle's array was removed or replaced: [`TaskError::SegmentReplaced`].
 //! - Entries whose name no longer refers to their file are dropped before every new
-//!   attach and whenever an idle worker wakes (every 250 ms), so a removed segment's
+//!   attach, when the pool asks (`Sweep`: its process removed a segment it had
+//!   handed out, and waits for idle workers to let go), and whenever an idle worker
+//!   wakes (every 250 ms: segments other processes removed), so a removed segment's
 //!   memory is given back to the system instead of staying mapped until the pool
-//!   ends (on a small tmpfs that meant `NoSpace` after a few fresh arrays).
+//!   ends (on a small tmpfs that meant `NoSpace`).
 //! - At most [`CAPACITY`] entries; the least recently used goes first.
 //! - A handle is taken *out* of the cache while a task uses it, and the task gets
 //!   it by `&mut`: kernels take their part through the safe, claiming

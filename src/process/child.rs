@@ -11,7 +11,6 @@ use super::launch::Worker;
 use super::task::{ItemOutcome, TaskFn};
 use super::wire::{decode, encode, Lost};
 use super::StartMethod;
-use crate::sys::process::Exit;
 
 /// One worker process running one task: Python's `Process(target=f, args=(a,))`.
 ///
@@ -73,11 +72,18 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
             StartMethod::Spawn => Worker::spawn_detached()?,
             StartMethod::Fork => Worker::fork()?,
         };
-        let sent = worker
-            .send_task(0, task, payload)
-            .and_then(|()| worker.send_exit());
-        if sent.is_err() {
-            return Err(worker.death(0));
+        // A worker that is gone by now (its task can end it before `Exit` is sent,
+        // or something killed it) was started all the same: `join` says how it
+        // ended. Only a message that cannot be framed is an error here.
+        match worker
+            .send_task(1, task, &payload)
+            .and_then(|()| worker.send_exit())
+        {
+            Ok(()) | Err(Lost::Closed | Lost::Timeout) => {}
+            Err(Lost::Garbled(m)) => {
+                worker.kill();
+                return Err(TaskError::Protocol(m));
+            }
         }
         Ok(Process {
             worker,
@@ -92,7 +98,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
 
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
-        self.worker.poll_exit() == Exit::Running
+        !self.worker.has_ended()
     }
 
     /// Sends SIGTERM to the process.

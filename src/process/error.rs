@@ -18,7 +18,9 @@ pub enum TaskError {
         /// The panic message.
         message: String,
     },
-    /// The worker died while running the task (killed by a signal, or exited).
+    /// The worker died while running the task (killed by a signal, or exited). A
+    /// task is reported so only if the worker had begun it; one handed to a worker
+    /// that died before beginning it runs on another worker instead.
     #[error("worker pid {pid} died running task {task} ({})", describe_exit(*signal, *code))]
     WorkerDied {
         /// Which task.
@@ -29,6 +31,16 @@ pub enum TaskError {
         signal: Option<i32>,
         /// Its exit code, if it exited.
         code: Option<i32>,
+    },
+    /// The task never began: every worker it was handed to in turn died before
+    /// beginning it (each was replaced). Only when something kills new workers as
+    /// fast as they start; the task did not run.
+    #[error("task {task} never began: {workers} workers in a row died before beginning it")]
+    NotStarted {
+        /// Which task.
+        task: usize,
+        /// How many workers died holding it.
+        workers: u32,
     },
     /// No result within the timeout (the task keeps running).
     #[error("no result within {0:?}")]
@@ -151,6 +163,10 @@ impl TaskError {
                 pid: *pid,
                 signal: *signal,
                 code: *code,
+            },
+            E::NotStarted { workers, .. } => E::NotStarted {
+                task,
+                workers: *workers,
             },
             E::Cancelled { .. } => E::Cancelled { task },
             E::Panicked { message, .. } => E::Panicked {

@@ -7,6 +7,7 @@
 //! worker (a task's child may hold the worker's socket): reads and writes wake every
 //! [`WAKE`] and check whether the worker process still exists.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::{MessageFailure, TaskError};
+use super::started::StartedPage;
 use super::task::{image, TaskOffsets};
 use super::waiting::lock;
 use super::wire::{Channel, FromWorker, Lost, ToWorker};
@@ -42,6 +44,9 @@ enum Reaper {
 pub(crate) struct Worker {
     pub(crate) pid: u32,
     chan: Channel,
+    /// Where the worker records the task it begins; `None` if no page could be
+    /// made (then every task sent counts as begun).
+    started: Option<StartedPage>,
     reaper: Reaper,
     /// How it ended, once reaped.
     exit: Option<Exit>,
@@ -66,21 +71,6 @@ fn running(pid: u32, reaper: &Reaper, exit: &Option<Exit>) -> bool {
             Reaper::Us => !sys::has_ended(pid),
             Reaper::Server(s) => s.exit_of(pid) == Exit::Running,
         }
-}
-
-/// How `pid` ended, as far as `reaper` knows (`Running` if not yet); reaps it.
-fn poll(pid: u32, reaper: &Reaper, exit: &mut Option<Exit>) -> Exit {
-    if let Some(e) = *exit {
-        return e;
-    }
-    let e = match reaper {
-        Reaper::Us => sys::reap(pid, false),
-        Reaper::Server(s) => s.exit_of(pid),
-    };
-    if e != Exit::Running {
-        *exit = Some(e);
-    }
-    e
 }
 
 impl Worker {
@@ -122,7 +112,12 @@ impl Worker {
     }
 
     fn connect(pid: u32, stream: UnixStream, reaper: Reaper) -> Result<Worker, TaskError> {
-        let chan = match Channel::new(stream, Some(WAKE)) {
+        // The started page goes first, in the first byte, before the handshake. A
+        // memfd can fail (limits, seccomp); the worker then runs without one.
+        let started = StartedPage::new().ok();
+        let setup = sys::send_fd(&stream, b'S', started.as_ref().map(|p| p.as_fd()))
+            .and_then(|()| Channel::new(stream, Some(WAKE)));
+        let chan = match setup {
             Ok(c) => c,
             Err(e) => {
                 sys::kill_group(pid);
@@ -132,6 +127,7 @@ impl Worker {
         let mut w = Worker {
             pid,
             chan,
+            started,
             reaper,
             exit: None,
             finished: false,
@@ -158,7 +154,7 @@ impl Worker {
         }
     }
 
-    fn send(&mut self, msg: &ToWorker) -> Result<(), Lost> {
+    fn send(&mut self, msg: &ToWorker<'_>) -> Result<(), Lost> {
         let (pid, reaper, exit) = (self.pid, &self.reaper, &self.exit);
         self.chan.send(msg, &mut || running(pid, reaper, exit))
     }
@@ -168,20 +164,38 @@ impl Worker {
         self.chan.recv(deadline, &mut || running(pid, reaper, exit))
     }
 
-    /// Sends a task (its inputs already encoded). `Err`: the worker is gone.
+    /// Sends task message `id` (its inputs already encoded); ids must grow. `Err`:
+    /// the worker is gone.
     pub(crate) fn send_task(
         &mut self,
         id: u64,
         task: TaskOffsets,
-        payload: Vec<u8>,
+        payload: &[u8],
     ) -> Result<(), Lost> {
         let (tramp, func) = task.get();
         self.send(&ToWorker::Task {
             id,
             tramp,
             func,
-            payload,
+            payload: Cow::Borrowed(payload),
         })
+    }
+
+    /// After the worker died (and was reaped, see [`death`](Self::death)): whether it
+    /// had begun task message `id`. `false` means it never called the task's
+    /// function, so the task may run elsewhere; without a started page, `true`.
+    pub(crate) fn began(&self, id: u64) -> bool {
+        self.started.as_ref().is_none_or(|p| p.began(id))
+    }
+
+    /// Has the idle worker drop cached mappings of removed or replaced segments,
+    /// and waits for it to say so (as long as it lives). `Err`: the worker is gone.
+    pub(crate) fn sweep(&mut self) -> Result<(), Lost> {
+        self.send(&ToWorker::Sweep)?;
+        match self.recv_msg(None)? {
+            FromWorker::Swept => Ok(()),
+            other => Err(Lost::Garbled(format!("unexpected message {other:?}"))),
+        }
     }
 
     /// Sends `Exit` after the current task (the worker exits when it is done).
@@ -208,62 +222,91 @@ impl Worker {
         running(self.pid, &self.reaper, &self.exit) && !self.chan.peer_closed()
     }
 
-    /// How the worker ended, `Running` if it has not (reaps it if it ended).
-    pub(crate) fn poll_exit(&mut self) -> Exit {
-        poll(self.pid, &self.reaper, &mut self.exit)
+    /// Whether the worker process has ended (without reaping it).
+    pub(crate) fn has_ended(&self) -> bool {
+        !running(self.pid, &self.reaper, &self.exit)
     }
 
-    /// Waits up to `timeout` for the worker to end.
-    fn wait_exit(&mut self, timeout: Duration) -> Exit {
+    /// Waits up to `timeout` for the worker to end, without reaping it.
+    fn ends_within(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            let e = match &self.reaper {
-                Reaper::Server(s) => {
-                    let e = s.wait_exit(self.pid, deadline);
-                    if e != Exit::Running {
-                        self.exit = Some(e);
-                    }
-                    e
+            if let Reaper::Server(s) = &self.reaper {
+                if self.exit.is_none() {
+                    return s.wait_exit(self.pid, deadline) != Exit::Running;
                 }
-                Reaper::Us => self.poll_exit(),
-            };
-            if e != Exit::Running || Instant::now() >= deadline {
-                return e;
+            }
+            if self.has_ended() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
     }
 
-    /// SIGKILLs the worker's process group (unless it was already reaped).
+    /// Whether the worker's pid may still be signalled: it is ours and not reaped
+    /// (a zombie keeps its pid and group id from reuse), or the fork server has
+    /// not reported it ended (after that the server has reaped it, and the number
+    /// may belong to anyone).
+    fn signallable(&self) -> bool {
+        self.exit.is_none()
+            && match &self.reaper {
+                Reaper::Us => true,
+                Reaper::Server(s) => s.exit_of(self.pid) == Exit::Running,
+            }
+    }
+
+    /// Reaps the worker if it has ended; how it ended (`Running` if it has not).
+    fn reap(&mut self) -> Exit {
+        if let Some(e) = self.exit {
+            return e;
+        }
+        let e = match &self.reaper {
+            Reaper::Us => sys::reap(self.pid, false),
+            Reaper::Server(s) => s.exit_of(self.pid),
+        };
+        if e != Exit::Running {
+            self.exit = Some(e);
+        }
+        e
+    }
+
+    /// SIGKILLs the worker's process group (unless its pid may be someone else's by
+    /// now, see `signallable`).
     pub(crate) fn kill(&self) {
-        if self.exit.is_none() {
+        if self.signallable() {
             sys::kill_group(self.pid);
         }
     }
 
-    /// Sends SIGTERM to the worker (unless it was already reaped).
+    /// Sends SIGTERM to the worker (unless its pid may be someone else's by now).
     pub(crate) fn terminate(&self) {
-        if self.exit.is_none() {
+        if self.signallable() {
             sys::send_signal(self.pid, nix::sys::signal::Signal::SIGTERM);
         }
     }
 
     /// Makes sure the worker has ended (it gets a second to exit on its own after
-    /// closing its socket, then it is killed), reaps it, and kills what is left of
-    /// its process group (processes its tasks started). Returns how it ended.
+    /// closing its socket, then it is killed), kills what is left of its process
+    /// group (processes its tasks started), and reaps it. Returns how it ended.
     fn end(&mut self) -> Exit {
         if self.finished {
             return self.exit.unwrap_or(Exit::Unknown);
         }
         self.finished = true;
-        let mut e = self.wait_exit(Duration::from_secs(1));
-        if e == Exit::Running {
-            sys::kill_group(self.pid);
-            e = self.wait_exit(Duration::from_secs(10));
+        if !self.ends_within(Duration::from_secs(1)) {
+            self.kill();
+            self.ends_within(Duration::from_secs(10));
         }
-        // The group outlives its leader while members live, so its id is not
-        // reused yet: this reaches exactly what the worker's tasks left behind.
-        sys::kill_group(self.pid);
+        // Our own child is not reaped yet, so its group id still names exactly
+        // its group (what the worker's tasks left behind). A fork-server worker's
+        // group was killed by the server, before it reaped it.
+        if matches!(self.reaper, Reaper::Us) && self.exit.is_none() {
+            sys::kill_group(self.pid);
+        }
+        let e = self.reap();
         if let Reaper::Server(s) = &self.reaper {
             s.forget(self.pid);
         }
@@ -291,8 +334,8 @@ impl Worker {
         let _ = self.chan.send(&ToWorker::Exit, &mut || {
             running(pid, reaper, exit) && Instant::now() < deadline
         });
-        if self.wait_exit(deadline.saturating_duration_since(Instant::now())) == Exit::Running {
-            sys::kill_group(self.pid);
+        if !self.ends_within(deadline.saturating_duration_since(Instant::now())) {
+            self.kill();
         }
         self.end();
     }

@@ -7,14 +7,16 @@
 //!
 //! Layout: `task` (typed task functions and trampolines, the same-object check),
 //! `wire` (codec, messages, framed channel), `worker` (the worker side), `launch`
-//! (the parent side of a worker: spawn, fork, liveness, kill), `zygote` (the fork
-//! server of fork pools), `child` ([`Process`]), `error` ([`TaskError`]).
+//! (the parent side of a worker: spawn, fork, liveness, kill), `started` (the word
+//! in which a worker records the task it begins), `zygote` (the fork server of fork
+//! pools), `child` ([`Process`]), `error` ([`TaskError`]).
 
 mod cache;
 mod child;
 mod error;
 mod launch;
 mod parts;
+mod started;
 mod task;
 mod waiting;
 mod wire;

@@ -3,6 +3,7 @@
 //! and writes wake up periodically so that a peer that died can be noticed even
 //! while something else (a task's child) keeps the socket open.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -75,19 +76,26 @@ impl std::fmt::Display for Image {
     }
 }
 
+/// Parent → worker. The payload is borrowed when sending (the pool keeps it, to
+/// hand it to another worker if this one dies before beginning the task) and owned
+/// when received; both encode the same.
 #[derive(Serialize, Deserialize, Debug)]
-pub(crate) enum ToWorker {
+pub(crate) enum ToWorker<'a> {
     Hello {
         image: Image,
     },
     /// Run the trampoline at `tramp` on `payload` with the function at `func` (both
-    /// offsets from the anchor function).
+    /// offsets from the anchor function). The worker records `id` in its started
+    /// page before it calls anything.
     Task {
         id: u64,
         tramp: isize,
         func: isize,
-        payload: Vec<u8>,
+        payload: Cow<'a, [u8]>,
     },
+    /// Drop cached mappings of segments that were removed or replaced, then answer
+    /// `Swept`.
+    Sweep,
     Exit,
 }
 
@@ -103,6 +111,8 @@ pub(crate) enum FromWorker {
         id: u64,
         outcome: Result<Vec<u8>, MessageFailure>,
     },
+    /// Answer to `Sweep`.
+    Swept,
 }
 
 /// Why a channel operation gave up.
@@ -278,7 +288,7 @@ mod tests {
                         id: i,
                         tramp: -1,
                         func: 2,
-                        payload: big.clone(),
+                        payload: Cow::Borrowed(&big),
                     },
                     &mut || true,
                 )

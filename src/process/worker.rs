@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use super::error::MessageFailure;
+use super::started::StartedPage;
 use super::task::{image, panic_message, resolve};
 use super::wire::{Channel, FromWorker, ToWorker};
 use crate::sys::process as sys;
@@ -67,8 +68,15 @@ pub(crate) fn run_forked(stream: UnixStream, parent: u32) -> i32 {
     serve(stream)
 }
 
-/// The worker loop: handshake, then run tasks until `Exit` or end of input.
+/// The worker loop: the started page, the handshake, then tasks until `Exit` or
+/// end of input.
 fn serve(stream: UnixStream) -> i32 {
+    // The parent's first byte carries the started page (or no descriptor, if it
+    // could not make one: then it counts every task we were sent as begun).
+    let started = match sys::recv_fd(&stream) {
+        Ok(Some((_, fd))) => fd.and_then(|fd| StartedPage::adopt(fd).ok()),
+        Ok(None) | Err(_) => return 0, // parent gone
+    };
     let mut chan = match Channel::new(stream, Some(IDLE_WAKE)) {
         Ok(c) => c,
         Err(_) => return 70,
@@ -105,10 +113,20 @@ fn serve(stream: UnixStream) -> i32 {
                 tramp,
                 func,
                 payload,
-            } => FromWorker::Done {
-                id,
-                outcome: run_task(&mut checked, tramp, func, &payload),
-            },
+            } => {
+                // From here on, if this process dies, the task counts as begun.
+                if let Some(p) = &started {
+                    p.mark(id);
+                }
+                FromWorker::Done {
+                    id,
+                    outcome: run_task(&mut checked, tramp, func, &payload),
+                }
+            }
+            ToWorker::Sweep => {
+                super::cache::release_stale_mappings();
+                FromWorker::Swept
+            }
             ToWorker::Exit => return 0,
         };
         if chan.send(&reply, &mut || true).is_err() {

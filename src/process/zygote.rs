@@ -6,7 +6,9 @@
 //! The server stays single-threaded forever and forks every worker, first and
 //! replacement, on request: the pool sends the worker's end of a fresh socket pair
 //! (`SCM_RIGHTS`) and keeps its own end; the server forks, replies with the pid,
-//! reaps its children and reports how each ended.
+//! reaps its children and reports how each ended. It kills a dead worker's process
+//! group before reaping it (the zombie keeps the pid and group id from reuse), and
+//! the pool signals no worker the server has reported ended.
 //!
 //! Server → pool records are 16 bytes: tag, pid, and two values.
 
@@ -121,7 +123,7 @@ impl ForkServer {
         let (ours, theirs) = UnixStream::pair()?;
         let requests = lock(&self.requests);
         self.shared.lock().reply = None;
-        sys::send_fd(&requests, b'F', theirs.as_fd())?;
+        sys::send_fd(&requests, b'F', Some(theirs.as_fd()))?;
         drop(theirs);
         let deadline = Instant::now() + Duration::from_secs(30);
         let answered = |st: &State| st.reply.is_some() || st.gone;
@@ -254,7 +256,13 @@ fn serve(requests: UnixStream, parent: u32) -> i32 {
             if let Some(s) = srv.signals.as_mut() {
                 s.drain();
             }
-            while let Some((pid, e)) = sys::reap_any() {
+            while let Some(pid) = sys::ended_child() {
+                // What the worker's tasks left in its group goes now, while the
+                // unreaped worker still holds its pid and group id: after the reap
+                // the number is free, and the pool never signals it again once
+                // this report is in.
+                sys::kill_group(pid);
+                let e = sys::reap(pid, true); // a zombie: returns at once
                 children.remove(&pid);
                 let (kind, value) = match e {
                     Exit::Signal(s) => (1, s),

@@ -56,6 +56,8 @@ pub(crate) use namespace::NsDir;
 pub use namespace::{Directory, Namespace, RefusedDirectory, DIR_ENV, HUGE_DIR_ENV};
 pub(crate) use open::{from_file, open};
 pub use options::Options;
+#[cfg(feature = "pool")]
+pub(crate) use remove::on_removed;
 pub use remove::{collect_garbage, find_garbage, remove, GcReport};
 
 /// Maps an errno from a named operation to the error a user can act on.
@@ -253,7 +255,10 @@ impl Segment {
         let (Some(dir), Some(name)) = (&self.dir, &self.name) else {
             return Ok(());
         };
-        remove::remove_if_same(&dir.dir, name, self.id).map(drop)
+        if remove::remove_if_same(&dir.dir, name, self.id)? {
+            remove::removed(self.id);
+        }
+        Ok(())
     }
 }
 

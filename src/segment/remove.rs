@@ -29,6 +29,24 @@ use crate::format::describe::describe;
 use crate::sys::fs::{self, Access, Dir, FileKind};
 use crate::sys::proc;
 
+/// Told the file (device, inode) of every segment this process removes, once the
+/// name is gone: set once by a higher layer (the pool, whose idle workers then let
+/// go of their cached mappings, so the memory is free when this returns).
+static ON_REMOVED: std::sync::OnceLock<fn((u64, u64))> = std::sync::OnceLock::new();
+
+/// Sets the function told of removals (the first call wins).
+#[cfg(feature = "pool")]
+pub(crate) fn on_removed(f: fn((u64, u64))) {
+    let _ = ON_REMOVED.set(f);
+}
+
+/// This process removed the name of file `id`.
+pub(crate) fn removed(id: (u64, u64)) {
+    if let Some(f) = ON_REMOVED.get() {
+        f(id);
+    }
+}
+
 /// Removes `name` if it still refers to the file `id`; `Ok(false)` if the name is
 /// gone or now refers to another file (which is left in place).
 pub(crate) fn remove_if_same(dir: &Dir, name: impl AsRef<OsStr>, id: (u64, u64)) -> Result<bool> {
@@ -112,6 +130,7 @@ impl Namespace {
             }),
             [(d, info)] => {
                 if remove_if_same(&d.dir, bare, info.id())? {
+                    removed(info.id());
                     Ok(())
                 } else {
                     Err(Error::NotFound {

@@ -83,16 +83,16 @@ pub(crate) fn has_ended(pid: u32) -> bool {
     }
 }
 
-/// Reaps any one ended child without blocking: `Some((pid, how))`, or `None` when
-/// no child has ended (or there are no children).
-pub(crate) fn reap_any() -> Option<(u32, Exit)> {
+/// Any one ended child of ours, *not* reaped (`WNOWAIT`): its pid, which stays
+/// reserved (with its process group id) until [`reap`]; `None` when no child has
+/// ended (or there are no children).
+pub(crate) fn ended_child() -> Option<u32> {
+    use nix::sys::wait::{waitid, Id};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        match waitid(Id::All, flags) {
             Ok(WaitStatus::StillAlive) => return None,
-            Ok(status) => match (status.pid(), Exit::of(status)) {
-                (Some(pid), Some(e)) => return Some((pid.as_raw() as u32, e)),
-                _ => continue,
-            },
+            Ok(status) => return status.pid().map(|p| p.as_raw() as u32),
             Err(Errno::EINTR) => continue,
             Err(_) => return None,
         }
@@ -238,30 +238,38 @@ pub(crate) unsafe fn adopt_socket(fd: RawFd) -> io::Result<UnixStream> {
     Ok(UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// Sends one byte with descriptor `fd` attached (`SCM_RIGHTS`).
-pub(crate) fn send_fd(sock: &UnixStream, byte: u8, fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Sends one byte with descriptor `fd` attached (`SCM_RIGHTS`), or the byte alone
+/// when `fd` is `None` (the receiver's [`recv_fd`] then gets no descriptor).
+pub(crate) fn send_fd(sock: &UnixStream, byte: u8, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
     let mut data = [byte];
     let mut iov = libc::iovec {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: 1,
     };
     let mut space = [0u64; 8]; // room for one cmsghdr + one int, 8-aligned
-    let raw = fd.as_raw_fd();
-    // SAFETY: every pointer in `msg` points at a live local buffer of the stated
-    // length; CMSG_* compute offsets within `space`, which is large enough for one
-    // descriptor (CMSG_SPACE(4) <= 24 bytes on Linux).
-    let n = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), raw);
-        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    let n = loop {
+        // SAFETY: every pointer in `msg` points at a live local buffer of the stated
+        // length; CMSG_* compute offsets within `space`, which is large enough for
+        // one descriptor (CMSG_SPACE(4) <= 24 bytes on Linux).
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if let Some(fd) = fd {
+                msg.msg_control = space.as_mut_ptr().cast();
+                msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+                let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
+            }
+            libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+        };
+        if n == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
     };
     match n {
         1 => Ok(()),
