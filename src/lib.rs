@@ -209,13 +209,19 @@ pub use self::mpi::{write_npy, DistArray, MpiError, NodeArray, NodeComm, PRETEND
 #[cfg(feature = "mpi")]
 pub use ::mpi as rsmpi;
 pub use array::{ArrayGuard, ArrayReadGuard, ReadResult, SharedArray};
-pub use element::Element;
+pub use element::{Bool, Element, Pad, RecordMember};
 pub use error::{Corruption, Error, NameProblem, Result};
 pub use format::control::{ControlError, ControlFields, ObjectKind};
-pub use format::dtype::{Dtype, UnknownDtype};
+pub use format::descr::{Descr, DescrField};
+pub use format::dtype::{Dtype, FieldType, RecordDescr, RecordField, UnknownDtype, MAX_FIELD_DIMS};
 pub use format::npy::{HeaderError, Layout, NpyHeader};
 pub use format::objects::ParamsError;
+#[cfg(feature = "f16")]
+/// The `half` crate whose `f16` is an element type (feature `f16`).
+pub use half;
 pub use ndarray;
+/// The `num-complex` crate whose `Complex<f32>`/`Complex<f64>` are element types.
+pub use num_complex;
 pub use objects::{
     Barrier, BarrierOpenError, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
     SharedAtomicU32, SharedAtomicU64, SharedMap, SharedValue, SharedVec, ValueGuard, VecError,
@@ -241,6 +247,13 @@ pub use sync::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// What [`record!`] expands to refers to these. Not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytemuck;
+    pub use core;
+}
 
 /// Pure format code for the fuzz target (`fuzz/`). Not part of the API: no
 /// stability promise.

@@ -13,6 +13,7 @@
 //! - [`containers`]: the data layouts of maps and vecs, and the map's key hash.
 //! - [`describe`]: reading a whole description from a file, each region once.
 //! - [`dtype`]: element types and their NPY descriptors.
+//! - [`descr`]: NPY descriptors as headers hold them (type strings, records).
 
 /// Page size assumed by the format. Data and the control block start on multiples of it.
 pub(crate) const PAGE: usize = 4096;
@@ -22,6 +23,7 @@ pub(crate) const CONTROL_SIZE: usize = PAGE;
 
 pub(crate) mod containers;
 pub(crate) mod control;
+pub(crate) mod descr;
 pub(crate) mod describe;
 pub(crate) mod dtype;
 pub(crate) mod npy;

@@ -10,13 +10,17 @@ use crate::array::{ArrayGuard, SharedArray};
 use crate::element::Element;
 use crate::error::Error;
 use crate::format::containers::{vec_capacity, vec_counter, VEC_VERSION};
-use crate::format::control::{ControlError, ObjectKind};
+use crate::format::control::{ControlError, ObjectKind, SCRATCH_WORDS};
 use crate::format::objects::ParamsError;
 use crate::segment::{KindSpec, Options, Target};
 use crate::sync::{LockError, LockFailure};
 
 /// Largest `SharedVec` capacity (elements).
 const MAX_VEC_CAPACITY: u64 = 1 << 40;
+
+/// Largest `SharedVec` element (bytes): what the undo record of `set` holds, in
+/// the control block's scratch words.
+const MAX_VEC_ITEM: usize = SCRATCH_WORDS * 8;
 
 /// Why a vec operation, create or open did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -171,11 +175,7 @@ impl<T: Element> SharedVec<T> {
         let index = undo.load(Ordering::Acquire);
         if index != 0 {
             if let Some(slot) = usize::try_from(index - 1).ok().and_then(|i| g.get_mut(i)) {
-                let bits = self
-                    .counter(vec_counter::UNDO_BITS)
-                    .load(Ordering::Relaxed)
-                    .to_le_bytes();
-                *slot = bytemuck::pod_read_unaligned(&bits[..size_of::<T>()]);
+                *slot = self.load_undo();
             }
             undo.store(0, Ordering::Release);
         }
@@ -186,6 +186,39 @@ impl<T: Element> SharedVec<T> {
         );
         self.counter(vec_counter::REPAIRS)
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The words that hold the undo record's element: counter 2 for elements of up
+    /// to 8 bytes, the control block's scratch words for larger ones (FORMAT.md).
+    fn undo_words(&self) -> &[AtomicU64] {
+        if size_of::<T>() <= 8 {
+            std::slice::from_ref(self.counter(vec_counter::UNDO_BITS))
+        } else {
+            self.array
+                .scratch()
+                .expect("a vec has a control block (checked at open)")
+        }
+    }
+
+    /// Saves `old` as the undo record's element (the caller holds the lock).
+    fn store_undo(&self, old: &T) {
+        let bytes = bytemuck::bytes_of(old);
+        for (word, chunk) in self.undo_words().iter().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+    }
+
+    /// The undo record's element (the caller holds the lock).
+    fn load_undo(&self) -> T {
+        let mut out = T::zeroed();
+        let bytes = bytemuck::bytes_of_mut(&mut out);
+        for (word, chunk) in self.undo_words().iter().zip(bytes.chunks_mut(8)) {
+            let b = word.load(Ordering::Relaxed).to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        out
     }
 
     /// The length, as stored (the caller holds the lock); never above capacity.
@@ -259,10 +292,7 @@ impl<T: Element> SharedVec<T> {
             return Err(VecError::OutOfBounds { index, len });
         }
         let old = g[index];
-        let mut bits = [0u8; 8];
-        bits[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&old));
-        self.counter(vec_counter::UNDO_BITS)
-            .store(u64::from_le_bytes(bits), Ordering::Relaxed);
+        self.store_undo(&old);
         let undo = self.counter(vec_counter::UNDO_INDEX);
         undo.store(index as u64 + 1, Ordering::Release);
         // The element is written only after the undo record is complete.
@@ -329,10 +359,10 @@ fn check_capacity<T>(capacity: u64) -> Result<(), ParamsError> {
             max: MAX_VEC_CAPACITY,
         });
     }
-    if size_of::<T>() > 8 {
+    if size_of::<T>() > MAX_VEC_ITEM {
         return Err(ParamsError::ItemSize {
             size: size_of::<T>() as u64,
-            max: 8,
+            max: MAX_VEC_ITEM as u64,
         });
     }
     Ok(())
