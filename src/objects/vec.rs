@@ -378,3 +378,61 @@ impl<T: Element> fmt::Debug for SharedVec<T> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use num_complex::Complex;
+
+    crate::record! {
+        #[derive(Debug, PartialEq)]
+        struct Big { a: [u64; 5], z: Complex<f64> }
+    }
+    crate::record! { struct Largest { a: [u64; 64] } }
+    crate::record! { struct TooLarge { a: [u64; 64], b: u64 } }
+
+    #[test]
+    fn a_set_cut_short_is_rolled_back_for_elements_over_8_bytes() {
+        let name = format!("vec-undo-big-{}", std::process::id());
+        let v = SharedVec::<Big>::create(&name, 4).unwrap();
+        let a = Big {
+            a: [1, 2, 3, 4, 5],
+            z: Complex::new(6.0, 7.0),
+        };
+        v.push(a).unwrap();
+        let b = Big {
+            a: [9; 5],
+            z: Complex::new(-1.0, -1.0),
+        };
+        assert_eq!(v.set(0, b).unwrap(), a);
+        assert_eq!(v.get(0).unwrap(), Some(b));
+        {
+            // What a holder killed in the middle of `set(0, ..)` leaves: the undo
+            // record complete, the element half written.
+            let mut g = v.lock().unwrap();
+            v.store_undo(&g[0]);
+            v.counter(vec_counter::UNDO_INDEX)
+                .store(1, Ordering::Release);
+            g[0].a[..2].copy_from_slice(&[0xdead, 0xbeef]);
+            v.repair(&mut g);
+        }
+        assert_eq!(v.get(0).unwrap(), Some(b));
+        assert_eq!(v.repairs(), 1);
+    }
+
+    #[test]
+    fn elements_up_to_the_scratch_size_are_accepted() {
+        let name = format!("vec-largest-{}", std::process::id());
+        let v = SharedVec::<Largest>::create(&name, 2).unwrap();
+        v.push(Largest { a: [7; 64] }).unwrap();
+        assert_eq!(v.set(0, Largest { a: [8; 64] }).unwrap().a, [7; 64]);
+        let name = format!("vec-too-large-{}", std::process::id());
+        assert!(matches!(
+            SharedVec::<TooLarge>::create(&name, 2),
+            Err(VecError::Params(ParamsError::ItemSize {
+                size: 520,
+                max: 512
+            }))
+        ));
+    }
+}
