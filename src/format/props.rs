@@ -6,9 +6,10 @@
 use proptest::prelude::*;
 
 use super::control::{checksum, ControlFields, ObjectKind, LAYOUT_VERSION};
+use super::descr::{Descr, DescrField};
 use super::describe::describe_bytes;
 use super::dtype::{Dtype, ALL_DTYPES as DTYPES};
-use super::npy::{build_header, parse_header, parse_preamble, HeaderError};
+use super::npy::{build_header, build_header_aligned, parse_header, parse_preamble, HeaderError};
 use super::objects::QueueGeometry;
 use super::{CONTROL_SIZE, PAGE};
 
@@ -89,6 +90,79 @@ proptest! {
         prop_assert!(is_overflow);
         let built_overflow = matches!(build_header(Dtype::F64, false, &[a, b]), Err(HeaderError::Overflow { .. }));
         prop_assert!(built_overflow);
+    }
+}
+
+/// Random record descriptors: fields of every element type, padding, array
+/// fields, nested records; unique names.
+fn record_descr() -> impl Strategy<Value = Descr> {
+    let leaf =
+        (dtype(), prop::collection::vec(1usize..4, 0..3)).prop_map(|(d, shape)| (d.descr(), shape));
+    let field = leaf.prop_recursive(2, 12, 4, |inner| {
+        prop::collection::vec((inner, any::<bool>(), 1usize..9), 1..4)
+            .prop_map(|fs| (fields_of(fs), Vec::new()))
+    });
+    prop::collection::vec((field, any::<bool>(), 1usize..9), 1..6).prop_map(fields_of)
+}
+
+/// A record of `fs`, each field preceded by `pad` bytes of padding where asked.
+fn fields_of(fs: Vec<((Descr, Vec<usize>), bool, usize)>) -> Descr {
+    let mut out = Vec::new();
+    for (i, ((descr, shape), padded, pad)) in fs.into_iter().enumerate() {
+        if padded {
+            out.push(DescrField {
+                name: String::new(),
+                descr: Descr::Simple(format!("|V{pad}")),
+                shape: Vec::new(),
+            });
+        }
+        out.push(DescrField {
+            name: format!("f{i}"),
+            descr,
+            shape,
+        });
+    }
+    Descr::Record(out)
+}
+
+proptest! {
+    #[test]
+    fn record_descriptors_round_trip_through_headers(r in record_descr(), shape in small_shape()) {
+        prop_assert!(r.is_supported());
+        let lit = r.literal();
+        prop_assert_eq!(&Descr::from_literal(&lit).unwrap(), &r);
+        let (bytes, layout) = build_header_aligned(&r, false, &shape, PAGE).unwrap();
+        let parsed = parse_header(&bytes).unwrap();
+        prop_assert_eq!(&parsed, &layout);
+        prop_assert_eq!(&parsed.header.descr, &r);
+        prop_assert_eq!(parsed.dtype, None);
+        prop_assert_eq!(Some(parsed.itemsize), r.itemsize());
+        prop_assert_eq!(parsed.data_len, parsed.len * parsed.itemsize);
+        // Canonical forms are idempotent, keep the size, and fingerprint alike.
+        let c = r.canonical();
+        prop_assert_eq!(&c.canonical(), &c);
+        prop_assert_eq!(c.itemsize(), r.itemsize());
+        prop_assert_eq!(c.fingerprint(), r.fingerprint());
+        // Named fields come with increasing offsets inside the record.
+        let named = r.named_fields();
+        prop_assert!(named.windows(2).all(|w| w[0].0 < w[1].0));
+        prop_assert!(named.iter().all(|(o, f)| o + f.itemsize().unwrap() <= r.itemsize().unwrap()));
+    }
+
+    #[test]
+    fn mutated_record_headers_never_panic(
+        r in record_descr(),
+        flips in prop::collection::vec((0usize..4096, any::<u8>()), 1..8),
+    ) {
+        let (mut bytes, _) = build_header_aligned(&r, false, &[3], PAGE).unwrap();
+        let dict_end = bytes.iter().rposition(|&b| b == b'}').unwrap();
+        for (i, b) in flips {
+            bytes[10 + i % (dict_end - 9)] = b;
+        }
+        if let Ok(l) = parse_header(&bytes) {
+            prop_assert_eq!(Some(l.data_len), l.len.checked_mul(l.itemsize));
+            prop_assert_eq!(Descr::from_literal(&l.header.descr.literal()).unwrap(), l.header.descr);
+        }
     }
 }
 
