@@ -287,8 +287,8 @@ impl<const N: usize> RecordMember for Pad<N> {
 ///     "[('x', '<f4'), ('y', '<f4'), ('mass', '<f8')]"
 /// );
 /// # let name = format!("doc-record-{}", std::process::id());
-/// let a = SharedArray::<Particle, _>::create(&name, 3)?;
-/// a.lock()?[1] = Particle { x: 1.0, y: 2.0, mass: 3.0 };
+/// let mut a = SharedArray::<Particle, _>::create(&name, 3)?;
+/// a.view_mut()?[1] = Particle { x: 1.0, y: 2.0, mass: 3.0 };
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
@@ -396,6 +396,12 @@ mod tests {
         }
     }
 
+    crate::record! {
+        // A `#[repr(C)]` written out as well is harmless.
+        #[repr(C)]
+        struct Raw { r#type: u32, _p: Pad<4> }
+    }
+
     #[test]
     fn records_describe_themselves_like_numpy() {
         assert_eq!(std::mem::size_of::<Outer>(), 1 + 3 + 4 + 24 + 16);
@@ -416,6 +422,10 @@ mod tests {
         assert!(Outer::DTYPE.descr().matches(Outer::DTYPE));
         assert!(!Inner::DTYPE.descr().matches(Outer::DTYPE));
         assert_eq!(Outer::default(), bytemuck::Zeroable::zeroed());
+        assert_eq!(
+            Raw::DTYPE.descr().to_string(),
+            "[('type', '<u4'), ('', '|V4')]"
+        );
     }
 
     #[test]

@@ -753,7 +753,7 @@ impl SharedArray<u8, IxDyn> {
     /// does not map (strings, objects, big-endian numbers).
     ///
     /// ```
-    /// use shmarray::{Descr, SharedArray, Options};
+    /// use shmarray::{ndarray::Dimension, Descr, Options, SharedArray};
     /// # let name = format!("doc-bytes-{}", std::process::id());
     /// let descr = Descr::from_literal("[('x', '<f4'), ('', '|V4'), ('m', '<f8')]")?;
     /// let a = SharedArray::create_bytes_with(&Options::new(), &name, &descr, &[10])?;

@@ -147,16 +147,24 @@ impl Descr {
         out
     }
 
-    /// Whether every type in it is an element type of this library (or padding), so
-    /// that a segment of it can be created, and its size is known.
+    /// Whether a segment of it can be created: every type in it is an element type
+    /// of this library (or padding), its size is known, and its literal parses back
+    /// to itself (so names are non-empty, unique, printable ASCII without
+    /// backslashes, and hold at most one kind of quote: a header can say exactly
+    /// this and nothing else).
     pub fn is_supported(&self) -> bool {
-        let ok = match self {
+        self.types_supported()
+            && self.itemsize().is_some_and(|n| n > 0)
+            && Descr::from_literal(&self.literal()).as_ref() == Ok(self)
+    }
+
+    fn types_supported(&self) -> bool {
+        match self {
             Descr::Simple(s) => Dtype::from_descr(s).is_some(),
             Descr::Record(fields) => fields
                 .iter()
-                .all(|f| f.is_padding() || f.descr.is_supported()),
-        };
-        ok && self.itemsize().is_some_and(|n| n > 0)
+                .all(|f| f.is_padding() || f.descr.types_supported()),
+        }
     }
 
     /// The control block's dtype code for a header with this descriptor: the
@@ -451,6 +459,42 @@ mod tests {
         assert_eq!(lit("'<M8[ns]'").itemsize(), Some(8));
         assert_eq!(lit("'|O'").itemsize(), None);
         assert!(!lit("[('s', '<U3')]").is_supported());
+        // Names a header cannot say exactly: refused, never injected.
+        for name in ["a'), ('b\", '<f4", "", "x\ny", "it's \"q\"", "back\\slash"] {
+            let d = Descr::Record(vec![DescrField {
+                name: name.into(),
+                descr: Descr::Simple("<f4".into()),
+                shape: vec![],
+            }]);
+            assert!(!d.is_supported(), "{name:?}");
+        }
+        let twice = Descr::Record(vec![
+            DescrField {
+                name: "a".into(),
+                descr: Descr::Simple("<f4".into()),
+                shape: vec![],
+            },
+            DescrField {
+                name: "a".into(),
+                descr: Descr::Simple("<f4".into()),
+                shape: vec![],
+            },
+        ]);
+        assert!(!twice.is_supported());
+        // One kind of quote is said exactly, with the other around it.
+        let quoted = Descr::Record(vec![DescrField {
+            name: "a', '<f4'), ('b".into(),
+            descr: Descr::Simple("<f4".into()),
+            shape: vec![],
+        }]);
+        assert!(quoted.is_supported());
+        assert_eq!(
+            Descr::from_literal(&quoted.literal())
+                .unwrap()
+                .fields()
+                .len(),
+            1
+        );
         assert_eq!("<f8".parse::<Descr>().unwrap(), Descr::Simple("<f8".into()));
     }
 

@@ -190,8 +190,8 @@ impl Dtype {
 
     /// Parses a Rust-style name (`f64`, `bool`, `c128`), a numpy name (`float64`,
     /// `int32`, `complex64`, `bool`, `?`), an NPY type string (`<f8`) or a numpy type
-    /// code without byte order (`f8`, `f2`, `c16`, `b1`; but `i8` is the Rust `i8`,
-    /// not numpy's `int64`). Records are declared with
+    /// code without byte order (`f8`, `f2`, `c16`, `b1`; but `i8` and `u8` are the
+    /// Rust types, not numpy's `int64`/`uint64`). Records are declared with
     /// [`record!`](crate::record), not named. [`FromStr`] does the same with a
     /// typed error.
     pub fn from_name(name: &str) -> Option<Dtype> {
@@ -367,8 +367,18 @@ pub struct RecordField {
 
 impl RecordField {
     /// A field `name` at byte `offset` of type `ty` (padding fields' names are
-    /// ignored).
+    /// ignored). A raw identifier's `r#` is not part of the name (`r#type` is the
+    /// numpy field `type`).
     pub const fn new(name: &'static str, offset: usize, ty: FieldType) -> RecordField {
+        let b = name.as_bytes();
+        let name = if b.len() > 2 && b[0] == b'r' && b[1] == b'#' {
+            match std::str::from_utf8(b.split_at(2).1) {
+                Ok(s) => s,
+                Err(_) => name,
+            }
+        } else {
+            name
+        };
         RecordField { name, offset, ty }
     }
 
@@ -417,7 +427,7 @@ const fn printable(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] < 0x20 || b[i] >= 0x7f || b[i] == b'\\' {
+        if b[i] < 0x20 || b[i] >= 0x7f || matches!(b[i], b'\\' | b'\'' | b'"') {
             return false;
         }
         i += 1;
@@ -456,7 +466,7 @@ impl RecordDescr {
                 assert!(!f.name.is_empty(), "a record field needs a name");
                 assert!(
                     printable(f.name),
-                    "record field names are printable ASCII (no backslash)"
+                    "record field names are printable ASCII without backslashes or quotes"
                 );
                 let mut j = 0;
                 while j < i {
