@@ -412,6 +412,23 @@ fn create_takes_bool_f16_complex_and_records_and_inspect_lists_fields() {
     assert_eq!(json["fields"][3]["offset"], 16);
     assert_eq!(json["fields"][3]["shape"], serde_json::json!([3]));
     assert_eq!(json["fields"][3]["descr"], "<i2");
+    // A queue's header holds bytes: inspect names its item type from the parameters.
+    shmarray::record! { struct Hit { t: f64, channel: u32, ok: shmarray::Bool, _p: shmarray::Pad<3> } }
+    let _zq =
+        shmarray::Queue::<shmarray::num_complex::Complex<f64>>::create_with(&d.opts(), "zq", 4)
+            .unwrap();
+    let _hq = shmarray::Queue::<Hit>::create_with(&d.opts(), "hq", 4).unwrap();
+    let zq = ok(&d.0, &["inspect", "zq"]);
+    assert!(
+        zq.lines().any(|l| l == "item type      c128 (16 bytes)"),
+        "{zq}"
+    );
+    let hq = ok(&d.0, &["inspect", "hq"]);
+    assert!(
+        hq.lines()
+            .any(|l| l.starts_with("item type      a record of 16 bytes (fields fingerprint 0x")),
+        "{hq}"
+    );
     let json = self::json(&d.0, &["inspect", "--json", "fft"]);
     assert_eq!(
         (json["dtype"].as_str(), json["fields"].is_null()),

@@ -69,6 +69,10 @@ pub(crate) const ALL_DTYPES: [Dtype; 14] = [
 pub(crate) const RECORD_CODE: u32 = 20;
 
 impl Dtype {
+    /// The [`code`](Self::code) of every record (a queue of records records it in
+    /// its parameters too, with a fingerprint of the fields).
+    pub const RECORD_CODE: u32 = RECORD_CODE;
+
     /// Size of one element in bytes.
     pub const fn size(self) -> usize {
         match self {

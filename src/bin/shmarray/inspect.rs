@@ -286,6 +286,9 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
                 ("persistent", yes_no(info.is_persistent()).into()),
                 ("checksum", format!("{:#018x} (ok)", c.checksum)),
             ]);
+            if c.kind == shmarray::ObjectKind::Queue {
+                v.push(("item type", queue_item_text(&c.params)));
+            }
         }
     }
     if let Some(c) = &info.contents {
@@ -296,6 +299,22 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
     }
     v.push(("garbage", gc_verdict(info, viewer).into()));
     v
+}
+
+/// A queue's item type from its parameters (FORMAT.md §5): p3 is the dtype code,
+/// p4 a record's fingerprint (its fields are in no header).
+fn queue_item_text(params: &[u64; 8]) -> String {
+    match u32::try_from(params[3])
+        .ok()
+        .and_then(shmarray::Dtype::from_code)
+    {
+        Some(d) => format!("{} ({} bytes)", d.name(), params[0]),
+        None if params[3] == u64::from(shmarray::Dtype::RECORD_CODE) => format!(
+            "a record of {} bytes (fields fingerprint {:#018x})",
+            params[0], params[4]
+        ),
+        None => format!("unknown (code {})", params[3]),
+    }
 }
 
 /// One field of a record: `name: <f4 (3,) at byte 8`, escaped (a nested record's
