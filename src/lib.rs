@@ -39,6 +39,31 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Element types
+//! Numbers (`i8`…`u64`, `f32`, `f64`), [`Bool`] (numpy `bool`: any non-zero byte
+//! is true, and no Rust `bool` is ever made from shared bytes), `half::f16`
+//! (feature `f16`), `Complex<f32>`/`Complex<f64>` ([`num_complex`]), and records
+//! declared with [`record!`]: a `#[repr(C)]` struct that numpy sees as a
+//! structured dtype, its fields checked against the header at open.
+//!
+//! ```
+//! use shmarray::{ndarray::Ix1, num_complex::Complex, record, Bool, SharedArray};
+//! record! {
+//!     #[derive(Debug, Default)]
+//!     pub struct Particle { pub x: f32, pub y: f32, pub mass: f64 }
+//! }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let n = |s: &str| format!("doc-{s}-{}", std::process::id());
+//! // numpy: np.load(path, mmap_mode="r+") has dtype [('x', '<f4'), ('y', '<f4'), ('mass', '<f8')]
+//! let mut ps = SharedArray::<Particle, Ix1>::create(&n("particles"), 1000)?;
+//! ps.view_mut()?[0].mass = 2.0;
+//! let mut mask = SharedArray::<Bool, Ix1>::create(&n("mask"), 1000)?;
+//! mask.view_mut()?[3] = Bool::TRUE;
+//! let _fft = SharedArray::<Complex<f64>, Ix1>::create(&n("fft"), 1024)?;
+//! assert!(mask.view()?[3].get());
+//! # Ok(()) }
+//! ```
+//!
 //! ## Values, atomics, events, barriers
 //! [`SharedValue`] (Python's `Value` with `get_lock()`), [`SharedAtomicU64`] and its
 //! siblings, [`Event`], [`Barrier`] — each its own segment kind:
