@@ -397,7 +397,9 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     pub unsafe fn view_unchecked(&self) -> ArrayView<'_, T, D> {
         // SAFETY: the pointer is aligned (checked at attach) and points to `len()`
         // elements inside a mapping that lives as long as `&self`, which the header's
-        // shape/order describe exactly; the caller rules out mutable aliases.
+        // shape/order describe exactly (a byte view's `dim` is that shape plus the
+        // element's bytes: `data_len` bytes, the same extent); the caller rules out
+        // mutable aliases.
         unsafe { ArrayView::from_shape_ptr(self.shape_spec(), self.data_ptr()) }
     }
 
