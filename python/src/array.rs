@@ -7,12 +7,12 @@ use memmap2::{Mmap, MmapMut, MmapOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use shmarray::ndarray::{IxDyn, Order};
-use shmarray::{inspect, Dtype, Namespace, ObjectKind, Options};
+use shmarray::{inspect, Descr, Dtype, Namespace, ObjectKind, Options, SegmentInfo};
 
 use crate::counter::{Counter, CounterSource};
 use crate::errors::{from_error, raise, shm_error};
 use crate::guard::{Guard, Slot, Source};
-use crate::{dispatch, for_dtype, lock, parse_dtype};
+use crate::{dispatch, for_dtype, lock, parse_descr};
 
 use crate::handles::{AnyArray, Arr};
 
@@ -31,7 +31,7 @@ pub(crate) struct Mapping {
     addr: usize,
     shape: Vec<usize>,
     strides: Option<Vec<isize>>,
-    typestr: &'static str,
+    typestr: String,
     readonly: bool,
 }
 
@@ -39,7 +39,7 @@ impl Mapping {
     /// Maps the data of `a` (an attached, validated segment).
     fn new(
         a: &AnyArray,
-        dtype: Dtype,
+        descr: &Descr,
         shape: &[usize],
         fortran: bool,
         writable: bool,
@@ -76,7 +76,14 @@ impl Mapping {
             let p = m.as_ptr() as usize;
             (Map::Ro(m), p)
         };
-        let itemsize = dtype.size() as isize;
+        // A record is mapped as opaque bytes of its size (`|V16`) and viewed with
+        // its numpy dtype afterwards (`ndarray_obj`).
+        let itemsize = descr.itemsize().unwrap_or(0);
+        let typestr = match descr.dtype() {
+            Some(d) => crate::type_str(d).to_string(),
+            None => format!("|V{itemsize}"),
+        };
+        let itemsize = itemsize as isize;
         let strides = fortran.then(|| {
             let mut s = Vec::with_capacity(shape.len());
             let mut acc = itemsize;
@@ -91,7 +98,7 @@ impl Mapping {
             addr: base + offset,
             shape: shape.to_vec(),
             strides,
-            typestr: dtype.descr(),
+            typestr,
             readonly: !writable,
         })
     }
@@ -105,7 +112,7 @@ impl Mapping {
         let d = PyDict::new(py);
         d.set_item("version", 3)?;
         d.set_item("shape", PyTuple::new(py, &self.shape)?)?;
-        d.set_item("typestr", self.typestr)?;
+        d.set_item("typestr", &self.typestr)?;
         d.set_item("data", (self.addr, self.readonly))?;
         match &self.strides {
             Some(s) => d.set_item("strides", PyTuple::new(py, s)?)?,
@@ -128,7 +135,8 @@ pub(crate) struct SharedArray {
     name: String,
     path: Option<PathBuf>,
     shape: Vec<usize>,
-    dtype: Dtype,
+    /// The header's descriptor (a record's fields; the handle is then a byte view).
+    descr: Descr,
     fortran: bool,
     writable: bool,
     persistent: bool,
@@ -136,11 +144,11 @@ pub(crate) struct SharedArray {
 
 impl SharedArray {
     fn wrap(a: AnyArray, persistent: bool) -> SharedArray {
-        let (name, path, shape, dtype, fortran, writable) = dispatch!(&a, AnyArray, x => (
+        let (name, path, shape, descr, fortran, writable) = dispatch!(&a, AnyArray, x => (
             x.name().unwrap_or("").to_string(),
             x.path(),
             x.shape().to_vec(),
-            x.dtype(),
+            x.descr().clone(),
             x.is_fortran(),
             x.is_writable(),
         ));
@@ -150,7 +158,7 @@ impl SharedArray {
             name,
             path,
             shape,
-            dtype,
+            descr,
             fortran,
             writable,
             persistent,
@@ -169,11 +177,14 @@ impl SharedArray {
             return Ok(a.clone_ref(py));
         }
         let h = self.handle()?;
-        let m = Mapping::new(&h, self.dtype, &self.shape, self.fortran, self.writable)?;
-        let arr = py
+        let m = Mapping::new(&h, &self.descr, &self.shape, self.fortran, self.writable)?;
+        let mut arr = py
             .import("numpy")?
-            .call_method1("asarray", (Bound::new(py, m)?,))?
-            .unbind();
+            .call_method1("asarray", (Bound::new(py, m)?,))?;
+        if self.descr.is_record() {
+            arr = arr.call_method1("view", (crate::numpy_dtype_of(py, &self.descr)?,))?;
+        }
+        let arr = arr.unbind();
         *cached = Some(arr.clone_ref(py));
         Ok(arr)
     }
@@ -230,16 +241,17 @@ impl SharedArray {
         PyTuple::new(py, &self.shape)
     }
 
-    /// The element type's NPY descriptor (`'<f8'`).
+    /// The element type's NPY descriptor (`'<f8'`; a structured dtype's list of
+    /// fields as the header holds it, `"[('x', '<f4'), ('y', '<f4')]"`).
     #[getter]
-    fn descr(&self) -> &'static str {
-        self.dtype.descr()
+    fn descr(&self) -> String {
+        self.descr.to_string()
     }
 
     /// The element type, as a `numpy.dtype`.
     #[getter]
     fn dtype(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        crate::numpy_dtype(py, self.dtype)
+        crate::numpy_dtype_of(py, &self.descr)
     }
 
     /// Number of dimensions.
@@ -283,7 +295,7 @@ impl SharedArray {
     /// Size of the data in bytes.
     #[getter]
     fn nbytes(&self) -> usize {
-        self.shape.iter().product::<usize>() * self.dtype.size()
+        self.shape.iter().product::<usize>() * self.descr.itemsize().unwrap_or(0)
     }
 
     /// A numpy array over the segment's memory (zero copy).
@@ -390,7 +402,7 @@ impl SharedArray {
             "<pyshmarray.SharedArray {:?} shape={:?} dtype={}{}>",
             self.name,
             self.shape,
-            self.dtype.descr(),
+            self.descr,
             if self.closed() { " closed" } else { "" }
         )
     }
@@ -412,9 +424,9 @@ pub(crate) fn create(
     persistent: bool,
     huge_pages: &str,
 ) -> PyResult<SharedArray> {
-    let dt = match dtype {
-        Some(d) => parse_dtype(d)?,
-        None => Dtype::F64,
+    let descr = match dtype {
+        Some(d) => parse_descr(d)?,
+        None => Dtype::F64.descr(),
     };
     let shape: Vec<usize> = match shape.extract::<usize>() {
         Ok(n) => vec![n],
@@ -429,15 +441,22 @@ pub(crate) fn create(
     }
     let opts =
         crate::options(persistent, huge_pages)?.order(if fortran { Order::F } else { Order::C });
-    let a = for_dtype!(dt, AnyArray, T => {
-        let created = py.detach(|| Arr::<T>::create_with(&opts, name, IxDyn(&shape)));
-        created.map_err(from_error)?
-    });
+    let a = match descr.dtype() {
+        Some(dt) => for_dtype!(dt, AnyArray, T => {
+            let created = py.detach(|| Arr::<T>::create_with(&opts, name, IxDyn(&shape)));
+            created.map_err(from_error)?
+        }),
+        // A structured dtype: a byte view, mapped with the record's numpy dtype.
+        None => {
+            let created = py.detach(|| Arr::<u8>::create_bytes_with(&opts, name, &descr, &shape));
+            AnyArray::U8(created.map_err(from_error)?)
+        }
+    };
     Ok(SharedArray::wrap(a, persistent))
 }
 
-/// The element type recorded in segment `name`, checked to be of `kind`.
-pub(crate) fn recorded_dtype(name: &str, kind: ObjectKind) -> PyResult<Dtype> {
+/// What segment `name` says about itself, checked to be of `kind`.
+fn recorded_info(name: &str, kind: ObjectKind) -> PyResult<SegmentInfo> {
     let ns = Namespace::default_dir().map_err(from_error)?;
     let info = inspect(&ns, name).map_err(from_error)?;
     if info.kind() != kind {
@@ -446,6 +465,12 @@ pub(crate) fn recorded_dtype(name: &str, kind: ObjectKind) -> PyResult<Dtype> {
             format!("segment {name:?} is a {}, not a {}", info.kind(), kind),
         ));
     }
+    Ok(info)
+}
+
+/// The element type recorded in segment `name`, checked to be of `kind`.
+pub(crate) fn recorded_dtype(name: &str, kind: ObjectKind) -> PyResult<Dtype> {
+    let info = recorded_info(name, kind)?;
     // A queue records its item type's code in parameter 3 (FORMAT.md); an
     // array's header says its element type.
     let recorded = match (kind, info.control) {
@@ -456,8 +481,8 @@ pub(crate) fn recorded_dtype(name: &str, kind: ObjectKind) -> PyResult<Dtype> {
         raise(
             "TypeMismatchError",
             format!(
-                "segment {name:?} holds {:?}, which these bindings do not support",
-                info.layout.header.descr
+                "segment {name:?} holds {}, which these bindings do not support",
+                info.layout.header.descr.literal()
             ),
         )
     })
@@ -467,8 +492,30 @@ pub(crate) fn recorded_dtype(name: &str, kind: ObjectKind) -> PyResult<Dtype> {
 #[pyfunction]
 #[pyo3(signature = (name, readonly=false))]
 pub(crate) fn open(name: &str, readonly: bool) -> PyResult<SharedArray> {
-    let dt = recorded_dtype(name, ObjectKind::Array)?;
     let opts = Options::new().read_only(readonly);
+    let descr = recorded_info(name, ObjectKind::Array)?.layout.header.descr;
+    if descr.is_record() {
+        // Any structured dtype with fields of the supported types: a byte view,
+        // mapped with the numpy dtype its header describes.
+        if !descr.is_supported() {
+            return Err(raise(
+                "TypeMismatchError",
+                format!(
+                    "segment {name:?} holds {}, which these bindings do not support",
+                    descr.literal()
+                ),
+            ));
+        }
+        let a = Arr::<u8>::open_bytes_with(&opts, name).map_err(from_error)?;
+        if !a.descr().is_record() {
+            return Err(raise(
+                "TypeMismatchError",
+                format!("segment {name:?} changed while it was opened"),
+            ));
+        }
+        return Ok(SharedArray::wrap(AnyArray::U8(a), false));
+    }
+    let dt = recorded_dtype(name, ObjectKind::Array)?;
     let a = for_dtype!(dt, AnyArray, T => Arr::<T>::open_with(&opts, name).map_err(from_error)?);
     Ok(SharedArray::wrap(a, false))
 }

@@ -99,7 +99,9 @@ macro_rules! typed_impl {
         }
     )*};
 }
-typed_impl!(I8 i8, I16 i16, I32 i32, I64 i64, U8 u8, U16 u16, U32 u32, U64 u64, F32 f32, F64 f64);
+typed_impl!(I8 i8, I16 i16, I32 i32, I64 i64, U8 u8, U16 u16, U32 u32, U64 u64, F32 f32, F64 f64,
+    Bool shmarray::Bool, F16 shmarray::half::f16, C64 shmarray::num_complex::Complex<f32>,
+    C128 shmarray::num_complex::Complex<f64>);
 
 fn get_one<T: Elem>(
     py: Python<'_>,
@@ -352,7 +354,7 @@ impl Queue {
     /// The item type's NPY descriptor.
     #[getter]
     fn descr(&self) -> &'static str {
-        self.dtype.descr()
+        crate::type_str(self.dtype)
     }
 
     /// The item type, as a `numpy.dtype`.
@@ -373,7 +375,7 @@ impl Queue {
     ) -> PyResult<usize> {
         let np = py.import("numpy")?;
         let kwargs = PyDict::new(py);
-        kwargs.set_item("dtype", self.dtype.descr())?;
+        kwargs.set_item("dtype", crate::type_str(self.dtype))?;
         let a = np.call_method("ascontiguousarray", (items,), Some(&kwargs))?;
         let b = a.call_method0("tobytes")?;
         self._put_bytes(py, b.cast::<PyBytes>()?, timeout)
@@ -391,7 +393,7 @@ impl Queue {
         let b = self._get_bytes(py, max_items, timeout)?;
         let np = py.import("numpy")?;
         let kwargs = PyDict::new(py);
-        kwargs.set_item("dtype", self.dtype.descr())?;
+        kwargs.set_item("dtype", crate::type_str(self.dtype))?;
         Ok(np.call_method("frombuffer", (b,), Some(&kwargs))?.unbind())
     }
 
@@ -410,7 +412,7 @@ impl Queue {
         format!(
             "<pyshmarray.Queue {:?} dtype={} len={}>",
             self.name,
-            self.dtype.descr(),
+            crate::type_str(self.dtype),
             self.__len__()
         )
     }

@@ -211,7 +211,7 @@ impl Value {
     /// The element type's NPY descriptor.
     #[getter]
     fn descr(&self) -> &'static str {
-        self.dtype.descr()
+        crate::type_str(self.dtype)
     }
 
     /// The element type, as a `numpy.dtype`.
@@ -254,7 +254,7 @@ impl Value {
         format!(
             "<pyshmarray.Value {:?} dtype={}>",
             self.name,
-            self.dtype.descr()
+            crate::type_str(self.dtype)
         )
     }
 }

@@ -172,6 +172,11 @@ impl Segment {
         self.block().map(|b| (&b.rw, &b.readers))
     }
 
+    /// The control block's scratch words.
+    pub(crate) fn scratch(&self) -> Option<&[std::sync::atomic::AtomicU64]> {
+        self.block().map(|b| &b.scratch[..])
+    }
+
     /// The control block's counters.
     pub(crate) fn counters(&self) -> Option<&[CounterSlot; COUNTERS]> {
         self.block().map(|b| &b.counters)
