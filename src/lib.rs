@@ -217,7 +217,7 @@ pub use format::npy::{HeaderError, Layout, NpyHeader};
 pub use format::objects::ParamsError;
 pub use ndarray;
 pub use objects::{
-    Barrier, BarrierOpenError, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
+    Barrier, BarrierOpenError, BytesMap, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
     SharedAtomicU32, SharedAtomicU64, SharedMap, SharedValue, SharedVec, ValueGuard, VecError,
 };
 #[cfg(feature = "pool")]

@@ -216,6 +216,19 @@ impl Barrier {
         self.state().is_broken()
     }
 
+    /// Breaks the barrier for every participant: waiters and later `wait`s fail
+    /// with [`BarrierError::Aborted`] until [`reset`](Self::reset) (Python's
+    /// `Barrier.abort`).
+    pub fn abort(&self) {
+        self.state().abort()
+    }
+
+    /// How many participants are waiting in the current round (0 while broken;
+    /// Python's `Barrier.n_waiting`). A snapshot.
+    pub fn n_waiting(&self) -> u32 {
+        self.state().waiting()
+    }
+
     segment_accessors!(seg);
 }
 
