@@ -90,7 +90,7 @@ def _shm_producer(name, n, batch):
     base = np.arange(batch, dtype=np.uint64)
     for s in range(0, n, batch):
         q.put_many(base[: min(batch, n - s)] + s)
-    q.close()
+    q.shutdown()
 
 
 def bench_queue(n_mp, n_shm, batch):
