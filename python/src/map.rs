@@ -167,8 +167,9 @@ impl Typed {
 
 /// A hash map in shared memory: `multiprocessing.Manager().dict()` without the
 /// server process, for keys and values of fixed-size numpy dtypes (numbers,
-/// records, `S<n>` bytes or `U<n>` strings). Every operation is a few hundred
-/// nanoseconds under the lock of one shard; a process killed in the middle of one
+/// records, `S<n>` bytes or `U<n>` strings). Every operation holds the lock of one
+/// shard for a few hundred nanoseconds (a call from Python takes about a
+/// microsecond, the GIL released meanwhile); a process killed in the middle of one
 /// leaves no torn entry and no stuck lock (the next user repairs the shard and
 /// `repairs` counts it). Keys are compared by their bytes.
 ///
