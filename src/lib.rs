@@ -251,7 +251,7 @@ pub use ndarray;
 /// The `num-complex` crate whose `Complex<f32>`/`Complex<f64>` are element types.
 pub use num_complex;
 pub use objects::{
-    Barrier, BarrierOpenError, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
+    Barrier, BarrierOpenError, BytesMap, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
     SharedAtomicU32, SharedAtomicU64, SharedMap, SharedValue, SharedVec, ValueGuard, VecError,
 };
 #[cfg(feature = "pool")]

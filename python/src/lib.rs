@@ -11,10 +11,13 @@ mod errors;
 mod guard;
 mod handles;
 mod held;
+mod life;
 mod listing;
+mod map;
 mod objects;
 mod queue;
 mod value;
+mod vec;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -363,17 +366,70 @@ pub(crate) fn options(persistent: bool, huge_pages: &str) -> PyResult<Options> {
     Ok(Options::new().persistent(persistent).huge_pages(huge))
 }
 
-/// The deadline of a Python timeout (`None`: none).
+/// The longest timeout a blocking call takes, in seconds: `threading.TIMEOUT_MAX`
+/// on Linux (about 292 years). Longer ones (`float("inf")`, `1e300`) raise
+/// `OverflowError`, as `threading` does; `None` waits without a limit.
+pub(crate) const TIMEOUT_MAX: f64 = 9_223_372_036.0;
+
+/// The deadline of a Python timeout (`None`: none). As `threading`: a negative or
+/// NaN timeout is a `ValueError`, one above [`TIMEOUT_MAX`] an `OverflowError`.
 pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     match timeout {
         None => Ok(None),
         Some(t) if t.is_nan() || t < 0.0 => Err(pyo3::exceptions::PyValueError::new_err(
             "timeout must be a non-negative number or None",
         )),
-        Some(t) => {
-            Ok(Instant::now().checked_add(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX)))
-        }
+        Some(t) if t > TIMEOUT_MAX => Err(pyo3::exceptions::PyOverflowError::new_err(format!(
+            "timeout value is too large (at most TIMEOUT_MAX = {TIMEOUT_MAX} s; None waits \
+             without a limit)"
+        ))),
+        Some(t) => Ok(Some(
+            Instant::now()
+                .checked_add(Duration::from_secs_f64(t))
+                .ok_or_else(|| {
+                    pyo3::exceptions::PyOverflowError::new_err("timeout value is too large")
+                })?,
+        )),
     }
+}
+
+/// Rebuilds a pickled handle: opens segment `name` of `kind` (see `life`); the
+/// handle is never the owner.
+#[pyfunction]
+#[pyo3(signature = (kind, name, *args))]
+fn _reopen(
+    py: Python<'_>,
+    kind: &str,
+    name: &str,
+    args: &Bound<'_, pyo3::types::PyTuple>,
+) -> PyResult<Py<PyAny>> {
+    let arg = |i: usize| args.get_item(i);
+    Ok(match kind {
+        "array" => {
+            let readonly: bool = arg(0)?.extract()?;
+            array::open(name, readonly)?.into_py_any(py)?
+        }
+        "counter" => {
+            let index: i64 = arg(0)?.extract()?;
+            let a = array::open(name, false)?;
+            let c = a.counter_at(index)?;
+            a.close_now();
+            c.into_py_any(py)?
+        }
+        "value" => value::Value::open(name)?.into_py_any(py)?,
+        "atomic" => counter::AtomicU64::open_handle(name)?.into_py_any(py)?,
+        "event" => objects::Event::open_handle(name)?.into_py_any(py)?,
+        "barrier" => objects::Barrier::open_handle(name)?.into_py_any(py)?,
+        "queue" => queue::Queue::open_handle(name)?.into_py_any(py)?,
+        "byte queue" => queue::ByteQueue::open_handle(name)?.into_py_any(py)?,
+        "vec" => vec::SharedVec::open_handle(name)?.into_py_any(py)?,
+        "map" => map::SharedMap::open_handle(name, &arg(0)?, &arg(1)?)?.into_py_any(py)?,
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown pyshmarray handle kind {other:?}"
+            )))
+        }
+    })
 }
 
 /// Runs `attempt(slice)` with the GIL released until it gives `Some`, the
@@ -413,11 +469,17 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<counter::Counter>()?;
     m.add_class::<guard::Guard>()?;
     m.add_class::<value::Value>()?;
-    m.add_class::<value::AtomicU64>()?;
+    m.add_class::<counter::AtomicU64>()?;
     m.add_class::<objects::Event>()?;
     m.add_class::<objects::Barrier>()?;
     m.add_class::<queue::Queue>()?;
     m.add_class::<queue::ByteQueue>()?;
+    m.add_class::<map::SharedMap>()?;
+    m.add_class::<vec::SharedVec>()?;
+    m.add_function(wrap_pyfunction!(_reopen, m)?)?;
+    m.add("TIMEOUT_MAX", TIMEOUT_MAX)?;
+    // Whether `memoryview(array)` works (the abi3-py311 build, or a non-abi3 one).
+    m.add("BUFFER_PROTOCOL", cfg!(any(Py_3_11, not(Py_LIMITED_API))))?;
     m.add_function(wrap_pyfunction!(array::create, m)?)?;
     m.add_function(wrap_pyfunction!(array::open, m)?)?;
     m.add_function(wrap_pyfunction!(listing::ls, m)?)?;

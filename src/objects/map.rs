@@ -23,6 +23,9 @@ use crate::format::objects::ParamsError;
 use crate::segment::{KindSpec, Options, Target};
 use crate::sync::{check_mutex_in_file, LockError, LockFailure, RawMutexGuard, RawRobustMutex};
 
+mod bytes;
+pub use bytes::BytesMap;
+
 /// Why a map operation, create or open did not succeed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -260,7 +263,12 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
         if !seg.is_writable() {
             return Err(Error::ReadOnly { name: label }.into());
         }
-        if (geo.key_size, geo.value_size) != (size_of::<K>() as u64, size_of::<V>() as u64) {
+        // A `BytesMap` takes the sizes the parameters give.
+        let untyped = std::any::TypeId::of::<(K, V)>()
+            == std::any::TypeId::of::<(bytes::Untyped, bytes::Untyped)>();
+        if !untyped
+            && (geo.key_size, geo.value_size) != (size_of::<K>() as u64, size_of::<V>() as u64)
+        {
             return Err(Error::TypeMismatch {
                 name: label,
                 expected: format!(

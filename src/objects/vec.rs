@@ -356,6 +356,18 @@ impl<T: Element> SharedVec<T> {
         self.counter(vec_counter::REPAIRS).load(Ordering::Relaxed)
     }
 
+    /// This handle's open segment file, e.g. to map the elements for numpy (the
+    /// data area, at the control block's `data_offset`, is a 1-d array of
+    /// `capacity` elements of `T`; the first [`len`](Self::len) are the vec's).
+    pub fn file(&self) -> &std::fs::File {
+        self.array.file()
+    }
+
+    /// A copy of the control block as read at open (`data_offset`, parameters).
+    pub fn control(&self) -> Option<crate::format::control::ControlFields> {
+        self.array.control()
+    }
+
     segment_accessors!(persistent array);
 }
 

@@ -1,0 +1,654 @@
+//! `BytesMap`: a [`SharedMap`] whose key and value sizes are chosen at run time
+//! (keys and values are byte slices), for bindings that learn the types from their
+//! caller (Python's dtypes).
+//!
+//! It is the same segment kind as `SharedMap`, with the same layout, hash and
+//! crash protocol: a map made by `SharedMap<FixedStr<16>, f64>` opens here with
+//! 16-byte keys and 8-byte values, and the other way round. The operations below
+//! mirror `SharedMap`'s typed ones step by step (the commit points, the undo
+//! record, the tombstone walk-back) on byte slices; the tests check that both see
+//! the same entries.
+
+use super::*;
+
+/// The element type of the inner handle of a [`BytesMap`]: never stored, read or
+/// compared as a value. `SharedMap::attach` skips its key/value size check for it
+/// (the sizes come from the segment's parameters).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub(super) struct Untyped(u8);
+
+// SAFETY: a transparent wrapper of `u8`: any bit pattern is valid, no padding, no
+// pointers, `Copy + 'static`.
+unsafe impl Zeroable for Untyped {}
+// SAFETY: as above.
+unsafe impl Pod for Untyped {}
+
+/// A shared hash map with keys and values of sizes chosen at run time: the
+/// byte-level twin of [`SharedMap`] (same segment kind, layout and guarantees;
+/// see there for capacity, crash safety and files from others). Keys are compared
+/// and hashed by their bytes, so a key written here as the 8 little-endian bytes
+/// of a `u64` is the same key as that `u64` in a `SharedMap<u64, V>`.
+///
+/// ```
+/// use shmarray::{BytesMap, FixedStr, SharedMap};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-bytes-map-{}", std::process::id());
+/// let prices = SharedMap::<FixedStr<16>, f64>::create(&name, 100)?;
+/// prices.insert(FixedStr::new("apple")?, 1.25)?;
+/// let raw = BytesMap::open(&name)?; // sizes from the segment: 16 and 8
+/// assert_eq!((raw.key_size(), raw.value_size()), (16, 8));
+/// let key = FixedStr::<16>::new("apple")?.to_bytes();
+/// assert_eq!(raw.get(&key)?, Some(1.25f64.to_ne_bytes().to_vec()));
+/// # Ok(()) }
+/// ```
+pub struct BytesMap {
+    inner: SharedMap<Untyped, Untyped>,
+}
+
+/// A map whose keys or values have the wrong length for this map.
+fn wrong_size(map: &SharedMap<Untyped, Untyped>, what: &str, want: u64, got: usize) -> MapError {
+    MapError::Segment(Error::TypeMismatch {
+        name: map.name().unwrap_or("<anonymous>").to_string(),
+        expected: format!("a {want}-byte {what}"),
+        found: format!("{got} bytes"),
+    })
+}
+
+impl BytesMap {
+    /// Creates map `name` for `capacity` entries with keys of `key_size` and values
+    /// of `value_size` bytes (each at most 65 536). The creator owns it: the name
+    /// is removed when this handle is dropped.
+    pub fn create(
+        name: &str,
+        key_size: usize,
+        value_size: usize,
+        capacity: usize,
+    ) -> Result<Self, MapError> {
+        Self::create_with(&Options::new(), name, key_size, value_size, capacity)
+    }
+
+    /// [`create`](Self::create) with options (directory, persistence, huge pages).
+    pub fn create_with(
+        opts: &Options,
+        name: &str,
+        key_size: usize,
+        value_size: usize,
+        capacity: usize,
+    ) -> Result<Self, MapError> {
+        // As `SharedMap::create_with`, with the sizes given.
+        let geo = MapGeometry::new(key_size as u64, value_size as u64, capacity as u64)?;
+        let len = usize::try_from(geo.data_len).map_err(|_| ParamsError::TooLarge {
+            capacity: geo.slots * geo.shards,
+            stride: geo.stride,
+            max: usize::MAX as u64,
+        })?;
+        let seed = random_seed();
+        let ns = opts.ns()?;
+        let kind = KindSpec {
+            kind: ObjectKind::Map,
+            version: MAP_VERSION,
+            params: geo.to_params(seed),
+        };
+        let mut init_error = None;
+        let seg = SharedArray::<u8, Ix1>::create_kind(
+            Target::Named(&ns, name),
+            kind,
+            opts,
+            &[len],
+            |data| {
+                let base: *mut u8 = data.as_mut_ptr();
+                for s in 0..geo.shards {
+                    // SAFETY: as in `SharedMap::create_with`: the data area is
+                    // `data_len` zeroed private bytes, page aligned; each shard head
+                    // lies at a 128-aligned offset inside it, its mutex first.
+                    let r = unsafe {
+                        let head = base.add(geo.head_offset(s) as usize).cast::<ShardHead>();
+                        RawRobustMutex::init_at(ptr::addr_of_mut!((*head).mutex))
+                    };
+                    if let Err(e) = r {
+                        init_error = Some(e.into_failure());
+                        return;
+                    }
+                }
+            },
+        )?;
+        if let Some(e) = init_error {
+            return Err(MapError::Lock(e));
+        }
+        Ok(BytesMap {
+            inner: SharedMap::attach(seg)?,
+        })
+    }
+
+    /// Opens map `name` (any key and value sizes; see [`key_size`](Self::key_size)).
+    pub fn open(name: &str) -> Result<Self, MapError> {
+        Self::open_with(&Options::new(), name)
+    }
+
+    /// [`open`](Self::open) with options (directory, trusted owners).
+    pub fn open_with(opts: &Options, name: &str) -> Result<Self, MapError> {
+        Ok(BytesMap {
+            inner: SharedMap::open_with(opts, name)?,
+        })
+    }
+
+    /// Bytes of a key.
+    pub fn key_size(&self) -> usize {
+        self.inner.geo.key_size as usize
+    }
+
+    /// Bytes of a value.
+    pub fn value_size(&self) -> usize {
+        self.inner.geo.value_size as usize
+    }
+
+    /// The entries as numpy sees them: a structured dtype of the data area's
+    /// entries (state, hash tag, key bytes, value bytes), see `FORMAT.md`.
+    pub fn entry_dtype(&self) -> String {
+        self.inner.geo.numpy_dtype()
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), MapError> {
+        if key.len() as u64 == self.inner.geo.key_size {
+            Ok(())
+        } else {
+            Err(wrong_size(
+                &self.inner,
+                "key",
+                self.inner.geo.key_size,
+                key.len(),
+            ))
+        }
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), MapError> {
+        if value.len() as u64 == self.inner.geo.value_size {
+            Ok(())
+        } else {
+            Err(wrong_size(
+                &self.inner,
+                "value",
+                self.inner.geo.value_size,
+                value.len(),
+            ))
+        }
+    }
+
+    /// Inserts `value` under `key`; returns the value it replaces, if any.
+    /// `Err(Full)` as [`SharedMap::insert`]; `Err(Segment(TypeMismatch))` if a
+    /// slice has the wrong length. Nothing changes on error.
+    pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let m = &self.inner;
+        let h = m.hash_bytes(key);
+        let l = m.lock(m.geo.shard_of(h))?;
+        match m.find(&l, h, key) {
+            Probe::Found(slot) => {
+                let old = m.read_value_bytes(l.shard, slot);
+                m.write_value_logged_bytes(&l, slot, value);
+                Ok(Some(old))
+            }
+            Probe::Absent(Some(slot))
+                if l.head.len.load(Ordering::Relaxed) < m.geo.shard_capacity =>
+            {
+                m.fill_bytes(&l, slot, h, key, value);
+                Ok(None)
+            }
+            Probe::Absent(_) => {
+                drop(l);
+                Err(m.full())
+            }
+        }
+    }
+
+    /// The value under `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
+        self.check_key(key)?;
+        let m = &self.inner;
+        let h = m.hash_bytes(key);
+        let l = m.lock(m.geo.shard_of(h))?;
+        Ok(match m.find(&l, h, key) {
+            Probe::Found(slot) => Some(m.read_value_bytes(l.shard, slot)),
+            Probe::Absent(_) => None,
+        })
+    }
+
+    /// Whether `key` is in the map.
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool, MapError> {
+        self.check_key(key)?;
+        let m = &self.inner;
+        let h = m.hash_bytes(key);
+        let l = m.lock(m.geo.shard_of(h))?;
+        Ok(matches!(m.find(&l, h, key), Probe::Found(_)))
+    }
+
+    /// Removes `key`; returns its value, if it was there.
+    pub fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
+        self.check_key(key)?;
+        let m = &self.inner;
+        let h = m.hash_bytes(key);
+        let l = m.lock(m.geo.shard_of(h))?;
+        let Probe::Found(slot) = m.find(&l, h, key) else {
+            return Ok(None);
+        };
+        let old = m.read_value_bytes(l.shard, slot);
+        m.remove_slot(&l, slot);
+        Ok(Some(old))
+    }
+
+    /// Changes the value under `key` in place, under the shard's lock (see
+    /// [`SharedMap::update`]): `f` gets a copy, and the result is stored as one
+    /// undoable write. Returns whether `key` was there.
+    pub fn update(&self, key: &[u8], f: impl FnOnce(&mut [u8])) -> Result<bool, MapError> {
+        self.check_key(key)?;
+        let m = &self.inner;
+        let h = m.hash_bytes(key);
+        let l = m.lock(m.geo.shard_of(h))?;
+        match m.find(&l, h, key) {
+            Probe::Found(slot) => {
+                let mut v = m.read_value_bytes(l.shard, slot);
+                f(&mut v);
+                m.write_value_logged_bytes(&l, slot, &v);
+                Ok(true)
+            }
+            Probe::Absent(_) => Ok(false),
+        }
+    }
+
+    /// Applies `f` to the value under `key`, or to `default` if `key` is absent
+    /// (inserting it), atomically; returns the value stored (see
+    /// [`SharedMap::upsert`]).
+    pub fn upsert(
+        &self,
+        key: &[u8],
+        default: &[u8],
+        f: impl FnOnce(&mut [u8]),
+    ) -> Result<Vec<u8>, MapError> {
+        self.check_key(key)?;
+        self.check_value(default)?;
+        let m = &self.inner;
+        let h = m.hash_bytes(key);
+        let l = m.lock(m.geo.shard_of(h))?;
+        match m.find(&l, h, key) {
+            Probe::Found(slot) => {
+                let mut v = m.read_value_bytes(l.shard, slot);
+                f(&mut v);
+                m.write_value_logged_bytes(&l, slot, &v);
+                Ok(v)
+            }
+            Probe::Absent(Some(slot))
+                if l.head.len.load(Ordering::Relaxed) < m.geo.shard_capacity =>
+            {
+                let mut v = default.to_vec();
+                f(&mut v);
+                m.fill_bytes(&l, slot, h, key, &v);
+                Ok(v)
+            }
+            Probe::Absent(_) => {
+                drop(l);
+                Err(m.full())
+            }
+        }
+    }
+
+    /// The entries as `(key, value)` byte vectors, a snapshot taken shard by shard
+    /// (see [`SharedMap::to_vec`]). Unordered.
+    #[allow(clippy::type_complexity)] // a pair of byte vectors, spelled out
+    pub fn to_vec(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MapError> {
+        let m = &self.inner;
+        let mut v = Vec::with_capacity(m.len());
+        for s in 0..m.geo.shards {
+            let l = m.lock(s)?;
+            for slot in 0..m.geo.slots {
+                if m.state(m.entry(s, slot)).load(Ordering::Relaxed) == FULL {
+                    v.push((m.read_key_bytes(s, slot), m.read_value_bytes(s, slot)));
+                }
+            }
+            drop(l);
+        }
+        Ok(v)
+    }
+
+    /// Removes every entry (shard by shard, each under its lock).
+    pub fn clear(&self) -> Result<(), MapError> {
+        self.inner.clear()
+    }
+
+    /// Number of entries (see [`SharedMap::len`]).
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Whether the map has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// The capacity the map was created with.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// The most entries the map can ever hold.
+    pub fn max_len(&self) -> usize {
+        self.inner.max_len()
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.inner.shards()
+    }
+
+    /// The seed of the key hash.
+    pub fn seed(&self) -> u64 {
+        self.inner.seed()
+    }
+
+    /// How many times a shard was repaired after a process died holding its lock.
+    pub fn repairs(&self) -> u64 {
+        self.inner.repairs()
+    }
+
+    /// Keeps the segment after this handle is dropped (see
+    /// [`SharedMap::into_persistent`]).
+    pub fn into_persistent(self) -> Self {
+        BytesMap {
+            inner: self.inner.into_persistent(),
+        }
+    }
+
+    /// The segment name (`None` for anonymous segments).
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name()
+    }
+
+    /// The segment's file path.
+    pub fn path(&self) -> Option<std::path::PathBuf> {
+        self.inner.path()
+    }
+
+    /// The pages behind the segment.
+    pub fn backing(&self) -> &crate::segment::Backing {
+        self.inner.backing()
+    }
+
+    /// Removes the name now; processes that have it open keep using it.
+    pub fn unlink(&self) -> crate::error::Result<()> {
+        self.inner.unlink()
+    }
+}
+
+impl fmt::Debug for BytesMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BytesMap")
+            .field("name", &self.name())
+            .field("key_size", &self.key_size())
+            .field("value_size", &self.value_size())
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+/// The byte-level steps, mirroring the typed ones of `SharedMap` (same offsets,
+/// same commit points).
+impl SharedMap<Untyped, Untyped> {
+    #[inline]
+    fn hash_bytes(&self, key: &[u8]) -> u64 {
+        hash_key(self.seed, key)
+    }
+
+    /// The value of an entry (as `read_value`).
+    fn read_value_bytes(&self, s: u64, slot: u64) -> Vec<u8> {
+        let n = self.geo.value_size as usize;
+        let mut v = vec![0u8; n];
+        // SAFETY: the value (`value_size` bytes at `value_offset`) lies inside the
+        // entry (checked geometry); `v` is a distinct allocation of that length.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                self.entry(s, slot).add(self.geo.value_offset as usize),
+                v.as_mut_ptr(),
+                n,
+            )
+        };
+        v
+    }
+
+    /// The key of an entry (as `read_key`).
+    fn read_key_bytes(&self, s: u64, slot: u64) -> Vec<u8> {
+        let n = self.geo.key_size as usize;
+        let mut k = vec![0u8; n];
+        // SAFETY: the key (`key_size` bytes at offset 8) lies inside the entry.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                self.entry(s, slot).add(KEY_OFFSET as usize),
+                k.as_mut_ptr(),
+                n,
+            )
+        };
+        k
+    }
+
+    /// Replaces the value of a full entry (as `write_value_logged`): 1, 2, 4 or 8
+    /// bytes with one atomic store, other sizes through the undo record.
+    fn write_value_logged_bytes(&self, l: &Locked<'_>, slot: u64, value: &[u8]) {
+        let dst = self.entry(l.shard, slot);
+        // SAFETY: the value lies inside the entry, at a multiple of 8 from a
+        // 128-aligned base (aligned for any atomic of its size); atomics may alias
+        // memory other processes change; we hold the shard lock.
+        let val = unsafe { dst.add(self.geo.value_offset as usize) };
+        match *value {
+            [a] => {
+                // SAFETY: see above (1-byte aligned).
+                let w = unsafe { &*val.cast::<AtomicU8>() };
+                w.store(a, Ordering::Release);
+            }
+            [a, b] => {
+                // SAFETY: see above (2-byte aligned).
+                let w = unsafe { &*val.cast::<AtomicU16>() };
+                w.store(u16::from_ne_bytes([a, b]), Ordering::Release);
+            }
+            [a, b, c, d] => {
+                // SAFETY: see above (4-byte aligned).
+                let w = unsafe { &*val.cast::<AtomicU32>() };
+                w.store(u32::from_ne_bytes([a, b, c, d]), Ordering::Release);
+            }
+            [a, b, c, d, e, f, g, h] => {
+                // SAFETY: see above (8-byte aligned).
+                let w = unsafe { &*val.cast::<AtomicU64>() };
+                w.store(
+                    u64::from_ne_bytes([a, b, c, d, e, f, g, h]),
+                    Ordering::Release,
+                );
+            }
+            _ => {
+                let n = value.len();
+                // SAFETY: as `write_value_undoable`: the saved value and the entry's
+                // value are `value_size` (= `n`, checked by the caller) bytes inside
+                // the mapping and do not overlap; `value` is a slice of ours; we
+                // hold the shard lock.
+                unsafe {
+                    ptr::copy_nonoverlapping(val, self.undo_value(l.shard), n);
+                    l.head.undo_slot.store(slot, Ordering::Relaxed);
+                    l.head.undo_valid.store(1, Ordering::Release);
+                    // The value is written only after the undo record is complete.
+                    compiler_fence(Ordering::SeqCst);
+                    ptr::copy_nonoverlapping(value.as_ptr(), val, n);
+                }
+                l.head.undo_valid.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    /// Fills a free slot (as `fill`); the state word, written last, is the commit
+    /// point.
+    fn fill_bytes(&self, l: &Locked<'_>, slot: u64, h: u64, key: &[u8], value: &[u8]) {
+        let e = self.entry(l.shard, slot);
+        let state = self.state(e);
+        let was_tombstone = state.load(Ordering::Relaxed) != EMPTY;
+        // SAFETY: hash, key and value (`key_size`/`value_size` bytes, the lengths
+        // of the slices, checked by the caller) lie inside the entry; the entry is
+        // not full, so no reader looks at them; we hold the shard lock.
+        unsafe {
+            ptr::write(e.add(4).cast::<u32>(), (h >> 32) as u32);
+            ptr::copy_nonoverlapping(key.as_ptr(), e.add(KEY_OFFSET as usize), key.len());
+            ptr::copy_nonoverlapping(
+                value.as_ptr(),
+                e.add(self.geo.value_offset as usize),
+                value.len(),
+            );
+        }
+        state.store(FULL, Ordering::Release);
+        let head = l.head;
+        head.len
+            .store(head.len.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        if was_tombstone {
+            let t = head.tombstones.load(Ordering::Relaxed);
+            head.tombstones
+                .store(t.saturating_sub(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Removes the full entry in `slot` (as the second half of `remove`).
+    fn remove_slot(&self, l: &Locked<'_>, slot: u64) {
+        let mask = self.geo.slots - 1;
+        // The commit point.
+        self.state(self.entry(l.shard, slot))
+            .store(TOMBSTONE, Ordering::Release);
+        let head = l.head;
+        head.len.store(
+            head.len.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
+        let mut tombstones = head.tombstones.load(Ordering::Relaxed) + 1;
+        // A tombstone followed by an empty slot ends every probe path through it:
+        // walk back along the run, one valid store at a time.
+        if self
+            .state(self.entry(l.shard, (slot + 1) & mask))
+            .load(Ordering::Relaxed)
+            == EMPTY
+        {
+            let mut s = slot;
+            for _ in 0..self.geo.slots {
+                let st = self.state(self.entry(l.shard, s));
+                if st.load(Ordering::Relaxed) != TOMBSTONE {
+                    break;
+                }
+                st.store(EMPTY, Ordering::Release);
+                tombstones = tombstones.saturating_sub(1);
+                s = s.wrapping_sub(1) & mask;
+            }
+        }
+        head.tombstones.store(tombstones, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(tag: &str) -> String {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        format!(
+            "shmarray-test-bytes-map-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[test]
+    fn typed_and_byte_handles_see_the_same_entries() {
+        // One shard (capacity < 2048) and several; values of 8 bytes (atomic
+        // store) and of 24 (the undo record).
+        for capacity in [2047, 8192] {
+            let n = name("typed");
+            let typed = SharedMap::<u64, [u64; 3]>::create(&n, capacity).unwrap();
+            let raw = BytesMap::open(&n).unwrap();
+            assert_eq!((raw.key_size(), raw.value_size()), (8, 24));
+            for k in 0..1000u64 {
+                typed.insert(k, [k, k + 1, k + 2]).unwrap();
+            }
+            for k in 1000..2000u64 {
+                let v: Vec<u8> = bytemuck::bytes_of(&[k, 0, 0]).to_vec();
+                assert_eq!(raw.insert(&k.to_ne_bytes(), &v).unwrap(), None);
+            }
+            for k in (0..2000u64).step_by(3) {
+                let got = raw.remove(&k.to_ne_bytes()).unwrap().unwrap();
+                let want = if k < 1000 {
+                    [k, k + 1, k + 2]
+                } else {
+                    [k, 0, 0]
+                };
+                assert_eq!(got, bytemuck::bytes_of(&want));
+            }
+            assert!(raw
+                .update(&1u64.to_ne_bytes(), |v| v[..8]
+                    .copy_from_slice(&7u64.to_ne_bytes()))
+                .unwrap());
+            assert_eq!(typed.get(&1).unwrap(), Some([7, 2, 3]));
+            let up = raw
+                .upsert(&5000u64.to_ne_bytes(), &[0; 24], |v| v[0] = 9)
+                .unwrap();
+            assert_eq!(up[0], 9);
+            assert_eq!(typed.get(&5000).unwrap(), Some([9, 0, 0]));
+            for k in 0..2000u64 {
+                let t = typed.get(&k).unwrap();
+                let r = raw.get(&k.to_ne_bytes()).unwrap();
+                assert_eq!(t.map(|v| bytemuck::bytes_of(&v).to_vec()), r, "key {k}");
+                assert_eq!(raw.contains_key(&k.to_ne_bytes()).unwrap(), k % 3 != 0);
+            }
+            assert_eq!(raw.len(), typed.len());
+            let mut a: Vec<_> = raw.to_vec().unwrap();
+            let mut b: Vec<_> = typed
+                .to_vec()
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k.to_ne_bytes().to_vec(), bytemuck::bytes_of(&v).to_vec()))
+                .collect();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn sizes_are_checked_and_a_byte_map_opens_as_typed() {
+        let n = name("sizes");
+        let raw = BytesMap::create(&n, 5, 3, 10).unwrap();
+        assert!(matches!(
+            raw.insert(b"abcd", b"xyz"),
+            Err(MapError::Segment(Error::TypeMismatch { .. }))
+        ));
+        assert!(matches!(
+            raw.insert(b"abcde", b"xy"),
+            Err(MapError::Segment(Error::TypeMismatch { .. }))
+        ));
+        assert!(matches!(
+            raw.get(b""),
+            Err(MapError::Segment(Error::TypeMismatch { .. }))
+        ));
+        assert_eq!(raw.insert(b"abcde", b"xyz").unwrap(), None);
+        assert_eq!(raw.insert(b"abcde", b"uvw").unwrap(), Some(b"xyz".to_vec()));
+        let typed = SharedMap::<[u8; 5], [u8; 3]>::open(&n).unwrap();
+        assert_eq!(typed.get(b"abcde").unwrap(), Some(*b"uvw"));
+        assert!(matches!(
+            SharedMap::<[u8; 4], [u8; 3]>::open(&n),
+            Err(MapError::Segment(Error::TypeMismatch { .. }))
+        ));
+        for i in 0..9u8 {
+            raw.insert(&[i; 5], b"abc").unwrap();
+        }
+        assert!(matches!(
+            raw.insert(&[99; 5], b"abc"),
+            Err(MapError::Full { .. })
+        ));
+        raw.clear().unwrap();
+        assert!(raw.is_empty() && typed.is_empty());
+        assert!(matches!(
+            BytesMap::create(&name("big"), 1 << 20, 1, 10),
+            Err(MapError::Params(_))
+        ));
+    }
+}
