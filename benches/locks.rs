@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use ndarray::Ix1;
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
-use shmarray::{SharedArray, SharedAtomicU64, SharedValue};
+use shmarray::{atomic::SharedAtomicU64, SharedArray, SharedValue};
 use std::hint::black_box;
 
 mod common;

@@ -8,7 +8,7 @@
 use criterion::{Criterion, Throughput};
 use ndarray::{ArrayViewMut2, Axis, Ix2};
 use rayon::prelude::*;
-use shmarray::Pool;
+use shmarray::pool::Pool;
 use shmarray::SharedArray;
 
 fn trivial(x: u64) -> u64 {

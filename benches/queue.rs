@@ -37,7 +37,7 @@ fn child(spec: &str) {
                 };
                 match r {
                     Ok(k) => got += k,
-                    Err(shmarray::QueueError::Closed) => break,
+                    Err(shmarray::queue::QueueError::Closed) => break,
                     Err(e) => panic!("{e}"),
                 }
             }

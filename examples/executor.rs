@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shmarray::{as_completed, Pool, TaskError};
+use shmarray::pool::{as_completed, Pool, TaskError};
 
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));

@@ -48,7 +48,10 @@ use std::time::{Duration, Instant};
 use ndarray::{ArrayView3, ArrayView4, ArrayViewMut3, Axis, Ix4};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use shmarray::{ArrayHandle, Partition, Pool, SharedArray};
+use shmarray::{
+    pool::{ArrayHandle, Partition, Pool},
+    SharedArray,
+};
 
 /// Files per decode task (a progress step).
 const FILES_PER_TASK: usize = 8;

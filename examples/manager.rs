@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use shmarray::{FixedStr, Process, SharedMap, SharedVec};
+use shmarray::{containers::FixedStr, Process, SharedMap, SharedVec};
 
 type Key = FixedStr<16>;
 

@@ -30,8 +30,8 @@ use mpi::datatype::PartitionMut;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Count;
+use shmarray::mpi::{DistArray, MpiError, NodeArray, NodeComm};
 use shmarray::ndarray::{Array2, Ix2};
-use shmarray::{DistArray, MpiError, NodeArray, NodeComm};
 
 /// Command-line options.
 #[derive(Clone, Debug)]

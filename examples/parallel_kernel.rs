@@ -6,7 +6,10 @@
 use std::time::Instant;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, Ix2};
-use shmarray::{Partition, Pool, SharedArray};
+use shmarray::{
+    pool::{Partition, Pool},
+    SharedArray,
+};
 
 fn double(mut rows: ArrayViewMut2<'_, f64>) {
     rows *= 2.0;

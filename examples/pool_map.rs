@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shmarray::{Pool, TaskError};
+use shmarray::pool::{Pool, TaskError};
 
 fn square(x: u64) -> u64 {
     x * x

@@ -2,7 +2,7 @@
 //!
 //! Run: `cargo run --example process_basic`
 
-use shmarray::{Process, TaskError};
+use shmarray::{pool::TaskError, Process};
 
 fn work(i: u32) -> String {
     format!("worker {i} ran in pid {}", std::process::id())

@@ -30,7 +30,7 @@ fn run(role: &str, name: &str, n: usize) -> Res<()> {
     match role {
         "fill" => {
             let opts = Options::new().persistent(true);
-            let a = SharedArray::<f64, Ix1>::create_with(&opts, name, n)?;
+            let a = opts.create::<SharedArray<f64, Ix1>, _>(name, n)?;
             let mut g = a.lock().recover(|g| g.fill(0.0))?;
             for (i, x) in g.iter_mut().enumerate() {
                 *x = 1.5 * i as f64;
@@ -140,7 +140,7 @@ fn self_check() -> Res<()> {
     holder.kill()?;
     holder.wait()?;
     peer(&["recover", &name])?;
-    shmarray::remove(&name)?;
+    shmarray::admin::remove(&name)?;
     let qname = format!("{name}-q");
     let q = Queue::<u64>::create(&qname, 64)?;
     let mut producer = Command::new(&exe).args(["put", &qname, "1000"]).spawn()?;

@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use shmarray::{ByteQueue, QueueError};
+use shmarray::{queue::QueueError, ByteQueue};
 
 const FRUITS: [&str; 6] = ["apple", "banana", "cherry", "durian", "elderberry", "fig"];
 

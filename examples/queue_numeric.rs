@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use shmarray::{Queue, QueueError};
+use shmarray::{queue::QueueError, Queue};
 
 const N: u64 = 10_000_000;
 

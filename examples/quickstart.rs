@@ -6,6 +6,7 @@
 use std::process::Command;
 
 use shmarray::ndarray::{Array2, Ix2};
+use shmarray::Segment;
 use shmarray::SharedArray;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,5 +1,18 @@
-//! Element types that can live in a segment: numbers, [`Bool`], `half::f16`,
-//! `Complex<f32>`/`Complex<f64>`, and records declared with [`record!`].
+//! Element types that can live in a segment ([`Element`]): numbers, [`Bool`],
+//! `half::f16`, `Complex<f32>`/`Complex<f64>`, and records declared with
+//! [`record!`](crate::record) (with [`Pad`] for padding, and fields of any
+//! [`RecordMember`] type).
+//!
+//! ```
+//! use shmarray::{element::Bool, ndarray::Ix1, num_complex::Complex, SharedArray};
+//! # fn main() -> Result<(), shmarray::Error> {
+//! let n = |s: &str| format!("doc-element-{s}-{}", std::process::id());
+//! let mut mask = SharedArray::<Bool, Ix1>::create(&n("mask"), 4)?; // numpy bool
+//! mask.view_mut()?[1] = Bool::TRUE;
+//! let _fft = SharedArray::<Complex<f64>, Ix1>::create(&n("fft"), 8)?; // numpy complex128
+//! assert_eq!(mask.view()?.iter().filter(|b| b.get()).count(), 1);
+//! # Ok(()) }
+//! ```
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -65,7 +78,7 @@ element! { half::f16 => F16 }
 /// so `Bool::from_byte(2) == Bool::TRUE`.
 ///
 /// ```
-/// use shmarray::Bool;
+/// use shmarray::element::Bool;
 /// let mask = [Bool::TRUE, Bool::from(false), Bool::from_byte(7)];
 /// assert_eq!(mask.map(Bool::get), [true, false, true]);
 /// assert_eq!(Bool::from_byte(7), Bool::TRUE);
@@ -202,7 +215,7 @@ bool_op!(BitAnd bitand &, BitOr bitor |, BitXor bitxor ^);
 /// ```
 /// shmarray::record! {
 ///     /// numpy: np.dtype([('id', 'u1'), ('v', '<f8')], align=True)
-///     pub struct Sample { pub id: u8, pub _pad: shmarray::Pad<7>, pub v: f64 }
+///     pub struct Sample { pub id: u8, pub _pad: shmarray::element::Pad<7>, pub v: f64 }
 /// }
 /// ```
 #[derive(Clone, Copy)]
@@ -280,7 +293,7 @@ impl<const N: usize> RecordMember for Pad<N> {
 ///         pub mass: f64,
 ///     }
 /// }
-/// use shmarray::{Element, SharedArray};
+/// use shmarray::{element::Element, SharedArray};
 /// // numpy: np.dtype([('x', '<f4'), ('y', '<f4'), ('mass', '<f8')])
 /// assert_eq!(
 ///     Particle::DTYPE.descr().to_string(),
@@ -335,7 +348,7 @@ macro_rules! record {
             use $crate::__private::core::mem::{align_of, offset_of, size_of};
             $(
                 assert!(
-                    size_of::<$ty>() == <$ty as $crate::RecordMember>::TYPE.size(),
+                    size_of::<$ty>() == <$ty as $crate::element::RecordMember>::TYPE.size(),
                     "a record field's size differs from its NPY type's",
                 );
             )+
@@ -343,17 +356,17 @@ macro_rules! record {
                 0 $( + size_of::<$ty>() )+ == size_of::<$name>(),
                 concat!(
                     "record `", stringify!($name), "` has implicit padding: declare \
-                     each gap as a field of type shmarray::Pad<N>"
+                     each gap as a field of type shmarray::element::Pad<N>"
                 ),
             );
-            const FIELDS: &[$crate::RecordField] = &[$(
-                $crate::RecordField::new(
+            const FIELDS: &[$crate::format::RecordField] = &[$(
+                $crate::format::RecordField::new(
                     stringify!($field),
                     offset_of!($name, $field),
-                    <$ty as $crate::RecordMember>::TYPE,
+                    <$ty as $crate::element::RecordMember>::TYPE,
                 )
             ),+];
-            const RECORD: $crate::RecordDescr = $crate::RecordDescr::new(
+            const RECORD: $crate::format::RecordDescr = $crate::format::RecordDescr::new(
                 stringify!($name),
                 size_of::<$name>(),
                 align_of::<$name>(),
@@ -368,8 +381,8 @@ macro_rules! record {
             // SAFETY: `RECORD` lists every field with its `offset_of!` offset and the
             // NPY type its `RecordMember` impl gives (whose size equals the field's,
             // asserted above), and the struct's size.
-            unsafe impl $crate::Element for $name {
-                const DTYPE: $crate::Dtype = $crate::Dtype::Record(&RECORD);
+            unsafe impl $crate::element::Element for $name {
+                const DTYPE: $crate::format::Dtype = $crate::format::Dtype::Record(&RECORD);
             }
         };
     };

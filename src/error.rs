@@ -226,7 +226,7 @@ pub enum Error {
         /// Bytes that could not be reserved.
         requested: u64,
     },
-    /// Huge pages were required ([`crate::HugePages::Require`]) and this machine
+    /// Huge pages were required ([`crate::huge::HugePages::Require`]) and this machine
     /// offers none where the segment would go; nothing was created.
     #[error("segment {name:?} cannot have huge pages: {missing}")]
     HugePagesUnavailable {

@@ -43,14 +43,14 @@
 //! ```
 //!
 //! ## Element types
-//! Numbers (`i8`…`u64`, `f32`, `f64`), [`Bool`] (numpy `bool`: any non-zero byte
+//! Numbers (`i8`…`u64`, `f32`, `f64`), [`Bool`](element::Bool) (numpy `bool`: any non-zero byte
 //! is true, and no Rust `bool` is ever made from shared bytes), `half::f16`
 //! (feature `f16`), `Complex<f32>`/`Complex<f64>` ([`num_complex`]), and records
 //! declared with [`record!`]: a `#[repr(C)]` struct that numpy sees as a
 //! structured dtype, its fields checked against the header at open.
 //!
 //! ```
-//! use shmarray::{ndarray::Ix1, num_complex::Complex, record, Bool, SharedArray};
+//! use shmarray::{element::Bool, ndarray::Ix1, num_complex::Complex, record, SharedArray};
 //! record! {
 //!     #[derive(Debug, Default)]
 //!     pub struct Particle { pub x: f32, pub y: f32, pub mass: f64 }
@@ -68,12 +68,11 @@
 //! ```
 //!
 //! ## Values, atomics, events, barriers
-//! [`SharedValue`] (Python's `Value` with `get_lock()`), [`SharedAtomicU64`] and its
-//! siblings, [`Event`], [`Barrier`] — each its own segment kind:
+//! [`SharedValue`] (Python's `Value` with `get_lock()`), the [atomics](atomic), [`Event`], [`Barrier`] — each its own segment kind:
 //!
 //! ```
 //! use std::sync::atomic::Ordering;
-//! use shmarray::{Barrier, Event, SharedAtomicU64, SharedValue};
+//! use shmarray::{atomic::SharedAtomicU64, Barrier, Event, SharedValue};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let n = |s: &str| format!("doc-{s}-{}", std::process::id());
 //! let total = SharedValue::<f64>::create(&n("total"), 0.0)?;
@@ -110,10 +109,10 @@
 //! [`SharedMap<K, V>`] and [`SharedVec<T>`]: Python's `Manager().dict()` and
 //! `.list()` without a server process, each one segment, safe under many
 //! processes at once and repaired after a process killed mid-operation;
-//! [`FixedStr`] for string keys.
+//! [`FixedStr`](containers::FixedStr) for string keys.
 //!
 //! ```
-//! use shmarray::{FixedStr, SharedMap, SharedVec};
+//! use shmarray::{containers::FixedStr, SharedMap, SharedVec};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let d = SharedMap::<FixedStr<16>, i64>::create(&format!("doc-d-{}", std::process::id()), 100)?;
 //! d.upsert(FixedStr::new("hits")?, 0, |n| *n += 1)?;
@@ -124,13 +123,15 @@
 //! ```
 //!
 //! ## Processes and the pool
-//! [`Process`] and [`Pool`] run plain `fn`s in worker processes; kernels work in
-//! place on disjoint parts of a shared array ([`Pool::for_each_chunk`],
-//! [`ArrayHandle`] for arrays as task arguments). Call [`init`] first in `main`.
+//! [`Process`] and [`Pool`](pool::Pool) run plain `fn`s in worker processes;
+//! kernels work in place on disjoint parts of a shared array
+//! ([`Pool::for_each_chunk`](pool::Pool::for_each_chunk),
+//! [`ArrayHandle`](pool::ArrayHandle) for arrays as task arguments). Call [`init`]
+//! first in `main`.
 //!
 //! ```
 //! use shmarray::ndarray::{ArrayViewMut1, Axis, Ix1};
-//! use shmarray::{Pool, SharedArray};
+//! use shmarray::{pool::Pool, SharedArray};
 //!
 //! fn square(x: u64) -> u64 { x * x }
 //! fn double(mut part: ArrayViewMut1<'_, f64>) { part *= 2.0 }
@@ -148,57 +149,79 @@
 //! ```
 //!
 //! ## Huge pages
-//! [`Options::huge_pages`] with [`HugePages::Prefer`] or [`HugePages::Require`] puts
+//! [`Options::huge_pages`] with [`HugePages::Prefer`](huge::HugePages::Prefer) or
+//! [`HugePages::Require`](huge::HugePages::Require) puts
 //! a segment on hugetlbfs or a THP tmpfs found in the mount table (or an
 //! `MFD_HUGETLB` memfd), so a fresh process attaching it faults 2 MiB pages, not
-//! 4 KiB ones; [`Backing`] says what a segment got, [`huge_page_support`] what the
-//! machine offers. Opening needs nothing extra:
+//! 4 KiB ones; [`Backing`](huge::Backing) says what a segment got,
+//! [`huge_page_support`](huge::huge_page_support) what the machine offers. Opening
+//! needs nothing extra:
 //!
 //! ```
-//! use shmarray::{HugePages, Options, PageKind, SharedArray};
+//! use shmarray::huge::{HugePages, PageKind};
+//! use shmarray::{ndarray::Ix1, Options, Segment, SharedArray};
 //! # fn main() -> Result<(), shmarray::Error> {
 //! let name = format!("doc-huge-{}", std::process::id());
-//! let opts = Options::new().huge_pages(HugePages::Prefer);
-//! let a = SharedArray::<f32, ndarray::Ix1>::create_with(&opts, &name, 1 << 20)?;
+//! let a: SharedArray<f32, Ix1> =
+//!     Options::new().huge_pages(HugePages::Prefer).create(&name, 1 << 20)?;
 //! // Huge pages where this machine has them; else base pages, and why.
 //! assert!(a.backing().is_huge() || a.backing().fallback.is_some());
-//! let b = SharedArray::<f32, ndarray::Ix1>::open(&name)?;
+//! let b = SharedArray::<f32, Ix1>::open(&name)?;
 //! assert_eq!(b.backing().kind == PageKind::Base, !a.backing().is_huge());
 //! # Ok(()) }
 //! ```
 //!
 //! ## Inspection and clean-up
-//! [`inspect`] (read with `pread` only, any kind, any owner), [`collect_garbage`] /
-//! [`find_garbage`] (what `shmarray gc` does), [`export_npy`], [`remove`]:
+//! In [`admin`]: [`inspect`](admin::inspect) (read with `pread` only, any kind,
+//! any owner), [`collect_garbage`](admin::collect_garbage) /
+//! [`find_garbage`](admin::find_garbage) (what `shmarray gc` does),
+//! [`export_npy`](admin::export_npy), [`remove`](admin::remove); and
+//! [`Segment::info`] for a handle's own segment:
 //!
 //! ```
-//! use shmarray::{inspect, Namespace, ObjectKind, SharedAtomicU32, Usage};
+//! use shmarray::admin::{inspect, Usage};
+//! use shmarray::{atomic::SharedAtomicU32, format::ObjectKind, Namespace};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let name = format!("doc-inspect-{}", std::process::id());
 //! let _flag = SharedAtomicU32::create(&name, 7)?;
 //! let info = inspect(&Namespace::default_dir()?, &name)?;
 //! assert_eq!((info.kind(), info.usage), (ObjectKind::Atomic, Usage::InUse));
 //! let mut npy = Vec::new();
-//! shmarray::export_npy(&Namespace::default_dir()?, &name, &mut npy)?;
+//! shmarray::admin::export_npy(&Namespace::default_dir()?, &name, &mut npy)?;
 //! assert_eq!(&npy[..6], b"\x93NUMPY");
 //! # Ok(()) }
 //! ```
 //!
-//! ## Layers
-//! Top to bottom; a lower layer never uses a higher one, and every module is
-//! private (each item has one path, at the crate root):
+//! ## Where things are
+//! One path per item. At the root, what a newcomer types first: the handles
+//! ([`SharedArray`], [`SharedValue`], [`Event`], [`Barrier`], [`Queue`],
+//! [`ByteQueue`], [`SharedMap`], [`SharedVec`], [`Process`] and [`init`]), how
+//! segments are made and what they all have ([`Options`], [`Namespace`],
+//! [`Segment`], [`Create`], [`Open`]), and [`Error`], [`Result`], [`LockError`],
+//! [`LockResultExt`], [`record!`]. Everything else by topic:
 //!
-//! | layer | what |
+//! | module | what |
 //! |---|---|
-//! | pool, process | worker processes, a pool, in-place kernels over shared arrays (feature `pool`, default) |
-//! | array, objects, queue | typed handles, each a segment *kind*: [`SharedArray`], [`SharedValue`], atomics, [`Event`], [`Barrier`], [`Queue`], [`ByteQueue`], [`SharedMap`], [`SharedVec`] |
-//! | sync | the robust mutex ([`LockError`], [`LockFailure`]), futex waits, the member table (liveness) |
-//! | segment | exclusive create, checked attach, kinds, liveness ([`Liveness`], [`Usage`]), removal, `gc`, inspection |
-//! | error, format | [`Error`] and friends; the segment format as pure code ([`Dtype`], [`ObjectKind`], [`Layout`]) |
-//! | sys | the one place that calls libc/nix |
+//! | [`sync`] | lock guards ([`ArrayGuard`](sync::ArrayGuard), [`ValueGuard`](sync::ValueGuard)), lock and barrier errors, timeouts |
+//! | [`atomic`] | [`SharedAtomicU32`](atomic::SharedAtomicU32), `U64`, `I64` |
+//! | [`queue`] | [`QueueError`](queue::QueueError) |
+//! | [`containers`] | [`FixedStr`](containers::FixedStr) keys, [`BytesMap`](containers::BytesMap), map and vec errors |
+//! | [`pool`] | [`Pool`](pool::Pool), its futures and kernels, start methods, [`TaskError`](pool::TaskError) (feature `pool`, default) |
+//! | [`admin`] | inspect, garbage collection, removal, `.npy` export; directories |
+//! | [`huge`] | huge pages: asking, what a segment got, what the machine has |
+//! | [`element`] | [`Element`](element::Element) and the element types beyond numbers |
+//! | [`format`](mod@format) | the segment format: dtypes, descriptors, headers, control block |
+//! | `mpi` | node-shared and distributed arrays over MPI (feature `mpi`) |
 //!
-//! The `shmarray` command (feature `cli`, default) lists, inspects and cleans up
-//! segments; the guide's [CLI chapter](guide::ch10_cli) documents it.
+//! Internally the crate is layered, top to bottom (a lower layer never uses a
+//! higher one): pool and process; the handles (array, objects, queue); sync (robust
+//! mutex, futex waits, member tables); segment (exclusive create, checked attach,
+//! liveness, removal, inspection); format and error (pure code); sys (the one place
+//! that calls libc/nix). `CONTRIBUTING.md` has the file map.
+//!
+//! The `shmarray` command (package `shmarray-cli` in this repository's workspace)
+//! lists, inspects and cleans up segments; the guide's [CLI chapter](guide::ch10_cli)
+//! documents it.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
     missing_docs,
@@ -206,69 +229,137 @@
     unreachable_pub,
     clippy::undocumented_unsafe_blocks
 )]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "shmarray supports Linux only: it relies on /dev/shm, memfd, robust futexes and OFD locks"
 );
 
+// Internal modules (the layers, top to bottom: pool/process, array/objects/queue,
+// sync, segment, format/error, sys). Those that are also a topic of the API are
+// public, with exactly their topic's items public in them.
 mod array;
-#[doc(hidden)]
-pub mod demo;
-mod element;
+pub mod element;
 mod error;
-mod format;
+pub mod format;
 #[cfg(feature = "mpi")]
-mod mpi;
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+pub mod mpi;
 mod objects;
 #[cfg(feature = "pool")]
-mod pool;
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+pub mod pool;
 mod primitive;
 #[cfg(feature = "pool")]
 mod process;
-mod queue;
+pub mod queue;
 mod segment;
-mod sync;
+pub mod sync;
 mod sys;
 
-#[cfg(feature = "mpi")]
-pub use self::mpi::{write_npy, DistArray, MpiError, NodeArray, NodeComm, PRETEND_NODES_ENV};
-/// The MPI bindings (rsmpi) the [`NodeComm`] communicators are made of (feature `mpi`).
-#[cfg(feature = "mpi")]
-pub use ::mpi as rsmpi;
-pub use array::{ArrayGuard, ArrayReadGuard, ReadResult, SharedArray};
-pub use element::{Bool, Element, Pad, RecordMember};
-pub use error::{Corruption, DirectoryProblem, Error, NameProblem, Result};
-pub use format::control::{ControlError, ControlFields, ObjectKind};
-pub use format::descr::{Descr, DescrField};
-pub use format::dtype::{Dtype, FieldType, RecordDescr, RecordField, UnknownDtype, MAX_FIELD_DIMS};
-pub use format::npy::{HeaderError, Layout, NpyHeader};
-pub use format::objects::ParamsError;
+// The headline types: what a newcomer types first.
+pub use array::SharedArray;
+pub use error::{Error, Result};
+pub use objects::{Barrier, Event, SharedMap, SharedValue, SharedVec};
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+pub use process::{init, Process};
+#[cfg(not(loom))]
+pub use queue::{bytes::ByteQueue, typed::Queue};
+pub use segment::{Create, Namespace, Open, Options, Segment};
+pub use sync::mutex::{LockError, LockResultExt};
+
+// The crates whose types are part of the API.
 #[cfg(feature = "f16")]
+#[cfg_attr(docsrs, doc(cfg(feature = "f16")))]
 /// The `half` crate whose `f16` is an element type (feature `f16`).
 pub use half;
 pub use ndarray;
 /// The `num-complex` crate whose `Complex<f32>`/`Complex<f64>` are element types.
 pub use num_complex;
-pub use objects::{
-    Barrier, BarrierOpenError, BytesMap, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
-    SharedAtomicU32, SharedAtomicU64, SharedMap, SharedValue, SharedVec, ValueGuard, VecError,
-};
-#[cfg(feature = "pool")]
-pub use pool::{as_completed, ArrayHandle, Imap, MapResult, Partition, Pool, TaskFuture};
-#[cfg(feature = "pool")]
-pub use process::{init, Process, StartMethod, TaskError, WORKER_ENV};
-#[cfg(not(loom))]
-pub use queue::{ByteQueue, Queue, QueueError};
-pub use segment::{
-    collect_garbage, export_npy, find_garbage, huge_page_support, inspect, remove, Backing,
-    Contents, Directory, GcReport, HugeMount, HugePageSupport, HugePages, HugePool, Liveness,
-    MapContents, Namespace, Options, PageKind, ReaderInfo, RefusedDirectory, RwLockInfo,
-    SegmentInfo, Usage, VecContents, DIR_ENV, HUGE_DIR_ENV,
-};
-pub use sync::{
-    BarrierError, LockError, LockFailure, LockResult, LockResultExt, RobustGuard, TimedOut,
-};
+
+pub mod atomic {
+    //! Atomic integers in shared memory, each its own segment: Python's
+    //! `Value('Q', lock=False)` with atomic operations, and (`u32`) a futex word.
+    //!
+    //! ```
+    //! use std::sync::atomic::Ordering;
+    //! use shmarray::atomic::SharedAtomicU64;
+    //! let hits = SharedAtomicU64::create(&format!("doc-atomic-{}", std::process::id()), 0)?;
+    //! hits.fetch_add(1, Ordering::Relaxed);
+    //! assert_eq!(hits.load(Ordering::Relaxed), 1);
+    //! # Ok::<(), shmarray::Error>(())
+    //! ```
+
+    pub use crate::objects::{SharedAtomicI64, SharedAtomicU32, SharedAtomicU64};
+}
+
+pub mod containers {
+    //! What the shared containers need besides [`SharedMap`](crate::SharedMap) and
+    //! [`SharedVec`](crate::SharedVec): string keys ([`FixedStr`]), their errors, and
+    //! [`BytesMap`], the map with key and value sizes chosen at run time.
+    //!
+    //! ```
+    //! use shmarray::{containers::FixedStr, SharedMap};
+    //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    //! let d = SharedMap::<FixedStr<16>, i64>::create(&format!("doc-containers-{}", std::process::id()), 100)?;
+    //! d.upsert(FixedStr::new("hits")?, 0, |n| *n += 1)?;
+    //! assert_eq!(d.get(&FixedStr::new("hits")?)?, Some(1));
+    //! # Ok(()) }
+    //! ```
+
+    pub use crate::objects::{BytesMap, FixedStr, FixedStrError, MapError, VecError};
+}
+
+pub mod admin {
+    //! Looking at segments from outside, as the `shmarray` command does: inspecting
+    //! any segment with `pread` only ([`inspect`]), finding and collecting what dead
+    //! processes left ([`find_garbage`], [`collect_garbage`]), removing by name
+    //! ([`remove`]), writing `.npy` files ([`export_npy`], [`write_npy`]), and the
+    //! directories a [`Namespace`](crate::Namespace) is made of.
+    //!
+    //! ```
+    //! use shmarray::{admin, atomic::SharedAtomicU32, format::ObjectKind, Namespace};
+    //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    //! let name = format!("doc-admin-{}", std::process::id());
+    //! let _flag = SharedAtomicU32::create(&name, 7)?;
+    //! let info = admin::inspect(&Namespace::default_dir()?, &name)?;
+    //! assert_eq!((info.kind(), info.usage), (ObjectKind::Atomic, admin::Usage::InUse));
+    //! assert!(!info.is_garbage()); // in use: `shmarray gc` leaves it alone
+    //! # Ok(()) }
+    //! ```
+
+    pub use crate::error::{DirectoryProblem, NameProblem};
+    pub use crate::segment::{
+        collect_garbage, export_npy, find_garbage, inspect, remove, write_npy, Contents, Directory,
+        GcReport, Liveness, MapContents, ReaderInfo, RefusedDirectory, RwLockInfo, SegmentInfo,
+        Usage, VecContents, DIR_ENV,
+    };
+}
+
+pub mod huge {
+    //! Huge pages: asking for them ([`HugePages`], with
+    //! [`Options::huge_pages`](crate::Options::huge_pages)), what a segment got
+    //! ([`Backing`]), and what the machine offers ([`huge_page_support`]).
+    //!
+    //! ```
+    //! use shmarray::{huge::{Backing, HugePages}, ndarray::Ix1, Options, Segment, SharedArray};
+    //! # fn main() -> Result<(), shmarray::Error> {
+    //! let name = format!("doc-huge-mod-{}", std::process::id());
+    //! let a: SharedArray<f32, Ix1> =
+    //!     Options::new().huge_pages(HugePages::Prefer).create(&name, 1 << 20)?;
+    //! let b: &Backing = a.backing();
+    //! // Huge pages where this machine has them; else base pages, and why.
+    //! assert!(b.is_huge() || b.fallback.is_some());
+    //! # Ok(()) }
+    //! ```
+
+    pub use crate::segment::{
+        huge_page_support, Backing, HugeMount, HugePageSupport, HugePages, HugePool, PageKind,
+        HUGE_DIR_ENV,
+    };
+}
 
 /// Every Rust block of the README compiles and runs (or, where it says so, fails to
 /// compile): the README cannot drift from the API.

@@ -5,7 +5,11 @@
 
 #![allow(dead_code)]
 
+use shmarray::atomic::*;
+use shmarray::containers::*;
 use shmarray::ndarray::{Ix1, Ix2};
+use shmarray::queue::*;
+use shmarray::sync::*;
 use shmarray::*;
 
 /// `T` implements every listed trait.
@@ -79,6 +83,7 @@ assert_impl!(BarrierError: Send, Sync, std::error::Error);
 #[cfg(feature = "pool")]
 mod pool {
     use super::*;
+    use shmarray::pool::*;
     // The pool and its results: `Send + Sync` (submit from many threads).
     assert_impl!(Pool: Send, Sync);
     assert_impl!(Process<u64>: Send, Sync);

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use common::{leftovers, unique_name, Children};
 use ndarray::Ix1;
 use shmarray::{
-    inspect, Contents, Error, FixedStr, FixedStrError, MapError, Namespace, ObjectKind,
-    SharedArray, SharedMap, SharedVec, VecError,
+    admin::{inspect, Contents},
+    containers::{FixedStr, FixedStrError, MapError, VecError},
+    format::ObjectKind,
+    Error, Namespace, Segment, SharedArray, SharedMap, SharedVec,
 };
 
 const CHILD_ENV: &str = "SHMARRAY_CONT_CHILD";

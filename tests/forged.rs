@@ -19,8 +19,11 @@ use std::time::Duration;
 use common::{unique_name, Children};
 use ndarray::{Ix1, IxDyn};
 use shmarray::{
-    inspect, Barrier, Contents, Corruption, Error, HeaderError, LockError, LockFailure, MapError,
-    Namespace, SharedArray, SharedMap, SharedValue, SharedVec, VecError,
+    admin::{inspect, Contents},
+    containers::{MapError, VecError},
+    format::{Corruption, HeaderError},
+    sync::LockFailure,
+    Barrier, Error, LockError, Namespace, SharedArray, SharedMap, SharedValue, SharedVec,
 };
 
 const CHILD_ENV: &str = "SHMARRAY_FORGED_CHILD";
@@ -428,7 +431,7 @@ fn more_than_64_dimensions_are_refused_at_create() {
         }
         assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
         assert!(matches!(
-            shmarray::__fuzz::build_header(shmarray::Dtype::U8, false, &vec![1; ndim]),
+            shmarray::__fuzz::build_header(shmarray::format::Dtype::U8, false, &vec![1; ndim]),
             Err(HeaderError::TooManyDimensions { ndim: n, max: 64 }) if n == ndim
         ));
     }

@@ -20,8 +20,8 @@ use std::time::Duration;
 use common::{unique_name, Children, ShmFile};
 use shmarray::ndarray::{Ix0, Ix1};
 use shmarray::{
-    collect_garbage, find_garbage, inspect, Barrier, ByteQueue, Error, Liveness, Namespace,
-    Options, SharedArray, Usage,
+    admin::{collect_garbage, find_garbage, inspect, Liveness, Usage},
+    Barrier, ByteQueue, Error, Namespace, Options, Segment, SharedArray,
 };
 
 const CHILD_ENV: &str = "SHMARRAY_HOSTILE_CHILD";
@@ -139,10 +139,11 @@ fn another_users_segment_is_never_adopted() {
     // Trusting the owner is a deliberate act; its 0666 mode is refused separately.
     let trusted = Options::new().trust_owner(65534);
     assert!(matches!(
-        SharedArray::<f64, Ix1>::open_with(&trusted, &name),
+        trusted.open::<SharedArray<f64, Ix1>>(&name),
         Err(Error::InsecureMode { mode: 0o666, .. })
     ));
-    let mut a = SharedArray::<f64, Ix1>::open_with(&trusted.allow_shared_write(true), &name)
+    let mut a = (trusted.allow_shared_write(true))
+        .open::<SharedArray<f64, Ix1>>(&name)
         .expect("trusted owner and shared write allowed");
     assert_eq!(a.view().unwrap().len(), 8);
     // Inspection shows it (adopting nothing) with its owner.
@@ -170,9 +171,10 @@ fn group_or_other_writable_files_are_refused_unless_allowed() {
             "{mode:o}"
         );
     }
-    assert!(
-        SharedArray::<u8, Ix1>::open_with(&Options::new().allow_shared_write(true), &name).is_ok()
-    );
+    assert!(Options::new()
+        .allow_shared_write(true)
+        .open::<SharedArray<u8, Ix1>>(&name)
+        .is_ok());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert!(
         SharedArray::<u8, Ix1>::open(&name).is_ok(),
@@ -236,7 +238,9 @@ fn a_fifo_under_a_segment_name_never_blocks() {
     let ns = dir.ns();
     let (a, b, c) = (ns.clone(), ns.clone(), ns);
     let opened = within(Duration::from_secs(10), "open of a FIFO", move || {
-        SharedArray::<u8, Ix1>::open_with(&Options::new().namespace(a), "frames")
+        Options::new()
+            .namespace(a)
+            .open::<SharedArray<u8, Ix1>>("frames")
     });
     assert!(
         matches!(
@@ -265,8 +269,8 @@ fn a_fifo_under_a_segment_name_never_blocks() {
 fn hold_in_foreign_namespace(dir: &str, name: &str, barrier: &str, queue: &str) -> i32 {
     let ns = Namespace::at(dir).unwrap();
     let opts = Options::new().namespace(ns.clone());
-    let _seg = SharedArray::<u64, Ix0>::create_with(&opts, name, ()).unwrap();
-    let b = Barrier::open_with(&opts, barrier).unwrap();
+    let _seg = opts.create::<SharedArray<u64, Ix0>, _>(name, ()).unwrap();
+    let b = opts.open::<Barrier>(barrier).unwrap();
     let q = ByteQueue::open(queue).unwrap();
     println!("ready pid={}", std::process::id());
     // Our own gc must not take what a live process elsewhere holds either.
@@ -304,12 +308,12 @@ fn a_live_process_elsewhere_is_never_called_dead(test: &str, wrapper: &[&str]) {
     let opts = Options::new().namespace(ns.clone());
     let (name, bname) = ("held", "barrier");
     let qname = unique_name("nsqueue");
-    let b = Barrier::create_with(&opts, bname, 2).unwrap();
+    let b = opts.create::<Barrier, _>(bname, 2).unwrap();
     let q = ByteQueue::create(&qname, 4, 64).unwrap();
     // Something that IS garbage, so the child's gc has work: a segment whose
     // handles are all gone.
     drop(
-        SharedArray::<u8, Ix1>::create_with(&opts, "orphan", 4)
+        opts.create::<SharedArray<u8, Ix1>, _>("orphan", 4)
             .unwrap()
             .into_persistent(),
     );
@@ -384,7 +388,9 @@ fn create_forever(dir: &str) -> i32 {
     let opts = Options::new().namespace(Namespace::at(dir).unwrap());
     for i in 0u64.. {
         let name = format!("seg-{}-{i}", std::process::id());
-        let a = SharedArray::<u8, Ix1>::create_with(&opts, &name, 4 << 20).unwrap();
+        let a = opts
+            .create::<SharedArray<u8, Ix1>, _>(&name, 4 << 20)
+            .unwrap();
         if i % 2 == 0 {
             drop(a);
         } else {
@@ -430,7 +436,8 @@ fn killed_creators_leave_nothing_gc_cannot_collect(method: Option<&str>) {
     let opts = Options::new().namespace(ns);
     for pid in pids {
         for i in 0..3 {
-            SharedArray::<u8, Ix1>::create_with(&opts, &format!("seg-{pid}-{i}"), 1).unwrap();
+            opts.create::<SharedArray<u8, Ix1>, _>(&format!("seg-{pid}-{i}"), 1)
+                .unwrap();
         }
     }
 }
@@ -452,10 +459,11 @@ fn two_gc_at_once_collect_everything_once_and_never_a_live_segment() {
     let opts = Options::new().namespace(ns.clone());
     for i in 0..40 {
         leak_without_unlink(
-            SharedArray::<u8, Ix1>::create_with(&opts, &format!("g{i}"), 4).unwrap(),
+            opts.create::<SharedArray<u8, Ix1>, _>(&format!("g{i}"), 4)
+                .unwrap(),
         );
     }
-    let live = SharedArray::<u8, Ix1>::create_with(&opts, "live", 4).unwrap();
+    let live = opts.create::<SharedArray<u8, Ix1>, _>("live", 4).unwrap();
     let (n1, n2) = (ns.clone(), ns.clone());
     let t1 = std::thread::spawn(move || collect_garbage(&n1).unwrap());
     let t2 = std::thread::spawn(move || collect_garbage(&n2).unwrap());
@@ -480,7 +488,7 @@ fn two_gc_at_once_collect_everything_once_and_never_a_live_segment() {
 
 /// Drops a handle's mapping and descriptor without removing its name, as a crash
 /// would: the segment stays, non-persistent and idle.
-fn leak_without_unlink<T: shmarray::Element, D: shmarray::ndarray::Dimension>(
+fn leak_without_unlink<T: shmarray::element::Element, D: shmarray::ndarray::Dimension>(
     a: SharedArray<T, D>,
 ) {
     let name = a.name().unwrap().to_string();
@@ -504,7 +512,7 @@ fn gc_goes_on_after_a_failure_and_reports_every_one() {
     let ns = dir.ns();
     let opts = Options::new().namespace(ns.clone());
     for n in ["a-stuck", "b-free", "c-free"] {
-        leak_without_unlink(SharedArray::<u8, Ix1>::create_with(&opts, n, 4).unwrap());
+        leak_without_unlink(opts.create::<SharedArray<u8, Ix1>, _>(n, 4).unwrap());
     }
     let stuck = dir.0.join("a-stuck");
     if !Command::new("chattr")
@@ -534,8 +542,12 @@ fn gc_keeps_live_persistent_foreign_and_plain_files() {
     let dir = ShmDir::new("gckeep");
     let ns = dir.ns();
     let opts = Options::new().namespace(ns.clone());
-    let _live = SharedArray::<u8, Ix1>::create_with(&opts, "live", 4).unwrap();
-    drop(SharedArray::<u8, Ix1>::create_with(&opts.clone().persistent(true), "kept", 4).unwrap());
+    let _live = opts.create::<SharedArray<u8, Ix1>, _>("live", 4).unwrap();
+    drop(
+        (opts.clone().persistent(true))
+            .create::<SharedArray<u8, Ix1>, _>("kept", 4)
+            .unwrap(),
+    );
     let mut f = std::fs::File::create(dir.0.join("foreign")).unwrap();
     f.write_all(b"not a segment").unwrap();
     std::fs::write(dir.0.join("plain.npy"), {
@@ -548,13 +560,16 @@ fn gc_keeps_live_persistent_foreign_and_plain_files() {
         v
     })
     .unwrap();
-    leak_without_unlink(SharedArray::<u8, Ix1>::create_with(&opts, "orphan", 4).unwrap());
+    leak_without_unlink(opts.create::<SharedArray<u8, Ix1>, _>("orphan", 4).unwrap());
     let report = collect_garbage(&ns).unwrap();
     let removed: Vec<&str> = report.removed.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(removed, ["orphan"], "{report:?}");
     assert_eq!(dir.names(), ["foreign", "kept", "live", "plain.npy"]);
     // A dry run reports without removing; a second real run finds nothing.
-    leak_without_unlink(SharedArray::<u8, Ix1>::create_with(&opts, "orphan2", 4).unwrap());
+    leak_without_unlink(
+        opts.create::<SharedArray<u8, Ix1>, _>("orphan2", 4)
+            .unwrap(),
+    );
     let dry = find_garbage(&ns).unwrap();
     assert_eq!(dry.removed.len(), 1);
     assert!(dir.names().contains(&"orphan2".to_string()));

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use mpi::traits::*;
 use shmarray::ndarray::{Array2, Ix2};
 use shmarray::{
-    collect_garbage, inspect, DistArray, MpiError, Namespace, NodeArray, NodeComm, ObjectKind,
-    Usage, PRETEND_NODES_ENV,
+    admin::{collect_garbage, inspect, Usage},
+    format::ObjectKind,
+    mpi::{DistArray, MpiError, NodeArray, NodeComm, PRETEND_NODES_ENV},
+    Namespace,
 };
 
 const CASE_ENV: &str = "SHMARRAY_MPI_TEST_CASE";
@@ -444,7 +446,7 @@ fn driver() {
         std::fs::create_dir(&dir.0).map_err(|e| e.to_string())?;
         let p = prefix("c");
         let mut c = self_case(2, 2, "crash", &p);
-        c.env(shmarray::DIR_ENV, &dir.0);
+        c.env(shmarray::admin::DIR_ENV, &dir.0);
         let o = run(c, "crash");
         if o.status.success() {
             return Err(format!("the aborted job exited 0\n{}", text(&o)));

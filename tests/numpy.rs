@@ -8,7 +8,7 @@ mod common;
 use common::{python, unique_name, ShmFile};
 use ndarray::{arr2, Array, Ix0, Ix1, Ix2, IxDyn};
 use shmarray::ndarray::Order;
-use shmarray::{Error, Options, SharedArray};
+use shmarray::{Error, Options, Segment, SharedArray};
 
 #[test]
 fn rust_created_segment_is_a_numpy_array_and_sees_numpy_writes() {
@@ -34,14 +34,18 @@ fn rust_created_segment_is_a_numpy_array_and_sees_numpy_writes() {
 
 #[test]
 fn element_types_and_orders_reach_numpy_intact() {
-    fn check<T: shmarray::Element + std::fmt::Debug>(v: T, np_dtype: &str, order: Order) -> bool {
+    fn check<T: shmarray::element::Element + std::fmt::Debug>(
+        v: T,
+        np_dtype: &str,
+        order: Order,
+    ) -> bool {
         let name = unique_name("np-types");
         let opts = Options::new().order(order);
         let src = Array::from_shape_fn(
             (2, 3),
             |(i, j)| if i == 1 && j == 2 { v } else { T::zeroed() },
         );
-        let a = SharedArray::create_from_with(&opts, &name, &src).unwrap();
+        let a = opts.create_from(&name, &src).unwrap();
         let fortran = order == Order::ColumnMajor;
         let Some(out) = python(&format!(
             "a = np.load({:?}, mmap_mode='r')\n\
@@ -168,7 +172,10 @@ fn numpy_open_memmap_segment_is_shared_both_ways() {
 /// vec is a plain 1-d array whose first `len` elements are valid.
 #[test]
 fn maps_and_vecs_read_from_numpy() {
-    use shmarray::{inspect, Contents, Namespace, SharedMap, SharedVec};
+    use shmarray::{
+        admin::{inspect, Contents},
+        Namespace, Segment, SharedMap, SharedVec,
+    };
     let name = unique_name("np-map");
     let m = SharedMap::<u64, f64>::create(&name, 100).unwrap();
     for k in 0..10u64 {

@@ -11,7 +11,9 @@ use ndarray::{Ix1, Ix2, IxDyn};
 use shmarray::half::f16;
 use shmarray::num_complex::Complex;
 use shmarray::{
-    record, Bool, Descr, Element, Error, ObjectKind, Options, Pad, Queue, SharedArray, SharedVec,
+    element::{Bool, Element, Pad},
+    format::{Descr, ObjectKind},
+    record, Error, Options, Queue, Segment, SharedArray, SharedVec,
 };
 
 record! {
@@ -305,7 +307,7 @@ fn byte_views_create_records_numpy_reads() {
         Descr::from_literal("[('a', '|u1'), ('', '|V3'), ('b', '<i4', (2,))]").unwrap();
     let _cleanup = ShmFile::new(&name);
     let opts = Options::new().persistent(true);
-    let mut a = SharedArray::create_bytes_with(&opts, &name, &descr, &[3]).unwrap();
+    let mut a = opts.create_bytes(&name, &descr, &[3]).unwrap();
     assert_eq!(a.shape(), &[3]);
     assert_eq!(a.descr(), &descr);
     {
@@ -332,13 +334,13 @@ fn byte_views_create_records_numpy_reads() {
     for bad in ["[('s', '<U4')]", "'>f8'", "'|O'"] {
         let d = Descr::from_literal(bad).unwrap();
         assert!(matches!(
-            SharedArray::create_bytes_with(&Options::new(), &unique_name("dt-bad"), &d, &[1]),
+            Options::new().create_bytes(&unique_name("dt-bad"), &d, &[1]),
             Err(Error::TypeMismatch { .. })
         ));
     }
     // The record type with the same fields opens it.
     record! { struct AB { a: u8, _p: Pad<3>, b: [i32; 2] } }
-    let mut typed = SharedArray::<AB, IxDyn>::open_with(&opts, &name).unwrap();
+    let mut typed = opts.open::<SharedArray<AB, IxDyn>>(&name).unwrap();
     assert_eq!(typed.view().unwrap()[1].a, 9);
 }
 

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, Ix2};
 use shmarray::SharedArray;
-use shmarray::{as_completed, ArrayHandle, Partition, Pool, Process, StartMethod, TaskError};
+use shmarray::{
+    pool::{as_completed, ArrayHandle, Partition, Pool, StartMethod, TaskError},
+    Process,
+};
 
 fn square(x: u64) -> u64 {
     x * x
@@ -1052,12 +1055,9 @@ fn kernels_over_fresh_arrays_fit_a_small_tmpfs() {
     };
     let pool = Pool::new(2).unwrap();
     for round in 0..10 {
-        let mut a = SharedArray::<f64, Ix2>::create_with(
-            &shmarray::Options::new().namespace(ns.clone()),
-            &format!("fresh-{round}"),
-            (256, 1024),
-        )
-        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let mut a = (shmarray::Options::new().namespace(ns.clone()))
+            .create::<SharedArray<f64, Ix2>, _>(&format!("fresh-{round}"), (256, 1024))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
         pool.for_each_chunk(&a, Axis(0), add_one).unwrap();
         assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
     }
@@ -1076,17 +1076,17 @@ fn idle_workers_let_go_of_removed_segments() {
     let opts = shmarray::Options::new().namespace(ns);
     let pool = Pool::new(2).unwrap();
     for round in 0..10 {
-        let mut a =
-            SharedArray::<f64, Ix2>::create_with(&opts, &format!("one-{round}"), (384, 1024))
-                .unwrap_or_else(|e| panic!("3 MiB, round {round}: {e}"));
+        let mut a = opts
+            .create::<SharedArray<f64, Ix2>, _>(&format!("one-{round}"), (384, 1024))
+            .unwrap_or_else(|e| panic!("3 MiB, round {round}: {e}"));
         pool.for_each_chunk_with(&a, Axis(0), Partition::Parts(1), add_one)
             .unwrap();
         assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
     }
     for round in 0..10 {
-        let mut a =
-            SharedArray::<f64, Ix2>::create_with(&opts, &format!("both-{round}"), (640, 1024))
-                .unwrap_or_else(|e| panic!("5 MiB, round {round}: {e}"));
+        let mut a = opts
+            .create::<SharedArray<f64, Ix2>, _>(&format!("both-{round}"), (640, 1024))
+            .unwrap_or_else(|e| panic!("5 MiB, round {round}: {e}"));
         pool.for_each_chunk(&a, Axis(0), add_one).unwrap();
         assert!(a.view().unwrap().iter().all(|&x| x == 1.0));
     }

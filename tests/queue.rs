@@ -21,7 +21,12 @@ use std::time::{Duration, Instant};
 use common::{leftovers, unique_name, wait_with_deadline, ShmFile};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use shmarray::{ByteQueue, Dtype, Error, ObjectKind, Queue, QueueError};
+use shmarray::Segment;
+use shmarray::{
+    format::{Dtype, ObjectKind},
+    queue::QueueError,
+    ByteQueue, Error, Queue,
+};
 
 const CHILD_ENV: &str = "SHMARRAY_QUEUE_CHILD";
 const PARENT_ENV: &str = "SHMARRAY_QUEUE_PARENT";

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{unique_name, Children};
 use ndarray::Ix1;
-use shmarray::{LockError, LockFailure, LockResultExt, SharedArray};
+use shmarray::{sync::LockFailure, LockError, LockResultExt, SharedArray};
 
 const CHILD_ENV: &str = "SHMARRAY_RW_CHILD";
 
@@ -341,7 +341,12 @@ fn inspect_shows_the_readers_their_liveness_and_the_writer() {
     let name = unique_name("rw-inspect");
     let a = SharedArray::<i64, Ix1>::create(&name, 16).unwrap();
     let ns = shmarray::Namespace::default_dir().unwrap();
-    let rw = || shmarray::inspect(&ns, &name).unwrap().rwlock.unwrap();
+    let rw = || {
+        shmarray::admin::inspect(&ns, &name)
+            .unwrap()
+            .rwlock
+            .unwrap()
+    };
     assert_eq!((rw().writer, rw().readers.len()), ("free", 0));
     let mut kids = Children::new(CHILD_ENV);
     let r = kids.spawn(&format!("read_and_hold:{name}"));
@@ -351,13 +356,13 @@ fn inspect_shows_the_readers_their_liveness_and_the_writer() {
     let reader = &seen.readers[0];
     assert_eq!(
         (reader.pid, reader.holds, reader.liveness),
-        (kids.pid(r), 1, shmarray::Liveness::Alive)
+        (kids.pid(r), 1, shmarray::admin::Liveness::Alive)
     );
     kids.kill(r);
     let seen = rw();
     assert_eq!(
         (seen.readers[0].holds, seen.readers[0].liveness),
-        (1, shmarray::Liveness::Dead),
+        (1, shmarray::admin::Liveness::Dead),
         "a dead reader still holding, until a writer comes"
     );
     assert_eq!(a.write().unwrap().recovered_readers(), 1);

@@ -9,8 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use common::{unique_name, ShmFile};
 use ndarray::{arr2, Array, Ix0, Ix1, Ix2, Ix3, IxDyn};
 use shmarray::ndarray::Order;
+use shmarray::Segment;
 use shmarray::{
-    Corruption, Error, NameProblem, Namespace, ObjectKind, Options, SharedArray, SharedValue,
+    admin::NameProblem,
+    format::{Corruption, ObjectKind},
+    Error, Namespace, Options, SharedArray, SharedValue,
 };
 
 #[test]
@@ -61,7 +64,7 @@ fn persistent_segments_survive_their_handle() {
     assert!(!a.is_owner());
     drop(a);
     let b = SharedArray::<i32, Ix1>::open(&name).unwrap();
-    let info = shmarray::inspect(&Namespace::default_dir().unwrap(), &name).unwrap();
+    let info = shmarray::admin::inspect(&Namespace::default_dir().unwrap(), &name).unwrap();
     assert!(info.is_persistent());
     b.unlink().unwrap();
     assert!(matches!(
@@ -105,7 +108,9 @@ fn create_from_copies_and_keeps_order() {
     let mut a = SharedArray::create_from(&name, &src).unwrap();
     assert_eq!(a.view().unwrap(), src.view());
     let name_f = unique_name("fromf");
-    let f = SharedArray::create_from_with(&Options::new().order(Order::ColumnMajor), &name_f, &src)
+    let f = Options::new()
+        .order(Order::ColumnMajor)
+        .create_from(&name_f, &src)
         .unwrap();
     assert!(f.is_fortran());
     let g = SharedArray::<i64, Ix2>::open(&name_f).unwrap();
@@ -120,7 +125,7 @@ fn create_from_copies_and_keeps_order() {
 
 #[test]
 fn all_element_types_and_dyn_dimensions() {
-    fn roundtrip<T: shmarray::Element + PartialEq + std::fmt::Debug>(v: T) {
+    fn roundtrip<T: shmarray::element::Element + PartialEq + std::fmt::Debug>(v: T) {
         let name = unique_name("types");
         let a = SharedArray::<T, IxDyn>::create(&name, IxDyn(&[2, 2, 2])).unwrap();
         a.lock().unwrap().fill(v);
@@ -287,7 +292,7 @@ fn directories_symlinks_and_fifos_are_refused() {
     let dir_path = std::path::Path::new("/dev/shm").join(&dir);
     std::fs::create_dir(&dir_path).unwrap();
     let res = SharedArray::<u8, Ix1>::open(&dir);
-    let inspected = shmarray::inspect(&Namespace::default_dir().unwrap(), &dir);
+    let inspected = shmarray::admin::inspect(&Namespace::default_dir().unwrap(), &dir);
     std::fs::remove_dir(&dir_path).unwrap();
     assert!(
         matches!(
@@ -469,9 +474,9 @@ fn plain_npy_files_open_without_a_control_block() {
     assert!(a.control().is_none());
     assert!(matches!(
         a.lock(),
-        Err(shmarray::LockError::Failed(shmarray::LockFailure::Segment(
-            Error::NoControlBlock { .. }
-        )))
+        Err(shmarray::LockError::Failed(
+            shmarray::sync::LockFailure::Segment(Error::NoControlBlock { .. })
+        ))
     ));
     // Big-endian data is reported, not misread.
     let be = unique_name("bigendian");
@@ -522,7 +527,10 @@ fn read_only_open_refuses_mutation() {
         .unwrap()
         .into_persistent();
     drop(a);
-    let mut r = SharedArray::<u16, Ix1>::open_with(&Options::new().read_only(true), &name).unwrap();
+    let mut r = Options::new()
+        .read_only(true)
+        .open::<SharedArray<u16, Ix1>>(&name)
+        .unwrap();
     assert_eq!(r.view().unwrap().len(), 8);
     assert!(matches!(r.view_mut(), Err(Error::ReadOnly { .. })));
     assert!(r.lock().is_err());
@@ -568,7 +576,7 @@ fn no_space_is_an_error_not_sigbus() {
     let _unmount = Unmount(dir.clone());
     let ns = Namespace::at(&dir).unwrap();
     let opts = Options::new().namespace(ns.clone());
-    match SharedArray::<f64, Ix1>::create_with(&opts, "big", 512 * 1024) {
+    match opts.create::<SharedArray<f64, Ix1>, _>("big", 512 * 1024) {
         Err(Error::NoSpace { name, requested }) => {
             assert_eq!(name, "big");
             assert!(requested > 4 << 20);
@@ -580,7 +588,9 @@ fn no_space_is_an_error_not_sigbus() {
         "a failed create leaves nothing behind"
     );
     // A small one still fits.
-    let mut small = SharedArray::<f64, Ix1>::create_with(&opts, "small", 1000).unwrap();
+    let mut small = opts
+        .create::<SharedArray<f64, Ix1>, _>("small", 1000)
+        .unwrap();
     assert_eq!(small.view().unwrap().sum(), 0.0);
 }
 
@@ -647,6 +657,6 @@ fn an_object_is_only_opened_as_the_kind_it_is() {
         SharedValue::<u8>::open(&q),
         Err(Error::KindMismatch { .. })
     ));
-    let info = shmarray::inspect(&Namespace::default_dir().unwrap(), &q).unwrap();
+    let info = shmarray::admin::inspect(&Namespace::default_dir().unwrap(), &q).unwrap();
     assert_eq!(info.kind(), ObjectKind::Queue);
 }

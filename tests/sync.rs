@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use common::{unique_name, Children};
 use ndarray::Ix1;
 use shmarray::{
-    Barrier, BarrierError, Event, LockError, LockFailure, SharedArray, SharedAtomicU32,
-    SharedAtomicU64, SharedValue,
+    atomic::{SharedAtomicU32, SharedAtomicU64},
+    sync::{BarrierError, LockFailure},
+    Barrier, Event, LockError, SharedArray, SharedValue,
 };
 
 const CHILD_ENV: &str = "SHMARRAY_SYNC_CHILD";
@@ -302,7 +303,8 @@ fn lock_on_a_plain_npy_or_read_only_array_is_a_typed_error() {
     ));
     let name2 = unique_name("rolock");
     let _w = SharedArray::<i64, Ix1>::create(&name2, 1).unwrap();
-    let r = SharedArray::<i64, Ix1>::open_with(&shmarray::Options::new().read_only(true), &name2)
+    let r = (shmarray::Options::new().read_only(true))
+        .open::<SharedArray<i64, Ix1>>(&name2)
         .unwrap();
     assert!(matches!(
         r.lock(),
@@ -415,7 +417,7 @@ fn event_and_futex_wake_a_waiting_process() {
     e.clear();
     assert_eq!(
         e.wait_timeout(Duration::from_millis(20)),
-        Err(shmarray::TimedOut)
+        Err(shmarray::sync::TimedOut)
     );
 }
 

@@ -3,8 +3,11 @@
 //! uses some of it.
 #![allow(dead_code)]
 
-use ndarray::Ix1;
-use shmarray::{HugePages, Namespace, Options, PageKind, SharedArray};
+use shmarray::ndarray::Ix1;
+use shmarray::{
+    huge::{HugePages, PageKind},
+    Namespace, Options, Segment, SharedArray,
+};
 
 /// `(label, namespace)` for every kind of page this machine offers a directory for:
 /// `4k` (the default directory), then `hugetlb` and `thp` for the first directory
@@ -43,7 +46,7 @@ pub fn array(label: &str, ns: &Namespace, name: &str, n: usize) -> Option<Shared
         HugePages::Require
     };
     let opts = Options::new().namespace(ns.clone()).huge_pages(huge);
-    match SharedArray::<f64, Ix1>::create_with(&opts, name, n) {
+    match opts.create::<SharedArray<f64, Ix1>, _>(name, n) {
         Ok(mut a) => {
             eprintln!("{label}: {name} on {}", a.backing());
             a.view_mut().expect("writable").fill(1.0);

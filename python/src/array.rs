@@ -9,7 +9,12 @@ use memmap2::{Mmap, MmapMut, MmapOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use shmarray::ndarray::{IxDyn, Order};
-use shmarray::{inspect, Descr, Dtype, Namespace, ObjectKind, Options, SegmentInfo};
+use shmarray::Segment;
+use shmarray::{
+    admin::{inspect, SegmentInfo},
+    format::{Descr, Dtype, ObjectKind},
+    Namespace, Options,
+};
 
 use crate::counter::Counter;
 use crate::errors::{from_error, raise, shm_error};
@@ -601,12 +606,12 @@ pub(crate) fn create(
         crate::options(persistent, huge_pages)?.order(if fortran { Order::F } else { Order::C });
     let a = match descr.dtype() {
         Some(dt) => for_dtype!(dt, AnyArray, T => {
-            let created = py.detach(|| Arr::<T>::create_with(&opts, name, IxDyn(&shape)));
+            let created = py.detach(|| opts.create::<Arr<T>, _>(name, IxDyn(&shape)));
             created.map_err(from_error)?
         }),
         // A structured dtype: a byte view, mapped with the record's numpy dtype.
         None => {
-            let created = py.detach(|| Arr::<u8>::create_bytes_with(&opts, name, &descr, &shape));
+            let created = py.detach(|| opts.create_bytes(name, &descr, &shape));
             AnyArray::U8(created.map_err(from_error)?)
         }
     };
@@ -665,7 +670,7 @@ pub(crate) fn open(name: &str, readonly: bool) -> PyResult<SharedArray> {
                 ),
             ));
         }
-        let a = Arr::<u8>::open_bytes_with(&opts, name).map_err(from_error)?;
+        let a = opts.open_bytes(name).map_err(from_error)?;
         if !a.descr().is_record() {
             return Err(raise(
                 "TypeMismatchError",
@@ -675,7 +680,7 @@ pub(crate) fn open(name: &str, readonly: bool) -> PyResult<SharedArray> {
         return Ok(SharedArray::wrap(AnyArray::U8(a), Ownership::opened()));
     }
     let dt = recorded_dtype(name, ObjectKind::Array)?;
-    let a = for_dtype!(dt, AnyArray, T => Arr::<T>::open_with(&opts, name).map_err(from_error)?);
+    let a = for_dtype!(dt, AnyArray, T => opts.open::<Arr<T>>(name).map_err(from_error)?);
     Ok(SharedArray::wrap(a, Ownership::opened()))
 }
 

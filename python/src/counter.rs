@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use shmarray::SharedAtomicU64;
+use shmarray::atomic::SharedAtomicU64;
+use shmarray::Segment;
 
 use crate::errors::from_error;
 use crate::handles::AnyArray;
@@ -158,7 +159,9 @@ impl AtomicU64 {
     #[pyo3(signature = (name, value=0, *, persistent=false))]
     fn create(name: &str, value: u64, persistent: bool) -> PyResult<AtomicU64> {
         let opts = crate::options(persistent, "off")?;
-        let a = SharedAtomicU64::create_with(&opts, name, value).map_err(from_error)?;
+        let a = opts
+            .create::<SharedAtomicU64, _>(name, value)
+            .map_err(from_error)?;
         Ok(AtomicU64 {
             handle: Handle::new("atomic", name, a, Ownership::created(persistent)),
         })

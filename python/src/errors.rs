@@ -5,7 +5,11 @@
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
-use shmarray::{BarrierError, BarrierOpenError, Error, LockFailure, QueueError};
+use shmarray::{
+    queue::QueueError,
+    sync::{BarrierError, BarrierOpenError, LockFailure},
+    Error,
+};
 
 /// The exception class `name` of `pyshmarray._errors`.
 fn class<'py>(py: Python<'py>, name: &'static str) -> PyResult<Bound<'py, PyType>> {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use shmarray::ndarray::IxDyn;
 use shmarray::{
-    ArrayGuard, ArrayReadGuard, LockError, LockFailure, LockResult, SharedArray, SharedValue,
-    ValueGuard,
+    sync::{ArrayGuard, ArrayReadGuard, LockFailure, LockResult, ValueGuard},
+    LockError, SharedArray, SharedValue,
 };
 
 use crate::errors::{from_lock, raise, shm_error};

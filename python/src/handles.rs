@@ -5,6 +5,7 @@
 use std::sync::atomic::AtomicU64;
 
 use shmarray::ndarray::IxDyn;
+use shmarray::Segment;
 use shmarray::SharedValue;
 
 use crate::{dispatch, typed_enum};

@@ -37,7 +37,7 @@ pub(crate) fn thread_id() -> ThreadId {
 }
 
 use pyo3::prelude::*;
-use shmarray::LockFailure;
+use shmarray::sync::LockFailure;
 
 /// What the bindings need from any held guard of the crate, with the borrow's
 /// lifetime as a parameter (so that the erased form is the same trait at

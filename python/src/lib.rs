@@ -27,7 +27,12 @@ use pyo3::types::PyComplex;
 use pyo3::IntoPyObjectExt;
 use shmarray::half::f16;
 use shmarray::num_complex::Complex;
-use shmarray::{Bool, Descr, Dtype, Element, HugePages, Options};
+use shmarray::{
+    element::{Bool, Element},
+    format::{Descr, Dtype},
+    huge::HugePages,
+    Options,
+};
 
 /// How long one GIL-free wait lasts before signals are checked again.
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
@@ -148,12 +153,12 @@ macro_rules! typed_enum {
             I8($inner<i8>), I16($inner<i16>), I32($inner<i32>), I64($inner<i64>),
             U8($inner<u8>), U16($inner<u16>), U32($inner<u32>), U64($inner<u64>),
             F32($inner<f32>), F64($inner<f64>),
-            Bool($inner<shmarray::Bool>), F16($inner<shmarray::half::f16>),
+            Bool($inner<shmarray::element::Bool>), F16($inner<shmarray::half::f16>),
             C64($inner<shmarray::num_complex::Complex<f32>>),
             C128($inner<shmarray::num_complex::Complex<f64>>),
         }
         typed_enum!(@from $name, $inner, I8 i8, I16 i16, I32 i32, I64 i64, U8 u8, U16 u16,
-            U32 u32, U64 u64, F32 f32, F64 f64, Bool shmarray::Bool, F16 shmarray::half::f16,
+            U32 u32, U64 u64, F32 f32, F64 f64, Bool shmarray::element::Bool, F16 shmarray::half::f16,
             C64 shmarray::num_complex::Complex<f32>, C128 shmarray::num_complex::Complex<f64>);
     };
     (@from $name:ident, $inner:ident, $($v:ident $t:ty),*) => {$(
@@ -194,59 +199,59 @@ pub(crate) use dispatch;
 macro_rules! with_dtype {
     ($dt:expr, $T:ident => $body:expr, $other:ident => $fallback:expr) => {
         match $dt {
-            shmarray::Dtype::I8 => {
+            shmarray::format::Dtype::I8 => {
                 type $T = i8;
                 $body
             }
-            shmarray::Dtype::I16 => {
+            shmarray::format::Dtype::I16 => {
                 type $T = i16;
                 $body
             }
-            shmarray::Dtype::I32 => {
+            shmarray::format::Dtype::I32 => {
                 type $T = i32;
                 $body
             }
-            shmarray::Dtype::I64 => {
+            shmarray::format::Dtype::I64 => {
                 type $T = i64;
                 $body
             }
-            shmarray::Dtype::U8 => {
+            shmarray::format::Dtype::U8 => {
                 type $T = u8;
                 $body
             }
-            shmarray::Dtype::U16 => {
+            shmarray::format::Dtype::U16 => {
                 type $T = u16;
                 $body
             }
-            shmarray::Dtype::U32 => {
+            shmarray::format::Dtype::U32 => {
                 type $T = u32;
                 $body
             }
-            shmarray::Dtype::U64 => {
+            shmarray::format::Dtype::U64 => {
                 type $T = u64;
                 $body
             }
-            shmarray::Dtype::F32 => {
+            shmarray::format::Dtype::F32 => {
                 type $T = f32;
                 $body
             }
-            shmarray::Dtype::F64 => {
+            shmarray::format::Dtype::F64 => {
                 type $T = f64;
                 $body
             }
-            shmarray::Dtype::Bool => {
-                type $T = shmarray::Bool;
+            shmarray::format::Dtype::Bool => {
+                type $T = shmarray::element::Bool;
                 $body
             }
-            shmarray::Dtype::F16 => {
+            shmarray::format::Dtype::F16 => {
                 type $T = shmarray::half::f16;
                 $body
             }
-            shmarray::Dtype::C64 => {
+            shmarray::format::Dtype::C64 => {
                 type $T = shmarray::num_complex::Complex<f32>;
                 $body
             }
-            shmarray::Dtype::C128 => {
+            shmarray::format::Dtype::C128 => {
                 type $T = shmarray::num_complex::Complex<f64>;
                 $body
             }

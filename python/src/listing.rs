@@ -2,7 +2,10 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use shmarray::{collect_garbage, find_garbage, inspect, Namespace, Usage};
+use shmarray::{
+    admin::{collect_garbage, find_garbage, inspect, Usage},
+    Namespace,
+};
 
 use crate::errors::from_error;
 
@@ -111,7 +114,7 @@ pub(crate) fn gc(py: Python<'_>, dry_run: bool) -> PyResult<Bound<'_, PyDict>> {
 /// never another user's file: `PermissionDeniedError` then).
 #[pyfunction]
 pub(crate) fn remove(name: &str) -> PyResult<()> {
-    shmarray::remove(name).map_err(from_error)
+    shmarray::admin::remove(name).map_err(from_error)
 }
 
 /// The directory segments are created in.

@@ -4,7 +4,11 @@
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use shmarray::{BytesMap, Dtype, MapError};
+use shmarray::Segment;
+use shmarray::{
+    containers::{BytesMap, MapError},
+    format::Dtype,
+};
 
 use crate::errors::{from_error, from_lock, raise, shm_error};
 use crate::life::{Handle, Named, Ownership};
@@ -254,8 +258,9 @@ impl SharedMap {
         let key = Typed::parse(key, "key")?;
         let value = Typed::parse(value, "value")?;
         let opts = crate::options(persistent, "off")?;
-        let m =
-            BytesMap::create_with(&opts, name, key.size, value.size, capacity).map_err(from_map)?;
+        let m = opts
+            .create::<BytesMap, _>(name, (key.size, value.size, capacity))
+            .map_err(from_map)?;
         Ok(SharedMap::wrap(
             m,
             name,

@@ -1,5 +1,6 @@
 //! `Event` and `Barrier`.
 
+use shmarray::Segment;
 use std::time::Instant;
 
 use pyo3::prelude::*;
@@ -126,7 +127,9 @@ impl Event {
     #[pyo3(signature = (name, *, persistent=false))]
     fn create(name: &str, persistent: bool) -> PyResult<Event> {
         let opts = crate::options(persistent, "off")?;
-        let e = shmarray::Event::create_with(&opts, name).map_err(from_error)?;
+        let e = opts
+            .create::<shmarray::Event, _>(name, ())
+            .map_err(from_error)?;
         Ok(Event {
             handle: Handle::new("event", name, e, Ownership::created(persistent)),
         })
@@ -219,7 +222,9 @@ impl Barrier {
                 )
             })?;
         let opts = crate::options(persistent, "off")?;
-        let b = shmarray::Barrier::create_with(&opts, name, parties).map_err(from_barrier_open)?;
+        let b = opts
+            .create::<shmarray::Barrier, _>(name, parties)
+            .map_err(from_barrier_open)?;
         Ok(Barrier {
             handle: Handle::new("barrier", name, b, Ownership::created(persistent)),
         })

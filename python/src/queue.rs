@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict};
-use shmarray::{Dtype, ObjectKind, QueueError};
+use shmarray::{
+    format::{Dtype, ObjectKind},
+    queue::QueueError,
+    Segment,
+};
 
-use crate::errors::{from_queue, raise, shm_error};
+use crate::errors::{from_error, from_queue, raise, shm_error};
 use crate::life::{Handle, Named, Ownership};
 use crate::objects::lifecycle_methods;
 use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum, with_dtype, Elem};
@@ -31,7 +35,7 @@ fn capacity_arg(capacity: i64) -> PyResult<usize> {
 
 impl Named for Mutex<AnyQueue> {
     fn remove_name(&self) -> PyResult<()> {
-        dispatch!(&*lock(self), AnyQueue, q => q.unlink()).map_err(from_queue)
+        dispatch!(&*lock(self), AnyQueue, q => q.unlink()).map_err(from_error)
     }
     fn file_path(&self) -> Option<std::path::PathBuf> {
         dispatch!(&*lock(self), AnyQueue, q => q.path())
@@ -40,7 +44,7 @@ impl Named for Mutex<AnyQueue> {
 
 impl Named for Mutex<shmarray::ByteQueue> {
     fn remove_name(&self) -> PyResult<()> {
-        lock(self).unlink().map_err(from_queue)
+        lock(self).unlink().map_err(from_error)
     }
     fn file_path(&self) -> Option<std::path::PathBuf> {
         lock(self).path()
@@ -137,7 +141,7 @@ macro_rules! typed_impl {
     )*};
 }
 typed_impl!(I8 i8, I16 i16, I32 i32, I64 i64, U8 u8, U16 u16, U32 u32, U64 u64, F32 f32, F64 f64,
-    Bool shmarray::Bool, F16 shmarray::half::f16, C64 shmarray::num_complex::Complex<f32>,
+    Bool shmarray::element::Bool, F16 shmarray::half::f16, C64 shmarray::num_complex::Complex<f32>,
     C128 shmarray::num_complex::Complex<f64>);
 
 fn get_one<T: Elem>(
@@ -269,7 +273,8 @@ fn q_create<T: Elem>(
     capacity: usize,
     opts: &shmarray::Options,
 ) -> PyResult<shmarray::Queue<T>> {
-    shmarray::Queue::<T>::create_with(opts, name, capacity).map_err(from_queue)
+    opts.create::<shmarray::Queue<T>, _>(name, capacity)
+        .map_err(from_queue)
 }
 
 fn q_open<T: Elem>(name: &str) -> PyResult<shmarray::Queue<T>> {
@@ -522,7 +527,8 @@ impl ByteQueue {
     ) -> PyResult<ByteQueue> {
         let capacity = capacity_arg(capacity)?;
         let opts = crate::options(persistent, "off")?;
-        let q = shmarray::ByteQueue::create_with(&opts, name, capacity, max_message)
+        let q = opts
+            .create::<shmarray::ByteQueue, _>(name, (capacity, max_message))
             .map_err(from_queue)?;
         Ok(ByteQueue {
             handle: Handle::new(

@@ -4,7 +4,12 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use shmarray::{Dtype, LockError, LockFailure, ObjectKind, SharedValue};
+use shmarray::Segment;
+use shmarray::{
+    format::{Dtype, ObjectKind},
+    sync::LockFailure,
+    LockError, SharedValue,
+};
 
 use crate::array::recorded_dtype;
 use crate::errors::{from_error, from_lock, shm_error};
@@ -20,7 +25,8 @@ fn with_value_init<T: Elem>(
     opts: &shmarray::Options,
 ) -> PyResult<SharedValue<T>> {
     let v = T::from_py(init)?;
-    SharedValue::<T>::create_with(opts, name, v).map_err(from_error)
+    opts.create::<SharedValue<T>, _>(name, v)
+        .map_err(from_error)
 }
 
 /// A number in shared memory under a robust lock: `multiprocessing.Value` with

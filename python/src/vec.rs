@@ -3,7 +3,11 @@
 use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySlice};
-use shmarray::{Dtype, ObjectKind, VecError};
+use shmarray::Segment;
+use shmarray::{
+    containers::VecError,
+    format::{Dtype, ObjectKind},
+};
 
 use crate::array::Mapping;
 use crate::errors::{from_error, from_lock, raise, shm_error};
@@ -140,7 +144,7 @@ impl SharedVec {
             None => Dtype::F64,
         };
         let opts = crate::options(persistent, "off")?;
-        let v = for_dtype!(dt, AnyVec, T => TypedVec::<T>::create_with(&opts, name, capacity).map_err(from_vec)?);
+        let v = for_dtype!(dt, AnyVec, T => opts.create::<TypedVec<T>, _>(name, capacity).map_err(from_vec)?);
         Ok(SharedVec {
             handle: Handle::new("vec", name, v, Ownership::created(persistent)),
             dtype: dt,

@@ -1,12 +1,9 @@
 //! `SharedArray<T, D>`: a typed ndarray over a segment (see the type's docs for
 //! the access rules in one process and across processes).
 
-mod guard;
-
 use std::fmt;
 use std::fs::File;
 use std::marker::PhantomData;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -14,17 +11,18 @@ use ndarray::{
     ArrayBase, ArrayView, ArrayViewMut, Data, Dimension, IntoDimension, IxDyn, ShapeBuilder,
 };
 
-pub use guard::{ArrayGuard, ArrayReadGuard};
-
 use crate::element::Element;
 use crate::error::{Corruption, Error, Result};
-use crate::format::control::{flags, ControlFields, ObjectKind, COUNTERS, MUTEX_OFFSET};
+use crate::format::control::{flags, ObjectKind, COUNTERS, MUTEX_OFFSET};
 use crate::format::descr::Descr;
 use crate::format::dtype::Dtype;
-use crate::segment::{self, KindSpec, Options, Segment, Spec, Target};
+use crate::segment::handle::sealed;
+use crate::segment::{
+    self, Create, KindSpec, Mapping, Open, Options, Segment, Source, Spec, Target,
+};
 use crate::sync::{
-    check_mutex_in_file, BadMutex, LockError, LockFailure, LockResult, RawRobustMutex, RwLockState,
-    Wait, WriteToken,
+    check_mutex_in_file, ArrayGuard, ArrayReadGuard, BadMutex, LockError, LockFailure, LockResult,
+    RawRobustMutex, ReadResult, RwLockState, Wait, WriteToken,
 };
 
 /// A typed, n-dimensional array in a shared-memory segment.
@@ -79,7 +77,7 @@ pub struct SharedArray<T: Element, D: Dimension> {
     /// Why the lock is refused although the creator initialised it: its mutex,
     /// validated at attach, is not one this library makes (with its file offset).
     bad_lock: Option<(BadMutex, u64)>,
-    seg: Segment,
+    seg: Mapping,
     dim: D,
     _elem: PhantomData<T>,
 }
@@ -106,97 +104,97 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// Creates a zero-filled array `name` in `/dev/shm` (or `$SHMARRAY_DIR`), owned by
     /// this handle: the name is removed when it is dropped. Fails with
     /// `AlreadyExists` (leaving the existing file untouched) if the name is taken.
+    /// [`Options::create`] creates with other options.
+    ///
+    /// ```
+    /// use shmarray::{ndarray::Ix2, SharedArray};
+    /// let name = format!("doc-array-create-{}", std::process::id());
+    /// let mut a = SharedArray::<f64, Ix2>::create(&name, (2, 3))?;
+    /// assert_eq!(a.shape(), &[2, 3]);
+    /// assert_eq!(a.view()?.sum(), 0.0);
+    /// assert!(matches!(
+    ///     SharedArray::<f64, Ix2>::create(&name, (2, 3)),
+    ///     Err(shmarray::Error::AlreadyExists { .. })
+    /// ));
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     pub fn create(name: &str, shape: impl IntoDimension<Dim = D>) -> Result<Self> {
-        Self::create_with(&Options::new(), name, shape)
+        Options::new().create(name, shape)
     }
 
-    /// [`create`](Self::create) with options (directory, order, persistence).
-    pub fn create_with(
-        opts: &Options,
-        name: &str,
-        shape: impl IntoDimension<Dim = D>,
-    ) -> Result<Self> {
-        let ns = opts.ns()?;
-        let dim = shape.into_dimension();
-        Self::create_kind(
-            Target::Named(&ns, name),
-            KindSpec::plain(ObjectKind::Array),
-            opts,
-            dim.slice(),
-            |_| {},
-        )
-    }
-
-    /// Creates an array `name` holding a copy of `array` (the one copy in).
+    /// Creates an array `name` holding a copy of `array` (the one copy in);
+    /// [`Options::create_from`] creates with other options.
+    ///
+    /// ```
+    /// use shmarray::{ndarray::array, SharedArray};
+    /// let name = format!("doc-create-from-{}", std::process::id());
+    /// let mut a = SharedArray::create_from(&name, &array![[1.0, 2.0], [3.0, 4.0]])?;
+    /// assert_eq!(a.view()?[[1, 0]], 3.0);
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     pub fn create_from<S: Data<Elem = T>>(name: &str, array: &ArrayBase<S, D>) -> Result<Self> {
-        Self::create_from_with(&Options::new(), name, array)
-    }
-
-    /// [`create_from`](Self::create_from) with options; the copy is in the options'
-    /// memory order.
-    pub fn create_from_with<S: Data<Elem = T>>(
-        opts: &Options,
-        name: &str,
-        array: &ArrayBase<S, D>,
-    ) -> Result<Self> {
-        let ns = opts.ns()?;
-        Self::create_kind(
-            Target::Named(&ns, name),
-            KindSpec::plain(ObjectKind::Array),
-            opts,
-            array.shape(),
-            |dst| dst.assign(array),
-        )
+        Options::new().create_from(name, array)
     }
 
     /// Creates an anonymous (memfd) array: no name, sealed against resizing, gone
-    /// when the last process closes it. Share it through [`file`](Self::file).
+    /// when the last process closes it. Share it through
+    /// [`file`](crate::Segment::file) and [`from_file`](Self::from_file);
+    /// [`Options::create_anonymous`] creates with other options (huge pages:
+    /// `MFD_HUGETLB`).
+    ///
+    /// ```
+    /// use shmarray::{ndarray::Ix1, Segment, SharedArray};
+    /// let a = SharedArray::<u32, Ix1>::create_anonymous(100)?;
+    /// assert!(a.name().is_none() && a.len() == 100);
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     pub fn create_anonymous(shape: impl IntoDimension<Dim = D>) -> Result<Self> {
-        Self::create_anonymous_with(&Options::new(), shape)
+        Options::new().create_anonymous(shape)
     }
 
-    /// [`create_anonymous`](Self::create_anonymous) with options (memory order,
-    /// huge pages: `MFD_HUGETLB`); the namespace and persistence do not apply.
-    pub fn create_anonymous_with(
-        opts: &Options,
-        shape: impl IntoDimension<Dim = D>,
-    ) -> Result<Self> {
-        let dim = shape.into_dimension();
-        let opts = opts.clone().persistent(false);
-        Self::create_kind(
-            Target::Anonymous,
-            KindSpec::plain(ObjectKind::Array),
-            &opts,
-            dim.slice(),
-            |_| {},
-        )
-    }
-
-    /// Opens (attaches) array `name`, read-write, checked against `T` and `D`.
+    /// Opens (attaches) array `name`, read-write, checked against `T` and `D`
+    /// (`TypeMismatch` otherwise); [`Options::open`] opens with other options
+    /// (read-only, another directory, trusted owners).
+    ///
+    /// ```
+    /// use shmarray::{ndarray::{Ix1, Ix2}, Error, SharedArray};
+    /// let name = format!("doc-array-open-{}", std::process::id());
+    /// let a = SharedArray::<i32, Ix1>::create(&name, 10)?;
+    /// let b = SharedArray::<i32, Ix1>::open(&name)?; // e.g. in another process
+    /// assert_eq!(b.len(), 10);
+    /// assert!(matches!(SharedArray::<f64, Ix1>::open(&name), Err(Error::TypeMismatch { .. })));
+    /// assert!(matches!(SharedArray::<i32, Ix2>::open(&name), Err(Error::TypeMismatch { .. })));
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     pub fn open(name: &str) -> Result<Self> {
-        Self::open_with(&Options::new(), name)
-    }
-
-    /// [`open`](Self::open) with options (directory, read-only, trusted owners).
-    pub fn open_with(opts: &Options, name: &str) -> Result<Self> {
-        Self::open_kind(opts, name, ObjectKind::Array)
+        Options::new().open(name)
     }
 
     /// Attaches an open segment file, e.g. an anonymous array's memfd inherited from
-    /// a parent or opened through `/proc/<pid>/fd/<n>`.
+    /// a parent or opened through `/proc/<pid>/fd/<n>`; [`Options::from_file`]
+    /// attaches with other options.
     pub fn from_file(file: File) -> Result<Self> {
-        Self::from_file_with(&Options::new(), file)
+        Options::new().from_file(file)
     }
 
-    /// [`from_file`](Self::from_file) with options (read-only, trusted owners).
-    pub fn from_file_with(opts: &Options, file: File) -> Result<Self> {
-        Self::from_file_kind(opts, file, ObjectKind::Array)
-    }
-
-    /// Attaches an open segment file of `kind` as a `T` array.
-    pub(crate) fn from_file_kind(opts: &Options, file: File, kind: ObjectKind) -> Result<Self> {
-        let seg = segment::from_file(file, "<file>", &opts.expect(kind))?;
-        Self::from_segment(seg)
+    /// Creates a segment of `kind` holding a `T` array of `shape`, zero-filled:
+    /// named (`Some`) in the options' namespace, or anonymous.
+    pub(crate) fn create_named_or_anonymous(
+        opts: &Options,
+        name: Option<&str>,
+        kind: KindSpec,
+        shape: &[usize],
+        init: impl FnOnce(&mut ArrayViewMut<'_, T, D>),
+    ) -> Result<Self> {
+        let ns;
+        let target = match name {
+            Some(name) => {
+                ns = opts.ns()?;
+                Target::Named(&ns, name)
+            }
+            None => Target::Anonymous,
+        };
+        Self::create_kind(target, kind, opts, shape, init)
     }
 
     /// Creates a segment of `kind` holding a `T` array of `shape`: its lock
@@ -261,20 +259,19 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         Self::from_segment_as(seg, bytes)
     }
 
-    /// Opens segment `name` of `kind` as a `T` array.
-    pub(crate) fn open_kind(opts: &Options, name: &str, kind: ObjectKind) -> Result<Self> {
-        let seg = segment::open(&opts.ns()?, name, &opts.expect(kind))?;
-        Self::from_segment(seg)
+    /// Opens segment `name` (or an open file) of `kind` as a `T` array.
+    pub(crate) fn open_kind(opts: &Options, from: Source<'_>, kind: ObjectKind) -> Result<Self> {
+        Self::from_segment(segment::open_source(opts, from, kind)?)
     }
 
     /// Checks that an attached segment holds `T` with `D`'s number of dimensions.
-    fn from_segment(seg: Segment) -> Result<Self> {
+    fn from_segment(seg: Mapping) -> Result<Self> {
         Self::from_segment_as(seg, false)
     }
 
     /// [`from_segment`](Self::from_segment), or with `bytes` a byte view of any
     /// element type whose size is known (`T` is `u8` then: see `open_bytes`).
-    fn from_segment_as(seg: Segment, bytes: bool) -> Result<Self> {
+    fn from_segment_as(seg: Mapping, bytes: bool) -> Result<Self> {
         let layout = seg.layout();
         let name = seg.label();
         let expected = || match D::NDIM {
@@ -505,72 +502,9 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         self.seg.layout().data_len
     }
 
-    /// The segment name (`None` for anonymous segments).
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The segment's file path, for `numpy.load(path, mmap_mode="r+")`.
-    pub fn path(&self) -> Option<PathBuf> {
-        self.seg.path()
-    }
-
-    /// The namespace the segment was created in or opened from.
-    pub fn namespace(&self) -> Option<&segment::Namespace> {
-        self.seg.namespace()
-    }
-
-    /// The pages behind the segment (base, transparent huge or hugetlb pages, and
-    /// their size); for a segment created with [`HugePages::Prefer`] that got base
-    /// pages, [`Backing::fallback`] says why.
-    ///
-    /// [`HugePages::Prefer`]: crate::HugePages::Prefer
-    /// [`Backing::fallback`]: crate::Backing::fallback
-    pub fn backing(&self) -> &segment::Backing {
-        self.seg.backing()
-    }
-
     /// Device and inode of the segment file (identifies it across renames).
     pub fn file_id(&self) -> (u64, u64) {
         self.seg.file_id()
-    }
-
-    /// Whether the mapping is writable.
-    pub fn is_writable(&self) -> bool {
-        self.seg.is_writable()
-    }
-
-    /// This handle's open segment file (for an anonymous array: the memfd to hand
-    /// to another process).
-    pub fn file(&self) -> &File {
-        self.seg.file()
-    }
-
-    /// A copy of the control block as read at attach (current flags), `None` for a
-    /// plain `.npy` file.
-    pub fn control(&self) -> Option<ControlFields> {
-        self.seg.control().map(|c| ControlFields {
-            flags: self.seg.flags(),
-            ..*c
-        })
-    }
-
-    /// Whether dropping this handle removes the name.
-    pub fn is_owner(&self) -> bool {
-        self.seg.is_owner()
-    }
-
-    /// Keeps the segment after this handle is dropped, marks it persistent (so
-    /// `shmarray gc` leaves it alone) and returns the handle.
-    pub fn into_persistent(mut self) -> Self {
-        self.seg.persist();
-        self
-    }
-
-    /// Removes the name now (other processes keep their mappings; new opens fail with
-    /// `NotFound`). A name since re-created by someone else is left alone.
-    pub fn unlink(&self) -> Result<()> {
-        self.seg.unlink()
     }
 
     /// The array's robust process-shared mutex, if it can be used here.
@@ -579,7 +513,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// taken at attach knows), and a writable mapping. Decided once, at attach.
     /// The copy is read, not the live block: attaching touches no page of the
     /// mapping (a file shrunk under us meanwhile would make that touch a SIGBUS).
-    fn lock_usable(seg: &Segment) -> bool {
+    fn lock_usable(seg: &Mapping) -> bool {
         seg.is_writable()
             && seg
                 .control()
@@ -811,23 +745,77 @@ impl SharedArray<u8, IxDyn> {
     /// Other programs open it typed (numpy, or a [`record!`](crate::record) type with
     /// the same fields). `TypeMismatch` for a descriptor with types this library
     /// does not map (strings, objects, big-endian numbers).
+    /// [`Options::create_bytes`] creates with other options.
     ///
     /// ```
-    /// use shmarray::{ndarray::Dimension, Descr, Options, SharedArray};
+    /// use shmarray::{format::Descr, ndarray::Dimension, SharedArray};
     /// # let name = format!("doc-bytes-{}", std::process::id());
     /// let descr = Descr::from_literal("[('x', '<f4'), ('', '|V4'), ('m', '<f8')]")?;
-    /// let a = SharedArray::create_bytes_with(&Options::new(), &name, &descr, &[10])?;
+    /// let a = SharedArray::create_bytes(&name, &descr, &[10])?;
     /// assert_eq!((a.shape(), a.raw_dim().slice()), (&[10][..], &[10, 16][..]));
     /// let b = SharedArray::open_bytes(&name)?;
     /// assert_eq!(b.descr(), &descr);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn create_bytes_with(
-        opts: &Options,
+    pub fn create_bytes(name: &str, descr: &Descr, shape: &[usize]) -> Result<Self> {
+        Options::new().create_bytes(name, descr, shape)
+    }
+
+    /// Opens array `name` whatever its element type, as a byte view (`TypeMismatch`
+    /// only for elements of unknown size, such as numpy object arrays);
+    /// [`Options::open_bytes`] opens with other options.
+    ///
+    /// ```
+    /// use shmarray::{ndarray::Ix1, SharedArray};
+    /// # let name = format!("doc-open-bytes-{}", std::process::id());
+    /// let _a = SharedArray::<u16, Ix1>::create(&name, 3)?;
+    /// let b = SharedArray::open_bytes(&name)?;
+    /// assert_eq!((b.shape(), b.nbytes(), b.descr().to_string()), (&[3][..], 6, "<u2".to_string()));
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
+    pub fn open_bytes(name: &str) -> Result<Self> {
+        Options::new().open_bytes(name)
+    }
+}
+
+/// The constructors that only arrays have.
+impl Options {
+    /// Creates an array `name` holding a copy of `array` (the one copy in), in these
+    /// options' memory order; see [`SharedArray::create_from`].
+    ///
+    /// ```
+    /// use shmarray::{ndarray::{arr1, Ix1}, Options, Segment, SharedArray};
+    /// let name = format!("doc-opts-create-from-{}", std::process::id());
+    /// let a: SharedArray<u8, Ix1> = Options::new()
+    ///     .persistent(true)
+    ///     .create_from(&name, &arr1(&[1, 2, 3]))?;
+    /// assert!(a.is_persistent());
+    /// a.unlink()?;
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
+    pub fn create_from<T: Element, D: Dimension, S: Data<Elem = T>>(
+        &self,
+        name: &str,
+        array: &ArrayBase<S, D>,
+    ) -> Result<SharedArray<T, D>> {
+        let ns = self.ns()?;
+        SharedArray::create_kind(
+            Target::Named(&ns, name),
+            KindSpec::plain(ObjectKind::Array),
+            self,
+            array.shape(),
+            |dst| dst.assign(array),
+        )
+    }
+
+    /// Creates a byte view array `name` of `shape` elements of `descr`; see
+    /// [`SharedArray::create_bytes`].
+    pub fn create_bytes(
+        &self,
         name: &str,
         descr: &Descr,
         shape: &[usize],
-    ) -> Result<Self> {
+    ) -> Result<SharedArray<u8, IxDyn>> {
         let itemsize = descr
             .itemsize()
             .filter(|_| descr.is_supported())
@@ -838,12 +826,12 @@ impl SharedArray<u8, IxDyn> {
                     .to_string(),
                 found: descr.literal(),
             })?;
-        let ns = opts.ns()?;
-        let view_shape = byte_view_shape(shape, itemsize, opts.fortran);
-        Self::create_descr(
+        let ns = self.ns()?;
+        let view_shape = byte_view_shape(shape, itemsize, self.fortran);
+        SharedArray::create_descr(
             Target::Named(&ns, name),
             KindSpec::plain(ObjectKind::Array),
-            opts,
+            self,
             descr.clone(),
             shape,
             &view_shape,
@@ -851,25 +839,44 @@ impl SharedArray<u8, IxDyn> {
         )
     }
 
-    /// Opens array `name` whatever its element type, as a byte view (`TypeMismatch`
-    /// only for elements of unknown size, such as numpy object arrays).
-    pub fn open_bytes(name: &str) -> Result<Self> {
-        Self::open_bytes_with(&Options::new(), name)
-    }
-
-    /// [`open_bytes`](Self::open_bytes) with options (directory, read-only, trusted
-    /// owners).
-    pub fn open_bytes_with(opts: &Options, name: &str) -> Result<Self> {
-        let seg = segment::open(&opts.ns()?, name, &opts.expect(ObjectKind::Array))?;
-        Self::from_segment_as(seg, true)
+    /// Opens array `name` whatever its element type, as a byte view; see
+    /// [`SharedArray::open_bytes`].
+    pub fn open_bytes(&self, name: &str) -> Result<SharedArray<u8, IxDyn>> {
+        let seg = segment::open_source(self, Source::Named(name), ObjectKind::Array)?;
+        SharedArray::from_segment_as(seg, true)
     }
 }
 
-/// The result of [`SharedArray::read`]: the read guard, or why not. `OwnerDied`
-/// carries the *write* guard: the last writer died, and the data needs repair
-/// before anyone reads it.
-pub type ReadResult<'a, T, D> =
-    std::result::Result<ArrayReadGuard<'a, T, D>, LockError<ArrayGuard<'a, T, D>>>;
+impl<T: Element, D: Dimension> sealed::Sealed for SharedArray<T, D> {
+    fn mapping(&self) -> &Mapping {
+        &self.seg
+    }
+    fn mapping_mut(&mut self) -> &mut Mapping {
+        &mut self.seg
+    }
+}
+
+impl<T: Element, D: Dimension> Segment for SharedArray<T, D> {
+    type Error = Error;
+}
+
+impl<T: Element, D: Dimension, Sh: IntoDimension<Dim = D>> Create<Sh> for SharedArray<T, D> {
+    fn create_segment(opts: &Options, name: Option<&str>, shape: Sh) -> Result<Self> {
+        let dim = shape.into_dimension();
+        let kind = KindSpec::plain(ObjectKind::Array);
+        Self::create_named_or_anonymous(opts, name, kind, dim.slice(), |_| {})
+    }
+}
+
+impl<T: Element, D: Dimension> Open for SharedArray<T, D> {
+    fn open_segment(opts: &Options, name: &str) -> Result<Self> {
+        Self::open_kind(opts, Source::Named(name), ObjectKind::Array)
+    }
+
+    fn open_file(opts: &Options, file: File) -> Result<Self> {
+        Self::open_kind(opts, Source::File(file), ObjectKind::Array)
+    }
+}
 
 impl<T: Element, D: Dimension> fmt::Debug for SharedArray<T, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

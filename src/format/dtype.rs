@@ -1,6 +1,6 @@
 //! Element types a segment can hold and their NPY type descriptors.
 //!
-//! [`Dtype`] names an element type known at compile time: a number, [`Bool`](crate::Bool),
+//! [`Dtype`] names an element type known at compile time: a number, [`Bool`](crate::element::Bool),
 //! or a record declared with [`record!`](crate::record) (whose static description
 //! is a [`RecordDescr`]). [`Descr`](super::descr::Descr) is the other side: the
 //! descriptor a header holds, parsed, whatever it is.
@@ -34,7 +34,7 @@ pub enum Dtype {
     F32,
     /// `f64`, NPY `<f8`
     F64,
-    /// [`Bool`](crate::Bool) (one byte: 0 is false, anything else true), NPY `|b1`,
+    /// [`Bool`](crate::element::Bool) (one byte: 0 is false, anything else true), NPY `|b1`,
     /// numpy `bool`.
     Bool,
     /// `half::f16` (feature `f16`), NPY `<f2`, numpy `float16`.
@@ -276,8 +276,8 @@ pub(crate) fn dtype_from_code(code: u32) -> Option<Dtype> {
 pub const MAX_FIELD_DIMS: usize = 8;
 
 /// The type of one field of a record: an element type (possibly an array of them,
-/// `[f32; 3]` is `<f4` of shape `(3,)`) or padding ([`Pad`](crate::Pad)).
-/// [`RecordMember::TYPE`](crate::RecordMember::TYPE) gives it for a Rust type.
+/// `[f32; 3]` is `<f4` of shape `(3,)`) or padding ([`Pad`](crate::element::Pad)).
+/// [`RecordMember::TYPE`](crate::element::RecordMember::TYPE) gives it for a Rust type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FieldType {
     elem: Option<Dtype>,

@@ -1,6 +1,7 @@
 //! `DistArray`: a global 2-D f64 array partitioned by rows across nodes, one
 //! node-shared segment per node with a ghost row above and below.
 
+use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
 
@@ -35,9 +36,9 @@ const TAG_UP: i32 = 0x5348_4d02;
 /// world: every rank calls it, in the same order.
 ///
 /// ```no_run
-/// use shmarray::{DistArray, NodeComm};
+/// use shmarray::mpi::{DistArray, NodeComm};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let universe = shmarray::rsmpi::initialize().ok_or("MPI already initialised")?;
+/// let universe = shmarray::mpi::rsmpi::initialize().ok_or("MPI already initialised")?;
 /// let nodes = NodeComm::new(&universe.world())?;
 /// let mut u = DistArray::new(&nodes, "grid", (512, 512))?;
 /// let first = u.rows().start;
@@ -246,9 +247,17 @@ impl<'c> DistArray<'c> {
     /// Gathers the array (see [`gather`](Self::gather)) and writes it on world rank 0
     /// to `path` as a plain `.npy` file; returns whether this rank wrote it.
     pub fn write_npy(&mut self, path: impl AsRef<Path>) -> Result<bool, MpiError> {
-        match self.gather()? {
-            Some(all) => super::write_npy(path, all.view()).map(|()| true),
-            None => Ok(false),
-        }
+        let Some(all) = self.gather()? else {
+            return Ok(false);
+        };
+        let path = path.as_ref();
+        let io = |source| MpiError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+        crate::segment::write_npy(&mut out, all.view()).map_err(io)?;
+        out.flush().map_err(io)?;
+        Ok(true)
     }
 }

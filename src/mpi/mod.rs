@@ -14,7 +14,7 @@
 //! the arrays are dropped normally, the other ranks detach first, then the leader
 //! removes the name. The segment is not persistent, so after a crash (MPI aborts the
 //! whole job when a rank dies) nobody has it open any more and `shmarray gc`
-//! ([`collect_garbage`](crate::collect_garbage)) removes it.
+//! ([`collect_garbage`](crate::admin::collect_garbage)) removes it.
 //!
 //! # Aliasing
 //! Every rank is its own process with exactly one handle of its node's segment; the
@@ -29,16 +29,16 @@
 
 mod dist;
 mod node_array;
-mod npy;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ::mpi::topology::{Color, SimpleCommunicator};
 use ::mpi::traits::*;
 
+/// The MPI bindings (rsmpi) the [`NodeComm`] communicators are made of.
+pub use ::mpi as rsmpi;
 pub use dist::DistArray;
 pub use node_array::NodeArray;
-pub use npy::write_npy;
 
 /// Environment variable (read by world rank 0, and broadcast) that splits each real
 /// node into this many *pretend* nodes of consecutive node ranks, each with its own
@@ -101,10 +101,10 @@ pub enum MpiError {
 /// it) before the `mpi::environment::Universe`, as any communicator.
 ///
 /// ```no_run
-/// use shmarray::rsmpi::traits::*;
-/// use shmarray::NodeComm;
+/// use shmarray::mpi::rsmpi::traits::*;
+/// use shmarray::mpi::NodeComm;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let universe = shmarray::rsmpi::initialize().ok_or("MPI already initialised")?;
+/// let universe = shmarray::mpi::rsmpi::initialize().ok_or("MPI already initialised")?;
 /// let nodes = NodeComm::new(&universe.world())?;
 /// println!(
 ///     "world rank {} is rank {} of {} on node {} of {}",

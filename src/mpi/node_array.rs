@@ -37,9 +37,9 @@ use crate::element::Element;
 ///
 /// ```no_run
 /// use shmarray::ndarray::Ix2;
-/// use shmarray::{NodeArray, NodeComm};
+/// use shmarray::mpi::{NodeArray, NodeComm};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let universe = shmarray::rsmpi::initialize().ok_or("MPI already initialised")?;
+/// let universe = shmarray::mpi::rsmpi::initialize().ok_or("MPI already initialised")?;
 /// let nodes = NodeComm::new(&universe.world())?;
 /// let mut table = NodeArray::<f64, Ix2>::create(&nodes, "table", (1000, 64))?;
 /// let rows = table.rows(); // this rank's rows

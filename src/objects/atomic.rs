@@ -1,5 +1,6 @@
 //! `SharedAtomicU32/U64/I64`: one integer in shared memory, accessed atomically only.
 
+use std::fs::File;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64};
 use std::time::Duration;
@@ -9,7 +10,8 @@ use ndarray::Ix0;
 use crate::array::SharedArray;
 use crate::error::{Error, Result};
 use crate::format::control::ObjectKind;
-use crate::segment::{KindSpec, Options, Target};
+use crate::segment::handle::sealed;
+use crate::segment::{Create, KindSpec, Mapping, Open, Options, Segment, Source};
 use crate::sync::TimedOut;
 
 macro_rules! shared_atomic {
@@ -29,43 +31,59 @@ macro_rules! shared_atomic {
         }
 
         impl $name {
-            /// Creates `name` with initial value `v` (owner: removed on drop).
+            /// Creates `name` with initial value `v` (owner: removed on drop);
+            /// [`Options::create`] creates with other options.
             pub fn create(name: &str, v: $t) -> Result<Self> {
-                Self::create_with(&Options::new(), name, v)
+                Options::new().create(name, v)
             }
 
-            /// Creates `name` with the given options.
-            pub fn create_with(opts: &Options, name: &str, v: $t) -> Result<Self> {
-                let ns = opts.ns()?;
-                let array = SharedArray::create_kind(
-                    Target::Named(&ns, name),
-                    KindSpec::plain(ObjectKind::Atomic),
-                    opts,
-                    &[],
-                    |a| a.fill(v),
-                )?;
-                Ok($name { array })
-            }
-
-            /// Attaches `name`.
+            /// Attaches `name`; [`Options::open`] opens with other options (the
+            /// mapping must be writable: an atomic read-modify-write on a read-only
+            /// mapping would fault).
             pub fn open(name: &str) -> Result<Self> {
-                Self::open_with(&Options::new(), name)
+                Options::new().open(name)
             }
 
-            /// Attaches `name` with the given options (it must be writable: an atomic
-            /// read-modify-write on a read-only mapping would fault).
-            pub fn open_with(opts: &Options, name: &str) -> Result<Self> {
-                let array: SharedArray<$t, Ix0> =
-                    SharedArray::open_kind(opts, name, ObjectKind::Atomic)?;
+            fn checked(array: SharedArray<$t, Ix0>) -> Result<Self> {
                 if !array.is_writable() {
                     return Err(Error::ReadOnly {
-                        name: name.to_string(),
+                        name: array.name().unwrap_or("<anonymous>").to_string(),
                     });
                 }
                 Ok($name { array })
             }
+        }
 
-            segment_accessors!(persistent array);
+        impl sealed::Sealed for $name {
+            fn mapping(&self) -> &Mapping {
+                self.array.mapping()
+            }
+            fn mapping_mut(&mut self) -> &mut Mapping {
+                self.array.mapping_mut()
+            }
+        }
+
+        impl Segment for $name {
+            type Error = Error;
+        }
+
+        impl Create<$t> for $name {
+            fn create_segment(opts: &Options, name: Option<&str>, v: $t) -> Result<Self> {
+                let kind = KindSpec::plain(ObjectKind::Atomic);
+                let array =
+                    SharedArray::create_named_or_anonymous(opts, name, kind, &[], |a| a.fill(v))?;
+                Ok($name { array })
+            }
+        }
+
+        impl Open for $name {
+            fn open_segment(opts: &Options, name: &str) -> Result<Self> {
+                Self::checked(SharedArray::open_kind(opts, Source::Named(name), ObjectKind::Atomic)?)
+            }
+
+            fn open_file(opts: &Options, file: File) -> Result<Self> {
+                Self::checked(SharedArray::open_kind(opts, Source::File(file), ObjectKind::Atomic)?)
+            }
         }
 
         impl Deref for $name {
@@ -83,14 +101,46 @@ macro_rules! shared_atomic {
 shared_atomic!(
     /// A `u32` in shared memory, accessed atomically; also a futex word:
     /// [`SharedAtomicU32::wait_while_equal`] / [`SharedAtomicU32::wake_all`].
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// use shmarray::atomic::SharedAtomicU32;
+    /// let name = format!("doc-atomic-u32-{}", std::process::id());
+    /// let flag = SharedAtomicU32::create(&name, 0)?;
+    /// let other = SharedAtomicU32::open(&name)?; // e.g. in another process
+    /// other.store(1, Ordering::Release);
+    /// other.wake_all();
+    /// flag.wait_while_equal(0); // returns at once: the value is 1
+    /// assert_eq!(flag.load(Ordering::Acquire), 1);
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     SharedAtomicU32, u32, AtomicU32
 );
 shared_atomic!(
     /// A `u64` in shared memory, accessed atomically.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// use shmarray::atomic::SharedAtomicU64;
+    /// let hits = SharedAtomicU64::create(&format!("doc-atomic-u64-{}", std::process::id()), 0)?;
+    /// hits.fetch_add(3, Ordering::Relaxed);
+    /// assert_eq!(hits.compare_exchange(3, 10, Ordering::AcqRel, Ordering::Acquire), Ok(3));
+    /// assert_eq!(hits.load(Ordering::Relaxed), 10);
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     SharedAtomicU64, u64, AtomicU64
 );
 shared_atomic!(
     /// An `i64` in shared memory, accessed atomically.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// use shmarray::atomic::SharedAtomicI64;
+    /// let balance = SharedAtomicI64::create(&format!("doc-atomic-i64-{}", std::process::id()), 5)?;
+    /// balance.fetch_sub(7, Ordering::Relaxed);
+    /// assert_eq!(balance.load(Ordering::Relaxed), -2);
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     SharedAtomicI64, i64, AtomicI64
 );
 
@@ -103,6 +153,15 @@ impl SharedAtomicU32 {
     }
 
     /// Blocks while the value equals `expected`, at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmarray::atomic::SharedAtomicU32;
+    /// let w = SharedAtomicU32::create(&format!("doc-atomic-wait-{}", std::process::id()), 0)?;
+    /// // Nobody changes it: the wait times out.
+    /// assert!(w.wait_while_equal_timeout(0, Duration::from_millis(10)).is_err());
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     pub fn wait_while_equal_timeout(
         &self,
         expected: u32,

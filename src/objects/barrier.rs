@@ -2,6 +2,7 @@
 //! participants detected.
 
 use std::fmt;
+use std::fs::File;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -13,10 +14,11 @@ use crate::format::control::{ControlError, ObjectKind};
 use crate::format::objects::{
     check_parties, ParamsError, BARRIER_DATA_BYTES, BARRIER_VERSION, MEMBER_TABLE_BYTES,
 };
+use crate::segment::handle::sealed;
 use crate::segment::liveness::Liveness;
-use crate::segment::{KindSpec, Options, Target};
+use crate::segment::{Create, KindSpec, Mapping, Open, Options, Segment, Source};
 use crate::sync::members::{self, Member, MemberTable, Membership};
-use crate::sync::{BarrierError, BarrierState};
+use crate::sync::{BarrierError, BarrierOpenError, BarrierState};
 
 /// A reusable barrier for N processes, by name: Python's `Barrier(n)`.
 ///
@@ -38,75 +40,24 @@ pub struct Barrier {
     member: Mutex<Option<Membership>>,
 }
 
-/// Why a barrier could not be created or joined.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BarrierOpenError {
-    /// The segment could not be created/opened.
-    #[error(transparent)]
-    Segment(#[from] Error),
-    /// The barrier is full or the party count is invalid.
-    #[error(transparent)]
-    Barrier(#[from] BarrierError),
-}
-
 impl Barrier {
-    /// Creates barrier `name` for `parties` processes (1..=64) and joins it.
+    /// Creates barrier `name` for `parties` processes (1..=64) and joins it (owner:
+    /// removed on drop); [`Options::create`] creates with other options.
     pub fn create(name: &str, parties: u32) -> Result<Barrier, BarrierOpenError> {
-        Self::create_with(&Options::new(), name, parties)
+        Options::new().create(name, parties)
     }
 
-    /// [`create`](Self::create) with options.
-    pub fn create_with(
-        opts: &Options,
-        name: &str,
-        parties: u32,
-    ) -> Result<Barrier, BarrierOpenError> {
-        check_parties(u64::from(parties))
-            .map_err(|_| BarrierError::TooManyParticipants { parties })?;
-        let ns = opts.ns().map_err(BarrierOpenError::Segment)?;
-        let mut params = [0u64; 8];
-        params[0] = u64::from(parties);
-        let kind = KindSpec {
-            kind: ObjectKind::Barrier,
-            version: BARRIER_VERSION,
-            params,
-        };
-        let seg = SharedArray::create_kind(
-            Target::Named(&ns, name),
-            kind,
-            opts,
-            &[BARRIER_DATA_BYTES],
-            |data| {
-                let bytes: &mut [u8] = data
-                    .as_slice_mut()
-                    .expect("a 1-d C-order array is contiguous");
-                // SAFETY: the data area is BARRIER_DATA_BYTES zeroed, private bytes,
-                // page aligned; the state lies after the member table, 64-aligned,
-                // and zero bytes are a valid state (atomics only).
-                let state = unsafe {
-                    &mut *bytes
-                        .as_mut_ptr()
-                        .add(MEMBER_TABLE_BYTES)
-                        .cast::<BarrierState>()
-                };
-                state.init(parties);
-            },
-        )?;
-        Barrier::join(seg)
-    }
-
-    /// Attaches barrier `name` and joins it as a participant.
+    /// Attaches barrier `name` and joins it as a participant;
+    /// [`Options::open`] opens with other options.
     pub fn open(name: &str) -> Result<Barrier, BarrierOpenError> {
-        Self::open_with(&Options::new(), name)
+        Options::new().open(name)
     }
 
-    /// [`open`](Self::open) with options.
-    pub fn open_with(opts: &Options, name: &str) -> Result<Barrier, BarrierOpenError> {
-        let seg: SharedArray<u8, Ix1> = SharedArray::open_kind(opts, name, ObjectKind::Barrier)?;
+    /// Checks an attached barrier's parameters, then joins it.
+    fn checked(seg: SharedArray<u8, Ix1>) -> Result<Barrier, BarrierOpenError> {
         let bad = |problem: String| {
             Error::corrupt(
-                name,
+                seg.name().unwrap_or("<anonymous>"),
                 ControlError::Params {
                     kind: ObjectKind::Barrier,
                     problem,
@@ -233,8 +184,77 @@ impl Barrier {
     pub fn n_waiting(&self) -> u32 {
         self.state().waiting()
     }
+}
 
-    segment_accessors!(seg);
+impl sealed::Sealed for Barrier {
+    fn mapping(&self) -> &Mapping {
+        self.seg.mapping()
+    }
+    fn mapping_mut(&mut self) -> &mut Mapping {
+        self.seg.mapping_mut()
+    }
+}
+
+impl Segment for Barrier {
+    type Error = BarrierOpenError;
+}
+
+impl Create<u32> for Barrier {
+    fn create_segment(
+        opts: &Options,
+        name: Option<&str>,
+        parties: u32,
+    ) -> Result<Barrier, BarrierOpenError> {
+        check_parties(u64::from(parties))
+            .map_err(|_| BarrierError::TooManyParticipants { parties })?;
+        let mut params = [0u64; 8];
+        params[0] = u64::from(parties);
+        let kind = KindSpec {
+            kind: ObjectKind::Barrier,
+            version: BARRIER_VERSION,
+            params,
+        };
+        let seg = SharedArray::create_named_or_anonymous(
+            opts,
+            name,
+            kind,
+            &[BARRIER_DATA_BYTES],
+            |data| {
+                let bytes: &mut [u8] = data
+                    .as_slice_mut()
+                    .expect("a 1-d C-order array is contiguous");
+                // SAFETY: the data area is BARRIER_DATA_BYTES zeroed, private bytes,
+                // page aligned; the state lies after the member table, 64-aligned,
+                // and zero bytes are a valid state (atomics only).
+                let state = unsafe {
+                    &mut *bytes
+                        .as_mut_ptr()
+                        .add(MEMBER_TABLE_BYTES)
+                        .cast::<BarrierState>()
+                };
+                state.init(parties);
+            },
+        )?;
+        Barrier::join(seg)
+    }
+}
+
+impl Open for Barrier {
+    fn open_segment(opts: &Options, name: &str) -> Result<Barrier, BarrierOpenError> {
+        Self::checked(SharedArray::open_kind(
+            opts,
+            Source::Named(name),
+            ObjectKind::Barrier,
+        )?)
+    }
+
+    fn open_file(opts: &Options, file: File) -> Result<Barrier, BarrierOpenError> {
+        Self::checked(SharedArray::open_kind(
+            opts,
+            Source::File(file),
+            ObjectKind::Barrier,
+        )?)
+    }
 }
 
 impl Drop for Barrier {

@@ -1,6 +1,7 @@
 //! `Event`: Python's `multiprocessing.Event`, by name.
 
 use std::fmt;
+use std::fs::File;
 use std::time::Duration;
 
 use ndarray::Ix0;
@@ -8,11 +9,29 @@ use ndarray::Ix0;
 use crate::array::SharedArray;
 use crate::error::{Error, Result};
 use crate::format::control::ObjectKind;
-use crate::segment::{KindSpec, Options, Target};
+use crate::segment::handle::sealed;
+use crate::segment::{Create, KindSpec, Mapping, Open, Options, Segment, Source};
 use crate::sync::{RawEvent, TimedOut};
 
 /// Python's `multiprocessing.Event`, by name: `set`, `clear`, `is_set`, `wait`.
 /// Waiters sleep on a process-shared futex (no polling).
+///
+/// ```
+/// use std::time::Duration;
+/// use shmarray::Event;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-event-{}", std::process::id());
+/// let ready = Event::create(&name)?; // clear
+/// let waiter = Event::open(&name)?; // e.g. in another process
+/// std::thread::scope(|s| {
+///     s.spawn(|| ready.set());
+///     waiter.wait(); // until the other thread sets it
+/// });
+/// assert!(waiter.is_set());
+/// waiter.clear();
+/// assert!(ready.wait_timeout(Duration::from_millis(5)).is_err());
+/// # Ok(()) }
+/// ```
 ///
 /// # Threads
 /// `Send + Sync`: threads may share one handle.
@@ -21,35 +40,22 @@ pub struct Event {
 }
 
 impl Event {
-    /// Creates a clear event `name`.
+    /// Creates a clear event `name` (owner: removed on drop);
+    /// [`Options::create`] creates with other options (its argument is `()`).
     pub fn create(name: &str) -> Result<Event> {
-        Self::create_with(&Options::new(), name)
+        Options::new().create(name, ())
     }
 
-    /// Creates a clear event `name` with the given options.
-    pub fn create_with(opts: &Options, name: &str) -> Result<Event> {
-        let ns = opts.ns()?;
-        let word = SharedArray::create_kind(
-            Target::Named(&ns, name),
-            KindSpec::plain(ObjectKind::Event),
-            opts,
-            &[],
-            |_| {},
-        )?;
-        Ok(Event { word })
-    }
-
-    /// Attaches event `name`.
+    /// Attaches event `name`; [`Options::open`] opens with other options (the
+    /// mapping must be writable).
     pub fn open(name: &str) -> Result<Event> {
-        Self::open_with(&Options::new(), name)
+        Options::new().open(name)
     }
 
-    /// Attaches event `name` with the given options (it must be writable).
-    pub fn open_with(opts: &Options, name: &str) -> Result<Event> {
-        let word: SharedArray<u32, Ix0> = SharedArray::open_kind(opts, name, ObjectKind::Event)?;
+    fn checked(word: SharedArray<u32, Ix0>) -> Result<Event> {
         if !word.is_writable() {
             return Err(Error::ReadOnly {
-                name: name.to_string(),
+                name: word.name().unwrap_or("<anonymous>").to_string(),
             });
         }
         Ok(Event { word })
@@ -87,8 +93,45 @@ impl Event {
     pub fn wait_timeout(&self, timeout: Duration) -> std::result::Result<(), TimedOut> {
         self.raw().wait(Some(timeout))
     }
+}
 
-    segment_accessors!(persistent word);
+impl sealed::Sealed for Event {
+    fn mapping(&self) -> &Mapping {
+        self.word.mapping()
+    }
+    fn mapping_mut(&mut self) -> &mut Mapping {
+        self.word.mapping_mut()
+    }
+}
+
+impl Segment for Event {
+    type Error = Error;
+}
+
+impl Create<()> for Event {
+    fn create_segment(opts: &Options, name: Option<&str>, (): ()) -> Result<Self> {
+        let kind = KindSpec::plain(ObjectKind::Event);
+        let word = SharedArray::create_named_or_anonymous(opts, name, kind, &[], |_| {})?;
+        Ok(Event { word })
+    }
+}
+
+impl Open for Event {
+    fn open_segment(opts: &Options, name: &str) -> Result<Self> {
+        Self::checked(SharedArray::open_kind(
+            opts,
+            Source::Named(name),
+            ObjectKind::Event,
+        )?)
+    }
+
+    fn open_file(opts: &Options, file: File) -> Result<Self> {
+        Self::checked(SharedArray::open_kind(
+            opts,
+            Source::File(file),
+            ObjectKind::Event,
+        )?)
+    }
 }
 
 impl fmt::Debug for Event {

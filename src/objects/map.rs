@@ -3,6 +3,7 @@
 
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::fs::File;
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::mem::size_of;
@@ -20,7 +21,8 @@ use crate::format::containers::{
 };
 use crate::format::control::{ControlError, ObjectKind};
 use crate::format::objects::ParamsError;
-use crate::segment::{KindSpec, Options, Target};
+use crate::segment::handle::sealed;
+use crate::segment::{Create, KindSpec, Mapping, Open, Options, Segment, Source};
 use crate::sync::{check_mutex_in_file, LockError, LockFailure, RawMutexGuard, RawRobustMutex};
 
 mod bytes;
@@ -59,7 +61,7 @@ pub enum MapError {
 /// calling process, under the lock of one shard.
 ///
 /// ```
-/// use shmarray::{FixedStr, SharedMap};
+/// use shmarray::{containers::FixedStr, SharedMap};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let name = format!("doc-map-{}", std::process::id());
 /// // process A creates (and owns: the name is removed when `prices` is dropped)
@@ -173,13 +175,34 @@ struct Locked<'a> {
 impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
     /// Creates map `name` in `/dev/shm` (or `$SHMARRAY_DIR`) for `capacity` entries
     /// (`1..=2^32`; see the type's docs for what it guarantees). The creator owns
-    /// it: the name is removed when this handle is dropped.
+    /// it: the name is removed when this handle is dropped. [`Options::create`]
+    /// creates with other options.
     pub fn create(name: &str, capacity: usize) -> Result<Self, MapError> {
-        Self::create_with(&Options::new(), name, capacity)
+        Options::new().create(name, capacity)
     }
 
-    /// [`create`](Self::create) with options (directory, persistence, huge pages).
-    pub fn create_with(opts: &Options, name: &str, capacity: usize) -> Result<Self, MapError> {
+    /// Opens map `name`, checking that its keys and values have the sizes of `K`
+    /// and `V`; [`Options::open`] opens with other options. A map cannot be opened
+    /// read-only (every operation takes a lock).
+    ///
+    /// ```
+    /// use shmarray::{containers::MapError, Error, SharedMap};
+    /// let name = format!("doc-map-open-{}", std::process::id());
+    /// let _m = SharedMap::<u64, f64>::create(&name, 10)?;
+    /// assert!(SharedMap::<u64, f64>::open(&name).is_ok());
+    /// assert!(matches!(
+    ///     SharedMap::<u32, f64>::open(&name),
+    ///     Err(MapError::Segment(Error::TypeMismatch { .. }))
+    /// ));
+    /// # Ok::<(), MapError>(())
+    /// ```
+    pub fn open(name: &str) -> Result<Self, MapError> {
+        Options::new().open(name)
+    }
+
+    /// Creates the segment of a map of `capacity` entries of `K` and `V` (named or
+    /// anonymous) and attaches it.
+    fn create_map(opts: &Options, name: Option<&str>, capacity: usize) -> Result<Self, MapError> {
         let geo = MapGeometry::new(
             size_of::<K>() as u64,
             size_of::<V>() as u64,
@@ -191,19 +214,14 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
             max: usize::MAX as u64,
         })?;
         let seed = random_seed();
-        let ns = opts.ns()?;
         let kind = KindSpec {
             kind: ObjectKind::Map,
             version: MAP_VERSION,
             params: geo.to_params(seed),
         };
         let mut init_error = None;
-        let seg = SharedArray::<u8, Ix1>::create_kind(
-            Target::Named(&ns, name),
-            kind,
-            opts,
-            &[len],
-            |data| {
+        let seg =
+            SharedArray::<u8, Ix1>::create_named_or_anonymous(opts, name, kind, &[len], |data| {
                 let base: *mut u8 = data.as_mut_ptr();
                 for s in 0..geo.shards {
                     // SAFETY: the data area is `data_len` zeroed bytes, private to this
@@ -218,24 +236,10 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
                         return;
                     }
                 }
-            },
-        )?;
+            })?;
         if let Some(e) = init_error {
             return Err(MapError::Lock(e));
         }
-        Self::attach(seg)
-    }
-
-    /// Opens map `name`, checking that its keys and values have the sizes of `K`
-    /// and `V`.
-    pub fn open(name: &str) -> Result<Self, MapError> {
-        Self::open_with(&Options::new(), name)
-    }
-
-    /// [`open`](Self::open) with options (directory, trusted owners). A map cannot
-    /// be opened read-only (every operation takes a lock).
-    pub fn open_with(opts: &Options, name: &str) -> Result<Self, MapError> {
-        let seg = SharedArray::open_kind(opts, name, ObjectKind::Map)?;
         Self::attach(seg)
     }
 
@@ -810,17 +814,47 @@ impl<K, V> SharedMap<K, V> {
             .counter(MAP_REPAIRS_COUNTER)
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
+}
 
-    /// Keeps the segment after this handle is dropped (never collected by
-    /// `shmarray gc`); remove it with `unlink`, `shmarray::remove` or `shmarray rm`.
-    pub fn into_persistent(self) -> Self {
-        SharedMap {
-            seg: self.seg.into_persistent(),
-            ..self
-        }
+impl<K, V> sealed::Sealed for SharedMap<K, V> {
+    fn mapping(&self) -> &Mapping {
+        self.seg.mapping()
+    }
+    fn mapping_mut(&mut self) -> &mut Mapping {
+        self.seg.mapping_mut()
+    }
+}
+
+impl<K, V> Segment for SharedMap<K, V> {
+    type Error = MapError;
+}
+
+impl<K: Pod + Eq + Hash, V: Pod> Create<usize> for SharedMap<K, V> {
+    fn create_segment(
+        opts: &Options,
+        name: Option<&str>,
+        capacity: usize,
+    ) -> Result<Self, MapError> {
+        Self::create_map(opts, name, capacity)
+    }
+}
+
+impl<K: Pod + Eq + Hash, V: Pod> Open for SharedMap<K, V> {
+    fn open_segment(opts: &Options, name: &str) -> Result<Self, MapError> {
+        Self::attach(SharedArray::open_kind(
+            opts,
+            Source::Named(name),
+            ObjectKind::Map,
+        )?)
     }
 
-    segment_accessors!(seg);
+    fn open_file(opts: &Options, file: File) -> Result<Self, MapError> {
+        Self::attach(SharedArray::open_kind(
+            opts,
+            Source::File(file),
+            ObjectKind::Map,
+        )?)
+    }
 }
 
 impl<K, V> fmt::Debug for SharedMap<K, V> {
@@ -850,7 +884,7 @@ fn random_seed() -> u64 {
 /// value) for names. Compared and hashed by its bytes.
 ///
 /// ```
-/// use shmarray::FixedStr;
+/// use shmarray::containers::FixedStr;
 /// let k = FixedStr::<8>::new("apple").unwrap();
 /// assert_eq!(k.as_str(), "apple");
 /// assert_eq!(k.to_string(), "apple");

@@ -14,45 +14,6 @@
 //! | `SharedMap<K, V>` | bytes: shard heads, then the entries (a structured array) |
 //! | `SharedVec<T>` | a 1-d array of `T` of the capacity; the length is in the control block |
 
-/// The accessors every named object has, over the array that holds its segment
-/// (`$field`); with `persistent`, also `into_persistent` (for single-field types).
-macro_rules! segment_accessors {
-    ($field:ident) => {
-        /// The segment name (`None` for anonymous segments).
-        pub fn name(&self) -> Option<&str> {
-            self.$field.name()
-        }
-
-        /// The segment's file path (see the table in the module docs for what
-        /// numpy sees there).
-        pub fn path(&self) -> Option<std::path::PathBuf> {
-            self.$field.path()
-        }
-
-        /// The pages behind the segment (see [`crate::SharedArray::backing`]).
-        pub fn backing(&self) -> &crate::segment::Backing {
-            self.$field.backing()
-        }
-
-        /// Removes the name now; processes that have it open keep using it.
-        pub fn unlink(&self) -> crate::error::Result<()> {
-            self.$field.unlink()
-        }
-    };
-    (persistent $field:ident) => {
-        segment_accessors!($field);
-
-        /// Keeps the segment after this handle is dropped (never collected by
-        /// `shmarray gc`); remove it with `unlink`, `shmarray::remove` or
-        /// `shmarray rm`.
-        pub fn into_persistent(self) -> Self {
-            Self {
-                $field: self.$field.into_persistent(),
-            }
-        }
-    };
-}
-
 mod atomic;
 mod barrier;
 mod event;
@@ -61,8 +22,8 @@ mod value;
 mod vec;
 
 pub use atomic::{SharedAtomicI64, SharedAtomicU32, SharedAtomicU64};
-pub use barrier::{Barrier, BarrierOpenError};
+pub use barrier::Barrier;
 pub use event::Event;
 pub use map::{BytesMap, FixedStr, FixedStrError, MapError, SharedMap};
-pub use value::{SharedValue, ValueGuard};
+pub use value::SharedValue;
 pub use vec::{SharedVec, VecError};

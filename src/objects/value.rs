@@ -1,17 +1,18 @@
 //! `SharedValue<T>`: Python's `multiprocessing.Value`, with its lock.
 
 use std::fmt;
-use std::ops::{Deref, DerefMut};
+use std::fs::File;
 use std::time::Duration;
 
 use ndarray::Ix0;
 
-use crate::array::{ArrayGuard, SharedArray};
+use crate::array::SharedArray;
 use crate::element::Element;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::control::ObjectKind;
-use crate::segment::{KindSpec, Options, Target};
-use crate::sync::{LockResult, RobustGuard};
+use crate::segment::handle::sealed;
+use crate::segment::{Create, KindSpec, Mapping, Open, Options, Segment, Source};
+use crate::sync::{LockResult, ValueGuard};
 
 /// A single shared value with a robust lock: Python's `multiprocessing.Value`.
 ///
@@ -40,34 +41,34 @@ pub struct SharedValue<T: Element> {
 }
 
 impl<T: Element> SharedValue<T> {
-    /// Creates `name` holding `value` (owner: removed on drop).
+    /// Creates `name` holding `value` (owner: removed on drop);
+    /// [`Options::create`] creates with other options.
+    ///
+    /// ```
+    /// use shmarray::SharedValue;
+    /// let name = format!("doc-value-create-{}", std::process::id());
+    /// let speed = SharedValue::<f32>::create(&name, 1.5)?;
+    /// assert_eq!(speed.get()?, 1.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(name: &str, value: T) -> Result<Self> {
-        Self::create_with(&Options::new(), name, value)
+        Options::new().create(name, value)
     }
 
-    /// Creates `name` with the given options.
-    pub fn create_with(opts: &Options, name: &str, value: T) -> Result<Self> {
-        let ns = opts.ns()?;
-        let array = SharedArray::create_kind(
-            Target::Named(&ns, name),
-            KindSpec::plain(ObjectKind::Value),
-            opts,
-            &[],
-            |v| v.fill(value),
-        )?;
-        Ok(SharedValue { array })
-    }
-
-    /// Attaches value `name`.
+    /// Attaches value `name`, checked against `T`; [`Options::open`] opens with
+    /// other options.
+    ///
+    /// ```
+    /// use shmarray::SharedValue;
+    /// let name = format!("doc-value-open-{}", std::process::id());
+    /// let a = SharedValue::<u64>::create(&name, 0)?;
+    /// let b = SharedValue::<u64>::open(&name)?; // e.g. in another process
+    /// b.set(42)?;
+    /// assert_eq!(a.get()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(name: &str) -> Result<Self> {
-        Self::open_with(&Options::new(), name)
-    }
-
-    /// Attaches `name` with the given options.
-    pub fn open_with(opts: &Options, name: &str) -> Result<Self> {
-        Ok(SharedValue {
-            array: SharedArray::open_kind(opts, name, ObjectKind::Value)?,
-        })
+        Options::new().open(name)
     }
 
     /// Locks the value; the guard derefs to `T`. Same dead-holder semantics as
@@ -110,8 +111,40 @@ impl<T: Element> SharedValue<T> {
             Err(e) => Err(e.map_guard(|mut g| *g = value)),
         }
     }
+}
 
-    segment_accessors!(persistent array);
+impl<T: Element> sealed::Sealed for SharedValue<T> {
+    fn mapping(&self) -> &Mapping {
+        self.array.mapping()
+    }
+    fn mapping_mut(&mut self) -> &mut Mapping {
+        self.array.mapping_mut()
+    }
+}
+
+impl<T: Element> Segment for SharedValue<T> {
+    type Error = Error;
+}
+
+impl<T: Element> Create<T> for SharedValue<T> {
+    fn create_segment(opts: &Options, name: Option<&str>, value: T) -> Result<Self> {
+        let kind = KindSpec::plain(ObjectKind::Value);
+        let array =
+            SharedArray::create_named_or_anonymous(opts, name, kind, &[], |v| v.fill(value))?;
+        Ok(SharedValue { array })
+    }
+}
+
+impl<T: Element> Open for SharedValue<T> {
+    fn open_segment(opts: &Options, name: &str) -> Result<Self> {
+        let array = SharedArray::open_kind(opts, Source::Named(name), ObjectKind::Value)?;
+        Ok(SharedValue { array })
+    }
+
+    fn open_file(opts: &Options, file: File) -> Result<Self> {
+        let array = SharedArray::open_kind(opts, Source::File(file), ObjectKind::Value)?;
+        Ok(SharedValue { array })
+    }
 }
 
 impl<T: Element> fmt::Debug for SharedValue<T> {
@@ -120,58 +153,5 @@ impl<T: Element> fmt::Debug for SharedValue<T> {
             .field("name", &self.name())
             .field("dtype", &T::DTYPE)
             .finish()
-    }
-}
-
-/// A locked [`SharedValue`]; derefs to the value.
-///
-/// # Threads
-/// Not `Send` (the thread that locked unlocks), but `Sync`, as
-/// [`ArrayGuard`](crate::ArrayGuard).
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ValueGuard<'a, T: Element>(ArrayGuard<'a, T, Ix0>);
-
-impl<T: Element> ValueGuard<'_, T> {
-    /// Whether the previous holder died and the value is not yet marked consistent.
-    pub fn owner_died(&self) -> bool {
-        self.0.owner_died()
-    }
-
-    /// After `OwnerDied`, declares the value repaired.
-    pub fn mark_consistent(&mut self) {
-        self.0.mark_consistent();
-    }
-}
-
-impl<T: Element + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ValueGuard")
-            .field("value", &**self)
-            .field("owner_died", &self.owner_died())
-            .finish()
-    }
-}
-
-impl<T: Element> Deref for ValueGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0[()]
-    }
-}
-
-impl<T: Element> DerefMut for ValueGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0[()]
-    }
-}
-
-impl<T: Element> crate::sync::sealed::Sealed for ValueGuard<'_, T> {}
-
-impl<T: Element> RobustGuard for ValueGuard<'_, T> {
-    fn owner_died(&self) -> bool {
-        ValueGuard::owner_died(self)
-    }
-    fn mark_consistent(&mut self) {
-        ValueGuard::mark_consistent(self)
     }
 }

@@ -1,19 +1,21 @@
 //! `SharedVec<T>`: Python's `Manager().list()` for numbers, without the server.
 
 use std::fmt;
+use std::fs::File;
 use std::mem::size_of;
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 
 use ndarray::Ix1;
 
-use crate::array::{ArrayGuard, SharedArray};
+use crate::array::SharedArray;
 use crate::element::Element;
 use crate::error::Error;
 use crate::format::containers::{vec_capacity, vec_counter, VEC_VERSION};
 use crate::format::control::{ControlError, ObjectKind, SCRATCH_WORDS};
 use crate::format::objects::ParamsError;
-use crate::segment::{KindSpec, Options, Target};
-use crate::sync::{LockError, LockFailure};
+use crate::segment::handle::sealed;
+use crate::segment::{Create, KindSpec, Mapping, Open, Options, Segment, Source};
+use crate::sync::{ArrayGuard, LockError, LockFailure};
 
 /// Largest `SharedVec` capacity (elements).
 const MAX_VEC_CAPACITY: u64 = 1 << 40;
@@ -96,36 +98,32 @@ pub struct SharedVec<T: Element> {
 
 impl<T: Element> SharedVec<T> {
     /// Creates vec `name` with room for `capacity` elements (owner: the name is
-    /// removed when this handle is dropped).
+    /// removed when this handle is dropped); [`Options::create`] creates with
+    /// other options.
     pub fn create(name: &str, capacity: usize) -> Result<Self, VecError> {
-        Self::create_with(&Options::new(), name, capacity)
+        Options::new().create(name, capacity)
     }
 
-    /// [`create`](Self::create) with options (directory, persistence, huge pages).
-    pub fn create_with(opts: &Options, name: &str, capacity: usize) -> Result<Self, VecError> {
-        check_capacity::<T>(capacity as u64)?;
-        let ns = opts.ns()?;
-        let mut params = [0u64; 8];
-        params[0] = capacity as u64;
-        let kind = KindSpec {
-            kind: ObjectKind::Vec,
-            version: VEC_VERSION,
-            params,
-        };
-        let array =
-            SharedArray::create_kind(Target::Named(&ns, name), kind, opts, &[capacity], |_| {})?;
-        Ok(SharedVec { array })
-    }
-
-    /// Opens vec `name`, checked against `T`.
+    /// Opens vec `name`, checked against `T`; [`Options::open`] opens with other
+    /// options. A vec cannot be opened read-only (every operation takes the lock).
+    ///
+    /// ```
+    /// use shmarray::{containers::VecError, Error, SharedVec};
+    /// let name = format!("doc-vec-open-{}", std::process::id());
+    /// let _v = SharedVec::<u32>::create(&name, 8)?;
+    /// assert!(SharedVec::<u32>::open(&name).is_ok());
+    /// assert!(matches!(
+    ///     SharedVec::<i64>::open(&name),
+    ///     Err(VecError::Segment(Error::TypeMismatch { .. }))
+    /// ));
+    /// # Ok::<(), VecError>(())
+    /// ```
     pub fn open(name: &str) -> Result<Self, VecError> {
-        Self::open_with(&Options::new(), name)
+        Options::new().open(name)
     }
 
-    /// [`open`](Self::open) with options (directory, trusted owners). A vec cannot
-    /// be opened read-only (every operation takes the lock).
-    pub fn open_with(opts: &Options, name: &str) -> Result<Self, VecError> {
-        let array: SharedArray<T, Ix1> = SharedArray::open_kind(opts, name, ObjectKind::Vec)?;
+    /// Checks an attached vec's parameters, access and lock.
+    fn checked(array: SharedArray<T, Ix1>) -> Result<Self, VecError> {
         let label = array.name().unwrap_or("<anonymous>").to_string();
         let c = array.control().ok_or_else(|| Error::NoControlBlock {
             name: label.clone(),
@@ -355,20 +353,59 @@ impl<T: Element> SharedVec<T> {
     pub fn repairs(&self) -> u64 {
         self.counter(vec_counter::REPAIRS).load(Ordering::Relaxed)
     }
+}
 
-    /// This handle's open segment file, e.g. to map the elements for numpy (the
-    /// data area, at the control block's `data_offset`, is a 1-d array of
-    /// `capacity` elements of `T`; the first [`len`](Self::len) are the vec's).
-    pub fn file(&self) -> &std::fs::File {
-        self.array.file()
+impl<T: Element> sealed::Sealed for SharedVec<T> {
+    fn mapping(&self) -> &Mapping {
+        self.array.mapping()
+    }
+    fn mapping_mut(&mut self) -> &mut Mapping {
+        self.array.mapping_mut()
+    }
+}
+
+/// The data area of a vec's file (see [`Segment::file`] and [`Segment::control`]:
+/// at the control block's `data_offset`) is a 1-d array of `capacity` elements of
+/// `T`, the first [`len`](SharedVec::len) of them the vec's.
+impl<T: Element> Segment for SharedVec<T> {
+    type Error = VecError;
+}
+
+impl<T: Element> Create<usize> for SharedVec<T> {
+    fn create_segment(
+        opts: &Options,
+        name: Option<&str>,
+        capacity: usize,
+    ) -> Result<Self, VecError> {
+        check_capacity::<T>(capacity as u64)?;
+        let mut params = [0u64; 8];
+        params[0] = capacity as u64;
+        let kind = KindSpec {
+            kind: ObjectKind::Vec,
+            version: VEC_VERSION,
+            params,
+        };
+        let array = SharedArray::create_named_or_anonymous(opts, name, kind, &[capacity], |_| {})?;
+        Ok(SharedVec { array })
+    }
+}
+
+impl<T: Element> Open for SharedVec<T> {
+    fn open_segment(opts: &Options, name: &str) -> Result<Self, VecError> {
+        Self::checked(SharedArray::open_kind(
+            opts,
+            Source::Named(name),
+            ObjectKind::Vec,
+        )?)
     }
 
-    /// A copy of the control block as read at open (`data_offset`, parameters).
-    pub fn control(&self) -> Option<crate::format::control::ControlFields> {
-        self.array.control()
+    fn open_file(opts: &Options, file: File) -> Result<Self, VecError> {
+        Self::checked(SharedArray::open_kind(
+            opts,
+            Source::File(file),
+            ObjectKind::Vec,
+        )?)
     }
-
-    segment_accessors!(persistent array);
 }
 
 fn check_capacity<T>(capacity: u64) -> Result<(), ParamsError> {

@@ -18,6 +18,7 @@ use super::Pool;
 use crate::array::SharedArray;
 use crate::element::Element;
 use crate::process::{with_attached, Location, Part, TaskError, TaskFn};
+use crate::segment::Segment as _;
 
 /// How to cut an array into parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub enum Partition {
 /// reused by later tasks.
 ///
 /// ```no_run
-/// use shmarray::{ArrayHandle, Pool};
+/// use shmarray::pool::{ArrayHandle, Pool};
 /// fn row_sum((h, row): (ArrayHandle<f64, ndarray::Ix2>, usize)) -> f64 {
 ///     h.with(|a| a.lock().map(|g| g.row(row).sum()).unwrap_or(f64::NAN))
 ///         .unwrap()

@@ -1,5 +1,20 @@
 //! A pool of persistent worker processes (Python's `Pool` / `ProcessPoolExecutor`)
-//! and in-place kernels over shared arrays. User docs are on [`Pool`].
+//! and in-place kernels over shared arrays (feature `pool`, default). User docs are
+//! on [`Pool`]; [`Process`](crate::Process) and [`init`](crate::init) are at the
+//! crate root, and their start methods and errors here.
+//!
+//! ```
+//! use shmarray::pool::Pool;
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! fn main() -> Result<(), shmarray::pool::TaskError> {
+//!     shmarray::init(); // in a worker, this runs the worker loop and exits
+//!     let pool = Pool::new(2)?;
+//!     assert_eq!(pool.map(square, 0..4)?, [0, 1, 4, 9]);
+//!     Ok(())
+//! }
+//! ```
 //!
 //! Layout: `driver` (one thread per worker: start, send, wait, replace), `job` (a
 //! chunk's state machine and the batch latch), `results` (futures, map results,
@@ -23,7 +38,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::process::{encode, ForkServer, StartMethod, TaskError, TaskFn, TaskOffsets};
+pub use crate::process::{StartMethod, TaskError, WORKER_ENV};
+
+use crate::process::{encode, ForkServer, TaskFn, TaskOffsets};
 use driver::{drive, Launch, Shared};
 use job::{lock, Job, Latch};
 use results::Chunk;

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::TaskError;
 use crate::array::SharedArray;
 use crate::element::Element;
+use crate::segment::Segment as _;
 use crate::segment::{Namespace, Options};
 
 /// Where a named segment is, and which file it was when the handle was made.
@@ -134,9 +135,10 @@ pub(crate) fn with_attached<T: Element, D: Dimension + 'static, O>(
                 reason: e.to_string(),
             };
             let ns = Namespace::at(&at.dir).map_err(attach_error)?;
-            let a: SharedArray<T, D> =
-                SharedArray::open_with(&Options::new().namespace(ns), &at.name)
-                    .map_err(attach_error)?;
+            let a: SharedArray<T, D> = Options::new()
+                .namespace(ns)
+                .open(&at.name)
+                .map_err(attach_error)?;
             if a.file_id() != file {
                 return Err(replaced());
             }

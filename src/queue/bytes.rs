@@ -5,9 +5,10 @@ use std::fmt;
 use std::fs::File;
 use std::time::Duration;
 
-use super::raw::{handle_methods, Flavor, RawQueue, Wait};
+use super::raw::{Flavor, RawQueue, Wait};
 use super::QueueError;
-use crate::segment::Options;
+use crate::segment::handle::sealed;
+use crate::segment::{Create, Mapping, Open, Options, Segment};
 
 /// A bounded MPMC queue of byte messages (up to a fixed maximum size) between
 /// processes. `put_with` writes a message straight into its slot and `get_with`
@@ -30,43 +31,27 @@ pub struct ByteQueue {
 impl ByteQueue {
     /// Creates queue `name` of `capacity` messages (at least 2) of at most
     /// `max_message` bytes (1 B to 1 GiB). Sizes too large to lay out are
-    /// `Err(Params)`, and nothing is created.
+    /// `Err(Params)`, and nothing is created. [`Options::create`] creates with
+    /// other options (its argument is `(capacity, max_message)`).
     pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Self, QueueError> {
-        Self::create_with(&Options::new(), name, capacity, max_message)
+        Options::new().create(name, (capacity, max_message))
     }
 
-    /// [`create`](Self::create) with options (directory, persistence).
-    pub fn create_with(
-        opts: &Options,
-        name: &str,
-        capacity: usize,
-        max_message: usize,
-    ) -> Result<Self, QueueError> {
-        let raw = RawQueue::create(opts, Some(name), Flavor::Bytes, max_message, capacity)?;
-        Ok(ByteQueue { raw })
-    }
-
-    /// Creates an anonymous byte queue (memfd); see [`Queue::create_anonymous`](crate::Queue::create_anonymous).
+    /// Creates an anonymous byte queue (memfd); see
+    /// [`Queue::create_anonymous`](crate::Queue::create_anonymous).
     pub fn create_anonymous(capacity: usize, max_message: usize) -> Result<Self, QueueError> {
-        let raw = RawQueue::create(&Options::new(), None, Flavor::Bytes, max_message, capacity)?;
-        Ok(ByteQueue { raw })
+        Options::new().create_anonymous((capacity, max_message))
     }
 
-    /// Attaches byte queue `name`.
+    /// Attaches byte queue `name`; [`Options::open`] opens with other options.
     pub fn open(name: &str) -> Result<Self, QueueError> {
-        Self::open_with(&Options::new(), name)
+        Options::new().open(name)
     }
 
-    /// [`open`](Self::open) with options (directory, trusted owners).
-    pub fn open_with(opts: &Options, name: &str) -> Result<Self, QueueError> {
-        let raw = RawQueue::open(opts, name, Flavor::Bytes)?;
-        Ok(ByteQueue { raw })
-    }
-
-    /// Attaches a byte queue from an open segment file.
+    /// Attaches a byte queue from an open segment file; [`Options::from_file`]
+    /// attaches with other options.
     pub fn from_file(file: File) -> Result<Self, QueueError> {
-        let raw = RawQueue::from_file(file, Flavor::Bytes)?;
-        Ok(ByteQueue { raw })
+        Options::new().from_file(file)
     }
 
     /// The largest message this queue carries.
@@ -162,7 +147,91 @@ impl ByteQueue {
         self.get_msg(Wait::timeout(timeout))
     }
 
-    handle_methods!();
+    /// Items currently in the queue (approximate while others are active).
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether the queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity in items.
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity()
+    }
+
+    /// Closes the queue: puts fail with `Closed`; gets drain what is left, then
+    /// fail with `Closed`. Wakes every waiter, in every process.
+    ///
+    /// ```
+    /// use shmarray::{queue::QueueError, ByteQueue};
+    /// let q = ByteQueue::create_anonymous(4, 16)?;
+    /// q.put(b"x")?;
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// assert!(matches!(q.put(b"x"), Err(QueueError::Closed)));
+    /// assert!(q.get().is_ok()); // what is left is still delivered
+    /// assert!(matches!(q.get(), Err(QueueError::Closed)));
+    /// # Ok::<(), QueueError>(())
+    /// ```
+    pub fn close(&self) {
+        self.raw.close()
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        self.raw.is_closed()
+    }
+
+    /// Items lost because their producer died after claiming a slot (or its
+    /// `put_with` closure panicked).
+    pub fn lost(&self) -> u64 {
+        self.raw.lost()
+    }
+
+    /// Items taken by consumers that died before finishing with them (or whose
+    /// `get_with` closure panicked).
+    pub fn abandoned(&self) -> u64 {
+        self.raw.abandoned()
+    }
+}
+
+impl sealed::Sealed for ByteQueue {
+    fn mapping(&self) -> &Mapping {
+        self.raw.segment()
+    }
+    fn mapping_mut(&mut self) -> &mut Mapping {
+        self.raw.segment_mut()
+    }
+}
+
+impl Segment for ByteQueue {
+    type Error = QueueError;
+}
+
+impl Create<(usize, usize)> for ByteQueue {
+    fn create_segment(
+        opts: &Options,
+        name: Option<&str>,
+        (capacity, max_message): (usize, usize),
+    ) -> Result<Self, QueueError> {
+        let raw = RawQueue::create(opts, name, Flavor::Bytes, max_message, capacity)?;
+        Ok(ByteQueue { raw })
+    }
+}
+
+impl Open for ByteQueue {
+    fn open_segment(opts: &Options, name: &str) -> Result<Self, QueueError> {
+        let raw = RawQueue::open(opts, name, Flavor::Bytes)?;
+        Ok(ByteQueue { raw })
+    }
+
+    fn open_file(opts: &Options, file: File) -> Result<Self, QueueError> {
+        let raw = RawQueue::from_file(opts, file, Flavor::Bytes)?;
+        Ok(ByteQueue { raw })
+    }
 }
 
 impl fmt::Debug for ByteQueue {

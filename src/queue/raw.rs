@@ -6,7 +6,6 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::mem::{align_of, size_of};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use crate::format::objects::{
     ParamsError, QueueGeometry, MAX_MEMBERS, MEMBER_TABLE_BYTES, MIN_CAPACITY, QUEUE_VERSION,
 };
 use crate::segment::liveness::Liveness;
-use crate::segment::{self, KindSpec, Options, Segment, Spec, Target};
+use crate::segment::{self, KindSpec, Mapping, Options, Spec, Target};
 use crate::sync::members::{self, Member, MemberTable, Membership};
 use crate::sync::{wait_while_equal, wake_all};
 
@@ -112,7 +111,7 @@ impl Wait {
 /// in flight at a time (`busy`), so it is `Send` but not `Sync` (the cells).
 #[derive(Debug)]
 pub(crate) struct RawQueue {
-    seg: Segment,
+    seg: Mapping,
     /// Copied from the control block and validated at attach; never re-read from
     /// shared memory. Every address is computed from it.
     geo: QueueGeometry,
@@ -205,8 +204,11 @@ impl RawQueue {
     }
 
     /// Attaches a queue from an open segment file (an anonymous queue's memfd).
-    pub(crate) fn from_file(file: File, flavor: Flavor) -> Result<RawQueue, QueueError> {
-        let opts = Options::new();
+    pub(crate) fn from_file(
+        opts: &Options,
+        file: File,
+        flavor: Flavor,
+    ) -> Result<RawQueue, QueueError> {
         let seg = segment::from_file(file, "<file>", &opts.expect(flavor.kind()))
             .map_err(|e| kind_error(e, flavor))?;
         RawQueue::validate(seg, flavor)
@@ -214,7 +216,7 @@ impl RawQueue {
 
     /// Checks an attached segment's queue parameters (from the validated control
     /// block copy) against `flavor` and the mapping, then joins it.
-    fn validate(seg: Segment, flavor: Flavor) -> Result<RawQueue, QueueError> {
+    fn validate(seg: Mapping, flavor: Flavor) -> Result<RawQueue, QueueError> {
         let name = seg.label().to_string();
         let c = seg.control().ok_or_else(|| Error::NoControlBlock {
             name: name.clone(),
@@ -237,7 +239,7 @@ impl RawQueue {
     }
 
     /// Checks that the mapping holds the geometry, then joins the member table.
-    fn attach(seg: Segment, geo: QueueGeometry) -> Result<RawQueue, QueueError> {
+    fn attach(seg: Mapping, geo: QueueGeometry) -> Result<RawQueue, QueueError> {
         let layout = seg.layout();
         if seg.data_ptr() as usize % DATA_ALIGN != 0 {
             return Err(Error::corrupt(
@@ -494,13 +496,37 @@ impl RawQueue {
         wake_all(&rh.gets.0);
     }
 
-    pub(crate) fn segment(&self) -> &Segment {
+    pub(crate) fn segment(&self) -> &Mapping {
         &self.seg
     }
 
-    /// The segment's path (`None` for anonymous queues).
-    pub(crate) fn path(&self) -> Option<PathBuf> {
-        self.seg.path()
+    pub(crate) fn segment_mut(&mut self) -> &mut Mapping {
+        &mut self.seg
+    }
+
+    /// Items in the queue (approximate while others are active).
+    pub(crate) fn len(&self) -> usize {
+        self.ring().len() as usize
+    }
+
+    /// The capacity in items.
+    pub(crate) fn capacity(&self) -> usize {
+        self.geo.capacity as usize
+    }
+
+    /// Whether the queue was closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.header().closed.0.load(Ordering::Acquire) != 0
+    }
+
+    /// Items lost because their producer died after claiming a slot.
+    pub(crate) fn lost(&self) -> u64 {
+        self.header().lost.0.load(Ordering::Relaxed)
+    }
+
+    /// Items taken by consumers that died before finishing with them.
+    pub(crate) fn abandoned(&self) -> u64 {
+        self.header().abandoned.0.load(Ordering::Relaxed)
     }
 }
 
@@ -606,94 +632,3 @@ impl Drop for Finish<'_> {
         }
     }
 }
-
-/// The methods `Queue<T>` and `ByteQueue` share, forwarding to their `raw` queue.
-macro_rules! handle_methods {
-    () => {
-        /// Items currently in the queue (approximate while others are active).
-        pub fn len(&self) -> usize {
-            self.raw.ring().len() as usize
-        }
-
-        /// Whether the queue is empty.
-        pub fn is_empty(&self) -> bool {
-            self.len() == 0
-        }
-
-        /// The capacity in items.
-        pub fn capacity(&self) -> usize {
-            self.raw.geometry().capacity as usize
-        }
-
-        /// Closes the queue: puts fail with `Closed`; gets drain what is left, then
-        /// fail with `Closed`. Wakes every waiter.
-        pub fn close(&self) {
-            self.raw.close()
-        }
-
-        /// Whether the queue was closed.
-        pub fn is_closed(&self) -> bool {
-            self.raw
-                .header()
-                .closed
-                .0
-                .load(std::sync::atomic::Ordering::Acquire)
-                != 0
-        }
-
-        /// Items lost because their producer died after claiming a slot (or its
-        /// `put_with` closure panicked).
-        pub fn lost(&self) -> u64 {
-            self.raw
-                .header()
-                .lost
-                .0
-                .load(std::sync::atomic::Ordering::Relaxed)
-        }
-
-        /// Items taken by consumers that died before finishing with them (or whose
-        /// `get_with` closure panicked).
-        pub fn abandoned(&self) -> u64 {
-            self.raw
-                .header()
-                .abandoned
-                .0
-                .load(std::sync::atomic::Ordering::Relaxed)
-        }
-
-        /// The segment name (`None` for an anonymous queue).
-        pub fn name(&self) -> Option<&str> {
-            self.raw.segment().name()
-        }
-
-        /// The segment file's path (`None` for an anonymous queue).
-        pub fn path(&self) -> Option<std::path::PathBuf> {
-            self.raw.path()
-        }
-
-        /// The pages behind the segment (see [`crate::SharedArray::backing`]).
-        pub fn backing(&self) -> &crate::segment::Backing {
-            self.raw.segment().backing()
-        }
-
-        /// Whether dropping this handle removes the name (the creating handle).
-        pub fn is_owner(&self) -> bool {
-            self.raw.segment().is_owner()
-        }
-
-        /// Removes the name now: attached handles keep working, new opens fail with
-        /// `NotFound`. A name since re-created by someone else is left alone.
-        pub fn unlink(&self) -> Result<(), QueueError> {
-            Ok(self.raw.segment().unlink()?)
-        }
-
-        /// This handle's open segment file: for an anonymous queue, the memfd to
-        /// hand to another process (inherit it, or open `/proc/<pid>/fd/<n>`), which
-        /// attaches with `from_file`.
-        pub fn file(&self) -> &std::fs::File {
-            self.raw.segment().file()
-        }
-    };
-}
-
-pub(crate) use handle_methods;

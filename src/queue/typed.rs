@@ -6,10 +6,11 @@ use std::marker::PhantomData;
 use std::mem::size_of;
 use std::time::Duration;
 
-use super::raw::{handle_methods, Flavor, RawQueue, Wait};
+use super::raw::{Flavor, RawQueue, Wait};
 use super::QueueError;
 use crate::element::Element;
-use crate::segment::Options;
+use crate::segment::handle::sealed;
+use crate::segment::{Create, Mapping, Open, Options, Segment};
 
 /// A bounded MPMC queue of `T` items between processes: Python's
 /// `multiprocessing.Queue` for numbers, with no pickling and no feeder thread.
@@ -73,44 +74,40 @@ impl<T: Element> Queue<T> {
     /// Creates queue `name` in `/dev/shm` (or `$SHMARRAY_DIR`) holding up to
     /// `capacity` items (at least 2; smaller values are rounded up). The creator owns
     /// it: the name is removed when this handle is dropped. A capacity too large to
-    /// lay out is `Err(Params)`, and nothing is created.
+    /// lay out is `Err(Params)`, and nothing is created. [`Options::create`]
+    /// creates with other options.
     pub fn create(name: &str, capacity: usize) -> Result<Self, QueueError> {
-        Self::create_with(&Options::new(), name, capacity)
-    }
-
-    /// [`create`](Self::create) with options (directory, persistence).
-    pub fn create_with(opts: &Options, name: &str, capacity: usize) -> Result<Self, QueueError> {
-        RawQueue::create(opts, Some(name), Self::FLAVOR, size_of::<T>(), capacity).map(Self::wrap)
+        Options::new().create(name, capacity)
     }
 
     /// Creates an anonymous queue (memfd): no name, gone when the last process
-    /// closes it. Hand [`file`](Self::file) to other processes (inherit it, or
-    /// open `/proc/<pid>/fd/<n>`) and attach with [`from_file`](Self::from_file).
+    /// closes it. Hand [`file`](crate::Segment::file) to other processes (inherit
+    /// it, or open `/proc/<pid>/fd/<n>`) and attach with
+    /// [`from_file`](Self::from_file).
+    ///
+    /// ```
+    /// use shmarray::{Queue, Segment};
+    /// let q = Queue::<u32>::create_anonymous(8)?;
+    /// let other = Queue::<u32>::from_file(q.file().try_clone()?)?; // as another process would
+    /// q.put(5)?;
+    /// assert_eq!(other.get()?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_anonymous(capacity: usize) -> Result<Self, QueueError> {
-        RawQueue::create(
-            &Options::new(),
-            None,
-            Self::FLAVOR,
-            size_of::<T>(),
-            capacity,
-        )
-        .map(Self::wrap)
+        Options::new().create_anonymous(capacity)
     }
 
     /// Attaches queue `name`, checked: a queue of `T` whose recorded parameters
-    /// are consistent (else `NotAQueue`, or `Segment(Corrupt)`).
+    /// are consistent (else `NotAQueue`, or `Segment(Corrupt)`); [`Options::open`]
+    /// opens with other options.
     pub fn open(name: &str) -> Result<Self, QueueError> {
-        Self::open_with(&Options::new(), name)
+        Options::new().open(name)
     }
 
-    /// [`open`](Self::open) with options (directory, trusted owners).
-    pub fn open_with(opts: &Options, name: &str) -> Result<Self, QueueError> {
-        RawQueue::open(opts, name, Self::FLAVOR).map(Self::wrap)
-    }
-
-    /// Attaches a queue from an open segment file (e.g. an anonymous queue's memfd).
+    /// Attaches a queue from an open segment file (e.g. an anonymous queue's memfd);
+    /// [`Options::from_file`] attaches with other options.
     pub fn from_file(file: File) -> Result<Self, QueueError> {
-        RawQueue::from_file(file, Self::FLAVOR).map(Self::wrap)
+        Options::new().from_file(file)
     }
 
     const FLAVOR: Flavor = Flavor::Items(T::DTYPE);
@@ -229,7 +226,88 @@ impl<T: Element> Queue<T> {
         Ok(n as usize)
     }
 
-    handle_methods!();
+    /// Items currently in the queue (approximate while others are active).
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether the queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity in items.
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity()
+    }
+
+    /// Closes the queue: puts fail with `Closed`; gets drain what is left, then
+    /// fail with `Closed`. Wakes every waiter, in every process.
+    ///
+    /// ```
+    /// use shmarray::{queue::QueueError, Queue};
+    /// let q = Queue::<u8>::create_anonymous(4)?;
+    /// q.put(1)?;
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// assert!(matches!(q.put(1), Err(QueueError::Closed)));
+    /// assert!(q.get().is_ok()); // what is left is still delivered
+    /// assert!(matches!(q.get(), Err(QueueError::Closed)));
+    /// # Ok::<(), QueueError>(())
+    /// ```
+    pub fn close(&self) {
+        self.raw.close()
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        self.raw.is_closed()
+    }
+
+    /// Items lost because their producer died after claiming a slot (or its
+    /// `put_with` closure panicked).
+    pub fn lost(&self) -> u64 {
+        self.raw.lost()
+    }
+
+    /// Items taken by consumers that died before finishing with them (or whose
+    /// `get_with` closure panicked).
+    pub fn abandoned(&self) -> u64 {
+        self.raw.abandoned()
+    }
+}
+
+impl<T: Element> sealed::Sealed for Queue<T> {
+    fn mapping(&self) -> &Mapping {
+        self.raw.segment()
+    }
+    fn mapping_mut(&mut self) -> &mut Mapping {
+        self.raw.segment_mut()
+    }
+}
+
+impl<T: Element> Segment for Queue<T> {
+    type Error = QueueError;
+}
+
+impl<T: Element> Create<usize> for Queue<T> {
+    fn create_segment(
+        opts: &Options,
+        name: Option<&str>,
+        capacity: usize,
+    ) -> Result<Self, QueueError> {
+        RawQueue::create(opts, name, Self::FLAVOR, size_of::<T>(), capacity).map(Self::wrap)
+    }
+}
+
+impl<T: Element> Open for Queue<T> {
+    fn open_segment(opts: &Options, name: &str) -> Result<Self, QueueError> {
+        RawQueue::open(opts, name, Self::FLAVOR).map(Self::wrap)
+    }
+
+    fn open_file(opts: &Options, file: File) -> Result<Self, QueueError> {
+        RawQueue::from_file(opts, file, Self::FLAVOR).map(Self::wrap)
+    }
 }
 
 impl<T: Element> fmt::Debug for Queue<T> {

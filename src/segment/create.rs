@@ -24,7 +24,7 @@ use super::huge::{file_backing, huge_page_support, human_size, Backing, HugePage
 use super::liveness;
 use super::name::{check_name, temp_name, BUILD_PREFIX};
 use super::open::{in_use, map_file, new_segment};
-use super::{map_errno, Namespace, NsDir, Segment};
+use super::{map_errno, Mapping, Namespace, NsDir};
 use crate::error::{Error, Result};
 use crate::format::control::{
     checksum, flags, state, ControlBlock, ControlFields, ObjectKind, LAYOUT_VERSION, PARAMS,
@@ -329,7 +329,7 @@ pub(crate) fn create(
     target: Target<'_>,
     spec: &Spec<'_>,
     init: impl FnOnce(&mut Building<'_>) -> Result<()>,
-) -> Result<Segment> {
+) -> Result<Mapping> {
     let label = match target {
         Target::Named(_, name) => check_name(name)?,
         Target::Anonymous => "<anonymous>",

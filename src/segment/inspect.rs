@@ -3,6 +3,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use super::huge::{file_backing, Backing};
 use super::liveness::{self, Liveness, Usage};
 use super::name::check_os_name;
 use super::open::describe_error;
-use super::{map_errno, Namespace, NsDir};
+use super::{map_errno, Mapping, Namespace, NsDir};
 use crate::error::{Error, Result};
 use crate::format::containers::{
     map_len, read_counter, vec_capacity, vec_counter, vec_counter_offset, MapGeometry,
@@ -189,36 +190,75 @@ impl SegmentInfo {
 pub fn inspect(ns: &Namespace, name: impl AsRef<OsStr>) -> Result<SegmentInfo> {
     let bare = check_os_name(name.as_ref())?;
     let (dir, file, info, desc) = read_description(ns, bare)?;
-    let bare_os = bare;
-    let bare = &*bare_os.to_string_lossy();
-    let contents = contents(&desc, &file).map_err(|e| match e {
-        ContentsError::Control(c) => Error::corrupt(bare, c),
+    let backing = file_backing(&file, Some(&dir.backing));
+    info_of(
+        &bare.to_string_lossy(),
+        dir.dir.path().join(bare),
+        backing,
+        &file,
+        &info,
+        desc,
+    )
+}
+
+/// What [`Segment::info`](crate::Segment::info) reports: the handle's own file,
+/// opened again read-only (a new open file description, so the handle's own
+/// liveness locks count as any other process's would), read with `pread`.
+pub(crate) fn inspect_mapping(m: &Mapping) -> Result<SegmentInfo> {
+    let label = m.label();
+    let file = fs::reopen(m.file(), Access::Read).map_err(|e| map_errno("open", label, e))?;
+    let info = fs::fstat(&file).map_err(|e| map_errno("fstat", label, e))?;
+    let desc = describe(info.size, |offset, buf| {
+        fs::read_exact_at(&file, buf, offset)
+    })
+    .map_err(|e| describe_error(label, e))?;
+    let path = m.path().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            m.file().as_raw_fd()
+        ))
+    });
+    info_of(label, path, m.backing().clone(), &file, &info, desc)
+}
+
+/// The [`SegmentInfo`] of a file read with `pread` (`info` and `desc` from it).
+fn info_of(
+    name: &str,
+    path: PathBuf,
+    backing: Backing,
+    file: &File,
+    info: &fs::FileInfo,
+    desc: Description,
+) -> Result<SegmentInfo> {
+    let contents = contents(&desc, file).map_err(|e| match e {
+        ContentsError::Control(c) => Error::corrupt(name, c),
         ContentsError::Read(e) => Error::Io {
             op: "pread",
-            name: bare.to_string(),
+            name: name.to_string(),
             source: e,
         },
     })?;
-    let rwlock = rwlock(&desc, &file).map_err(|e| Error::Io {
+    let rwlock = rwlock(&desc, file).map_err(|e| Error::Io {
         op: "pread",
-        name: bare.to_string(),
+        name: name.to_string(),
         source: e,
     })?;
     Ok(SegmentInfo {
         rwlock,
         contents,
-        name: bare.to_string(),
-        path: dir.dir.path().join(bare_os),
-        backing: file_backing(&file, Some(&dir.backing)),
+        name: name.to_string(),
+        path,
+        backing,
         file_size: info.size,
         owner: info.uid,
         mode: info.mode,
-        creator: desc.control.map(|_| liveness::creator(&file)),
+        creator: desc.control.map(|_| liveness::creator(file)),
         creator_pid_here: desc.control.and_then(|c| {
             let ours = crate::sys::proc::pid_namespace()?;
             (c.creator_pid_ns != 0).then_some(c.creator_pid_ns == ours)
         }),
-        usage: liveness::usage(&file),
+        usage: liveness::usage(file),
         layout: desc.layout,
         control: desc.control,
     })

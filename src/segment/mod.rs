@@ -19,6 +19,7 @@
 
 mod create;
 mod export;
+pub(crate) mod handle;
 pub(crate) mod huge;
 mod inspect;
 pub(crate) mod liveness;
@@ -43,7 +44,9 @@ use crate::format::describe::Description;
 use crate::format::npy::Layout;
 
 pub(crate) use create::{create, KindSpec, Spec, Target};
-pub use export::export_npy;
+pub use export::{export_npy, write_npy};
+pub(crate) use handle::{open_source, Source};
+pub use handle::{Create, Open, Segment};
 pub use huge::{
     huge_page_support, Backing, HugeMount, HugePageSupport, HugePages, HugePool, PageKind,
 };
@@ -89,13 +92,14 @@ pub(crate) fn map_errno(op: &'static str, name: &str, e: Errno) -> Error {
     }
 }
 
-/// A mapped segment: one handle of this process.
+/// A mapped segment: one handle of this process (every public handle holds one,
+/// and reaches it through [`Segment`]'s seal).
 ///
 /// Holds its own open file description of the file (so its liveness locks are its
 /// own), the validated description (copied and checked once at attach; never read
 /// from shared memory again) and the mapping.
 #[derive(Debug)]
-pub(crate) struct Segment {
+pub struct Mapping {
     /// `None` for anonymous (memfd) segments.
     name: Option<String>,
     ns: Option<Namespace>,
@@ -118,7 +122,7 @@ pub(crate) struct Segment {
     fork_generation: u64,
 }
 
-impl Segment {
+impl Mapping {
     /// Base address of the mapping (page aligned).
     #[inline]
     fn base(&self) -> *mut u8 {
@@ -267,7 +271,7 @@ impl Segment {
     }
 }
 
-impl Segment {
+impl Mapping {
     /// Leaves the mapping in place when this handle is dropped (its address range
     /// stays reserved for the rest of the process): for a handle whose lock guard
     /// was leaked, whose mutex may still be on a thread's robust list.
@@ -276,7 +280,7 @@ impl Segment {
     }
 }
 
-impl Drop for Segment {
+impl Drop for Mapping {
     fn drop(&mut self) {
         if self.owner && self.fork_generation == crate::sys::proc::fork_generation() {
             let _ = self.unlink();

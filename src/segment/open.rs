@@ -24,7 +24,7 @@ use nix::errno::Errno;
 use super::huge::{file_backing, Backing};
 use super::liveness::{self, Hold};
 use super::registry::Registration;
-use super::{check_name, map_errno, Namespace, Segment};
+use super::{check_name, map_errno, Mapping, Namespace};
 use crate::error::{Corruption, Error, Result};
 use crate::format::control::ObjectKind;
 use crate::format::describe::{describe, DescribeError, Description};
@@ -55,7 +55,7 @@ pub(crate) struct Expect {
 const ATTEMPTS: usize = 8;
 
 /// Opens and attaches segment `name` in `ns`.
-pub(crate) fn open(ns: &Namespace, name: &str, expect: &Expect) -> Result<Segment> {
+pub(crate) fn open(ns: &Namespace, name: &str, expect: &Expect) -> Result<Mapping> {
     let bare = check_name(name)?;
     let mut last = None;
     for attempt in 0..ATTEMPTS {
@@ -104,7 +104,7 @@ pub(crate) fn open(ns: &Namespace, name: &str, expect: &Expect) -> Result<Segmen
 /// possible the descriptor is used as it is. The owner is checked as for named
 /// files; the mode is not (a descriptor handed over is not reachable by others
 /// through a directory, and memfds of other programs are created 0777).
-pub(crate) fn from_file(file: File, label: &str, expect: &Expect) -> Result<Segment> {
+pub(crate) fn from_file(file: File, label: &str, expect: &Expect) -> Result<Mapping> {
     let file = fs::reopen(&file, expect.access).unwrap_or(file);
     let mut expect = expect.clone();
     expect.trust.shared_write = true;
@@ -118,7 +118,7 @@ pub(crate) fn attach(
     label: &str,
     expect: &Expect,
     dir_backing: Option<&Backing>,
-) -> Result<Segment> {
+) -> Result<Mapping> {
     let info = fs::fstat(&file).map_err(|e| map_errno("fstat", label, e))?;
     check_file(&info, label, &expect.trust)?;
     let desc = describe(info.size, |offset, buf| {
@@ -180,9 +180,9 @@ pub(crate) fn new_segment(
     id: (u64, u64),
     writable: bool,
     backing: Backing,
-) -> std::result::Result<Segment, &'static str> {
+) -> std::result::Result<Mapping, &'static str> {
     let registration = Registration::new(id)?;
-    Ok(Segment {
+    Ok(Mapping {
         name: None,
         ns: None,
         dir: None,

@@ -376,3 +376,15 @@ mod loom_tests {
         check(2, 2, 3);
     }
 }
+
+/// Why a barrier could not be created or joined.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BarrierOpenError {
+    /// The segment could not be created/opened.
+    #[error(transparent)]
+    Segment(#[from] crate::error::Error),
+    /// The barrier is full or the party count is invalid.
+    #[error(transparent)]
+    Barrier(#[from] BarrierError),
+}

@@ -13,23 +13,28 @@
 //! - `RawEvent`, `BarrierState`: an event flag and the logic of a reusable N-process
 //!   barrier.
 //!
-//! The named objects built on these live in `objects`.
+//! The named objects built on these live in `objects`; the lock guards they hand
+//! out ([`ArrayGuard`], [`ArrayReadGuard`], [`ValueGuard`]) live here, with the
+//! results and errors of locking and waiting.
 
 mod barrier;
 mod event;
+mod guard;
 pub(crate) mod members;
-mod mutex;
+pub(crate) mod mutex;
 mod rwaccess;
 mod rwlock;
 mod wait;
 
-pub use barrier::BarrierError;
 pub(crate) use barrier::BarrierState;
+pub use barrier::{BarrierError, BarrierOpenError};
 pub(crate) use event::RawEvent;
+pub use guard::{ArrayGuard, ArrayReadGuard, ReadResult, ValueGuard};
 pub(crate) use mutex::sealed;
+pub(crate) use mutex::LockError;
 #[allow(unused_imports)] // used by some object kinds only
 pub(crate) use mutex::{check_mutex_in_file, BadMutex, RawMutexGuard, RawRobustMutex};
-pub use mutex::{LockError, LockFailure, LockResult, LockResultExt, RobustGuard};
+pub use mutex::{LockFailure, LockResult, RobustGuard};
 pub(crate) use rwaccess::{ReadToken, RwLockState, Wait, WriteToken};
 pub use wait::TimedOut;
 pub(crate) use wait::{wait_while_equal, wake_all};

@@ -31,7 +31,7 @@ unsafe impl Pod for Untyped {}
 /// of a `u64` is the same key as that `u64` in a `SharedMap<u64, V>`.
 ///
 /// ```
-/// use shmarray::{BytesMap, FixedStr, SharedMap};
+/// use shmarray::{containers::{BytesMap, FixedStr}, SharedMap};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let name = format!("doc-bytes-map-{}", std::process::id());
 /// let prices = SharedMap::<FixedStr<16>, f64>::create(&name, 100)?;
@@ -58,79 +58,21 @@ fn wrong_size(map: &SharedMap<Untyped, Untyped>, what: &str, want: u64, got: usi
 impl BytesMap {
     /// Creates map `name` for `capacity` entries with keys of `key_size` and values
     /// of `value_size` bytes (each at most 65 536). The creator owns it: the name
-    /// is removed when this handle is dropped.
+    /// is removed when this handle is dropped. [`Options::create`] creates with
+    /// other options (its argument is `(key_size, value_size, capacity)`).
     pub fn create(
         name: &str,
         key_size: usize,
         value_size: usize,
         capacity: usize,
     ) -> Result<Self, MapError> {
-        Self::create_with(&Options::new(), name, key_size, value_size, capacity)
+        Options::new().create(name, (key_size, value_size, capacity))
     }
 
-    /// [`create`](Self::create) with options (directory, persistence, huge pages).
-    pub fn create_with(
-        opts: &Options,
-        name: &str,
-        key_size: usize,
-        value_size: usize,
-        capacity: usize,
-    ) -> Result<Self, MapError> {
-        // As `SharedMap::create_with`, with the sizes given.
-        let geo = MapGeometry::new(key_size as u64, value_size as u64, capacity as u64)?;
-        let len = usize::try_from(geo.data_len).map_err(|_| ParamsError::TooLarge {
-            capacity: geo.slots * geo.shards,
-            stride: geo.stride,
-            max: usize::MAX as u64,
-        })?;
-        let seed = random_seed();
-        let ns = opts.ns()?;
-        let kind = KindSpec {
-            kind: ObjectKind::Map,
-            version: MAP_VERSION,
-            params: geo.to_params(seed),
-        };
-        let mut init_error = None;
-        let seg = SharedArray::<u8, Ix1>::create_kind(
-            Target::Named(&ns, name),
-            kind,
-            opts,
-            &[len],
-            |data| {
-                let base: *mut u8 = data.as_mut_ptr();
-                for s in 0..geo.shards {
-                    // SAFETY: as in `SharedMap::create_with`: the data area is
-                    // `data_len` zeroed private bytes, page aligned; each shard head
-                    // lies at a 128-aligned offset inside it, its mutex first.
-                    let r = unsafe {
-                        let head = base.add(geo.head_offset(s) as usize).cast::<ShardHead>();
-                        RawRobustMutex::init_at(ptr::addr_of_mut!((*head).mutex))
-                    };
-                    if let Err(e) = r {
-                        init_error = Some(e.into_failure());
-                        return;
-                    }
-                }
-            },
-        )?;
-        if let Some(e) = init_error {
-            return Err(MapError::Lock(e));
-        }
-        Ok(BytesMap {
-            inner: SharedMap::attach(seg)?,
-        })
-    }
-
-    /// Opens map `name` (any key and value sizes; see [`key_size`](Self::key_size)).
+    /// Opens map `name` (any key and value sizes; see [`key_size`](Self::key_size));
+    /// [`Options::open`] opens with other options.
     pub fn open(name: &str) -> Result<Self, MapError> {
-        Self::open_with(&Options::new(), name)
-    }
-
-    /// [`open`](Self::open) with options (directory, trusted owners).
-    pub fn open_with(opts: &Options, name: &str) -> Result<Self, MapError> {
-        Ok(BytesMap {
-            inner: SharedMap::open_with(opts, name)?,
-        })
+        Options::new().open(name)
     }
 
     /// Bytes of a key.
@@ -350,33 +292,78 @@ impl BytesMap {
     pub fn repairs(&self) -> u64 {
         self.inner.repairs()
     }
+}
 
-    /// Keeps the segment after this handle is dropped (see
-    /// [`SharedMap::into_persistent`]).
-    pub fn into_persistent(self) -> Self {
-        BytesMap {
-            inner: self.inner.into_persistent(),
+impl sealed::Sealed for BytesMap {
+    fn mapping(&self) -> &Mapping {
+        self.inner.mapping()
+    }
+    fn mapping_mut(&mut self) -> &mut Mapping {
+        self.inner.mapping_mut()
+    }
+}
+
+impl Segment for BytesMap {
+    type Error = MapError;
+}
+
+impl Create<(usize, usize, usize)> for BytesMap {
+    fn create_segment(
+        opts: &Options,
+        name: Option<&str>,
+        (key_size, value_size, capacity): (usize, usize, usize),
+    ) -> Result<Self, MapError> {
+        // As `SharedMap::create_map`, with the sizes given.
+        let geo = MapGeometry::new(key_size as u64, value_size as u64, capacity as u64)?;
+        let len = usize::try_from(geo.data_len).map_err(|_| ParamsError::TooLarge {
+            capacity: geo.slots * geo.shards,
+            stride: geo.stride,
+            max: usize::MAX as u64,
+        })?;
+        let seed = random_seed();
+        let kind = KindSpec {
+            kind: ObjectKind::Map,
+            version: MAP_VERSION,
+            params: geo.to_params(seed),
+        };
+        let mut init_error = None;
+        let seg =
+            SharedArray::<u8, Ix1>::create_named_or_anonymous(opts, name, kind, &[len], |data| {
+                let base: *mut u8 = data.as_mut_ptr();
+                for s in 0..geo.shards {
+                    // SAFETY: as in `SharedMap::create_map`: the data area is
+                    // `data_len` zeroed private bytes, page aligned; each shard head
+                    // lies at a 128-aligned offset inside it, its mutex first.
+                    let r = unsafe {
+                        let head = base.add(geo.head_offset(s) as usize).cast::<ShardHead>();
+                        RawRobustMutex::init_at(ptr::addr_of_mut!((*head).mutex))
+                    };
+                    if let Err(e) = r {
+                        init_error = Some(e.into_failure());
+                        return;
+                    }
+                }
+            })?;
+        if let Some(e) = init_error {
+            return Err(MapError::Lock(e));
         }
+        Ok(BytesMap {
+            inner: SharedMap::attach(seg)?,
+        })
+    }
+}
+
+impl Open for BytesMap {
+    fn open_segment(opts: &Options, name: &str) -> Result<Self, MapError> {
+        Ok(BytesMap {
+            inner: Options::open(opts, name)?,
+        })
     }
 
-    /// The segment name (`None` for anonymous segments).
-    pub fn name(&self) -> Option<&str> {
-        self.inner.name()
-    }
-
-    /// The segment's file path.
-    pub fn path(&self) -> Option<std::path::PathBuf> {
-        self.inner.path()
-    }
-
-    /// The pages behind the segment.
-    pub fn backing(&self) -> &crate::segment::Backing {
-        self.inner.backing()
-    }
-
-    /// Removes the name now; processes that have it open keep using it.
-    pub fn unlink(&self) -> crate::error::Result<()> {
-        self.inner.unlink()
+    fn open_file(opts: &Options, file: File) -> Result<Self, MapError> {
+        Ok(BytesMap {
+            inner: Options::from_file(opts, file)?,
+        })
     }
 }
 

@@ -1,11 +1,19 @@
-//! The lock guards of an array: the only safe ways to a view through `&self`.
+//! The lock guards of arrays and values: the only safe ways to a view through
+//! `&self`.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 
-use ndarray::{ArrayView, ArrayViewMut, Dimension};
+use ndarray::{ArrayView, ArrayViewMut, Dimension, Ix0};
 
 use crate::element::Element;
-use crate::sync::{LockFailure, ReadToken, RobustGuard, WriteToken};
+use crate::sync::{LockError, LockFailure, ReadToken, RobustGuard, WriteToken};
+
+/// The result of [`SharedArray::read`](crate::SharedArray::read): the read guard,
+/// or why not. `OwnerDied` carries the *write* guard: the last writer died, and
+/// the data needs repair before anyone reads it.
+pub type ReadResult<'a, T, D> =
+    std::result::Result<ArrayReadGuard<'a, T, D>, LockError<ArrayGuard<'a, T, D>>>;
 
 /// The array's lock, held exclusively (from [`lock`](crate::SharedArray::lock) or
 /// [`write`](crate::SharedArray::write)): derefs to the mutable view. Unlocks on
@@ -170,5 +178,58 @@ impl<'a, T: Element, D: Dimension> TryFrom<ArrayGuard<'a, T, D>> for ArrayReadGu
     type Error = LockFailure;
     fn try_from(g: ArrayGuard<'a, T, D>) -> Result<Self, LockFailure> {
         g.downgrade()
+    }
+}
+
+/// A locked [`SharedValue`](crate::SharedValue); derefs to the value.
+///
+/// # Threads
+/// Not `Send` (the thread that locked unlocks), but `Sync`, as
+/// [`ArrayGuard`].
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ValueGuard<'a, T: Element>(pub(crate) ArrayGuard<'a, T, Ix0>);
+
+impl<T: Element> ValueGuard<'_, T> {
+    /// Whether the previous holder died and the value is not yet marked consistent.
+    pub fn owner_died(&self) -> bool {
+        self.0.owner_died()
+    }
+
+    /// After `OwnerDied`, declares the value repaired.
+    pub fn mark_consistent(&mut self) {
+        self.0.mark_consistent();
+    }
+}
+
+impl<T: Element + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValueGuard")
+            .field("value", &**self)
+            .field("owner_died", &self.owner_died())
+            .finish()
+    }
+}
+
+impl<T: Element> Deref for ValueGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0[()]
+    }
+}
+
+impl<T: Element> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0[()]
+    }
+}
+
+impl<T: Element> super::sealed::Sealed for ValueGuard<'_, T> {}
+
+impl<T: Element> RobustGuard for ValueGuard<'_, T> {
+    fn owner_died(&self) -> bool {
+        ValueGuard::owner_died(self)
+    }
+    fn mark_consistent(&mut self) {
+        ValueGuard::mark_consistent(self)
     }
 }

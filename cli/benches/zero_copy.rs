@@ -12,12 +12,13 @@
 //!
 //! Run: `cargo bench --bench zero_copy` (add `-- --quick` for a fast look).
 
+#[path = "../../benches/common/mod.rs"]
 mod common;
 
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shmarray::demo::WorkerProc;
+use shmarray_cli::worker::WorkerProc;
 
 fn zero_copy(c: &mut Criterion) {
     let exe = Path::new(env!("CARGO_BIN_EXE_shmarray"));

@@ -10,6 +10,7 @@
 //! test fails. No test here reserves huge pages: a refused directory is refused
 //! before any page is asked for.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::ffi::OsStr;
@@ -21,8 +22,11 @@ use std::time::Duration;
 
 use common::{unique_name, wait_with_deadline};
 use shmarray::ndarray::Ix1;
+use shmarray::Segment;
 use shmarray::{
-    huge_page_support, inspect, DirectoryProblem, Error, HugePages, Namespace, Options, SharedArray,
+    admin::{inspect, DirectoryProblem},
+    huge::{huge_page_support, HugePages},
+    Error, Namespace, Options, SharedArray,
 };
 
 const NOBODY: u32 = 65534;
@@ -139,7 +143,7 @@ fn leave_segment(dir: &Path, name: &str, n: usize, value: f64) {
     let opts = Options::new()
         .namespace(Namespace::at(dir).unwrap())
         .persistent(true);
-    let mut a = SharedArray::<f64, Ix1>::create_with(&opts, name, n).unwrap();
+    let mut a = opts.create::<SharedArray<f64, Ix1>, _>(name, n).unwrap();
     a.view_mut().unwrap().fill(value);
 }
 
@@ -373,7 +377,9 @@ fn a_file_planted_elsewhere_neither_hides_nor_stands_in_for_the_callers_segment(
     std::os::unix::fs::chown(first.join("x"), Some(NOBODY), Some(NOBODY)).unwrap();
 
     // Open finds the caller's own, not the planted one (nor ForeignOwner).
-    let a = SharedArray::<f64, Ix1>::open_with(&opts, "x").expect("the caller's own x");
+    let a = opts
+        .open::<SharedArray<f64, Ix1>>("x")
+        .expect("the caller's own x");
     assert_eq!(a.path().unwrap(), second.join("x"));
     assert!(a.lock().unwrap().iter().all(|&v| v == 1.0));
     drop(a);
@@ -381,7 +387,7 @@ fn a_file_planted_elsewhere_neither_hides_nor_stands_in_for_the_callers_segment(
     assert_eq!(ns.path_of("x").unwrap(), second.join("x"));
     // Creation still refuses a name held anywhere, by anyone.
     assert!(matches!(
-        SharedArray::<f64, Ix1>::create_with(&opts, "x", 8),
+        opts.create::<SharedArray<f64, Ix1>, _>("x", 8),
         Err(Error::AlreadyExists { .. })
     ));
     // `ls` shows each entry's directory.
@@ -402,7 +408,7 @@ fn a_file_planted_elsewhere_neither_hides_nor_stands_in_for_the_callers_segment(
     assert!(first.join("x").exists());
     // Now only the planted file holds the name: it is refused, not adopted, and
     // not removed without naming its owner.
-    match SharedArray::<f64, Ix1>::open_with(&opts, "x") {
+    match opts.open::<SharedArray<f64, Ix1>>("x") {
         Err(Error::ForeignOwner { owner: NOBODY, .. }) => {}
         other => panic!("expected ForeignOwner, got {other:?}"),
     }
@@ -440,15 +446,12 @@ fn a_name_the_caller_holds_twice_is_an_error_naming_both() {
         }
         other => panic!("{what}: expected DuplicateName, got {other:?}"),
     };
-    dup(
-        SharedArray::<f64, Ix1>::open_with(&opts, "x").map(drop),
-        "open",
-    );
+    dup(opts.open::<SharedArray<f64, Ix1>>("x").map(drop), "open");
     dup(inspect(&ns, "x").map(drop), "inspect");
     dup(ns.path_of("x").map(drop), "path_of");
     dup(ns.remove("x"), "remove");
     assert!(matches!(
-        SharedArray::<f64, Ix1>::create_with(&opts, "x", 4),
+        opts.create::<SharedArray<f64, Ix1>, _>("x", 4),
         Err(Error::AlreadyExists { .. })
     ));
     let huge = second.path.as_os_str();
@@ -486,7 +489,7 @@ fn a_name_the_caller_holds_twice_is_an_error_naming_both() {
 fn leave_garbage(scratch: &Path, to: &Path) {
     let name = unique_name("garbage");
     let opts = Options::new().namespace(Namespace::at(scratch).unwrap());
-    let a = SharedArray::<f64, Ix1>::create_with(&opts, &name, 4).unwrap();
+    let a = opts.create::<SharedArray<f64, Ix1>, _>(&name, 4).unwrap();
     std::fs::copy(scratch.join(&name), to).unwrap();
     drop(a);
 }
@@ -643,16 +646,16 @@ fn child_entry() {
     assert_eq!(r.path, shared);
     assert_eq!(r.problem, DirectoryProblem::SharedWritable { mode: 0o777 });
     let opts = Options::new().namespace(ns);
-    match SharedArray::<f64, Ix1>::create_with(&opts.clone().huge_pages(HugePages::Require), "r", 4)
-    {
+    match (opts.clone().huge_pages(HugePages::Require)).create::<SharedArray<f64, Ix1>, _>("r", 4) {
         Err(Error::DirectoryRefused { path, problem }) => {
             assert_eq!(path, shared);
             assert_eq!(problem, DirectoryProblem::SharedWritable { mode: 0o777 });
         }
         other => panic!("expected DirectoryRefused, got {other:?}"),
     }
-    let a =
-        SharedArray::<f64, Ix1>::create_with(&opts.huge_pages(HugePages::Prefer), "p", 4).unwrap();
+    let a = (opts.huge_pages(HugePages::Prefer))
+        .create::<SharedArray<f64, Ix1>, _>("p", 4)
+        .unwrap();
     let why = a.backing().fallback.clone().unwrap();
     assert!(why.contains(shared.to_str().unwrap()), "{why}");
     assert!(why.contains("not sticky"), "{why}");

@@ -62,7 +62,7 @@ pub(crate) fn escape(s: &str) -> String {
 /// A descriptor in a table cell: a type string as it is (`<f8`); a record as its
 /// named fields, `{x:<f4,y:<f4,mass:<f8}` (arrays `pos:<f4(3,)`), cut at 48
 /// characters. Escaped.
-pub(crate) fn descr_short(d: &shmarray::Descr) -> String {
+pub(crate) fn descr_short(d: &shmarray::format::Descr) -> String {
     if !d.is_record() {
         return escape(&d.to_string());
     }

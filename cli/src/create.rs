@@ -4,7 +4,11 @@ use std::io::Write;
 
 use clap::builder::PossibleValue;
 use shmarray::ndarray::Order;
-use shmarray::{Backing, Descr, DescrField, Dtype, HugePages, Namespace, Options, SharedArray};
+use shmarray::{
+    format::{Descr, DescrField, Dtype},
+    huge::{Backing, HugePages},
+    Namespace, Options, Segment,
+};
 
 use crate::text::escape_path;
 use crate::{CliError, Status};
@@ -257,7 +261,7 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
     let name = args.name.as_str();
     // Every element type is created the same way: a header with its descriptor
     // (what a typed `SharedArray<T>` of that type writes too), zero-filled data.
-    let a = SharedArray::create_bytes_with(&opts, name, &args.dtype.0, &args.shape.0)?;
+    let a = opts.create_bytes(name, &args.dtype.0, &args.shape.0)?;
     let (path, backing): (_, Backing) = (a.path(), a.backing().clone());
     if let Some(why) = &backing.fallback {
         eprintln!(

@@ -195,7 +195,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<Status, CliError> {
         Cmd::Demo(args) => demo::run(&ns, &args, out),
         Cmd::Doctor(args) => doctor::run(&ns, &args, out),
         Cmd::Completions(args) => completions::run(&args, out),
-        Cmd::Worker => shmarray::demo::serve(&ns)
+        Cmd::Worker => shmarray_cli::worker::serve(&ns)
             .map(|()| Status::Ok)
             .map_err(CliError::from),
     }

@@ -1,5 +1,5 @@
 //! `shmarray ls`: every entry of the segment directory, read through
-//! `shmarray::inspect` (`pread` only: no mapping, no following links, no blocking on
+//! `shmarray::admin::inspect` (`pread` only: no mapping, no following links, no blocking on
 //! FIFOs). The KIND column comes from the control block; USED is the occupancy of
 //! maps and vecs (`len/capacity`); DIR is the directory of the namespace the entry
 //! is in (every one passed the directory rule: see `shmarray::Namespace`).
@@ -8,7 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
-use shmarray::{Error, Namespace, SegmentInfo};
+use shmarray::{admin::SegmentInfo, Error, Namespace};
 
 use serde_json::{json, Value};
 
@@ -50,7 +50,7 @@ fn classify(ns: &Namespace, raw: &OsStr) -> Option<Entry> {
             "not a shmarray segment: its name is not UTF-8".into(),
         ));
     };
-    match shmarray::inspect(ns, name) {
+    match shmarray::admin::inspect(ns, name) {
         Ok(info) => Some(Entry::Segment(Box::new(info))),
         Err(Error::NotFound { .. }) => None,
         Err(e) => Some(Entry::Foreign(problem_text(&e))),

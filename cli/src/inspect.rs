@@ -5,7 +5,9 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use shmarray::{
-    Backing, Contents, Error, Liveness, Namespace, PageKind, RwLockInfo, SegmentInfo, Usage,
+    admin::{Contents, Liveness, RwLockInfo, SegmentInfo, Usage},
+    huge::{Backing, PageKind},
+    Error, Namespace,
 };
 
 use crate::text::{self, escape, escape_path, human_bytes};
@@ -293,7 +295,7 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
                 ("persistent", yes_no(info.is_persistent()).into()),
                 ("checksum", format!("{:#018x} (ok)", c.checksum)),
             ]);
-            if c.kind == shmarray::ObjectKind::Queue {
+            if c.kind == shmarray::format::ObjectKind::Queue {
                 v.push(("item type", queue_item_text(&c.params)));
             }
         }
@@ -313,10 +315,10 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
 fn queue_item_text(params: &[u64; 8]) -> String {
     match u32::try_from(params[3])
         .ok()
-        .and_then(shmarray::Dtype::from_code)
+        .and_then(shmarray::format::Dtype::from_code)
     {
         Some(d) => format!("{} ({} bytes)", d.name(), params[0]),
-        None if params[3] == u64::from(shmarray::Dtype::RECORD_CODE) => format!(
+        None if params[3] == u64::from(shmarray::format::Dtype::RECORD_CODE) => format!(
             "a record of {} bytes (fields fingerprint {:#018x})",
             params[0], params[4]
         ),
@@ -326,7 +328,7 @@ fn queue_item_text(params: &[u64; 8]) -> String {
 
 /// One field of a record: `name: <f4 (3,) at byte 8`, escaped (a nested record's
 /// type is its descriptor literal).
-fn field_text(offset: usize, f: &shmarray::DescrField) -> String {
+fn field_text(offset: usize, f: &shmarray::format::DescrField) -> String {
     let shape = if f.shape.is_empty() {
         String::new()
     } else {
@@ -336,7 +338,7 @@ fn field_text(offset: usize, f: &shmarray::DescrField) -> String {
 }
 
 /// The record's named fields for JSON (`None` for a type string).
-fn fields_json(d: &shmarray::Descr) -> Option<Value> {
+fn fields_json(d: &shmarray::format::Descr) -> Option<Value> {
     d.is_record().then(|| {
         d.named_fields()
             .iter()
@@ -400,7 +402,7 @@ fn gc_verdict(info: &SegmentInfo, viewer: &Viewer) -> &'static str {
         "no: persistent"
     } else if info.is_garbage() {
         "yes: `shmarray gc` removes it"
-    } else if info.usage == shmarray::Usage::Unknown {
+    } else if info.usage == shmarray::admin::Usage::Unknown {
         "no: whether it is in use cannot be decided here"
     } else {
         "no: in use"
@@ -479,7 +481,7 @@ pub(crate) fn segment_json(info: &SegmentInfo, viewer: &Viewer, detail: bool) ->
 }
 
 pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
-    let info = shmarray::inspect(ns, &args.name)?;
+    let info = shmarray::admin::inspect(ns, &args.name)?;
     let viewer = Viewer::current();
     if args.json {
         text::write_json(out, &segment_json(&info, &viewer, true))?;

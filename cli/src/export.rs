@@ -1,6 +1,6 @@
 //! `shmarray export NAME FILE`: the segment's array as a plain `.npy` file (the
 //! header numpy writes, then the data; no page padding, no control block), read
-//! with `pread` through `shmarray::export_npy`.
+//! with `pread` through `shmarray::admin::export_npy`.
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
@@ -26,7 +26,7 @@ pub(crate) struct Args {
 /// Writes the .npy file to `w` and flushes it; returns the bytes written.
 fn export_to(ns: &Namespace, name: &str, w: impl Write) -> Result<u64, shmarray::Error> {
     let mut w = BufWriter::new(w);
-    let n = shmarray::export_npy(ns, name, &mut w)?;
+    let n = shmarray::admin::export_npy(ns, name, &mut w)?;
     w.flush().map_err(|e| shmarray::Error::Io {
         op: "write",
         name: name.to_string(),

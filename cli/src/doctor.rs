@@ -3,7 +3,10 @@
 
 use std::io::Write;
 
-use shmarray::{huge_page_support, HugeMount, HugePageSupport, Namespace, PageKind};
+use shmarray::{
+    huge::{huge_page_support, HugeMount, HugePageSupport, PageKind},
+    Namespace,
+};
 
 use crate::inspect::pages_text;
 use crate::text::{escape, escape_path, human_bytes, sanitize};
@@ -156,7 +159,7 @@ pub(crate) fn run(ns: &Namespace, _args: &Args, out: &mut dyn Write) -> Result<S
          \x20 mkdir -p /dev/shm-huge && mount -t tmpfs -o huge=within_size,mode=1777 none /dev/shm-huge\n\
          writable mounts that pass the directory rule (yours or root's, sticky if shared) are found by\n\
          themselves; elsewhere set {}=<dir> or pass --huge-dir",
-        shmarray::HUGE_DIR_ENV
+        shmarray::huge::HUGE_DIR_ENV
     )?;
     Ok(Status::Ok)
 }

@@ -1,6 +1,6 @@
 //! The demo/benchmark worker: a process that doubles an `f64` array, either in place
 //! in a shared segment (zero copy) or received through a pipe (copy). Used by
-//! `shmarray demo` and `benches/zero_copy.rs`; public so both can share it.
+//! `shmarray demo`, `benches/zero_copy.rs` and `benches/attach.rs`.
 //!
 //! Protocol, one command per line on the worker's stdin:
 //! - `shm NAME`: attach NAME (f64, 1-D), double it in place, reply `ok ATTACH_NS KERNEL_NS`;
@@ -14,12 +14,8 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ndarray::Ix1;
-
-use crate::array::SharedArray;
-use crate::error::{Error, Result};
-use crate::segment::Namespace;
-use crate::segment::Options;
+use shmarray::ndarray::Ix1;
+use shmarray::{Error, Namespace, Options, Result, SharedArray};
 
 fn pipe_err(e: std::io::Error) -> Error {
     Error::Io {
@@ -77,7 +73,9 @@ pub fn serve(ns: &Namespace) -> Result<()> {
 /// Attaches `name`, doubles it in place and returns the (attach, kernel) times.
 fn double_in_place(ns: &Namespace, name: &str) -> Result<(Duration, Duration)> {
     let t0 = Instant::now();
-    let mut a = SharedArray::<f64, Ix1>::open_with(&Options::new().namespace(ns.clone()), name)?;
+    let mut a = Options::new()
+        .namespace(ns.clone())
+        .open::<SharedArray<f64, Ix1>>(name)?;
     let attach = t0.elapsed();
     let t1 = Instant::now();
     let mut v = a.view_mut()?;
@@ -106,7 +104,7 @@ impl WorkerProc {
         }
         if dirs.len() == 1 {
             // Only this directory: no discovered huge directories either.
-            cmd.env(crate::segment::HUGE_DIR_ENV, "");
+            cmd.env(shmarray::huge::HUGE_DIR_ENV, "");
         }
         let mut child = cmd
             .arg("__worker")

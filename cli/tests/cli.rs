@@ -7,6 +7,7 @@
 //! the test ends, also when it fails. Every command runs under a watchdog, and every
 //! child process is killed and reaped by a guard.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{python, unique_name, wait_with_deadline};
-use ndarray::{Ix1, Ix2};
+use shmarray::ndarray::{Ix1, Ix2};
 use shmarray::{Namespace, Options, SharedArray};
 
 const CHILD_ENV: &str = "SHMARRAY_TEST_CHILD";
@@ -51,12 +52,12 @@ fn child_entry() {
     match mode.as_str() {
         "create" => {
             for name in names.split('/') {
-                let a = SharedArray::<f64, Ix1>::create_with(&opts, name, 10).unwrap();
+                let a = opts.create::<SharedArray<f64, Ix1>, _>(name, 10).unwrap();
                 std::mem::forget(a);
             }
         }
         "hold" => {
-            let a = SharedArray::<f64, Ix1>::open_with(&opts, &names).unwrap();
+            let a = opts.open::<SharedArray<f64, Ix1>>(&names).unwrap();
             println!("holder-ready");
             let mut line = String::new();
             while std::io::stdin().read_line(&mut line).unwrap_or(0) > 0 {}
@@ -292,7 +293,7 @@ fn create_ls_inspect_path_rm() {
     );
     assert_eq!(out.trim(), d.0.join("frames").display().to_string());
     // The created segment stays (persistent) and opens with the right type.
-    let mut a = SharedArray::<f32, Ix2>::open_with(&d.opts(), "frames").unwrap();
+    let mut a = d.opts().open::<SharedArray<f32, Ix2>>("frames").unwrap();
     assert_eq!(a.shape(), &[10, 20]);
     assert_eq!(a.view().unwrap().sum(), 0.0);
     drop(a);
@@ -342,7 +343,10 @@ fn create_ls_inspect_path_rm() {
 fn create_with_an_empty_shape_makes_a_0d_array() {
     let d = TestDir::new();
     ok(&d.0, &["create", "scalar", "--dtype", "i64", "--shape", ""]);
-    let a = SharedArray::<i64, ndarray::Ix0>::open_with(&d.opts(), "scalar").unwrap();
+    let a = d
+        .opts()
+        .open::<SharedArray<i64, shmarray::ndarray::Ix0>>("scalar")
+        .unwrap();
     assert_eq!(a.shape(), &[] as &[usize]);
     assert_eq!(a.len(), 1);
     let ls = ok(&d.0, &["ls"]);
@@ -369,7 +373,10 @@ fn create_refuses_more_than_64_dimensions_and_makes_64() {
     let shape = vec!["1"; 64].join(",");
     ok(&d.0, &["create", "many", "--shape", &shape]);
     assert!(ok(&d.0, &["inspect", "many"]).contains("(1,1,1,"));
-    let a = SharedArray::<f64, ndarray::IxDyn>::open_with(&d.opts(), "many").unwrap();
+    let a = d
+        .opts()
+        .open::<SharedArray<f64, shmarray::ndarray::IxDyn>>("many")
+        .unwrap();
     assert_eq!(a.shape().len(), 64);
 }
 
@@ -430,11 +437,12 @@ fn create_takes_bool_f16_complex_and_records_and_inspect_lists_fields() {
     assert_eq!(json["fields"][3]["shape"], serde_json::json!([3]));
     assert_eq!(json["fields"][3]["descr"], "<i2");
     // A queue's header holds bytes: inspect names its item type from the parameters.
-    shmarray::record! { struct Hit { t: f64, channel: u32, ok: shmarray::Bool, _p: shmarray::Pad<3> } }
-    let _zq =
-        shmarray::Queue::<shmarray::num_complex::Complex<f64>>::create_with(&d.opts(), "zq", 4)
-            .unwrap();
-    let _hq = shmarray::Queue::<Hit>::create_with(&d.opts(), "hq", 4).unwrap();
+    shmarray::record! { struct Hit { t: f64, channel: u32, ok: shmarray::element::Bool, _p: shmarray::element::Pad<3> } }
+    let _zq = d
+        .opts()
+        .create::<shmarray::Queue<shmarray::num_complex::Complex<f64>>, _>("zq", 4)
+        .unwrap();
+    let _hq = d.opts().create::<shmarray::Queue<Hit>, _>("hq", 4).unwrap();
     let zq = ok(&d.0, &["inspect", "zq"]);
     assert!(
         zq.lines().any(|l| l == "item type      c128 (16 bytes)"),
@@ -546,7 +554,7 @@ fn export_writes_a_plain_npy_that_numpy_loads_without_trailing_bytes() {
         let mut args = vec!["create", name, "--dtype", "i32", "--shape", "3,4"];
         args.extend_from_slice(order);
         ok(&d.0, &args);
-        let mut a = SharedArray::<i32, Ix2>::open_with(&d.opts(), name).unwrap();
+        let mut a = d.opts().open::<SharedArray<i32, Ix2>>(name).unwrap();
         a.view_mut()
             .unwrap()
             .indexed_iter_mut()
@@ -813,7 +821,9 @@ fn control_bytes_in_names_and_headers_are_escaped() {
     let csi_escaped = "c1\\xc2\\x9b31m\\u{202e}";
     // A live segment of ours (persistent) and dead creators' segments, all named
     // with control characters.
-    SharedArray::<f64, Ix1>::create_with(&d.opts().persistent(true), evil, 3).unwrap();
+    (d.opts().persistent(true))
+        .create::<SharedArray<f64, Ix1>, _>(evil, 3)
+        .unwrap();
     create_orphans(&d.0, &["dead\x1b[31m", csi, "new\nline"]);
     // A name that is not UTF-8, and a header whose descr holds an escape sequence.
     let raw_name = OsStr::from_bytes(b"raw\xff\x1b[1m");
@@ -1077,7 +1087,10 @@ fn ls_and_inspect_speak_json() {
     .unwrap();
     std::fs::write(d.0.join(OsStr::from_bytes(b"raw\xff")), b"x").unwrap();
     std::fs::write(d.0.join(".shmarray-build-1-0"), b"").unwrap();
-    let _mine = SharedArray::<f32, Ix1>::create_with(&d.opts(), "mine", 4).unwrap();
+    let _mine = d
+        .opts()
+        .create::<SharedArray<f32, Ix1>, _>("mine", 4)
+        .unwrap();
 
     let list = json(&d.0, &["ls", "--json"]);
     let list = list.as_array().unwrap();
@@ -1253,10 +1266,13 @@ fn the_library_alone_does_not_pull_in_the_cli_dependencies() {
 fn ls_and_inspect_show_maps_and_vecs_with_their_occupancy() {
     use shmarray::{SharedMap, SharedVec};
     let d = TestDir::new();
-    let m = SharedMap::<u64, f64>::create_with(&d.opts(), "prices", 100).unwrap();
+    let m = d
+        .opts()
+        .create::<SharedMap<u64, f64>, _>("prices", 100)
+        .unwrap();
     m.insert(1, 2.0).unwrap();
     m.insert(2, 4.0).unwrap();
-    let v = SharedVec::<i32>::create_with(&d.opts(), "list", 10).unwrap();
+    let v = d.opts().create::<SharedVec<i32>, _>("list", 10).unwrap();
     v.extend_from_slice(&[1, 2, 3]).unwrap();
 
     let ls = ok(&d.0, &["ls"]);

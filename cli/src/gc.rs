@@ -1,4 +1,4 @@
-//! `shmarray gc`: the library's garbage collection (`shmarray::collect_garbage`),
+//! `shmarray gc`: the library's garbage collection (`shmarray::admin::collect_garbage`),
 //! reported. Collection goes on after a failure; every failure is reported at the
 //! end, and only failures make the exit status 1.
 
@@ -20,9 +20,9 @@ pub(crate) struct Args {
 
 pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
     let report = if args.dry_run {
-        shmarray::find_garbage(ns)?
+        shmarray::admin::find_garbage(ns)?
     } else {
-        shmarray::collect_garbage(ns)?
+        shmarray::admin::collect_garbage(ns)?
     };
     let verb = if args.dry_run {
         "would remove"

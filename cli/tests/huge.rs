@@ -7,6 +7,7 @@
 //! print `SKIPPED:` with the reason and pass. The tests share the machine's pool,
 //! so they run one at a time (a lock in this file).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -16,10 +17,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use common::{python, unique_name, wait_with_deadline, Children};
-use ndarray::{Array1, Ix1};
+use shmarray::ndarray::{Array1, Ix1};
 use shmarray::{
-    collect_garbage, huge_page_support, inspect, Barrier, Error, HugePages, Namespace, Options,
-    PageKind, Queue, SharedArray, SharedMap, SharedVec,
+    admin::{collect_garbage, inspect},
+    huge::{huge_page_support, HugePages, PageKind},
+    Barrier, Error, Namespace, Options, Queue, Segment, SharedArray, SharedMap, SharedVec,
 };
 
 const MIB2: u64 = 2 << 20;
@@ -191,16 +193,13 @@ fn without_a_huge_directory_prefer_falls_back_and_require_says_what_is_missing()
     let only_plain = ns.directories().iter().all(|d| !d.backing.is_huge());
     if only_plain {
         let opts = Options::new().namespace(ns.clone());
-        let a = SharedArray::<f64, Ix1>::create_with(
-            &opts.clone().huge_pages(HugePages::Prefer),
-            "p",
-            10,
-        )
-        .unwrap();
+        let a = (opts.clone().huge_pages(HugePages::Prefer))
+            .create::<SharedArray<f64, Ix1>, _>("p", 10)
+            .unwrap();
         assert_eq!(a.backing().kind, PageKind::Base);
         let why = a.backing().fallback.clone().unwrap();
         assert!(why.contains("no huge-page directory"), "{why}");
-        match SharedArray::<f64, Ix1>::create_with(&opts.huge_pages(HugePages::Require), "r", 10) {
+        match (opts.huge_pages(HugePages::Require)).create::<SharedArray<f64, Ix1>, _>("r", 10) {
             Err(Error::HugePagesUnavailable { name, missing }) => {
                 assert_eq!(name, "r");
                 assert!(missing.contains("shmarray doctor"), "{missing}");
@@ -218,7 +217,9 @@ fn require_puts_a_named_segment_on_hugetlbfs_and_every_lookup_finds_it() {
     let Some(m) = Mounts::new(16) else { return };
     let name = unique_name("named");
     let data = Array1::from_iter((0..1_000_000).map(|i| i as f64));
-    let a = SharedArray::create_from_with(&m.opts(HugePages::Require), &name, &data).unwrap();
+    let a = (m.opts(HugePages::Require))
+        .create_from(&name, &data)
+        .unwrap();
     assert_eq!(a.backing().kind, PageKind::HugeTlb);
     assert_eq!(a.backing().page_size, MIB2);
     assert_eq!(a.backing().fallback, None);
@@ -234,12 +235,14 @@ fn require_puts_a_named_segment_on_hugetlbfs_and_every_lookup_finds_it() {
 
     // Opened by name through a namespace that only lists the directories (read
     // under the lock: direct views are one handle's per process).
-    let b = SharedArray::<f64, Ix1>::open_with(&Options::new().namespace(m.hugetlb_ns()), &name)
+    let b = Options::new()
+        .namespace(m.hugetlb_ns())
+        .open::<SharedArray<f64, Ix1>>(&name)
         .unwrap();
     assert_eq!(b.backing().kind, PageKind::HugeTlb);
     assert_eq!(*b.lock().unwrap(), data);
     // A name means one segment in the whole namespace.
-    match SharedArray::<f64, Ix1>::create_with(&m.opts(HugePages::Off), &name, 4) {
+    match (m.opts(HugePages::Off)).create::<SharedArray<f64, Ix1>, _>(&name, 4) {
         Err(Error::AlreadyExists { .. }) => {}
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
@@ -306,7 +309,7 @@ fn an_exhausted_pool_is_no_space_at_create_and_prefer_falls_back() {
     let pages = free_pages() + 1;
     let n = usize::try_from(pages * MIB2 / 8).unwrap();
     let name = unique_name("nospace");
-    match SharedArray::<f64, Ix1>::create_with(&m.opts(HugePages::Require), &name, n) {
+    match (m.opts(HugePages::Require)).create::<SharedArray<f64, Ix1>, _>(&name, n) {
         Err(Error::NoSpace {
             name: got,
             requested,
@@ -320,17 +323,19 @@ fn an_exhausted_pool_is_no_space_at_create_and_prefer_falls_back() {
     assert_eq!(Mounts::names(&m.hugetlb), Vec::<String>::new());
     assert_eq!(free_pages() + 1, pages);
     // Prefer takes base pages in the first directory and says why.
-    let mut a = SharedArray::<f64, Ix1>::create_with(&m.opts(HugePages::Prefer), &name, n).unwrap();
+    let mut a = (m.opts(HugePages::Prefer))
+        .create::<SharedArray<f64, Ix1>, _>(&name, n)
+        .unwrap();
     assert_eq!(a.backing().kind, PageKind::Base);
     let why = a.backing().fallback.clone().unwrap();
     assert!(why.contains("hugetlb pool"), "{why}");
     assert_eq!(a.path().unwrap(), m.plain.join(&name));
     a.view_mut().unwrap().fill(1.0);
     // Anonymous segments too.
-    match SharedArray::<f64, Ix1>::create_anonymous_with(
-        &Options::new().huge_pages(HugePages::Require),
-        n,
-    ) {
+    match Options::new()
+        .huge_pages(HugePages::Require)
+        .create_anonymous::<SharedArray<f64, Ix1>, _>(n)
+    {
         Err(Error::NoSpace { .. }) => {}
         other => panic!("expected NoSpace, got {other:?}"),
     }
@@ -340,11 +345,10 @@ fn an_exhausted_pool_is_no_space_at_create_and_prefer_falls_back() {
 fn anonymous_segments_use_mfd_hugetlb() {
     let Some(_m) = Mounts::new(8) else { return };
     let before = free_pages();
-    let a = SharedArray::<u64, Ix1>::create_anonymous_with(
-        &Options::new().huge_pages(HugePages::Require),
-        1 << 20,
-    )
-    .unwrap();
+    let a = Options::new()
+        .huge_pages(HugePages::Require)
+        .create_anonymous::<SharedArray<u64, Ix1>, _>(1 << 20)
+        .unwrap();
     assert_eq!(a.backing().kind, PageKind::HugeTlb);
     assert_eq!(a.backing().page_size, MIB2);
     // The header, 8 MiB of data and the control block: 5 pages, taken up front.
@@ -373,7 +377,9 @@ fn thp_tmpfs_segments_report_transparent_pages_and_open_in_numpy_as_usual() {
     let opts = Options::new()
         .namespace(ns.clone())
         .huge_pages(HugePages::Require);
-    let mut a = SharedArray::<f64, Ix1>::create_with(&opts, &name, 1 << 20).unwrap();
+    let mut a = opts
+        .create::<SharedArray<f64, Ix1>, _>(&name, 1 << 20)
+        .unwrap();
     assert_eq!(a.backing().kind, PageKind::Transparent);
     assert_eq!(a.path().unwrap(), m.thp.join(&name));
     a.view_mut().unwrap().fill(3.0);
@@ -409,7 +415,9 @@ fn numpy_plain_load_opens_hugetlb_segments_both_ways() {
     let Some(m) = Mounts::new(8) else { return };
     let name = unique_name("np");
     let data = Array1::from_iter((0..100_000).map(|i| i as f32));
-    let a = SharedArray::create_from_with(&m.opts(HugePages::Require), &name, &data).unwrap();
+    let a = (m.opts(HugePages::Require))
+        .create_from(&name, &data)
+        .unwrap();
     assert_eq!(a.backing().kind, PageKind::HugeTlb);
     let path = a.path().unwrap();
     // The header stays under numpy's default `max_header_size`, and the data starts
@@ -481,7 +489,9 @@ fn hugetlb_segments_with_the_old_2mib_header_still_open() {
         let plain = Namespace::at(&m.plain).unwrap();
         let name = unique_name("template");
         let opts = Options::new().namespace(plain.clone());
-        let t = SharedArray::create_from_with(&opts, &name, &Array1::from(data.clone())).unwrap();
+        let t = opts
+            .create_from(&name, &Array1::from(data.clone()))
+            .unwrap();
         let control = inspect(&plain, &name).unwrap().layout.control_offset;
         std::fs::read(t.path().unwrap()).unwrap()[control..control + 4096].to_vec()
     };
@@ -491,7 +501,10 @@ fn hugetlb_segments_with_the_old_2mib_header_still_open() {
     write_legacy_hugetlb_segment(&path, cb, &data);
     let ns = m.hugetlb_ns();
     assert_eq!(inspect(&ns, &name).unwrap().layout.data_offset, 2 << 20);
-    let a = SharedArray::<f64, Ix1>::open_with(&Options::new().namespace(ns), &name).unwrap();
+    let a = Options::new()
+        .namespace(ns)
+        .open::<SharedArray<f64, Ix1>>(&name)
+        .unwrap();
     assert_eq!(a.backing().kind, PageKind::HugeTlb);
     assert_eq!(a.lock().unwrap().to_vec(), data);
     a.lock().unwrap()[3] = 0.5;
@@ -534,30 +547,30 @@ fn every_kind_works_with_the_compact_header_on_hugetlbfs() {
         assert!(offset < 4096 && offset % 128 == 0, "{name}: {offset}");
     };
     let name = unique_name("queue");
-    let q = Queue::<u64>::create_with(&opts, &name, 64).unwrap();
+    let q = opts.create::<Queue<u64>, _>(&name, 64).unwrap();
     compact(&name);
-    let q2 = Queue::<u64>::open_with(&reader, &name).unwrap();
+    let q2 = reader.open::<Queue<u64>>(&name).unwrap();
     q.put(41).unwrap();
     assert_eq!(q2.get().unwrap(), 41);
 
     let name = unique_name("map");
-    let map = SharedMap::<u64, u64>::create_with(&opts, &name, 5000).unwrap();
+    let map = opts.create::<SharedMap<u64, u64>, _>(&name, 5000).unwrap();
     compact(&name);
-    let map2 = SharedMap::<u64, u64>::open_with(&reader, &name).unwrap();
+    let map2 = reader.open::<SharedMap<u64, u64>>(&name).unwrap();
     for k in 0..1000 {
         map.insert(k, k * 3).unwrap();
     }
     assert_eq!(map2.get(&999).unwrap(), Some(2997));
 
     let name = unique_name("vec");
-    let v = SharedVec::<u32>::create_with(&opts, &name, 100).unwrap();
+    let v = opts.create::<SharedVec<u32>, _>(&name, 100).unwrap();
     compact(&name);
-    let v2 = SharedVec::<u32>::open_with(&reader, &name).unwrap();
+    let v2 = reader.open::<SharedVec<u32>>(&name).unwrap();
     v.push(7).unwrap();
     assert_eq!(v2.get(0).unwrap(), Some(7));
 
     let name = unique_name("barrier");
-    let b = Barrier::create_with(&opts, &name, 1).unwrap();
+    let b = opts.create::<Barrier, _>(&name, 1).unwrap();
     compact(&name);
     b.wait().unwrap();
 }
@@ -601,9 +614,9 @@ fn child_entry() {
                 .with_huge_dir(var("SHMARRAY_HUGE_TEST_DIR"))
                 .unwrap();
             let opts = Options::new().namespace(ns).huge_pages(HugePages::Require);
-            let a =
-                SharedArray::<f64, Ix1>::create_with(&opts, &var("SHMARRAY_HUGE_TEST_NAME"), 1000)
-                    .unwrap();
+            let a = opts
+                .create::<SharedArray<f64, Ix1>, _>(&var("SHMARRAY_HUGE_TEST_NAME"), 1000)
+                .unwrap();
             assert_eq!(a.backing().kind, PageKind::HugeTlb);
             println!("created");
             std::thread::sleep(Duration::from_secs(60));

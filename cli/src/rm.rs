@@ -36,7 +36,7 @@ fn may_remove(ns: &Namespace, name: &OsStr, force: bool, owner: Option<u32>) -> 
         // removal's own lookup, and only `--force` skips the segment check.
         return Ok(());
     }
-    match shmarray::inspect(ns, name) {
+    match shmarray::admin::inspect(ns, name) {
         Ok(_) | Err(Error::NotReady { .. }) => Ok(()),
         Err(e @ (Error::NotFound { .. } | Error::DuplicateName { .. })) => Err(e),
         Err(_) if force => Ok(()),

@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use shmarray::demo::WorkerProc;
 use shmarray::ndarray::Ix1;
-use shmarray::{Error, Namespace, Options, SharedArray};
+use shmarray::{Error, Namespace, Options, Segment, SharedArray};
+use shmarray_cli::worker::WorkerProc;
 
 use crate::create::HugeArg;
 use crate::text::{escape_path, sanitize};
@@ -67,7 +67,7 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
         let opts = Options::new()
             .namespace(ns.clone())
             .huge_pages(args.huge_pages.into());
-        SharedArray::<f64, Ix1>::create_with(&opts, &name, n)
+        opts.create::<SharedArray<f64, Ix1>, _>(&name, n)
     })?;
     let mut arr = arr?;
     writeln!(out, "    on {}", sanitize(&arr.backing().to_string()))?;

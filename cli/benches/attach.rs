@@ -10,12 +10,13 @@
 //!
 //! Run: `cargo bench --bench attach` (set `SHMARRAY_BENCH_MIB` for another size).
 
+#[path = "../../benches/common/mod.rs"]
 mod common;
 
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shmarray::demo::WorkerProc;
+use shmarray_cli::worker::WorkerProc;
 
 fn attach(c: &mut Criterion) {
     let exe = Path::new(env!("CARGO_BIN_EXE_shmarray"));
