@@ -45,6 +45,7 @@ use std::io::{Cursor, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{ArrayView3, ArrayView4, ArrayViewMut3, Axis, Ix4};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -124,57 +125,17 @@ fn parse_args() -> Result<Args, String> {
 // ---------------------------------------------------------------------------
 // Progress bar on stderr
 
-/// A `\r[#####     ] 123/300` line, redrawn at most every 100 ms (and at the end).
-struct Progress {
-    label: String,
-    total: usize,
-    done: usize,
-    drawn: Option<Instant>,
-}
-
-impl Progress {
-    fn new(label: &str, total: usize) -> Progress {
-        let mut p = Progress {
-            label: label.to_string(),
-            total,
-            done: 0,
-            drawn: None,
-        };
-        p.draw();
-        p
-    }
-
-    fn advance(&mut self, n: usize) {
-        self.done += n;
-        self.draw();
-    }
-
-    fn draw(&mut self) {
-        const WIDTH: usize = 30;
-        let recent = self
-            .drawn
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(100));
-        if recent && self.done < self.total {
-            return;
-        }
-        self.drawn = Some(Instant::now());
-        let filled = (self.done * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r{:<10} [{}{}] {}/{}",
-            self.label,
-            "#".repeat(filled),
-            " ".repeat(WIDTH - filled),
-            self.done,
-            self.total
-        );
-        let _ = err.flush();
-    }
-
-    fn finish(self) {
-        eprintln!();
-    }
+/// A progress bar on stderr (indicatif: redrawn at a bounded rate, hidden when
+/// stderr is not a terminal, as under CI).
+fn progress(label: &str, total: usize) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:<10} [{bar:30}] {pos}/{len} ({elapsed})")
+            .expect("a valid template")
+            .progress_chars("#> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
 }
 
 // ---------------------------------------------------------------------------
@@ -389,10 +350,10 @@ fn generated_set(pool: &Pool, args: &Args) -> Result<PathBuf, Error> {
     let jobs: Vec<_> = (0..args.count)
         .map(|i| (d.clone(), i, args.height, args.width))
         .collect();
-    let mut bar = Progress::new("generate", jobs.len());
+    let bar = progress("generate", jobs.len());
     for (_, r) in pool.imap_unordered(generate_one, jobs, 16) {
         r??;
-        bar.advance(1);
+        bar.inc(1);
     }
     bar.finish();
     std::fs::write(&stamp, format!("{} images\n", args.count))?;
@@ -641,7 +602,7 @@ fn run_mode(
     let mut images = SharedArray::<u8, Ix4>::create(&name, (n, h, w, 3))?;
     let dir_s = dir.display().to_string();
     let mut decoded: Vec<Option<Decoded>> = vec![None; n];
-    let mut bar = Progress::new(label, n);
+    let bar = progress(label, n);
     let t = Instant::now();
     match mode {
         Mode::Shared => {
@@ -657,7 +618,7 @@ fn run_mode(
                 });
             for (k, r) in pool.imap_unordered(decode_shared, tasks, 1) {
                 let got = r??;
-                bar.advance(got.len());
+                bar.inc(got.len() as u64);
                 for (j, d) in got.into_iter().enumerate() {
                     decoded[k * FILES_PER_TASK + j] = Some(d);
                 }
@@ -670,7 +631,7 @@ fn run_mode(
                 .map(|c| (dir_s.clone(), c.to_vec(), h, w));
             for (k, r) in pool.imap_unordered(decode_to_vec, tasks, 1) {
                 let got = r??;
-                bar.advance(got.len());
+                bar.inc(got.len() as u64);
                 for (j, (d, px)) in got.into_iter().enumerate() {
                     let i = k * FILES_PER_TASK + j;
                     all.index_axis_mut(Axis(0), i)

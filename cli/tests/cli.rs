@@ -1240,10 +1240,10 @@ fn completions_are_printed_for_each_shell() {
 
 #[test]
 fn the_library_alone_does_not_pull_in_the_cli_dependencies() {
-    let tree = |features: &[&str]| {
+    let tree = |args: &[&str]| {
         let o = Command::new(env!("CARGO"))
             .args(["tree", "--offline", "-e", "normal", "--prefix", "none"])
-            .args(features)
+            .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stderr(Stdio::inherit())
             .output()
@@ -1251,11 +1251,18 @@ fn the_library_alone_does_not_pull_in_the_cli_dependencies() {
         assert!(o.status.success(), "cargo tree failed");
         stdout(&o)
     };
-    let lib = tree(&["--no-default-features"]);
-    for dep in ["clap ", "clap_complete ", "serde_json "] {
-        assert!(!lib.lines().any(|l| l.starts_with(dep)), "{dep}in:\n{lib}");
+    // A library user, with the default features and with none: no CLI crates.
+    for features in [&[][..], &["--no-default-features"][..]] {
+        let lib = tree(&[&["-p", "shmarray"][..], features].concat());
+        assert!(lib.starts_with("shmarray v"), "{lib}");
+        for dep in ["clap ", "clap_complete ", "serde_json ", "shmarray-cli "] {
+            assert!(
+                !lib.lines().any(|l| l.starts_with(dep)),
+                "{dep}in {features:?}:\n{lib}"
+            );
+        }
     }
-    let cli = tree(&[]);
+    let cli = tree(&["-p", "shmarray-cli"]);
     assert!(
         cli.lines().any(|l| l.starts_with("clap_complete ")),
         "{cli}"
