@@ -451,6 +451,19 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         unsafe { ArrayViewMut::from_shape_ptr(self.shape_spec(), self.data_ptr()) }
     }
 
+    /// Populates the page tables of elements `range` of the data (in memory order)
+    /// now instead of on first touch; `Ok(false)` where the kernel cannot. See
+    /// `Segment::populate`.
+    pub(crate) fn populate(
+        &self,
+        range: std::ops::Range<usize>,
+        how: crate::sys::mman::Populate,
+    ) -> Result<bool> {
+        let size = std::mem::size_of::<T>();
+        let bytes = range.start.saturating_mul(size)..range.end.saturating_mul(size);
+        self.seg.populate(bytes, how)
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.seg.is_writable() {
             Ok(())
@@ -880,5 +893,56 @@ impl<T: Element, D: Dimension> fmt::Debug for SharedArray<T, D> {
             .field("fortran_order", &self.is_fortran())
             .field("owner", &self.is_owner())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::mman::Populate;
+
+    #[test]
+    fn populating_a_file_shrunk_under_the_mapping_is_an_error_not_sigbus() {
+        let name = format!("shmarray-unit-{}-populate", std::process::id());
+        let n = 1 << 16;
+        let a = SharedArray::<f64, ndarray::Ix1>::create(&name, n).unwrap();
+        let path = a.path().unwrap();
+        for how in [Populate::Read, Populate::Write] {
+            assert!(a.populate(0..n, how).unwrap());
+            assert!(a.populate(n / 2..n / 2, how).unwrap());
+            assert!(matches!(
+                a.populate(0..n + 1, how),
+                Err(Error::Io { op: "populate", .. })
+            ));
+        }
+        let ro =
+            SharedArray::<f64, ndarray::Ix1>::open_with(&Options::new().read_only(true), &name)
+                .unwrap();
+        assert!(ro.populate(0..n, Populate::Read).unwrap());
+        assert!(matches!(
+            ro.populate(0..n, Populate::Write),
+            Err(Error::ReadOnly { .. })
+        ));
+        drop(ro);
+        // Another process could do this to the file: the data's pages are gone.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(8192)
+            .unwrap();
+        for how in [Populate::Read, Populate::Write] {
+            match a.populate(0..n, how) {
+                Err(Error::Corrupt {
+                    problem: Corruption::Truncated { actual: 8192, .. },
+                    ..
+                }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        // Dropping would touch the control block past the file's end now: keep the
+        // mapping (this test process ends soon) and remove the file by hand.
+        std::mem::forget(a);
+        std::fs::remove_file(path).unwrap();
     }
 }
