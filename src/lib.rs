@@ -341,7 +341,9 @@ pub mod admin {
 pub mod huge {
     //! Huge pages: asking for them ([`HugePages`], with
     //! [`Options::huge_pages`](crate::Options::huge_pages)), what a segment got
-    //! ([`Backing`]), and what the machine offers ([`huge_page_support`]).
+    //! ([`Backing`]), and what the machine offers ([`huge_page_support`]); and
+    //! paying a mapping's page faults up front ([`Populate`], with
+    //! [`SharedArray::populate`](crate::SharedArray::populate)).
     //!
     //! ```
     //! use shmarray::{huge::{Backing, HugePages}, ndarray::Ix1, Options, Segment, SharedArray};
@@ -359,6 +361,7 @@ pub mod huge {
         huge_page_support, Backing, HugeMount, HugePageSupport, HugePages, HugePool, PageKind,
         HUGE_DIR_ENV,
     };
+    pub use crate::sys::mman::Populate;
 }
 
 /// Every Rust block of the README compiles and runs (or, where it says so, fails to

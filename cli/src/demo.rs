@@ -1,5 +1,5 @@
 //! `shmarray demo`: a worker process (this binary's hidden `__worker` command, see
-//! `shmarray::demo`) doubles an array in place, compared with a pipe round trip.
+//! `shmarray_cli::worker`) doubles an array in place, compared with a pipe round trip.
 
 use std::io::Write;
 use std::time::{Duration, Instant};

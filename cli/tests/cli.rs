@@ -620,6 +620,64 @@ fn demo_runs_and_checks_its_result() {
     assert!(d.names().is_empty(), "demo leaves nothing behind");
 }
 
+/// The benchmark worker (`__worker`) doubles exactly the part it is given, however
+/// it maps it first, and answers a part outside the array with an error, staying up.
+#[test]
+fn worker_doubles_the_part_it_is_given_however_it_maps_it() {
+    use shmarray_cli::worker::{Prefault, WorkerProc};
+    use std::ops::Range;
+    let d = TestDir::new();
+    let ns = Namespace::at(&d.0).unwrap();
+    let name = unique_name("part");
+    // Several pages, not a whole number of them.
+    let n = 3 * 512 + 5;
+    let mut a: SharedArray<f64, Ix1> = Options::new()
+        .namespace(ns.clone())
+        .create(&name, n)
+        .unwrap();
+    a.view_mut().unwrap().fill(1.0);
+    let requests = [
+        (Prefault::Lazy, None),
+        (Prefault::Read, Some(10..600)),
+        (Prefault::Write, Some(600..1100)),
+        (Prefault::All, Some(1100..n)),
+        (Prefault::Read, Some(0..n + 1)),
+        // Start after end (a hostile request; the range is built, not written).
+        (Prefault::Lazy, Some(Range { start: 5, end: 4 })),
+        (Prefault::Lazy, Some(0..0)),
+    ];
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker_name = name.clone();
+    std::thread::spawn(move || {
+        let exe = Path::new(env!("CARGO_BIN_EXE_shmarray"));
+        let mut w = WorkerProc::start(exe, &ns).unwrap();
+        let replies: Vec<Result<(), String>> = requests
+            .into_iter()
+            .map(|(mode, range)| {
+                w.double_shm_with(&worker_name, mode, range)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let _ = tx.send(replies);
+    });
+    // The worker ends when this process does (its input closes).
+    let replies = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the worker answered in time");
+    assert!(replies[..4].iter().all(Result::is_ok), "{replies:?}");
+    for r in &replies[4..6] {
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("worker range")),
+            "{r:?}"
+        );
+    }
+    assert!(replies[6].is_ok(), "{replies:?}");
+    let v = a.view().unwrap();
+    assert!(v.iter().take(10).all(|&x| x == 2.0), "{v}");
+    assert!(v.iter().skip(10).all(|&x| x == 4.0), "{v}");
+}
+
 #[test]
 fn ls_tells_arrays_values_queues_barriers_and_events_apart() {
     // The queue has no namespace option yet, so all of these live in /dev/shm
