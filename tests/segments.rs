@@ -499,7 +499,7 @@ fn misaligned_data_is_refused() {
     // Header padded so the data starts at an offset that is not a multiple of 8.
     let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }";
     let mut data_offset = 10 + dict.len() + 1;
-    if data_offset % 8 == 0 {
+    if data_offset.is_multiple_of(8) {
         data_offset += 1;
     }
     let mut v = b"\x93NUMPY\x01\x00".to_vec();

@@ -387,7 +387,10 @@ fn thp_tmpfs_segments_report_transparent_pages_and_open_in_numpy_as_usual() {
     // at an address the kernel aligns to 2 MiB, so every data page can be a huge
     // page in numpy too (from the data offset, the first 2 MiB could not).
     let offset = inspect(&ns, &name).unwrap().layout.data_offset;
-    assert!(offset < 4096 && offset % 128 == 0, "data offset {offset}");
+    assert!(
+        offset < 4096 && offset.is_multiple_of(128),
+        "data offset {offset}"
+    );
     let Some(out) = numpy_plain_load(&a.path().unwrap(), "float(a.sum())", "a[0] = 7") else {
         return;
     };

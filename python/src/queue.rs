@@ -177,7 +177,7 @@ where
     AnyQueue: Typed<T>,
 {
     let size = std::mem::size_of::<T>();
-    if data.len() % size != 0 {
+    if !data.len().is_multiple_of(size) {
         return Err(pyo3::exceptions::PyValueError::new_err(
             "buffer length is not a whole number of items",
         ));

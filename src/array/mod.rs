@@ -312,7 +312,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
             }
             D::from_dimension(&IxDyn(&layout.header.shape)).ok_or_else(mismatch)?
         };
-        if (seg.data_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+        if !(seg.data_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
             return Err(Error::corrupt(
                 name,
                 Corruption::Misaligned {

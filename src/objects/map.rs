@@ -254,7 +254,7 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
         if seg.len() as u64 != geo.data_len {
             return Err(corrupt(ControlError::Mismatch("data length")).into());
         }
-        if (seg.data_ptr() as usize) % 128 != 0 {
+        if !(seg.data_ptr() as usize).is_multiple_of(128) {
             return Err(Error::corrupt(
                 &label,
                 Corruption::Misaligned {

@@ -33,7 +33,7 @@ const DATA_ALIGN: usize = align_of::<RingHeader>();
 
 const _: () = {
     assert!(size_of::<MemberTable>() == MEMBER_TABLE_BYTES);
-    assert!(MEMBER_TABLE_BYTES % DATA_ALIGN == 0);
+    assert!(MEMBER_TABLE_BYTES.is_multiple_of(DATA_ALIGN));
     assert!(align_of::<MemberTable>() <= DATA_ALIGN);
 };
 
@@ -178,7 +178,7 @@ impl RawQueue {
         };
         let seg = segment::create(target, &spec, |b| {
             let base = b.data.as_mut_ptr();
-            if b.data.len() != data_len || base as usize % DATA_ALIGN != 0 {
+            if b.data.len() != data_len || !(base as usize).is_multiple_of(DATA_ALIGN) {
                 return Err(Error::corrupt(
                     "<new queue>",
                     Corruption::Misaligned {
@@ -241,7 +241,7 @@ impl RawQueue {
     /// Checks that the mapping holds the geometry, then joins the member table.
     fn attach(seg: Mapping, geo: QueueGeometry) -> Result<RawQueue, QueueError> {
         let layout = seg.layout();
-        if seg.data_ptr() as usize % DATA_ALIGN != 0 {
+        if !(seg.data_ptr() as usize).is_multiple_of(DATA_ALIGN) {
             return Err(Error::corrupt(
                 seg.label(),
                 Corruption::Misaligned {
@@ -394,7 +394,7 @@ impl RawQueue {
                 Wait::Until(d, t) => Some((d, t)),
             };
             spins = spins.wrapping_add(1);
-            if spins % 64 != 0
+            if !spins.is_multiple_of(64)
                 || *spin_until.get_or_insert_with(|| Instant::now() + SPIN) > Instant::now()
             {
                 std::hint::spin_loop();
