@@ -17,6 +17,7 @@
 mod atomic;
 mod barrier;
 mod event;
+mod fixed_str;
 mod map;
 mod value;
 mod vec;
@@ -24,6 +25,7 @@ mod vec;
 pub use atomic::{SharedAtomicI64, SharedAtomicU32, SharedAtomicU64};
 pub use barrier::Barrier;
 pub use event::Event;
-pub use map::{BytesMap, FixedStr, FixedStrError, MapError, SharedMap};
+pub use fixed_str::{FixedStr, FixedStrError};
+pub use map::{BytesMap, MapError, SharedMap};
 pub use value::SharedValue;
 pub use vec::{SharedVec, VecError};

@@ -1,518 +1,678 @@
-//! A robust read-write lock across processes: many readers or one writer, and a
-//! reader or writer killed while holding it never blocks anyone for good.
+//! The read-write lock as a handle uses it: the handle's [`RwLockState`] (where its
+//! lock lives and its seat in the reader table), read and write acquisition over
+//! the robust mutex and [`RwCore`], and the per-thread record of held reads that
+//! turns self-deadlocks into errors.
 //!
-//! POSIX's `pthread_rwlock_t` is not robust (a reader or writer killed with
-//! `kill -9` blocks writers forever), so this lock is built from three parts:
-//!
-//! - the array's **robust mutex** (`RawRobustMutex`), which every writer holds for
-//!   the whole write: a dead writer hands `OwnerDied` to the next locker, reader or
-//!   writer, who then holds exclusive access and repairs the data;
-//! - a **writer word** (`FREE`, `WRITING`, `POISONED`) and a mask of registered
-//!   reader slots, in the control block;
-//! - a **reader table**: one 32-byte entry per reading handle (a `MemberEntry` of
-//!   the member table, with its own liveness lock byte) whose `holds` word counts
-//!   the read locks that handle holds. Readers only ever write their own entry, so
-//!   two readers in two processes share no cache line that either writes.
-//!
-//! | operation | steps |
-//! |---|---|
-//! | join (first read through a handle) | under the mutex: take a free slot's liveness byte, `holds = 0`, set the slot's bit in the mask |
-//! | read, fast | `holds += 1`; if the writer word is `FREE`, done; else `holds -= 1` (waking a draining writer) and go slow |
-//! | read, slow | lock the mutex (waits for the writer); `holds += 1`; unlock. A dead writer: `OwnerDied`, this reader becomes the writer |
-//! | read unlock | `holds -= 1`; if it reached 0 and the writer word is not `FREE`, wake the writer |
-//! | write | lock the mutex; if no reader is registered, done (nobody can join: joins need the mutex); else writer word = `WRITING`, then wait until every registered slot's `holds` is 0 |
-//! | drain, dead reader | a slot whose `holds` stays non-zero and whose member lock is free belongs to a dead process: `holds = 0`, slot vacated (counted as recovered) |
-//! | write unlock | writer word = `FREE` (or `POISONED` when an `OwnerDied` guard is dropped unrepaired), then unlock the mutex |
-//!
-//! No writer starvation: once a writer holds the mutex and has set the writer word,
-//! new readers go the slow way and queue on the mutex behind it; the writer only
-//! waits for the readers that were already inside.
-//!
-//! ## Memory ordering
-//! The reader's `holds += 1` then `load(writer)` and the writer's
-//! `store(writer, WRITING)` then `load(holds)` are all `SeqCst`: in the single total
-//! order, either the writer's load sees the reader's increment (and waits for it),
-//! or the reader's load sees `WRITING` (and backs out); both cannot miss each other
-//! (Dekker). The unlock's `holds -= 1` then `load(writer)` pairs the same way with
-//! the writer's `store` then futex wait on `holds`, so a wake-up is never lost (and
-//! the futex wait re-checks the value in the kernel). Joins, recoveries and the
-//! writer's reading of the mask happen under the mutex, which orders them.
+//! A thread that holds a read and asks for the write lock of the same segment
+//! would wait for itself forever; so would a thread that reads again through a
+//! *second* handle while a writer waits. Both are reported as
+//! [`LockFailure::Deadlock`] instead (the thread-local record knows which segments
+//! this thread reads). A second read through the *same* handle never waits: the
+//! writer cannot get past a slot that holds, so it is counted in directly.
 
+use std::cell::Cell;
+use std::fmt;
+use std::fs::File;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-#[cfg(not(loom))]
 use crate::format::control::{ReaderSlots, RwSlot, READER_SLOTS};
-use crate::primitive::{dekker_fence, sleep_while, wake_all, AtomicU32, AtomicU64, Ordering};
 use crate::segment::liveness::Liveness;
-use crate::sync::members::{self, MemberEntry};
-use crate::sync::TimedOut;
+use crate::sync::members::{self, Member, MemberEntry, Membership};
+use crate::sync::mutex::{LockError, LockFailure, RawMutexGuard, RawRobustMutex};
+use crate::sync::rwlock::{Drained, RwCore, RwHeader};
+use crate::sys::proc;
 
-/// Writer word: no writer.
-const FREE: u32 = 0;
-/// Writer word: a writer holds the lock or is waiting for the readers to leave.
-const WRITING: u32 = 1;
-/// Writer word: a writer's `OwnerDied` guard was dropped unrepaired; the mutex is
-/// not recoverable, and readers must not read the torn data either.
-const POISONED: u32 = 2;
+/// Identifies a segment file in this process: device and inode.
+pub(crate) type FileKey = (u64, u64);
 
-/// How often a draining writer asks whether a reader that still holds is alive.
-const POLL: Duration = Duration::from_millis(10);
-
-/// The lock's shared words (`#[repr(C)]`, atomics only; all-zero bytes are a free
-/// lock with no readers).
-#[repr(C, align(64))]
-#[derive(Debug)]
-pub(crate) struct RwHeader {
-    writer: AtomicU32,
-    _reserved: AtomicU32,
-    /// Bit `i`: slot `i` of the reader table is registered.
-    registered: AtomicU64,
+/// Slots in the order joiners take them: even slots first, so that the first 28
+/// reading handles each have a cache line of their own (entries are 32 bytes).
+fn join_order() -> impl Iterator<Item = usize> {
+    (0..READER_SLOTS)
+        .step_by(2)
+        .chain((1..READER_SLOTS).step_by(2))
 }
 
-#[cfg(not(loom))]
-const _: () = {
-    assert!(std::mem::size_of::<RwHeader>() <= std::mem::size_of::<RwSlot>());
-    assert!(std::mem::align_of::<RwHeader>() <= std::mem::align_of::<RwSlot>());
-    assert!(
-        std::mem::size_of::<[MemberEntry; READER_SLOTS]>() == std::mem::size_of::<ReaderSlots>()
-    );
-    assert!(READER_SLOTS <= 64);
-};
-
-/// What a finished drain found, packed in one word (it travels in every write
-/// guard): whether the writer word was set (readers were registered, so unlock must
-/// clear it) and how many dead readers' shares were taken back.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Drained(u32);
-
-impl Drained {
-    const ANNOUNCED: u32 = 1 << 31;
-
-    /// A writer that announced itself and recovered `recovered` dead readers.
-    pub(crate) fn announced(recovered: u32) -> Drained {
-        Drained(Self::ANNOUNCED | recovered.min(Self::ANNOUNCED - 1))
-    }
-
-    /// Whether the writer word was set.
-    #[inline]
-    pub(crate) fn is_announced(self) -> bool {
-        self.0 & Self::ANNOUNCED != 0
-    }
-
-    /// Dead readers whose share was taken back.
-    pub(crate) fn recovered(self) -> u32 {
-        self.0 & !Self::ANNOUNCED
-    }
+/// A handle's place in the reader table, taken on its first read.
+#[derive(Debug, Default)]
+struct ReaderSeat {
+    seat: OnceLock<Membership>,
+    /// The seat of a copy of the handle in a forked child (the parent's is not
+    /// ours to use).
+    forked: Mutex<Option<Membership>>,
 }
 
-/// The lock's state machine over its shared words: pure logic (no syscalls besides
-/// futex sleeps), model checked with loom. The caller supplies the mutex: methods
-/// that say "under the mutex" must only be called while holding it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RwCore<'a> {
-    header: &'a RwHeader,
-    table: &'a [MemberEntry],
-}
-
-impl<'a> RwCore<'a> {
-    /// The state machine over a header and a reader table.
-    pub(crate) fn new(header: &'a RwHeader, table: &'a [MemberEntry]) -> RwCore<'a> {
-        RwCore { header, table }
-    }
-
-    /// The reader table.
-    pub(crate) fn table(&self) -> &'a [MemberEntry] {
-        self.table
-    }
-
-    /// Reader fast path: counts this slot in, then looks for a writer. `false`: a
-    /// writer is there (or the lock is poisoned); the slot is counted out again and
-    /// the caller must go the slow way.
+impl ReaderSeat {
+    /// The slot this handle reads through, if it has joined (in this process).
     #[inline]
-    pub(crate) fn try_enter(&self, slot: usize) -> bool {
-        let holds = &self.table[slot].holds;
-        holds.fetch_add(1, Ordering::SeqCst);
-        dekker_fence();
-        if self.header.writer.load(Ordering::SeqCst) == FREE {
-            return true;
-        }
-        self.exit(slot);
-        false
-    }
-
-    /// Counts a read in without looking for a writer: only under the mutex (no
-    /// writer can be inside), or while the caller already holds a read through
-    /// this slot (a writer cannot get past a slot that holds).
-    #[inline]
-    pub(crate) fn enter_unchecked(&self, slot: usize) {
-        self.table[slot].holds.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Counts a read out; wakes a draining writer when the slot empties.
-    #[inline]
-    pub(crate) fn exit(&self, slot: usize) {
-        let holds = &self.table[slot].holds;
-        let last = holds.fetch_sub(1, Ordering::SeqCst) == 1;
-        dekker_fence();
-        if last && self.header.writer.load(Ordering::SeqCst) != FREE {
-            wake_all(holds);
+    fn slot(&self) -> Option<usize> {
+        match self.seat.get() {
+            Some(m) if !m.is_stale() => Some(m.slot()),
+            Some(_) => self.forked_slot(),
+            None => None,
         }
     }
 
-    /// Under the mutex: makes `slot` (just joined) a registered reader slot.
-    pub(crate) fn register(&self, slot: usize) {
-        self.table[slot].holds.store(0, Ordering::SeqCst);
-        self.header.registered.fetch_or(1 << slot, Ordering::SeqCst);
+    #[cold]
+    fn forked_slot(&self) -> Option<usize> {
+        let f = self.forked.lock().unwrap_or_else(PoisonError::into_inner);
+        f.as_ref().filter(|m| !m.is_stale()).map(Membership::slot)
     }
 
-    /// Takes `slot` out of the mask (its handle leaves; it holds nothing).
-    pub(crate) fn unregister(&self, slot: usize) {
-        self.header
-            .registered
-            .fetch_and(!(1u64 << slot), Ordering::SeqCst);
-    }
-
-    /// The mask bits of the table's entries.
-    fn table_mask(&self) -> u64 {
-        match self.table.len() {
-            n if n >= 64 => u64::MAX,
-            n => (1u64 << n) - 1,
+    /// Under the mutex: the slot, joining the table first if needed.
+    fn join_locked(&self, core: &RwCore<'_>, file: &File) -> Result<usize, LockFailure> {
+        if let Some(slot) = self.slot() {
+            return Ok(slot);
         }
+        let m = Membership::join_in_order(core.table(), join_order(), file, |_| true).map_err(
+            |_| LockFailure::TooManyReaders {
+                slots: READER_SLOTS,
+            },
+        )?;
+        let slot = m.slot();
+        core.register(slot);
+        if self.seat.get().is_none() {
+            // Cannot fail: only lock holders join, and we hold the lock.
+            let _ = self.seat.set(m);
+        } else {
+            *self.forked.lock().unwrap_or_else(PoisonError::into_inner) = Some(m);
+        }
+        Ok(slot)
     }
+}
 
-    /// Whether the lock was poisoned by an unrepaired dead writer.
-    pub(crate) fn is_poisoned(&self) -> bool {
-        self.header.writer.load(Ordering::Acquire) == POISONED
+/// One handle's read-write lock: where it lives in the handle's mapping, and the
+/// handle's seat among the readers. Leaves the reader table on drop, so it must be
+/// dropped before the mapping (declare it before the segment in the handle).
+pub(crate) struct RwLockState {
+    mutex: NonNull<RawRobustMutex>,
+    header: NonNull<RwHeader>,
+    table: NonNull<[MemberEntry; READER_SLOTS]>,
+    seat: ReaderSeat,
+    key: FileKey,
+    /// The handle's own open file description (a descriptor the handle owns and
+    /// keeps open for as long as this lives): probes other members' locks, and is
+    /// reopened for a membership.
+    fd: RawFd,
+    /// Write tokens of this handle not yet dropped. Nonzero when the handle is
+    /// dropped means a guard was leaked (`mem::forget`) while its thread holds the
+    /// mutex: the mutex is then on that thread's robust list, which glibc and the
+    /// kernel walk through the mutex's memory, so the mapping must stay (see
+    /// [`RwLockState::leaked_writes`]).
+    writes_out: AtomicUsize,
+}
+
+// SAFETY: the pointers lead into the owning handle's mapping, valid in every
+// thread; everything they reach is a process-shared pthread mutex or atomics; the
+// seat is `Sync` (a `OnceLock` and a `Mutex`).
+unsafe impl Send for RwLockState {}
+// SAFETY: as above.
+unsafe impl Sync for RwLockState {}
+
+impl fmt::Debug for RwLockState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RwLockState")
+            .field("key", &self.key)
+            .field("slot", &self.seat.slot())
+            .finish()
     }
+}
 
-    /// Under the mutex: `Some` if no reader can be inside (none is registered and
-    /// no writer word is left over), so a writer need not announce itself.
-    #[inline]
-    pub(crate) fn no_readers(&self) -> Option<Drained> {
-        (self.header.registered.load(Ordering::SeqCst) == 0
-            && self.header.writer.load(Ordering::Relaxed) == FREE)
-            .then(Drained::default)
-    }
-
-    /// Under the mutex: announces a writer and waits until no reader holds.
+impl RwLockState {
+    /// The lock of a control block.
     ///
-    /// A slot that still holds after a sleep is asked about with `liveness`; a
-    /// `Dead` one is recovered (its holds cleared, its slot vacated), `Alive` and
-    /// `Unknown` ones are waited for. Past `deadline` this gives up with
-    /// `TimedOut` (the caller then calls [`end_write`](Self::end_write) and unlocks).
-    pub(crate) fn begin_write(
-        &self,
-        deadline: Option<Instant>,
-        mut liveness: impl FnMut(usize) -> Liveness,
-    ) -> Result<Drained, TimedOut> {
-        if let Some(d) = self.no_readers() {
-            // No reader can be inside: entering needs a registered slot, and
-            // registering needs the mutex, which we hold.
-            return Ok(d);
+    /// # Safety
+    /// - `mutex` was initialised (`RawRobustMutex::init_in_slot`), and the mutex
+    ///   and both slots lie in a mapping that outlives the returned value.
+    /// - `file` stays open for as long as the returned value lives.
+    pub(crate) unsafe fn new(
+        mutex: &RawRobustMutex,
+        rw: &RwSlot,
+        readers: &ReaderSlots,
+        key: FileKey,
+        file: &File,
+    ) -> RwLockState {
+        RwLockState {
+            mutex: NonNull::from(mutex),
+            header: NonNull::new(rw.0.get().cast::<RwHeader>()).expect("not null"),
+            table: NonNull::new(readers.0.get().cast::<[MemberEntry; READER_SLOTS]>())
+                .expect("not null"),
+            seat: ReaderSeat::default(),
+            key,
+            fd: {
+                // Registers the fork counter, which the tokens read unchecked.
+                let _ = proc::fork_generation();
+                file.as_raw_fd()
+            },
+            writes_out: AtomicUsize::new(0),
         }
-        self.header.writer.store(WRITING, Ordering::SeqCst);
-        dekker_fence();
-        let mut recovered = 0;
-        let mut mask = self.header.registered.load(Ordering::SeqCst);
-        let stray = mask & !self.table_mask();
-        if stray != 0 {
-            // Bits of entries the table does not have (a stray write): no reader
-            // can be behind them, and left set they would send every writer here.
-            self.header.registered.fetch_and(!stray, Ordering::SeqCst);
-            mask &= !stray;
-        }
-        for slot in (0..self.table.len()).filter(|s| mask & (1 << s) != 0) {
-            let holds = &self.table[slot].holds;
-            loop {
-                let n = holds.load(Ordering::SeqCst);
-                if n == 0 {
-                    break;
-                }
-                let slice = match deadline {
-                    None => POLL,
-                    Some(d) => match d.checked_duration_since(Instant::now()) {
-                        Some(left) if !left.is_zero() => left.min(POLL),
-                        _ => return Err(TimedOut),
-                    },
-                };
-                sleep_while(holds, n, slice);
-                if holds.load(Ordering::SeqCst) != 0 && liveness(slot) == Liveness::Dead {
-                    // The member's process is gone, so nobody else writes `holds`
-                    // (joins, which could reuse the slot, need the mutex we hold).
-                    holds.store(0, Ordering::SeqCst);
-                    members::vacate(self.table, slot);
-                    self.unregister(slot);
-                    recovered += 1;
-                }
-            }
-        }
-        Ok(Drained::announced(recovered))
     }
 
-    /// Under the mutex, before unlocking it: lets readers in again, or, when the
-    /// data was left unrepaired after a dead writer (`poison`), keeps them out for
-    /// good (they then meet the not-recoverable mutex).
+    /// Whether a write guard of this handle was leaked (`mem::forget`) and so may
+    /// still hold the mutex: the handle must then leave its mapping in place when
+    /// it is dropped, or the robust-list walk of the holding thread (by glibc on
+    /// its next robust lock, by the kernel when it exits) would reach unmapped, or
+    /// reused, memory; and a holder that exits could not be reported as dead.
+    pub(crate) fn leaked_writes(&self) -> bool {
+        self.writes_out.load(Ordering::Relaxed) != 0
+    }
+
+    /// The handle's file, borrowed for one call.
+    fn file(&self) -> ManuallyDrop<File> {
+        // SAFETY: the descriptor is open for as long as `self` lives (`new`), and
+        // `ManuallyDrop` never closes it: this is a borrow in `File`'s clothes, for
+        // APIs that take `&File`.
+        ManuallyDrop::new(unsafe { File::from_raw_fd(self.fd) })
+    }
+
     #[inline]
-    pub(crate) fn end_write(&self, drained: Drained, poison: bool) {
-        if poison {
-            self.header.writer.store(POISONED, Ordering::SeqCst);
-        } else if drained.is_announced() {
-            self.header.writer.store(FREE, Ordering::SeqCst);
-        }
-    }
-}
-
-#[cfg(test)]
-impl RwHeader {
-    /// A free lock (for heap models).
-    pub(crate) fn new() -> RwHeader {
-        RwHeader {
-            writer: AtomicU32::new(FREE),
-            _reserved: AtomicU32::new(0),
-            registered: AtomicU64::new(0),
-        }
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Mutex;
-
-    /// The same protocol as the loom model, with real threads on heap memory and
-    /// many rounds: readers never see a half-written pair, the writer always gets in.
-    #[test]
-    fn threads_never_see_a_torn_pair() {
-        let header = RwHeader::new();
-        let table: Vec<MemberEntry> = (0..3).map(|_| MemberEntry::vacant()).collect();
-        let core = RwCore::new(&header, &table);
-        for slot in 0..3 {
-            core.register(slot);
-        }
-        let mutex = Mutex::new(());
-        let data = [AtomicU64::new(0), AtomicU64::new(0)];
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            for slot in 0..3 {
-                let (mutex, data, stop) = (&mutex, &data, &stop);
-                s.spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        if !core.try_enter(slot) {
-                            let _g = mutex.lock().unwrap();
-                            core.enter_unchecked(slot);
-                        }
-                        let a = data[0].load(Ordering::Relaxed);
-                        let b = data[1].load(Ordering::Relaxed);
-                        core.exit(slot);
-                        assert_eq!(a, b, "a read overlapped a write");
-                    }
-                });
-            }
-            for i in 1..=2000u64 {
-                let _g = mutex.lock().unwrap();
-                let d = core.begin_write(None, |_| Liveness::Alive).unwrap();
-                data[0].store(i, Ordering::Relaxed);
-                data[1].store(i, Ordering::Relaxed);
-                core.end_write(d, false);
-            }
-            stop.store(true, Ordering::Relaxed);
-        });
+    fn mutex(&self) -> &RawRobustMutex {
+        // SAFETY: initialised and mapped for as long as `self` lives (`new`).
+        unsafe { self.mutex.as_ref() }
     }
 
-    #[test]
-    fn a_dead_slot_is_recovered_and_an_unknown_one_is_waited_for() {
-        let header = RwHeader::new();
-        let table: Vec<MemberEntry> = (0..2).map(|_| MemberEntry::vacant()).collect();
-        let core = RwCore::new(&header, &table);
-        core.register(0);
-        core.register(1);
-        assert!(core.try_enter(0));
-        assert!(core.try_enter(1));
-        // Slot 0 "died" holding; slot 1 cannot be decided: the writer recovers 0
-        // and times out on 1, then lets readers in again.
-        let deadline = Instant::now() + Duration::from_millis(50);
-        let r = core.begin_write(Some(deadline), |slot| {
-            if slot == 0 {
-                Liveness::Dead
-            } else {
-                Liveness::Unknown
-            }
-        });
-        assert_eq!(r, Err(TimedOut));
-        assert_eq!(table[0].holds.load(Ordering::SeqCst), 0);
-        assert_eq!(table[1].holds.load(Ordering::SeqCst), 1);
-        core.end_write(Drained::announced(1), false);
-        core.exit(1);
-        assert!(core.try_enter(1), "readers are let in again");
-        core.exit(1);
-        let d = core.begin_write(None, |_| Liveness::Alive).unwrap();
-        assert_eq!(d.recovered(), 0);
-        core.end_write(d, true);
-        assert!(core.is_poisoned());
-        assert!(!core.try_enter(1), "a poisoned lock keeps readers out");
-    }
-}
-
-/// Model checking of the state machine with loom: every interleaving of two readers
-/// and a writer, with the data in a loom cell (which reports any read that overlaps
-/// a write), and a reader that dies holding its share.
-/// `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_tests`
-#[cfg(all(test, loom))]
-mod loom_tests {
-    use super::*;
-    use loom::cell::UnsafeCell;
-    use loom::sync::atomic::AtomicBool;
-    use loom::sync::{Arc, Mutex};
-
-    struct Model {
-        header: RwHeader,
-        table: Vec<MemberEntry>,
-        mutex: Mutex<()>,
-        data: UnsafeCell<[u64; 2]>,
-        dead: AtomicBool,
+    #[inline]
+    fn core(&self) -> RwCore<'_> {
+        // SAFETY: the slots are mapped for as long as `self` lives (`new`); they
+        // are `UnsafeCell`s of bytes, 64-aligned and large enough for the header
+        // and the table (asserted in `rwlock`), whose atomics are valid for any
+        // bytes and interior-mutable, so shared references are allowed.
+        unsafe { RwCore::new(self.header.as_ref(), self.table.as_ref()) }
     }
 
-    impl Model {
-        fn new(readers: usize) -> Arc<Model> {
-            let m = Model {
-                header: RwHeader::new(),
-                table: (0..readers).map(|_| MemberEntry::vacant()).collect(),
-                mutex: Mutex::new(()),
-                data: UnsafeCell::new([0; 2]),
-                dead: AtomicBool::new(false),
-            };
-            for slot in 0..readers {
-                m.core().register(slot);
+    /// An address that identifies this handle's seat.
+    #[inline]
+    fn id(&self) -> usize {
+        self as *const RwLockState as usize
+    }
+
+    /// Whether the reader in `slot` (its bit set, still holding) is alive. Asked
+    /// by a draining writer, under the mutex.
+    fn liveness(&self, slot: usize) -> Liveness {
+        match members::check(self.core().table(), slot, &self.file()) {
+            Member::Registered(l) => l,
+            // Holds but not registered: no handle left the table this way (a
+            // handle clears its bit before `registered`, and holds nothing then),
+            // so the entry was written by someone else. Nobody is registering it
+            // right now either (joins need the mutex, which the caller holds). Its
+            // lock byte decides: free means no process owns the entry, which must
+            // not block writers for good (dead: taken back); held means a live
+            // process owns it (waited for); unknown is never dead.
+            Member::Vacant => members::owner(slot, &self.file()),
+        }
+    }
+
+    /// Takes the write lock: the mutex, then every reader drained.
+    #[inline(always)]
+    pub(crate) fn write(&self, wait: Wait) -> WriteOutcome<'_> {
+        if reading(self.key, self.id()) != Reading::No {
+            return Err(LockError::Failed(LockFailure::Deadlock));
+        }
+        match wait.lock(self.mutex()) {
+            Ok(raw) => match self.core().no_readers() {
+                Some(drained) => Ok(WriteToken::new(self, drained, raw)),
+                None => self.drain(raw, wait),
+            },
+            Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Block) {
+                Ok(token) => Err(LockError::OwnerDied(token)),
+                Err(e) => Err(e),
+            },
+            Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
+        }
+    }
+
+    /// Holding the mutex: announces the writer and waits for the readers. After an
+    /// `OwnerDied` the wait ignores the deadline: the guard cannot be given back
+    /// without making the lock not recoverable.
+    #[cold]
+    fn drain<'a>(&'a self, raw: RawMutexGuard<'a>, wait: Wait) -> WriteOutcome<'a> {
+        let deadline = if raw.owner_died() {
+            None
+        } else {
+            wait.deadline()
+        };
+        match self
+            .core()
+            .begin_write(deadline, |slot| self.liveness(slot))
+        {
+            Ok(drained) => Ok(WriteToken::new(self, drained, raw)),
+            Err(_) => {
+                // Readers still inside: let the others in again and give up.
+                self.core().end_write(Drained::announced(0), false);
+                drop(raw);
+                Err(LockError::Failed(wait.timed_out()))
             }
-            Arc::new(m)
         }
+    }
 
-        fn core(&self) -> RwCore<'_> {
-            RwCore::new(&self.header, &self.table)
-        }
-
-        fn read_enter(&self, slot: usize) {
-            if !self.core().try_enter(slot) {
-                let _g = self.mutex.lock().unwrap();
-                self.core().enter_unchecked(slot);
-            }
-        }
-
-        /// Reads both words; a writer writes them together, so they must agree.
-        fn read(&self, slot: usize) -> [u64; 2] {
-            self.read_enter(slot);
-            let v = self.data.with(|p| unsafe { *p });
-            self.core().exit(slot);
-            v
-        }
-
-        fn write(&self, value: u64) -> Drained {
-            self.write_with(value, |_| {
-                if self.dead.load(Ordering::SeqCst) {
-                    Liveness::Dead
-                } else {
-                    Liveness::Alive
+    /// Takes a read lock.
+    #[inline(always)]
+    pub(crate) fn read(&self, wait: Wait) -> ReadOutcome<'_> {
+        if let Some(slot) = self.seat.slot() {
+            match enter_note(self.key, self.id()) {
+                Reading::Here => {
+                    self.core().enter_unchecked(slot);
+                    return Ok(ReadToken::new(self, slot));
                 }
-            })
-        }
-
-        fn write_with(&self, value: u64, liveness: impl FnMut(usize) -> Liveness) -> Drained {
-            let _g = self.mutex.lock().unwrap();
-            let d = self.core().begin_write(None, liveness).unwrap();
-            self.data.with_mut(|p| unsafe { *p = [value, value] });
-            self.core().end_write(d, false);
-            d
-        }
-    }
-
-    fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(3);
-        b.check(f);
-    }
-
-    #[test]
-    fn loom_tests_readers_and_a_writer_exclude_each_other() {
-        model(|| {
-            let m = Model::new(2);
-            let readers: Vec<_> = (0..2)
-                .map(|slot| {
-                    let m = m.clone();
-                    loom::thread::spawn(move || {
-                        let [a, b] = m.read(slot);
-                        assert_eq!(a, b, "torn read");
-                    })
-                })
-                .collect();
-            m.write(7);
-            for r in readers {
-                r.join().unwrap();
-            }
-            assert_eq!(m.read(0), [7, 7]);
-        });
-    }
-
-    /// Entry 0 was forged (its bit set, holding, owned by nobody: its lock byte
-    /// is free, so the writer's liveness check calls it dead) while a reader joins
-    /// entry 1 (under the mutex, as joins are) and reads: the writer takes entry 0
-    /// back exactly once, never waits for it, and never overlaps the reader.
-    #[test]
-    fn loom_tests_an_entry_nobody_owns_is_taken_back_while_a_reader_joins() {
-        model(|| {
-            let m = Model::new(2);
-            m.core().unregister(1);
-            m.table[0].holds.store(2, Ordering::SeqCst);
-            let reader = {
-                let m = m.clone();
-                loom::thread::spawn(move || {
-                    {
-                        let _g = m.mutex.lock().unwrap();
-                        m.core().register(1);
-                    }
-                    let [a, b] = m.read(1);
-                    assert_eq!(a, b, "torn read");
-                })
-            };
-            let d = m.write_with(5, |slot| {
-                if slot == 0 {
-                    Liveness::Dead
-                } else {
-                    Liveness::Alive
+                Reading::No if self.core().try_enter(slot) => {
+                    return Ok(ReadToken::new(self, slot));
                 }
-            });
-            reader.join().unwrap();
-            assert_eq!(d.recovered(), 1);
-            assert_eq!(m.table[0].holds.load(Ordering::SeqCst), 0);
-            assert_eq!(m.table[1].holds.load(Ordering::SeqCst), 0);
-            assert_eq!(m.header.registered.load(Ordering::SeqCst), 0b10);
-        });
+                Reading::No => {
+                    note_exit(self.id());
+                    return self.read_slow(wait, Reading::No);
+                }
+                Reading::Elsewhere => {
+                    if self.core().try_enter(slot) {
+                        note_enter(self.key, self.id());
+                        return Ok(ReadToken::new(self, slot));
+                    }
+                    return self.read_slow(wait, Reading::Elsewhere);
+                }
+                Reading::Full => return Err(LockError::Failed(thread_full())),
+            }
+        }
+        self.read_slow(wait, reading(self.key, self.id()))
     }
 
-    #[test]
-    fn loom_tests_a_dead_readers_share_is_recovered_by_the_writer() {
-        model(|| {
-            let m = Model::new(1);
-            let reader = {
-                let m = m.clone();
-                loom::thread::spawn(move || {
-                    // Enters and dies holding its share.
-                    m.read_enter(0);
-                    m.dead.store(true, Ordering::SeqCst);
-                })
-            };
-            let d = m.write(1);
-            reader.join().unwrap();
-            // Either the reader held when the writer drained (its share is taken
-            // back) or it came in after the writer, behind the mutex (its share is
-            // still counted).
-            let holds = m.table[0].holds.load(Ordering::SeqCst);
-            assert_eq!(
-                d.recovered() + holds,
-                1,
-                "recovered {} holds {holds}",
-                d.recovered()
-            );
-        });
+    /// A writer is there (or this handle has not joined yet): queue on the mutex.
+    #[cold]
+    fn read_slow(&self, wait: Wait, here: Reading) -> ReadOutcome<'_> {
+        if here == Reading::Full {
+            return Err(LockError::Failed(thread_full()));
+        }
+        let raw = if here == Reading::Elsewhere {
+            // This thread reads the file through another handle: a writer waiting
+            // for that read would wait for us, and we for it.
+            match self.mutex().try_lock() {
+                Err(LockError::Failed(LockFailure::WouldBlock)) => {
+                    return Err(LockError::Failed(LockFailure::Deadlock))
+                }
+                other => other,
+            }
+        } else {
+            wait.lock(self.mutex())
+        };
+        match raw {
+            Ok(raw) => {
+                let core = self.core();
+                let slot = self.seat.join_locked(&core, &self.file())?;
+                if core.is_poisoned() {
+                    return Err(LockError::Failed(LockFailure::NotRecoverable));
+                }
+                if enter_note(self.key, self.id()) == Reading::Full {
+                    return Err(LockError::Failed(thread_full()));
+                }
+                core.enter_unchecked(slot);
+                drop(raw);
+                Ok(ReadToken::new(self, slot))
+            }
+            // The last writer died: this reader holds the lock now and repairs.
+            Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Block) {
+                Ok(token) => Err(LockError::OwnerDied(token)),
+                Err(e) => Err(e),
+            },
+            Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
+        }
+    }
+}
+
+impl Drop for RwLockState {
+    fn drop(&mut self) {
+        let forked = self
+            .seat
+            .forked
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let seats: Vec<Membership> = self.seat.seat.take().into_iter().chain(forked).collect();
+        let core = self.core();
+        for m in seats {
+            if !m.is_stale() {
+                core.unregister(m.slot());
+                m.leave(core.table());
+            }
+        }
+    }
+}
+
+// ---- the per-thread record of held reads ----------------------------------------
+
+/// Read guards of distinct handles one thread can hold at once.
+pub(crate) const READS_PER_THREAD: usize = 16;
+
+#[derive(Clone, Copy)]
+struct Held {
+    key: FileKey,
+    /// The handle's `RwLockState::id`.
+    seat: usize,
+    depth: u32,
+}
+
+/// The reads this thread holds, densely in `0..len`. No destructor, so the
+/// thread-local needs no registration check on access.
+struct Reads {
+    len: Cell<usize>,
+    held: [Cell<Option<Held>>; READS_PER_THREAD],
+}
+
+thread_local! {
+    static READS: Reads = const {
+        Reads {
+            len: Cell::new(0),
+            held: [const { Cell::new(None) }; READS_PER_THREAD],
+        }
+    };
+}
+
+/// How this thread already reads a file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Reading {
+    No,
+    /// Through this handle.
+    Here,
+    /// Only through another handle of the same file.
+    Elsewhere,
+    /// The thread holds reads of `READS_PER_THREAD` handles already.
+    Full,
+}
+
+fn thread_full() -> LockFailure {
+    LockFailure::TooManyHeldReads {
+        limit: READS_PER_THREAD,
+    }
+}
+
+fn classify(r: &Reads, key: FileKey, seat: usize) -> (Reading, Option<usize>) {
+    let mut found = Reading::No;
+    for i in 0..r.len.get() {
+        if let Some(h) = r.held[i].get() {
+            if h.seat == seat {
+                return (Reading::Here, Some(i));
+            }
+            if h.key == key {
+                found = Reading::Elsewhere;
+            }
+        }
+    }
+    (found, None)
+}
+
+#[inline]
+fn reading(key: FileKey, seat: usize) -> Reading {
+    READS.with(|r| {
+        if r.len.get() == 0 {
+            Reading::No
+        } else {
+            classify(r, key, seat).0
+        }
+    })
+}
+
+/// Records one more read through `seat` and says how the thread read the file
+/// before (`Full`: nothing recorded).
+#[inline]
+fn enter_note(key: FileKey, seat: usize) -> Reading {
+    READS.with(|r| {
+        if r.len.get() == 0 {
+            r.held[0].set(Some(Held {
+                key,
+                seat,
+                depth: 1,
+            }));
+            r.len.set(1);
+            return Reading::No;
+        }
+        enter_note_more(r, key, seat)
+    })
+}
+
+#[cold]
+fn enter_note_more(r: &Reads, key: FileKey, seat: usize) -> Reading {
+    {
+        let (before, at) = classify(r, key, seat);
+        if let Some(i) = at {
+            if let Some(mut h) = r.held[i].get() {
+                h.depth += 1;
+                r.held[i].set(Some(h));
+            }
+            return before;
+        }
+        let n = r.len.get();
+        if n == READS_PER_THREAD {
+            return Reading::Full;
+        }
+        r.held[n].set(Some(Held {
+            key,
+            seat,
+            depth: 1,
+        }));
+        r.len.set(n + 1);
+        before
+    }
+}
+
+fn note_enter(key: FileKey, seat: usize) {
+    let _ = enter_note(key, seat);
+}
+
+#[inline]
+fn note_exit(seat: usize) {
+    READS.with(|r| {
+        if r.len.get() == 1 {
+            if let Some(h) = r.held[0].get() {
+                if h.seat == seat && h.depth == 1 {
+                    r.held[0].set(None);
+                    r.len.set(0);
+                    return;
+                }
+            }
+        }
+        note_exit_more(r, seat)
+    });
+}
+
+#[cold]
+fn note_exit_more(r: &Reads, seat: usize) {
+    {
+        if let (_, Some(i)) = classify(r, (0, 0), seat) {
+            if let Some(mut h) = r.held[i].get() {
+                h.depth -= 1;
+                if h.depth > 0 {
+                    r.held[i].set(Some(h));
+                } else {
+                    let last = r.len.get() - 1;
+                    r.held[i].set(r.held[last].get());
+                    r.held[last].set(None);
+                    r.len.set(last);
+                }
+            }
+        }
+    }
+}
+
+// ---- guards' tokens ---------------------------------------------------------------
+
+/// A held read: counts the read out on drop. Not `Send`: the thread-local record
+/// of held reads is this thread's, so the read must be counted out here.
+#[must_use = "the read lock is released as soon as the guard is dropped"]
+pub(crate) struct ReadToken<'a> {
+    state: &'a RwLockState,
+    slot: u32,
+    /// The fork generation it was taken in (low 32 bits): a copy in a forked child
+    /// holds nothing (the read belongs to the parent) and must not count it out.
+    fork: u32,
+    _not_send: super::NotSend,
+}
+
+impl<'a> ReadToken<'a> {
+    #[inline]
+    fn new(state: &'a RwLockState, slot: usize) -> ReadToken<'a> {
+        ReadToken {
+            state,
+            slot: slot as u32,
+            fork: proc::fork_generation_registered() as u32,
+            _not_send: super::NotSend::default(),
+        }
+    }
+}
+
+impl Drop for ReadToken<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.fork == proc::fork_generation_registered() as u32 {
+            self.state.core().exit(self.slot as usize);
+            note_exit(self.state.id());
+        }
+    }
+}
+
+impl fmt::Debug for ReadToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadToken")
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+/// A held write: the mutex, with the readers drained. On drop lets readers in
+/// again (or keeps them out, when an `OwnerDied` guard is dropped unrepaired), then
+/// unlocks.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub(crate) struct WriteToken<'a> {
+    state: &'a RwLockState,
+    drained: Drained,
+    /// The fork generation it was taken in (see `ReadToken::fork`).
+    fork: u64,
+    // Dropped (unlocked) in `Drop::drop`, after the writer word.
+    raw: ManuallyDrop<RawMutexGuard<'a>>,
+}
+
+impl<'a> WriteToken<'a> {
+    #[inline]
+    fn new(state: &'a RwLockState, drained: Drained, raw: RawMutexGuard<'a>) -> WriteToken<'a> {
+        state.writes_out.fetch_add(1, Ordering::Relaxed);
+        WriteToken {
+            state,
+            drained,
+            fork: proc::fork_generation_registered(),
+            raw: ManuallyDrop::new(raw),
+        }
+    }
+}
+
+impl WriteToken<'_> {
+    pub(crate) fn owner_died(&self) -> bool {
+        self.raw.owner_died()
+    }
+
+    pub(crate) fn mark_consistent(&mut self) {
+        self.raw.mark_consistent();
+    }
+
+    /// Readers found dead and recovered while this writer waited for them.
+    pub(crate) fn recovered_readers(&self) -> u32 {
+        self.drained.recovered()
+    }
+}
+
+impl<'a> WriteToken<'a> {
+    /// Turns the write into a read without letting another writer in between.
+    pub(crate) fn downgrade(self) -> Result<ReadToken<'a>, LockFailure> {
+        let state = self.state;
+        let core = state.core();
+        let slot = state.seat.join_locked(&core, &state.file())?;
+        if enter_note(state.key, state.id()) == Reading::Full {
+            return Err(thread_full());
+        }
+        core.enter_unchecked(slot);
+        drop(self);
+        Ok(ReadToken::new(state, slot))
+    }
+}
+
+impl Drop for WriteToken<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.state.writes_out.fetch_sub(1, Ordering::Relaxed);
+        if self.fork != proc::fork_generation_registered() {
+            // A copy in a forked child: the lock is the parent's. Neither the
+            // writer word nor the mutex is ours to release.
+            return;
+        }
+        self.state
+            .core()
+            .end_write(self.drained, self.raw.owner_died());
+        // SAFETY: dropped exactly once, here; the field is not used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.raw) };
+    }
+}
+
+impl fmt::Debug for WriteToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteToken")
+            .field("owner_died", &self.owner_died())
+            .field("recovered_readers", &self.drained.recovered())
+            .finish()
+    }
+}
+
+/// The result of a write: the write token, or why not (`OwnerDied` with it).
+pub(crate) type WriteOutcome<'a> = Result<WriteToken<'a>, LockError<WriteToken<'a>>>;
+
+/// The result of a read: the read, or why not — where `OwnerDied` hands over the
+/// *write* lock, because the last writer died and the data needs repair first.
+pub(crate) type ReadOutcome<'a> = Result<ReadToken<'a>, LockError<WriteToken<'a>>>;
+
+/// How long an acquisition may take.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    Block,
+    Try,
+    Until(Instant, Duration),
+}
+
+impl Wait {
+    pub(crate) fn timeout(d: Duration) -> Wait {
+        match Instant::now().checked_add(d) {
+            Some(t) => Wait::Until(t, d),
+            None => Wait::Block,
+        }
+    }
+
+    #[inline(always)]
+    fn lock(self, m: &RawRobustMutex) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
+        match self {
+            Wait::Block => m.lock(),
+            Wait::Try => m.try_lock(),
+            Wait::Until(t, d) => m
+                .lock_timeout(t.saturating_duration_since(Instant::now()))
+                .map_err(|e| match e {
+                    LockError::Failed(LockFailure::Timeout(_)) => {
+                        LockError::Failed(LockFailure::Timeout(d))
+                    }
+                    other => other,
+                }),
+        }
+    }
+
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::Block => None,
+            Wait::Try => Some(Instant::now()),
+            Wait::Until(t, _) => Some(t),
+        }
+    }
+
+    fn timed_out(self) -> LockFailure {
+        match self {
+            Wait::Try => LockFailure::WouldBlock,
+            Wait::Until(_, d) => LockFailure::Timeout(d),
+            Wait::Block => LockFailure::Timeout(Duration::MAX),
+        }
     }
 }
