@@ -649,13 +649,13 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// lock of the same array.
     #[inline]
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T, D>> {
-        self.lock_with(Wait::Block)
+        self.lock_with(Wait::Forever)
     }
 
     /// Like [`lock`](Self::lock), but `Err(WouldBlock)` instead of waiting (for the
     /// lock or for readers to leave).
     pub fn try_lock(&self) -> LockResult<ArrayGuard<'_, T, D>> {
-        self.lock_with(Wait::Try)
+        self.lock_with(Wait::No)
     }
 
     /// Like [`lock`](Self::lock), but gives up with `Err(Timeout)` after `timeout`
@@ -703,12 +703,12 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     /// handles can read one array at a time (`TooManyReaders`).
     #[inline]
     pub fn read(&self) -> ReadResult<'_, T, D> {
-        self.read_with(Wait::Block)
+        self.read_with(Wait::Forever)
     }
 
     /// Like [`read`](Self::read), but `Err(WouldBlock)` instead of waiting.
     pub fn try_read(&self) -> ReadResult<'_, T, D> {
-        self.read_with(Wait::Try)
+        self.read_with(Wait::No)
     }
 
     /// Like [`read`](Self::read), but gives up with `Err(Timeout)` after `timeout`.

@@ -6,11 +6,12 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::job::{lock, Job};
 use crate::process::wait_until;
 use crate::process::{ForkServer, Lost, TaskError, Worker};
+use crate::sync::Wait;
 use crate::sys::process as sys;
 
 /// How a pool gets its workers.
@@ -132,7 +133,7 @@ impl Shared {
     /// removed or replaced, and waits (at most `bound`) until they have; a busy
     /// worker does so as soon as its current job is done (not waited for).
     pub(crate) fn sweep(&self, bound: Duration) {
-        let deadline = Instant::now() + bound;
+        let deadline = Wait::timeout(bound);
         let mut q = lock(&self.queue);
         q.sweep_epoch += 1;
         let epoch = q.sweep_epoch;
@@ -142,7 +143,7 @@ impl Shared {
                 .iter()
                 .all(|d| d.swept >= epoch || d.busy || d.gone)
         };
-        let _ = wait_until(&self.swept, q, Some(deadline), settled);
+        let _ = wait_until(&self.swept, q, deadline, settled);
     }
 
     /// Puts a job whose worker died before beginning it back at the head of the
@@ -281,7 +282,7 @@ pub(crate) fn drive(shared: Arc<Shared>, slot: usize, started: Sender<Result<(),
         next_id += 1;
         let payload = job.take_payload();
         let sent = w.send_task(next_id, job.task, &payload);
-        let outcome = match sent.and_then(|()| w.recv(None)) {
+        let outcome = match sent.and_then(|()| w.recv(Wait::Forever)) {
             Ok((_, Ok(bytes))) => Ok(bytes),
             Ok((_, Err(failure))) => Err(failure.into_error(job.base)),
             Err(Lost::Garbled(m)) => {

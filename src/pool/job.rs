@@ -14,10 +14,11 @@
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub(crate) use crate::process::lock;
 use crate::process::{wait_until, TaskError, TaskOffsets};
+use crate::sync::Wait;
 use crate::sys::process as sys;
 
 #[derive(Debug)]
@@ -138,7 +139,7 @@ impl Job {
 
     /// Waits for the outcome; `Timeout` leaves the job running.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<Vec<u8>, TaskError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let deadline = Wait::optional(timeout);
         let finished = |st: &(Status, bool)| matches!(st.0, Status::Done(_) | Status::Taken);
         let Some(mut st) = wait_until(&self.done, lock(&self.status), deadline, finished) else {
             return Err(TaskError::Timeout(timeout.unwrap_or_default()));
@@ -217,8 +218,8 @@ impl Latch {
         *lock(&self.left) == 0
     }
 
-    /// Waits until every job finished; `false` if `deadline` passed first.
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+    /// Waits until every job finished; `false` if `deadline` ran out first.
+    pub(crate) fn wait(&self, deadline: Wait) -> bool {
         wait_until(&self.zero, lock(&self.left), deadline, |left| *left == 0).is_some()
     }
 }

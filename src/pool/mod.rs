@@ -33,7 +33,7 @@ use std::marker::PhantomData;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,6 +41,7 @@ use serde::Serialize;
 pub use crate::process::{StartMethod, TaskError, WORKER_ENV};
 
 use crate::process::{encode, ForkServer, TaskFn, TaskOffsets};
+use crate::sync::Wait;
 use driver::{drive, Launch, Shared};
 use job::{lock, Job, Latch};
 use results::Chunk;
@@ -406,8 +407,8 @@ impl Drop for Pool {
     /// started. Collect results before dropping the pool if you need them.
     fn drop(&mut self) {
         self.shared.close();
-        let deadline = Instant::now() + DROP_GRACE;
-        while Instant::now() < deadline && !self.drivers.iter().all(|d| d.is_finished()) {
+        let deadline = Wait::timeout(DROP_GRACE);
+        while !deadline.expired() && !self.drivers.iter().all(|d| d.is_finished()) {
             std::thread::sleep(Duration::from_millis(1));
         }
         if !self.drivers.iter().all(|d| d.is_finished()) {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::job::{Job, Latch};
 use super::Pool;
 use crate::process::{decode, ItemOutcome, TaskError, TaskOffsets};
+use crate::sync::Wait;
 
 /// A chunk of a batch, typed by its result.
 pub(crate) struct Chunk<R> {
@@ -149,8 +150,7 @@ impl<R: DeserializeOwned> MapResult<R> {
     }
 
     fn get_within(&self, timeout: Option<Duration>) -> Result<Vec<R>, TaskError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        if !self.latch.wait(deadline) {
+        if !self.latch.wait(Wait::optional(timeout)) {
             return Err(TaskError::Timeout(timeout.unwrap_or_default()));
         }
         let mut out = Vec::new();

@@ -1,7 +1,7 @@
 //! [`Process`]: one worker process running one task.
 
 use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -11,6 +11,7 @@ use super::launch::Worker;
 use super::task::{ItemOutcome, TaskFn};
 use super::wire::{decode, encode, Lost};
 use super::StartMethod;
+use crate::sync::Wait;
 
 /// One worker process running one task: Python's `Process(target=f, args=(a,))`.
 ///
@@ -131,8 +132,7 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     }
 
     fn join_within(mut self, timeout: Option<Duration>) -> Result<R, TaskError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        match self.worker.recv(deadline) {
+        match self.worker.recv(Wait::optional(timeout)) {
             Ok((_, Ok(bytes))) => {
                 let mut items: Vec<ItemOutcome<R>> =
                     decode(&bytes).map_err(|message| TaskError::Serialization { message })?;

@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::{MessageFailure, TaskError};
 use super::started::StartedPage;
@@ -22,6 +22,7 @@ use super::waiting::lock;
 use super::wire::{Channel, FromWorker, Lost, ToWorker};
 use super::worker::{run_forked, WORKER_ENV};
 use super::zygote::ForkServer;
+use crate::sync::Wait;
 use crate::sys::process::{self as sys, Exit, ForkError};
 
 /// How often a blocked read or write wakes to check that the worker still exists.
@@ -132,11 +133,11 @@ impl Worker {
             exit: None,
             finished: false,
         };
-        let deadline = Instant::now() + HANDSHAKE;
+        let deadline = Wait::timeout(HANDSHAKE);
         let hello = ToWorker::Hello {
             image: image().clone(),
         };
-        let answer = w.send(&hello).and_then(|()| w.recv_msg(Some(deadline)));
+        let answer = w.send(&hello).and_then(|()| w.recv_msg(deadline));
         match answer {
             Ok(FromWorker::Ready { .. }) => Ok(w),
             Ok(FromWorker::Refused { worker }) => Err(TaskError::DifferentExecutable {
@@ -159,7 +160,7 @@ impl Worker {
         self.chan.send(msg, &mut || running(pid, reaper, exit))
     }
 
-    fn recv_msg(&mut self, deadline: Option<Instant>) -> Result<FromWorker, Lost> {
+    fn recv_msg(&mut self, deadline: Wait) -> Result<FromWorker, Lost> {
         let (pid, reaper, exit) = (self.pid, &self.reaper, &self.exit);
         self.chan.recv(deadline, &mut || running(pid, reaper, exit))
     }
@@ -192,7 +193,7 @@ impl Worker {
     /// and waits for it to say so (as long as it lives). `Err`: the worker is gone.
     pub(crate) fn sweep(&mut self) -> Result<(), Lost> {
         self.send(&ToWorker::Sweep)?;
-        match self.recv_msg(None)? {
+        match self.recv_msg(Wait::Forever)? {
             FromWorker::Swept => Ok(()),
             other => Err(Lost::Garbled(format!("unexpected message {other:?}"))),
         }
@@ -203,11 +204,11 @@ impl Worker {
         self.send(&ToWorker::Exit)
     }
 
-    /// Waits for the next result, until `deadline` (`None`: as long as the worker
-    /// lives).
+    /// Waits for the next result, until `deadline` runs out (`Wait::Forever`: as
+    /// long as the worker lives).
     pub(crate) fn recv(
         &mut self,
-        deadline: Option<Instant>,
+        deadline: Wait,
     ) -> Result<(u64, Result<Vec<u8>, MessageFailure>), Lost> {
         match self.recv_msg(deadline)? {
             FromWorker::Done { id, outcome } => Ok((id, outcome)),
@@ -227,9 +228,8 @@ impl Worker {
         !running(self.pid, &self.reaper, &self.exit)
     }
 
-    /// Waits up to `timeout` for the worker to end, without reaping it.
-    fn ends_within(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+    /// Waits until `deadline` runs out for the worker to end, without reaping it.
+    fn ends_within(&self, deadline: Wait) -> bool {
         loop {
             if let Reaper::Server(s) = &self.reaper {
                 if self.exit.is_none() {
@@ -239,7 +239,7 @@ impl Worker {
             if self.has_ended() {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if deadline.expired() {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -296,9 +296,9 @@ impl Worker {
             return self.exit.unwrap_or(Exit::Unknown);
         }
         self.finished = true;
-        if !self.ends_within(Duration::from_secs(1)) {
+        if !self.ends_within(Wait::timeout(Duration::from_secs(1))) {
             self.kill();
-            self.ends_within(Duration::from_secs(10));
+            self.ends_within(Wait::timeout(Duration::from_secs(10)));
         }
         // Our own child is not reaped yet, so its group id still names exactly
         // its group (what the worker's tasks left behind). A fork-server worker's
@@ -329,12 +329,12 @@ impl Worker {
         if self.finished {
             return;
         }
-        let deadline = Instant::now() + grace;
+        let deadline = Wait::timeout(grace);
         let (pid, reaper, exit) = (self.pid, &self.reaper, &self.exit);
         let _ = self.chan.send(&ToWorker::Exit, &mut || {
-            running(pid, reaper, exit) && Instant::now() < deadline
+            running(pid, reaper, exit) && !deadline.expired()
         });
-        if !self.ends_within(deadline.saturating_duration_since(Instant::now())) {
+        if !self.ends_within(deadline) {
             self.kill();
         }
         self.end();

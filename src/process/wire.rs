@@ -6,12 +6,13 @@
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::MessageFailure;
+use crate::sync::Wait;
 
 /// Serialises `v` with the crate's wire codec (postcard: compact varints, no
 /// schema on the wire; both ends run the same code, checked in the handshake).
@@ -192,12 +193,12 @@ impl Channel {
         Ok(())
     }
 
-    /// Receives one message, waiting until `deadline` (`None`: forever). `tick`
+    /// Receives one message, waiting until `deadline` runs out. `tick`
     /// runs whenever nothing arrived for the wake interval; returning `false`
     /// abandons the wait as `Closed`.
     pub(crate) fn recv<T: DeserializeOwned>(
         &mut self,
-        deadline: Option<Instant>,
+        deadline: Wait,
         tick: &mut dyn FnMut() -> bool,
     ) -> Result<T, Lost> {
         loop {
@@ -207,7 +208,7 @@ impl Channel {
                 self.start += 4 + len;
                 return msg;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.expired() {
                 return Err(Lost::Timeout);
             }
             self.make_room();
@@ -296,7 +297,7 @@ mod tests {
             }
         });
         for i in 0..3u64 {
-            match rx.recv::<ToWorker>(None, &mut || true).unwrap() {
+            match rx.recv::<ToWorker>(Wait::Forever, &mut || true).unwrap() {
                 ToWorker::Task { id, payload, .. } => {
                     assert_eq!(id, i);
                     assert_eq!(payload.len(), 300_000);
@@ -307,7 +308,7 @@ mod tests {
         t.join().unwrap();
         // The peer is gone: end of file.
         assert!(matches!(
-            rx.recv::<ToWorker>(None, &mut || true),
+            rx.recv::<ToWorker>(Wait::Forever, &mut || true),
             Err(Lost::Closed)
         ));
     }
@@ -316,14 +317,14 @@ mod tests {
     fn a_silent_peer_times_out_and_tick_can_give_up() {
         let (_a, b) = UnixStream::pair().unwrap();
         let mut rx = Channel::new(b, Some(Duration::from_millis(5))).unwrap();
-        let soon = Instant::now() + Duration::from_millis(30);
+        let soon = Wait::timeout(Duration::from_millis(30));
         assert!(matches!(
-            rx.recv::<ToWorker>(Some(soon), &mut || true),
+            rx.recv::<ToWorker>(soon, &mut || true),
             Err(Lost::Timeout)
         ));
         let mut ticks = 0;
         assert!(matches!(
-            rx.recv::<ToWorker>(None, &mut || {
+            rx.recv::<ToWorker>(Wait::Forever, &mut || {
                 ticks += 1;
                 ticks < 3
             }),

@@ -10,6 +10,7 @@ use super::error::MessageFailure;
 use super::started::StartedPage;
 use super::task::{image, panic_message, resolve};
 use super::wire::{Channel, FromWorker, ToWorker};
+use crate::sync::Wait;
 use crate::sys::process as sys;
 
 /// Environment variable that marks a spawned worker; its value is
@@ -88,7 +89,7 @@ fn serve(stream: UnixStream) -> i32 {
         true
     };
     loop {
-        let msg: ToWorker = match chan.recv(None, &mut idle) {
+        let msg: ToWorker = match chan.recv(Wait::Forever, &mut idle) {
             Ok(m) => m,
             Err(_) => return 0, // parent gone or closed: exit quietly
         };

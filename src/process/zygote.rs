@@ -19,11 +19,12 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::TaskError;
 use super::waiting::{lock, wait_until};
 use super::worker::run_forked;
+use crate::sync::Wait;
 use crate::sys::process::{self as sys, ChildSignals, Exit, ForkError};
 
 const FORKED: u32 = 1;
@@ -125,14 +126,9 @@ impl ForkServer {
         self.shared.lock().reply = None;
         sys::send_fd(&requests, b'F', Some(theirs.as_fd()))?;
         drop(theirs);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Wait::timeout(Duration::from_secs(30));
         let answered = |st: &State| st.reply.is_some() || st.gone;
-        let st = wait_until(
-            &self.shared.changed,
-            self.shared.lock(),
-            Some(deadline),
-            answered,
-        );
+        let st = wait_until(&self.shared.changed, self.shared.lock(), deadline, answered);
         match st.and_then(|mut st| st.reply.take()) {
             Some(Ok(pid)) => Ok((pid, ours)),
             Some(Err(NOT_SINGLE_THREADED)) => Err(TaskError::NotSingleThreaded { threads: None }),
@@ -154,14 +150,9 @@ impl ForkServer {
     }
 
     /// Waits until the server reports worker `pid`'s end, or `deadline`.
-    pub(crate) fn wait_exit(&self, pid: u32, deadline: Instant) -> Exit {
+    pub(crate) fn wait_exit(&self, pid: u32, deadline: Wait) -> Exit {
         let ended = |st: &State| st.gone || st.exits.contains_key(&pid);
-        match wait_until(
-            &self.shared.changed,
-            self.shared.lock(),
-            Some(deadline),
-            ended,
-        ) {
+        match wait_until(&self.shared.changed, self.shared.lock(), deadline, ended) {
             Some(st) => st.exits.get(&pid).copied().unwrap_or(Exit::Unknown),
             None => Exit::Running,
         }
@@ -180,9 +171,9 @@ impl Drop for ForkServer {
         if let Ok(r) = self.requests.get_mut() {
             let _ = r.shutdown(Shutdown::Write);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Wait::timeout(Duration::from_secs(5));
         while sys::reap(self.pid, false) == Exit::Running {
-            if Instant::now() >= deadline {
+            if deadline.expired() {
                 sys::kill_group(self.pid);
                 sys::reap(self.pid, true);
                 break;

@@ -21,6 +21,8 @@ use crate::segment::liveness::Liveness;
 use crate::segment::{self, KindSpec, Mapping, Options, Spec, Target};
 use crate::sync::members::{self, Member, MemberTable, Membership};
 use crate::sync::{wait_while_equal, wake_all};
+// The crate's deadline type, for the queue handles too (`super::raw::Wait`).
+pub(crate) use crate::sync::Wait;
 
 /// How long a blocked call spins before it sleeps on the futex: long enough to
 /// catch a peer that is about to answer (ping-pong), short enough to be noise.
@@ -84,26 +86,6 @@ impl Flavor {
             Flavor::Items(d) => format!("a queue of {d}"),
             Flavor::Bytes => "a byte queue".to_string(),
         }
-    }
-}
-
-/// How long a call may wait.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Wait {
-    /// Not at all: `Full` / `Empty`.
-    No,
-    /// Until it succeeds (or the queue is closed).
-    Forever,
-    /// Until the instant, then `Timeout(duration)`.
-    Until(Instant, Duration),
-}
-
-impl Wait {
-    /// At most `timeout` from now (forever if the instant cannot be represented).
-    pub(crate) fn timeout(timeout: Duration) -> Wait {
-        Instant::now()
-            .checked_add(timeout)
-            .map_or(Wait::Forever, |d| Wait::Until(d, timeout))
     }
 }
 

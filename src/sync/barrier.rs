@@ -23,10 +23,11 @@
 //! Resetting `arrived` happens before the generation bump (program order + Release),
 //! so a process that observes the new generation and arrives again counts from 0.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::format::objects::MAX_MEMBERS;
 use crate::primitive::{sleep_while, wake_all, AtomicU32, Ordering};
+use crate::sync::Wait;
 
 /// How often a waiter checks that the others are alive.
 const POLL: Duration = Duration::from_millis(10);
@@ -188,7 +189,7 @@ impl BarrierState {
         if n > parties {
             return Err(self.break_with(BROKEN_TIMEOUT));
         }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let wait = Wait::optional(timeout);
         loop {
             if self.generation.load(Ordering::Acquire) != gen {
                 return Ok(false);
@@ -197,15 +198,9 @@ impl BarrierState {
             if b != 0 {
                 return Err(self.broken_error(b));
             }
-            let slice = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(r) if !r.is_zero() => r.min(POLL),
-                    _ => {
-                        self.break_with(BROKEN_TIMEOUT);
-                        return Err(BarrierError::Timeout(timeout.unwrap_or_default()));
-                    }
-                },
-                None => POLL,
+            let Some(slice) = wait.slice(POLL) else {
+                self.break_with(BROKEN_TIMEOUT);
+                return Err(BarrierError::Timeout(timeout.unwrap_or_default()));
             };
             if sleep_while(&self.generation, gen, slice) {
                 if let Some((dead, pid)) = dead_straggler(gen) {

@@ -31,15 +31,6 @@ impl Wait {
         timeout.map_or(Wait::Forever, Wait::timeout)
     }
 
-    /// The instant it ends (`No`: now), `None` for `Forever`.
-    pub(crate) fn instant(self) -> Option<Instant> {
-        match self {
-            Wait::No => Some(Instant::now()),
-            Wait::Forever => None,
-            Wait::Until(t, _) => Some(t),
-        }
-    }
-
     /// What is left of it: `None` for `Forever`, zero once it has passed.
     pub(crate) fn remaining(self) -> Option<Duration> {
         match self {
@@ -75,7 +66,6 @@ mod tests {
         assert_eq!(Wait::No.slice(Duration::from_secs(1)), None);
         assert!(!Wait::Forever.expired());
         assert_eq!(Wait::Forever.remaining(), None);
-        assert_eq!(Wait::Forever.instant(), None);
         let s = Duration::from_millis(5);
         assert_eq!(Wait::Forever.slice(s), Some(s));
         // Too far for an Instant: forever, not a panic.

@@ -162,4 +162,3 @@ fn note_exit_more(r: &Reads, seat: usize) {
         }
     }
 }
-

@@ -6,8 +6,13 @@
 //!   guard.
 //! - `wait_while_equal` / `wake_all`: futex wait/wake on a 32-bit word, across
 //!   processes, with a monotonic timeout.
-//! - `RwCore` (`rwlock`) and `rwaccess`: a robust read-write lock over that mutex,
-//!   with a reader table whose dead readers a writer recovers.
+//! - `rwcore` (`RwCore`, the state machine over the reader table, model checked)
+//!   and `rwlock` (`RwLockState`, what a handle holds: its seat, read and write
+//!   acquisition): a robust read-write lock over that mutex whose dead readers a
+//!   writer recovers; `held_reads`, the per-thread record of held reads that turns
+//!   self-deadlocks into errors.
+//! - `deadline`: `Wait`, the one deadline type (blocking, `try_*`, `*_timeout`),
+//!   converted once at the API edge.
 //! - `members`: the member table of queues and barriers, with liveness from
 //!   kernel-released file locks.
 //! - `RawEvent`, `BarrierState`: an event flag and the logic of a reusable N-process
@@ -18,16 +23,19 @@
 //! results and errors of locking and waiting.
 
 mod barrier;
+mod deadline;
 mod event;
 mod guard;
+mod held_reads;
 pub(crate) mod members;
 pub(crate) mod mutex;
-mod rwaccess;
+mod rwcore;
 mod rwlock;
 mod wait;
 
 pub(crate) use barrier::BarrierState;
 pub use barrier::{BarrierError, BarrierOpenError};
+pub(crate) use deadline::Wait;
 pub(crate) use event::RawEvent;
 pub use guard::{ArrayGuard, ArrayReadGuard, ReadResult, ValueGuard};
 pub(crate) use mutex::sealed;
@@ -35,7 +43,7 @@ pub(crate) use mutex::LockError;
 #[allow(unused_imports)] // used by some object kinds only
 pub(crate) use mutex::{check_mutex_in_file, BadMutex, RawMutexGuard, RawRobustMutex};
 pub use mutex::{LockFailure, LockResult, RobustGuard};
-pub(crate) use rwaccess::{ReadToken, RwLockState, Wait, WriteToken};
+pub(crate) use rwlock::{ReadToken, RwLockState, WriteToken};
 pub use wait::TimedOut;
 pub(crate) use wait::{wait_while_equal, wake_all};
 

@@ -38,14 +38,14 @@
 //! the futex wait re-checks the value in the kernel). Joins, recoveries and the
 //! writer's reading of the mask happen under the mutex, which orders them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[cfg(not(loom))]
 use crate::format::control::{ReaderSlots, RwSlot, READER_SLOTS};
 use crate::primitive::{dekker_fence, sleep_while, wake_all, AtomicU32, AtomicU64, Ordering};
 use crate::segment::liveness::Liveness;
 use crate::sync::members::{self, MemberEntry};
-use crate::sync::TimedOut;
+use crate::sync::{TimedOut, Wait};
 
 /// Writer word: no writer.
 const FREE: u32 = 0;
@@ -198,11 +198,11 @@ impl<'a> RwCore<'a> {
     ///
     /// A slot that still holds after a sleep is asked about with `liveness`; a
     /// `Dead` one is recovered (its holds cleared, its slot vacated), `Alive` and
-    /// `Unknown` ones are waited for. Past `deadline` this gives up with
+    /// `Unknown` ones are waited for. Once `wait` runs out this gives up with
     /// `TimedOut` (the caller then calls [`end_write`](Self::end_write) and unlocks).
     pub(crate) fn begin_write(
         &self,
-        deadline: Option<Instant>,
+        wait: Wait,
         mut liveness: impl FnMut(usize) -> Liveness,
     ) -> Result<Drained, TimedOut> {
         if let Some(d) = self.no_readers() {
@@ -228,12 +228,8 @@ impl<'a> RwCore<'a> {
                 if n == 0 {
                     break;
                 }
-                let slice = match deadline {
-                    None => POLL,
-                    Some(d) => match d.checked_duration_since(Instant::now()) {
-                        Some(left) if !left.is_zero() => left.min(POLL),
-                        _ => return Err(TimedOut),
-                    },
+                let Some(slice) = wait.slice(POLL) else {
+                    return Err(TimedOut);
                 };
                 sleep_while(holds, n, slice);
                 if holds.load(Ordering::SeqCst) != 0 && liveness(slot) == Liveness::Dead {
@@ -311,7 +307,9 @@ mod tests {
             }
             for i in 1..=2000u64 {
                 let _g = mutex.lock().unwrap();
-                let d = core.begin_write(None, |_| Liveness::Alive).unwrap();
+                let d = core
+                    .begin_write(Wait::Forever, |_| Liveness::Alive)
+                    .unwrap();
                 data[0].store(i, Ordering::Relaxed);
                 data[1].store(i, Ordering::Relaxed);
                 core.end_write(d, false);
@@ -331,8 +329,7 @@ mod tests {
         assert!(core.try_enter(1));
         // Slot 0 "died" holding; slot 1 cannot be decided: the writer recovers 0
         // and times out on 1, then lets readers in again.
-        let deadline = Instant::now() + Duration::from_millis(50);
-        let r = core.begin_write(Some(deadline), |slot| {
+        let r = core.begin_write(Wait::timeout(Duration::from_millis(50)), |slot| {
             if slot == 0 {
                 Liveness::Dead
             } else {
@@ -346,7 +343,9 @@ mod tests {
         core.exit(1);
         assert!(core.try_enter(1), "readers are let in again");
         core.exit(1);
-        let d = core.begin_write(None, |_| Liveness::Alive).unwrap();
+        let d = core
+            .begin_write(Wait::Forever, |_| Liveness::Alive)
+            .unwrap();
         assert_eq!(d.recovered(), 0);
         core.end_write(d, true);
         assert!(core.is_poisoned());
@@ -419,7 +418,7 @@ mod loom_tests {
 
         fn write_with(&self, value: u64, liveness: impl FnMut(usize) -> Liveness) -> Drained {
             let _g = self.mutex.lock().unwrap();
-            let d = self.core().begin_write(None, liveness).unwrap();
+            let d = self.core().begin_write(Wait::Forever, liveness).unwrap();
             self.data.with_mut(|p| unsafe { *p = [value, value] });
             self.core().end_write(d, false);
             d

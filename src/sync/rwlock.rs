@@ -1,7 +1,7 @@
 //! The read-write lock as a handle uses it: the handle's [`RwLockState`] (where its
 //! lock lives and its seat in the reader table), read and write acquisition over
-//! the robust mutex and [`RwCore`], and the per-thread record of held reads that
-//! turns self-deadlocks into errors.
+//! the robust mutex and [`RwCore`] (`rwcore.rs`), asking the per-thread record of
+//! held reads (`held_reads.rs`) first so that self-deadlocks become errors.
 //!
 //! A thread that holds a read and asks for the write lock of the same segment
 //! would wait for itself forever; so would a thread that reads again through a
@@ -10,7 +10,6 @@
 //! this thread reads). A second read through the *same* handle never waits: the
 //! writer cannot get past a slot that holds, so it is counted in directly.
 
-use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::mem::ManuallyDrop;
@@ -18,13 +17,15 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::format::control::{ReaderSlots, RwSlot, READER_SLOTS};
 use crate::segment::liveness::Liveness;
+use crate::sync::deadline::Wait;
+use crate::sync::held_reads::{enter_note, note_enter, note_exit, reading, thread_full, Reading};
 use crate::sync::members::{self, Member, MemberEntry, Membership};
 use crate::sync::mutex::{LockError, LockFailure, RawMutexGuard, RawRobustMutex};
-use crate::sync::rwlock::{Drained, RwCore, RwHeader};
+use crate::sync::rwcore::{Drained, RwCore, RwHeader};
 use crate::sys::proc;
 
 /// Identifies a segment file in this process: device and inode.
@@ -180,7 +181,7 @@ impl RwLockState {
     fn core(&self) -> RwCore<'_> {
         // SAFETY: the slots are mapped for as long as `self` lives (`new`); they
         // are `UnsafeCell`s of bytes, 64-aligned and large enough for the header
-        // and the table (asserted in `rwlock`), whose atomics are valid for any
+        // and the table (asserted in `rwcore`), whose atomics are valid for any
         // bytes and interior-mutable, so shared references are allowed.
         unsafe { RwCore::new(self.header.as_ref(), self.table.as_ref()) }
     }
@@ -213,12 +214,12 @@ impl RwLockState {
         if reading(self.key, self.id()) != Reading::No {
             return Err(LockError::Failed(LockFailure::Deadlock));
         }
-        match wait.lock(self.mutex()) {
+        match lock_within(wait, self.mutex()) {
             Ok(raw) => match self.core().no_readers() {
                 Some(drained) => Ok(WriteToken::new(self, drained, raw)),
                 None => self.drain(raw, wait),
             },
-            Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Block) {
+            Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Forever) {
                 Ok(token) => Err(LockError::OwnerDied(token)),
                 Err(e) => Err(e),
             },
@@ -231,21 +232,21 @@ impl RwLockState {
     /// without making the lock not recoverable.
     #[cold]
     fn drain<'a>(&'a self, raw: RawMutexGuard<'a>, wait: Wait) -> WriteOutcome<'a> {
-        let deadline = if raw.owner_died() {
-            None
+        let drain_wait = if raw.owner_died() {
+            Wait::Forever
         } else {
-            wait.deadline()
+            wait
         };
         match self
             .core()
-            .begin_write(deadline, |slot| self.liveness(slot))
+            .begin_write(drain_wait, |slot| self.liveness(slot))
         {
             Ok(drained) => Ok(WriteToken::new(self, drained, raw)),
             Err(_) => {
                 // Readers still inside: let the others in again and give up.
                 self.core().end_write(Drained::announced(0), false);
                 drop(raw);
-                Err(LockError::Failed(wait.timed_out()))
+                Err(LockError::Failed(timed_out(wait)))
             }
         }
     }
@@ -295,7 +296,7 @@ impl RwLockState {
                 other => other,
             }
         } else {
-            wait.lock(self.mutex())
+            lock_within(wait, self.mutex())
         };
         match raw {
             Ok(raw) => {
@@ -312,7 +313,7 @@ impl RwLockState {
                 Ok(ReadToken::new(self, slot))
             }
             // The last writer died: this reader holds the lock now and repairs.
-            Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Block) {
+            Err(LockError::OwnerDied(raw)) => match self.drain(raw, Wait::Forever) {
                 Ok(token) => Err(LockError::OwnerDied(token)),
                 Err(e) => Err(e),
             },
@@ -335,161 +336,6 @@ impl Drop for RwLockState {
             if !m.is_stale() {
                 core.unregister(m.slot());
                 m.leave(core.table());
-            }
-        }
-    }
-}
-
-// ---- the per-thread record of held reads ----------------------------------------
-
-/// Read guards of distinct handles one thread can hold at once.
-pub(crate) const READS_PER_THREAD: usize = 16;
-
-#[derive(Clone, Copy)]
-struct Held {
-    key: FileKey,
-    /// The handle's `RwLockState::id`.
-    seat: usize,
-    depth: u32,
-}
-
-/// The reads this thread holds, densely in `0..len`. No destructor, so the
-/// thread-local needs no registration check on access.
-struct Reads {
-    len: Cell<usize>,
-    held: [Cell<Option<Held>>; READS_PER_THREAD],
-}
-
-thread_local! {
-    static READS: Reads = const {
-        Reads {
-            len: Cell::new(0),
-            held: [const { Cell::new(None) }; READS_PER_THREAD],
-        }
-    };
-}
-
-/// How this thread already reads a file.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Reading {
-    No,
-    /// Through this handle.
-    Here,
-    /// Only through another handle of the same file.
-    Elsewhere,
-    /// The thread holds reads of `READS_PER_THREAD` handles already.
-    Full,
-}
-
-fn thread_full() -> LockFailure {
-    LockFailure::TooManyHeldReads {
-        limit: READS_PER_THREAD,
-    }
-}
-
-fn classify(r: &Reads, key: FileKey, seat: usize) -> (Reading, Option<usize>) {
-    let mut found = Reading::No;
-    for i in 0..r.len.get() {
-        if let Some(h) = r.held[i].get() {
-            if h.seat == seat {
-                return (Reading::Here, Some(i));
-            }
-            if h.key == key {
-                found = Reading::Elsewhere;
-            }
-        }
-    }
-    (found, None)
-}
-
-#[inline]
-fn reading(key: FileKey, seat: usize) -> Reading {
-    READS.with(|r| {
-        if r.len.get() == 0 {
-            Reading::No
-        } else {
-            classify(r, key, seat).0
-        }
-    })
-}
-
-/// Records one more read through `seat` and says how the thread read the file
-/// before (`Full`: nothing recorded).
-#[inline]
-fn enter_note(key: FileKey, seat: usize) -> Reading {
-    READS.with(|r| {
-        if r.len.get() == 0 {
-            r.held[0].set(Some(Held {
-                key,
-                seat,
-                depth: 1,
-            }));
-            r.len.set(1);
-            return Reading::No;
-        }
-        enter_note_more(r, key, seat)
-    })
-}
-
-#[cold]
-fn enter_note_more(r: &Reads, key: FileKey, seat: usize) -> Reading {
-    {
-        let (before, at) = classify(r, key, seat);
-        if let Some(i) = at {
-            if let Some(mut h) = r.held[i].get() {
-                h.depth += 1;
-                r.held[i].set(Some(h));
-            }
-            return before;
-        }
-        let n = r.len.get();
-        if n == READS_PER_THREAD {
-            return Reading::Full;
-        }
-        r.held[n].set(Some(Held {
-            key,
-            seat,
-            depth: 1,
-        }));
-        r.len.set(n + 1);
-        before
-    }
-}
-
-fn note_enter(key: FileKey, seat: usize) {
-    let _ = enter_note(key, seat);
-}
-
-#[inline]
-fn note_exit(seat: usize) {
-    READS.with(|r| {
-        if r.len.get() == 1 {
-            if let Some(h) = r.held[0].get() {
-                if h.seat == seat && h.depth == 1 {
-                    r.held[0].set(None);
-                    r.len.set(0);
-                    return;
-                }
-            }
-        }
-        note_exit_more(r, seat)
-    });
-}
-
-#[cold]
-fn note_exit_more(r: &Reads, seat: usize) {
-    {
-        if let (_, Some(i)) = classify(r, (0, 0), seat) {
-            if let Some(mut h) = r.held[i].get() {
-                h.depth -= 1;
-                if h.depth > 0 {
-                    r.held[i].set(Some(h));
-                } else {
-                    let last = r.len.get() - 1;
-                    r.held[i].set(r.held[last].get());
-                    r.held[last].set(None);
-                    r.len.set(last);
-                }
             }
         }
     }
@@ -628,51 +474,31 @@ pub(crate) type WriteOutcome<'a> = Result<WriteToken<'a>, LockError<WriteToken<'
 /// *write* lock, because the last writer died and the data needs repair first.
 pub(crate) type ReadOutcome<'a> = Result<ReadToken<'a>, LockError<WriteToken<'a>>>;
 
-/// How long an acquisition may take.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Wait {
-    Block,
-    Try,
-    Until(Instant, Duration),
+/// Takes the robust mutex within `wait`; a timeout names the caller's duration.
+#[inline(always)]
+fn lock_within(
+    wait: Wait,
+    m: &RawRobustMutex,
+) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
+    match wait {
+        Wait::Forever => m.lock(),
+        Wait::No => m.try_lock(),
+        Wait::Until(_, d) => m
+            .lock_timeout(wait.remaining().unwrap_or_default())
+            .map_err(|e| match e {
+                LockError::Failed(LockFailure::Timeout(_)) => {
+                    LockError::Failed(LockFailure::Timeout(d))
+                }
+                other => other,
+            }),
+    }
 }
 
-impl Wait {
-    pub(crate) fn timeout(d: Duration) -> Wait {
-        match Instant::now().checked_add(d) {
-            Some(t) => Wait::Until(t, d),
-            None => Wait::Block,
-        }
-    }
-
-    #[inline(always)]
-    fn lock(self, m: &RawRobustMutex) -> Result<RawMutexGuard<'_>, LockError<RawMutexGuard<'_>>> {
-        match self {
-            Wait::Block => m.lock(),
-            Wait::Try => m.try_lock(),
-            Wait::Until(t, d) => m
-                .lock_timeout(t.saturating_duration_since(Instant::now()))
-                .map_err(|e| match e {
-                    LockError::Failed(LockFailure::Timeout(_)) => {
-                        LockError::Failed(LockFailure::Timeout(d))
-                    }
-                    other => other,
-                }),
-        }
-    }
-
-    fn deadline(self) -> Option<Instant> {
-        match self {
-            Wait::Block => None,
-            Wait::Try => Some(Instant::now()),
-            Wait::Until(t, _) => Some(t),
-        }
-    }
-
-    fn timed_out(self) -> LockFailure {
-        match self {
-            Wait::Try => LockFailure::WouldBlock,
-            Wait::Until(_, d) => LockFailure::Timeout(d),
-            Wait::Block => LockFailure::Timeout(Duration::MAX),
-        }
+/// The failure of an acquisition whose `wait` ran out.
+fn timed_out(wait: Wait) -> LockFailure {
+    match wait {
+        Wait::No => LockFailure::WouldBlock,
+        Wait::Until(_, d) => LockFailure::Timeout(d),
+        Wait::Forever => LockFailure::Timeout(Duration::MAX),
     }
 }

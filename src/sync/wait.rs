@@ -1,8 +1,9 @@
 //! Waiting on a 32-bit word in shared memory across processes (futex based).
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::sync::Wait;
 use crate::sys::futex::{self as sys, FutexWait};
 
 /// The wait ended because its deadline passed.
@@ -21,18 +22,15 @@ pub(crate) fn wait_while_equal(
     expected: u32,
     timeout: Option<Duration>,
 ) -> Result<(), TimedOut> {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    // Timeouts too large for an Instant behave as "forever".
+    let wait = Wait::optional(timeout);
     loop {
         if word.load(Ordering::Acquire) != expected {
             return Ok(());
         }
-        let remaining = match deadline {
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(r) if !r.is_zero() => Some(r),
-                _ => return Err(TimedOut),
-            },
-            // Timeouts too large for an Instant behave as "forever".
-            None => None,
+        let remaining = match wait.remaining() {
+            Some(r) if r.is_zero() => return Err(TimedOut),
+            r => r,
         };
         if let FutexWait::TimedOut = sys::futex_wait(word, expected, remaining) {
             if word.load(Ordering::Acquire) != expected {
@@ -52,6 +50,7 @@ pub(crate) fn wake_all(word: &AtomicU32) -> usize {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Instant;
 
     #[test]
     fn timeout_and_wake() {
