@@ -46,7 +46,7 @@ pub(crate) mod dtype;
 pub(crate) mod npy;
 pub(crate) mod objects;
 #[cfg(test)]
-mod props;
+mod proptests;
 
 pub use crate::error::Corruption;
 pub use control::{ControlError, ControlFields, ObjectKind};
