@@ -40,7 +40,8 @@ pub unsafe trait Element: bytemuck::Pod + Send + Sync + 'static {
 }
 
 macro_rules! element {
-    ($($t:ty => $d:ident),* $(,)?) => {$(
+    ($($(#[$attr:meta])* $t:ty => $d:ident),* $(,)?) => {$(
+        $(#[$attr])*
         // SAFETY: `$t` is a little-endian (see the cfg guard below) value of exactly
         // `Dtype::$d.size()` bytes with the meaning of its descriptor: a primitive
         // number, `Bool` (one byte, numpy's bool), or `Complex<f32/f64>`
@@ -65,7 +66,10 @@ element! {
 }
 
 #[cfg(feature = "f16")]
-element! { half::f16 => F16 }
+element! {
+    #[cfg_attr(docsrs, doc(cfg(feature = "f16")))]
+    half::f16 => F16
+}
 
 /// numpy's `bool` (`|b1`) in shared memory: one byte, `0` is false and **any
 /// other byte is true**.

@@ -14,6 +14,8 @@ use crate::text::escape_path;
 use crate::{CliError, Status};
 
 /// Arguments of `shmarray create`.
+// The field docs are clap's help text, not markdown: `f4[3]` is no link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Name of the new segment (must not exist yet).
