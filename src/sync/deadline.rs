@@ -41,6 +41,7 @@ impl Wait {
     }
 
     /// Whether it has passed (`No`: always, `Forever`: never).
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))] // processes and the pool
     pub(crate) fn expired(self) -> bool {
         self.remaining().is_some_and(|r| r.is_zero())
     }
