@@ -138,6 +138,27 @@ pub enum Corruption {
 }
 
 /// Errors of creating, opening, inspecting and removing segments.
+///
+/// # Examples
+/// ```
+/// use shmarray::{ndarray::Ix1, Error, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-error-{}", std::process::id());
+/// assert!(matches!(SharedArray::<f64, Ix1>::open(&name), Err(Error::NotFound { .. })));
+/// let a = SharedArray::<f64, Ix1>::create(&name, 8)?;
+/// // Creation is exclusive: a second create of the name is refused, not adopted.
+/// assert!(matches!(
+///     SharedArray::<f64, Ix1>::create(&name, 8),
+///     Err(Error::AlreadyExists { .. })
+/// ));
+/// // Opened as another element type: checked against the header.
+/// assert!(matches!(SharedArray::<u8, Ix1>::open(&name), Err(Error::TypeMismatch { .. })));
+/// assert!(matches!(
+///     SharedArray::<f64, Ix1>::create("../etc", 8),
+///     Err(Error::InvalidName { .. })
+/// ));
+/// # drop(a); Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

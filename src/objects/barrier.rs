@@ -30,6 +30,22 @@ use crate::sync::{BarrierError, BarrierOpenError, BarrierState};
 /// `wait` fail with `ParticipantDied` within ~10 ms, never hang; a participant
 /// whose liveness cannot be decided is waited for until the timeout.
 ///
+/// # Examples
+/// ```
+/// use shmarray::Barrier;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-barrier-type-{}", std::process::id());
+/// let a = Barrier::create(&name, 2)?;
+/// // The other participant: usually another process opening the name.
+/// let b = Barrier::open(&name)?;
+/// let other = std::thread::spawn(move || b.wait());
+/// let here = a.wait()?;
+/// let there = other.join().unwrap()?;
+/// assert!(here != there); // exactly one participant per round gets `true`
+/// assert_eq!((a.parties(), a.n_waiting()), (2, 0));
+/// # Ok(()) }
+/// ```
+///
 /// # Threads
 /// `Send + Sync`: `abort` and `n_waiting` from another thread reach a `wait` on the
 /// same handle (Python's `Barrier.abort()`); two threads that `wait` on one handle

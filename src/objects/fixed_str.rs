@@ -26,6 +26,12 @@ unsafe impl<const N: usize> Zeroable for FixedStr<N> {}
 unsafe impl<const N: usize> Pod for FixedStr<N> {}
 
 /// Why a string does not fit a [`FixedStr`].
+///
+/// ```
+/// use shmarray::containers::{FixedStr, FixedStrError};
+/// assert_eq!(FixedStr::<4>::new("apple"), Err(FixedStrError::TooLong { len: 5, max: 4 }));
+/// assert_eq!(FixedStr::<8>::new("a\0b"), Err(FixedStrError::Nul { position: 1 }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FixedStrError {

@@ -25,6 +25,19 @@ const MAX_VEC_CAPACITY: u64 = 1 << 40;
 const MAX_VEC_ITEM: usize = SCRATCH_WORDS * 8;
 
 /// Why a vec operation, create or open did not succeed.
+///
+/// # Examples
+/// ```
+/// use shmarray::{containers::VecError, SharedVec};
+/// # fn main() -> Result<(), VecError> {
+/// let v = SharedVec::<u16>::create(&format!("doc-vec-error-{}", std::process::id()), 2)?;
+/// v.push(1)?;
+/// v.push(2)?;
+/// // Full: nothing was added, and the error says how full.
+/// assert!(matches!(v.push(3), Err(VecError::Full { capacity: 2, len: 2, additional: 1 })));
+/// assert_eq!(v.to_vec()?, [1, 2]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VecError {

@@ -127,6 +127,38 @@ const DROP_GRACE: Duration = Duration::from_secs(2);
 ///
 /// # Threads
 /// `Send + Sync`: submit from many threads at once.
+///
+/// # Examples
+/// ```
+/// use shmarray::pool::{as_completed, Pool};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> Result<(), shmarray::pool::TaskError> {
+///     shmarray::init(); // in a worker, this runs the worker loop and exits
+///     let pool = Pool::new(2)?;
+///     // One task: a future (Python's executor.submit).
+///     let f = pool.submit(square, 12)?;
+///     assert_eq!(f.result()?, 144);
+///     // Many: results in input order, or lazily, or as they finish.
+///     assert_eq!(pool.map(square, 1..=3)?, [1, 4, 9]);
+///     let lazy: Vec<u64> = pool
+///         .imap(square, 0..4, 1)
+///         .map(|(_input, result)| result)
+///         .collect::<Result<_, _>>()?;
+///     assert_eq!(lazy, [0, 1, 4, 9]);
+///     let futures = [pool.submit(square, 2)?, pool.submit(square, 3)?];
+///     let mut done = Vec::new();
+///     for (i, result) in as_completed(&futures) {
+///         done.push((i, result?));
+///     }
+///     done.sort();
+///     assert_eq!(done, [(0, 4), (1, 9)]);
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Pool {
     shared: Arc<Shared>,

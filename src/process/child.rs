@@ -20,6 +20,23 @@ use crate::sync::Wait;
 /// starts. Dropping it without [`join`](Process::join) gives the task 2 seconds,
 /// then kills the process (and its process group) and reaps it.
 ///
+/// # Examples
+/// ```
+/// use shmarray::Process;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> Result<(), shmarray::pool::TaskError> {
+///     shmarray::init(); // in the worker, this runs the task and exits
+///     let p = Process::start(square, 7)?;
+///     assert_ne!(p.pid(), std::process::id());
+///     assert_eq!(p.join()?, 49);
+///     Ok(())
+/// }
+/// ```
+///
 /// # Threads
 /// `Send + Sync`.
 #[must_use = "a Process is killed when dropped; join it to get the result"]
@@ -108,6 +125,26 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     }
 
     /// SIGKILLs the process and its process group (whatever its task started).
+    ///
+    /// ```
+    /// use shmarray::{pool::TaskError, Process};
+    ///
+    /// fn nap(ms: u64) {
+    ///     std::thread::sleep(std::time::Duration::from_millis(ms))
+    /// }
+    ///
+    /// fn main() -> Result<(), TaskError> {
+    ///     shmarray::init();
+    ///     let mut p = Process::start(nap, 60_000)?;
+    ///     assert!(p.is_alive());
+    ///     p.kill();
+    ///     match p.join() {
+    ///         Err(TaskError::WorkerDied { signal, .. }) => assert_eq!(signal, Some(9)),
+    ///         other => panic!("{other:?}"),
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn kill(&self) {
         self.worker.kill()
     }

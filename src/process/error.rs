@@ -7,6 +7,28 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Why a task produced no result.
+///
+/// # Examples
+/// A panic in a task is the task's error, not the caller's panic:
+/// ```
+/// use shmarray::pool::{Pool, TaskError};
+///
+/// fn invert(x: i64) -> i64 {
+///     assert!(x != 0, "zero has no inverse here");
+///     100 / x
+/// }
+///
+/// fn main() -> Result<(), TaskError> {
+///     shmarray::init();
+///     let pool = Pool::new(1)?;
+///     assert_eq!(pool.submit(invert, 4)?.result()?, 25);
+///     match pool.submit(invert, 0)?.result() {
+///         Err(TaskError::Panicked { message, .. }) => assert!(message.contains("no inverse")),
+///         other => panic!("{other:?}"),
+///     }
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskError {

@@ -5,6 +5,26 @@ use std::time::Duration;
 use crate::format::objects::{ParamsError, MAX_MEMBERS};
 
 /// Why a queue operation did not complete.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use shmarray::{queue::QueueError, Queue};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = Queue::<u64>::create(&format!("doc-queue-error-{}", std::process::id()), 2)?;
+/// assert!(matches!(q.try_get(), Err(QueueError::Empty)));
+/// for i in 0..q.capacity() as u64 {
+///     q.put(i)?;
+/// }
+/// assert!(matches!(q.try_put(9), Err(QueueError::Full)));
+/// let t = Duration::from_millis(10);
+/// assert!(matches!(q.put_timeout(9, t), Err(QueueError::Timeout(d)) if d == t));
+/// q.close();
+/// assert_eq!(q.get()?, 0); // a closed queue is drained first
+/// while q.get().is_ok() {}
+/// assert!(matches!(q.get(), Err(QueueError::Closed)));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {

@@ -239,6 +239,19 @@ pub trait Create<A>: Segment + Sized {
 /// A kind of segment [`Options::open`] attaches: every handle type; the kind and
 /// (for typed handles) the element type are checked against the segment's header
 /// and control block. Sealed.
+///
+/// ```
+/// use shmarray::{Error, Event, Options, SharedValue};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-open-{}", std::process::id());
+/// let _made = SharedValue::<f64>::create(&name, 1.5)?;
+/// let opts = Options::new();
+/// let v: SharedValue<f64> = opts.open(&name)?;
+/// assert_eq!(v.get().unwrap(), 1.5);
+/// // The kind is checked: a value is not an event.
+/// assert!(matches!(opts.open::<Event>(&name), Err(Error::KindMismatch { .. })));
+/// # Ok(()) }
+/// ```
 pub trait Open: Segment + Sized {
     /// Attaches segment `name` of the options' namespace. Use [`Options::open`].
     #[doc(hidden)]

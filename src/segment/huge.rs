@@ -199,6 +199,16 @@ pub struct HugePool {
 }
 
 /// What this machine offers for huge pages (`shmarray doctor`).
+///
+/// ```
+/// let support = shmarray::huge::huge_page_support();
+/// for m in &support.mounts {
+///     println!("{} ({:?})", m.path.display(), m.kind);
+/// }
+/// if let Some(size) = support.default_huge_page {
+///     println!("{size}-byte pages: {:?} free", support.free_pages(size));
+/// }
+/// ```
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct HugePageSupport {

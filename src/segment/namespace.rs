@@ -106,6 +106,24 @@ pub struct RefusedDirectory {
 /// nor stands in for it (open, inspect, `path_of` and remove all pass it over). Two files of the caller under one name are an
 /// [`Error::DuplicateName`] naming both. Creation refuses a name that any
 /// directory holds, whoever's it is.
+///
+/// # Examples
+/// ```
+/// use shmarray::{ndarray::Ix1, Namespace, Options, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A directory of this process's own (tests, or segments kept apart from /dev/shm).
+/// let dir = std::env::temp_dir().join(format!("doc-ns-{}", std::process::id()));
+/// std::fs::create_dir(&dir)?;
+/// let ns = Namespace::at(&dir)?;
+/// let opts = Options::new().namespace(ns.clone());
+/// let a: SharedArray<u8, Ix1> = opts.create("frames", 4096)?;
+/// assert_eq!(ns.entries()?, ["frames"]);
+/// assert_eq!(ns.path_of("frames")?, dir.join("frames"));
+/// drop(a); // the owner removes the name
+/// assert!(ns.entries()?.is_empty());
+/// std::fs::remove_dir(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Namespace {
     dirs: Arc<Vec<Arc<NsDir>>>,

@@ -38,6 +38,31 @@ pub type LockResult<G> = Result<G, LockError<G>>;
 /// (a guard borrows its handle), so either match `OwnerDied` or convert:
 /// [`LockResultExt::recover`] repairs and goes on, [`LockError::into_failure`]
 /// gives up.
+///
+/// # Examples
+/// ```
+/// use shmarray::{sync::LockFailure, LockError, SharedValue};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let total = SharedValue::<u64>::create(&format!("doc-lock-error-{}", std::process::id()), 0)?;
+/// let held = total.lock().map_err(LockError::into_failure)?;
+/// // Busy: a guard-free failure (here from the same thread, which would deadlock).
+/// match total.try_lock() {
+///     Err(LockError::Failed(LockFailure::WouldBlock | LockFailure::Deadlock)) => {}
+///     other => panic!("unexpected: ok = {}", other.is_ok()),
+/// }
+/// drop(held);
+/// match total.lock() {
+///     Ok(mut g) => *g += 1,
+///     // The last holder died mid-update: repair, mark consistent, go on.
+///     Err(LockError::OwnerDied(mut g)) => {
+///         *g = 0;
+///         shmarray::sync::RobustGuard::mark_consistent(&mut g);
+///     }
+///     Err(other) => return Err(other.into_failure().into()),
+/// }
+/// assert_eq!(total.get().unwrap(), 1);
+/// # Ok(()) }
+/// ```
 #[non_exhaustive]
 pub enum LockError<G> {
     /// The previous holder died while holding the lock. **The lock is now held by
