@@ -25,6 +25,15 @@ const MAX_DEPTH: usize = 8;
 const MAX_ITEMSIZE: usize = 1 << 30;
 
 /// An NPY type descriptor, as parsed from a header (the `descr` value).
+///
+/// ```
+/// use shmarray::format::{Descr, Dtype};
+/// let simple = Descr::Simple("<i4".into());
+/// assert_eq!((simple.itemsize(), simple.dtype()), (Some(4), Some(Dtype::I32)));
+/// let unknown = Descr::Simple("<U10".into()); // numpy strings: no element type
+/// assert!(!unknown.is_supported());
+/// assert!(!simple.is_record() && simple.fields().is_empty());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Descr {
     /// A type string: `<f8`, `|b1`, `<c16`, or one no element type matches

@@ -11,6 +11,15 @@ use std::str::FromStr;
 use super::descr::{Descr, DescrField};
 
 /// Element types a segment can hold, with their NPY type descriptors.
+///
+/// ```
+/// use shmarray::{element::Element, format::Dtype};
+/// assert_eq!(<f64 as Element>::DTYPE, Dtype::F64);
+/// assert_eq!((Dtype::F64.size(), Dtype::F64.type_str()), (8, Some("<f8")));
+/// assert_eq!(Dtype::from_name("float32"), Some(Dtype::F32));
+/// assert_eq!(Dtype::from_descr("<c16"), Some(Dtype::C128));
+/// assert_eq!(Dtype::from_descr(">f8"), None); // big-endian: not an element type here
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Dtype {

@@ -28,6 +28,22 @@ use crate::sys::fs::{self, Access};
 /// Everything known about a segment, read with `pread` (never through a mapping, so
 /// a file changing under us is an error, not a signal), for any element type or
 /// object kind, from any owner (inspection adopts nothing).
+///
+/// ```
+/// use shmarray::admin::{inspect, Usage};
+/// use shmarray::{format::ObjectKind, ndarray::Ix2, Namespace, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-segment-info-{}", std::process::id());
+/// let a = SharedArray::<f32, Ix2>::create(&name, (3, 4))?;
+/// let info = inspect(&Namespace::default_dir()?, &name)?;
+/// assert_eq!((info.kind(), info.usage), (ObjectKind::Array, Usage::InUse));
+/// // Owned by this user (the owner of this process's /proc entry).
+/// assert_eq!(info.owner, std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?));
+/// assert!(!info.is_persistent() && !info.is_garbage());
+/// // The same, for a handle's own segment:
+/// assert_eq!(a.info()?.file_size, info.file_size);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SegmentInfo {
