@@ -28,6 +28,7 @@
 //! reads torn or stale numbers, never invalid memory.
 
 mod dist;
+mod neighbours;
 mod node_array;
 mod npy;
 
@@ -36,7 +37,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ::mpi::topology::{Color, SimpleCommunicator};
 use ::mpi::traits::*;
 
-pub use dist::DistArray;
+pub use dist::{DistArray, HaloSync};
 pub use node_array::NodeArray;
 pub use npy::write_npy;
 
