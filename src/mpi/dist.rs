@@ -27,7 +27,9 @@ const TAG_UP: i32 = 0x5348_4d02;
 ///
 /// Halo exchange ([`exchange_halos`](Self::exchange_halos)) sends only the boundary
 /// rows between neighbouring nodes, leader to leader over MPI; ranks of one node
-/// see each other's rows in the shared segment and exchange nothing. Reductions
+/// see each other's rows in the shared segment and exchange nothing. Each rank
+/// waits only for the ranks whose rows it reads, through step counters in a
+/// second node segment, `{name}.halo` ([`HaloSync`]). Reductions
 /// ([`sum`](Self::sum), [`max`](Self::max)) reduce each rank's rows, then the node's
 /// partials, then across nodes. [`gather`](Self::gather) and
 /// [`write_npy`](Self::write_npy) bring the array to world rank 0.
@@ -76,9 +78,9 @@ pub enum HaloSync {
     #[default]
     Neighbours,
     /// Every rank waits for the whole node, twice (an MPI barrier of the node
-    /// before the leaders' exchange and one after): the behaviour of versions
-    /// before 0.2, kept for comparison and for steps that read rows beyond the
-    /// neighbouring ones.
+    /// before the leaders' exchange and one after), as every exchange did before
+    /// the step counters: kept for comparison (`mpi_heat --bench`) and for steps
+    /// that read rows beyond the neighbouring ones.
     NodeBarrier,
 }
 
@@ -140,9 +142,11 @@ impl<'c> DistArray<'c> {
 
     /// A read-only view of the node's block with its ghost rows: local row `i`
     /// is global row `node_rows().start + i - 1` (row 0 and the last row are the
-    /// ghosts; at the global edges they stay zero). Rows of other ranks, and the
-    /// ghosts, are current after [`exchange_halos`](Self::exchange_halos) (or a
-    /// node barrier) that follows their writes.
+    /// ghosts; at the global edges they stay zero). The rows next to this rank's
+    /// block (and the ghost rows next to it) are current after
+    /// [`exchange_halos`](Self::exchange_halos) that follows their writes; the
+    /// whole block is current after a node barrier ([`NodeArray::barrier`], or an
+    /// exchange with [`HaloSync::NodeBarrier`]).
     #[inline]
     pub fn local_view(&mut self) -> Result<ArrayView2<'_, f64>, MpiError> {
         self.local.view()
