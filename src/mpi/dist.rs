@@ -12,6 +12,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Ix2};
 
 use super::neighbours::StepCounters;
 use super::{block, MpiError, NodeArray, NodeComm};
+use crate::sync::steps;
 
 /// Tag of a boundary row travelling to the next node (higher index).
 const TAG_DOWN: i32 = 0x5348_4d01;
@@ -197,13 +198,9 @@ impl<'c> DistArray<'c> {
         let k = self.epoch.wrapping_add(1);
         self.epoch = k;
         let comm = self.local.comm();
-        let me = comm.node_rank();
+        let (me, size) = (comm.node_rank(), comm.node_size());
         let (index, count) = (comm.node_index(), comm.node_count());
-        // Ranks `0..active` own rows (blocks are balanced: the rowless ones, if
-        // any, come last); `last` owns the node's last row.
-        let active = self.node_rows.len().min(comm.node_size());
-        let last = active - 1;
-        let below = index + 1 < count;
+        let ghost = size; // the ghost counter's slot
         match self.sync {
             HaloSync::NodeBarrier => {
                 // The counters advance too, so a later switch to `Neighbours` finds
@@ -213,37 +210,29 @@ impl<'c> DistArray<'c> {
                 if count > 1 {
                     if comm.is_leader() {
                         self.swap_boundary_rows(|| {})?;
-                        self.steps.publish(self.steps.ghost_slot(), k);
+                        self.steps.publish(ghost, k);
                     }
                     comm.node_barrier();
                 }
             }
             HaloSync::Neighbours => {
+                // Who waits for whom: see `crate::sync::steps`.
+                let plan =
+                    steps::plan(me, size, self.node_rows.len(), index > 0, index + 1 < count);
                 self.steps.publish(me, k);
-                if count > 1 && comm.is_leader() {
-                    let steps = &self.steps;
-                    // The node's first row is the leader's own; the last row is
-                    // `last`'s, and `last` reads the ghost row below: wait for it
-                    // (after posting the exchange with the node above).
-                    let wait_last = || {
-                        if below && last != 0 {
-                            steps.wait_for(last, k);
+                if plan.leader_exchanges {
+                    let counters = &self.steps;
+                    let before_below = || {
+                        if let Some(slot) = plan.before_below {
+                            counters.wait_for(slot, k);
                         }
                     };
                     // Borrows `local` mutably and `steps` shared: disjoint fields.
-                    Self::swap_rows(&mut self.local, &self.node_rows, wait_last)?;
-                    self.steps.publish(self.steps.ghost_slot(), k);
+                    Self::swap_rows(&mut self.local, &self.node_rows, before_below)?;
+                    self.steps.publish(ghost, k);
                 }
-                if me < active {
-                    if me > 0 {
-                        self.steps.wait_for(me - 1, k);
-                    }
-                    if me < last {
-                        self.steps.wait_for(me + 1, k);
-                    }
-                    if below && me == last && me != 0 {
-                        self.steps.wait_for(self.steps.ghost_slot(), k);
-                    }
+                for slot in plan.then.into_iter().flatten() {
+                    self.steps.wait_for(slot, k);
                 }
             }
         }
