@@ -232,7 +232,9 @@ mod sync;
 mod sys;
 
 #[cfg(feature = "mpi")]
-pub use self::mpi::{write_npy, DistArray, MpiError, NodeArray, NodeComm, PRETEND_NODES_ENV};
+pub use self::mpi::{
+    write_npy, DistArray, HaloSync, MpiError, NodeArray, NodeComm, PRETEND_NODES_ENV,
+};
 /// The MPI bindings (rsmpi) the [`NodeComm`] communicators are made of (feature `mpi`).
 #[cfg(feature = "mpi")]
 pub use ::mpi as rsmpi;
