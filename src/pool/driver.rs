@@ -41,7 +41,7 @@ pub(crate) enum Launch {
 const MAX_LOST_DELIVERIES: u32 = 5;
 
 /// Most jobs in one worker's lane.
-pub(crate) const MAX_WINDOW: usize = 64;
+pub(crate) const MAX_WINDOW: usize = 1024;
 
 /// About how much work (by the tasks' average run time) a lane holds: short
 /// enough that jobs behind a task wait little, long enough that a driver wakes

@@ -55,7 +55,7 @@ const DROP_GRACE: Duration = Duration::from_secs(2);
 /// round trip, and neither side makes a system call per job while both are busy
 /// (the socket carries a wake-up only when the other side sleeps, and tells each
 /// side at once when the other died). How many jobs wait in a lane follows how
-/// long jobs take: about 200 µs of work (at most 64 jobs) while they are short,
+/// long jobs take: about 200 µs of work (at most 1024 jobs) while they are short,
 /// one at a time once they take longer than that. A worker's thread takes at
 /// most its share of the queue, so work spreads over the workers; and when a
 /// worker has been on one job for a millisecond while others wait behind it in
