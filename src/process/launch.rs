@@ -145,7 +145,14 @@ impl Worker {
         };
         let answer = w.send(&hello).and_then(|()| w.recv_msg(Some(deadline)));
         match answer {
-            Ok(FromWorker::Ready { .. }) => Ok(w),
+            Ok(FromWorker::Ready { lane, .. }) => {
+                if !lane {
+                    // It could not map the lane: one task at a time over the
+                    // socket, each counted as begun.
+                    w.lane = None;
+                }
+                Ok(w)
+            }
             Ok(FromWorker::Refused { worker }) => Err(TaskError::DifferentExecutable {
                 parent: image().to_string(),
                 worker: worker.to_string(),

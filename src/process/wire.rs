@@ -106,6 +106,9 @@ pub(crate) enum ToWorker<'a> {
 pub(crate) enum FromWorker {
     Ready {
         pid: u32,
+        /// The worker mapped the lane it was sent (else tasks must come over the
+        /// socket, and every task sent counts as begun).
+        lane: bool,
     },
     Refused {
         worker: Image,

@@ -119,6 +119,7 @@ fn serve(stream: UnixStream) -> i32 {
                 }
                 FromWorker::Ready {
                     pid: std::process::id(),
+                    lane: lane.is_some(),
                 }
             }
             ToWorker::Task {
