@@ -745,6 +745,92 @@ fn tasks_behind_a_blocked_task_run_elsewhere() {
     }
 }
 
+/// Writes this process's pid to `pid_file`, then sleeps until it is killed.
+fn blocks_until_killed(pid_file: String) -> u64 {
+    std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+    0
+}
+
+/// Creates `dir/x` exclusively (a second run of the same input would find it and
+/// panic) and says which process ran it.
+fn pid_once((dir, x): (String, u64)) -> u32 {
+    if let Err(e) = std::fs::File::create_new(format!("{dir}/{x}")) {
+        panic!("input {x} ran twice: {e}");
+    }
+    std::process::id()
+}
+
+/// Issue 21.4, the lane case, killed from outside: the only worker is stopped
+/// (SIGSTOP) while tasks are submitted, so the driver moves them all into its
+/// lane (it refills every 50 ms at the latest); then it runs on, and is SIGKILLed
+/// while it runs task k, which blocks. Only task k fails (`WorkerDied`, with that
+/// pid); the tasks before it finished on that worker; the tasks that waited in
+/// its lane behind k run once each, on the replacement, and succeed.
+fn a_killed_worker_fails_only_its_task_and_its_lane_runs_elsewhere(method: StartMethod) {
+    let pool = Pool::with_method(1, method).unwrap();
+    warm_up(&pool);
+    // A lane holds about 200 us of work by the recent tasks' run time; on a
+    // loaded machine that may be only a few tasks: such a round still checks the
+    // crash rules, but rounds are repeated until three had tasks behind k in the
+    // lane (depth > 4: the three before k, k, and at least one behind).
+    let mut lane_rounds = 0;
+    for round in 0..12 {
+        if lane_rounds == 3 {
+            break;
+        }
+        pool.map_chunked(square, (0..2000).collect(), 1).unwrap();
+        let w = pool.worker_pids()[0];
+        let pid = nix::unistd::Pid::from_raw(w as i32);
+        let dir = TempDir::new("lane-kill");
+        let pid_file = PidFile::new("lane-kill");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let _cont = ContinueOnDrop(w);
+        let before: Vec<_> = (0..3u64)
+            .map(|x| pool.submit(pid_once, (dir.0.clone(), x)).unwrap())
+            .collect();
+        let k = pool
+            .submit(blocks_until_killed, pid_file.0.clone())
+            .unwrap();
+        let behind: Vec<_> = (3..60u64)
+            .map(|x| pool.submit(pid_once, (dir.0.clone(), x)).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300)); // the lane is filled
+        if pool.lane_depths()[0] > 4 {
+            lane_rounds += 1;
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        assert_eq!(pid_file.pid(Duration::from_secs(20)), w, "round {round}");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        match k.result_timeout(Duration::from_secs(20)) {
+            Err(TaskError::WorkerDied { pid, .. }) => assert_eq!(pid, w, "round {round}"),
+            other => panic!("round {round}: the task it ran: {other:?}"),
+        }
+        for (x, f) in before.iter().enumerate() {
+            match f.result_timeout(Duration::from_secs(20)) {
+                Ok(ran_on) => assert_eq!(ran_on, w, "round {round}: task {x}"),
+                Err(e) => panic!("round {round}: task {x} before the killed one: {e}"),
+            }
+        }
+        for (x, f) in behind.iter().enumerate() {
+            match f.result_timeout(Duration::from_secs(20)) {
+                Ok(ran_on) => assert_ne!(ran_on, w, "round {round}: task {x} behind it"),
+                Err(e) => panic!("round {round}: task {x} behind the killed one: {e}"),
+            }
+        }
+        let replacement = pool.worker_pids()[0];
+        assert_ne!(replacement, w, "round {round}: the worker was replaced");
+    }
+    assert!(
+        lane_rounds > 0,
+        "{method:?}: no round had tasks waiting in the lane behind the killed one"
+    );
+}
+
+fn a_killed_workers_lane_runs_elsewhere() {
+    a_killed_worker_fails_only_its_task_and_its_lane_runs_elsewhere(StartMethod::Spawn);
+}
+
 /// Writes `dir/x` and says which process ran it.
 fn leaves_a_mark((dir, x): (String, u64)) -> u32 {
     std::fs::write(format!("{dir}/{x}"), b"").unwrap();
@@ -1007,6 +1093,7 @@ fn role_fork_suite() {
     a_worker_that_dies_fails_only_the_task_it_began(
         Pool::with_method(1, StartMethod::Fork).unwrap(),
     );
+    a_killed_worker_fails_only_its_task_and_its_lane_runs_elsewhere(StartMethod::Fork);
     fork_workers_come_from_the_single_threaded_server();
     a_dead_workers_reused_pid_is_not_signalled();
     fork_is_refused_once_threads_exist();
@@ -1421,6 +1508,10 @@ fn main() {
         (
             "a_dying_worker_fails_only_its_task",
             a_dying_worker_fails_only_its_task,
+        ),
+        (
+            "a_killed_workers_lane_runs_elsewhere",
+            a_killed_workers_lane_runs_elsewhere,
         ),
         (
             "tasks_behind_a_blocked_task_run_elsewhere",

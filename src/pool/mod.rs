@@ -221,6 +221,13 @@ impl Pool {
             .collect()
     }
 
+    /// How many jobs each worker's lane holds (sent to the worker, not finished):
+    /// for tests that need tasks waiting in a lane, not for use.
+    #[doc(hidden)]
+    pub fn lane_depths(&self) -> Vec<usize> {
+        self.shared.lanes.iter().map(|l| l.depth()).collect()
+    }
+
     /// A chunk's job, not queued yet.
     fn chunk<A: Serialize, R>(
         base: usize,
