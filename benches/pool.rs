@@ -5,10 +5,10 @@
 //! binary and must reach `shmarray::init()` first.
 //! Run: `cargo bench --bench pool`.
 
-use criterion::{Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use ndarray::{ArrayViewMut2, Axis, Ix2};
 use rayon::prelude::*;
-use shmarray::pool::Pool;
+use shmarray::pool::{Pool, StartMethod};
 use shmarray::SharedArray;
 
 fn trivial(x: u64) -> u64 {
@@ -19,21 +19,34 @@ fn double(mut rows: ArrayViewMut2<'_, f64>) {
     rows *= 2.0;
 }
 
+/// Before and after in one run: `lanes` is the pool as it is (several tasks in
+/// flight per worker in a shared-memory lane); `socket` is how it dispatched
+/// before lanes (one task in flight per worker, a socket round trip each), which
+/// is still what a pool falls back to when a lane cannot be made.
 fn dispatch(c: &mut Criterion) {
-    let pool = Pool::new(2).expect("pool");
+    let pools = [
+        ("lanes", Pool::new(2).expect("pool")),
+        (
+            "socket",
+            Pool::without_lanes(2, StartMethod::Spawn).expect("pool"),
+        ),
+    ];
     let mut g = c.benchmark_group("pool_dispatch");
     g.sample_size(10);
     let n = 20_000u64;
     g.throughput(Throughput::Elements(n));
     for chunksize in [1usize, 100, 1000] {
-        g.bench_function(format!("trivial_task_chunksize_{chunksize}"), |b| {
-            b.iter(|| {
-                let out = pool
-                    .map_chunked(trivial, (0..n).collect(), chunksize)
-                    .unwrap();
-                assert_eq!(out.len() as u64, n);
-            })
-        });
+        for (mode, pool) in &pools {
+            let id = BenchmarkId::new(format!("trivial_task_chunksize_{chunksize}"), mode);
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    let out = pool
+                        .map_chunked(trivial, (0..n).collect(), chunksize)
+                        .unwrap();
+                    assert_eq!(out.len() as u64, n);
+                })
+            });
+        }
     }
     g.finish();
 }

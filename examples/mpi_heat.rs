@@ -1,22 +1,27 @@
 //! A 2-D heat equation (Jacobi steps with a variable diffusivity `kappa`) on a global
 //! grid over MPI, in two versions:
 //!
-//! - **node-shared** (default): the grid is a [`DistArray`] (one segment per node,
-//!   each rank updating its own rows in place; only node leaders exchange boundary
-//!   rows, with the neighbouring nodes), and the read-only `kappa` field is one
-//!   [`NodeArray`] per node;
+//! - **node-shared** (default): the grid is two [`DistArray`]s, `u` and `v`, swapped
+//!   every step (one segment per node each, each rank updating its own rows in place;
+//!   only node leaders exchange boundary rows, with the neighbouring nodes), and the
+//!   read-only `kappa` field is one [`NodeArray`] per node. Each step's
+//!   `exchange_halos` synchronises a rank with its neighbouring ranks only
+//!   (`--sync neighbours`, the default) or with the whole node (`--sync barrier`, as
+//!   before neighbour counters);
 //! - **plain MPI** (`--plain`): every rank owns its block in private memory and
 //!   exchanges halo rows by messages with its neighbouring ranks, and holds its own
 //!   copy of `kappa` (the usual "every rank keeps the shared input").
 //!
-//! Both are checked against the same steps computed by one process on world rank 0
-//! (max |difference| <= 1e-12, else exit status 1). `--bench` runs both, timed, in
-//! one run and prints steps/s and the memory (PSS) of the node's ranks.
+//! Every version is checked against the same steps computed by one process on world
+//! rank 0: the grids must be bit-identical, else exit status 1. `--bench` runs all
+//! three, timed, in turns (`--rounds`, each round in a rotating order), and prints
+//! steps/s per round, best and median, and the memory (PSS) of the node's ranks.
 //!
 //! ```text
 //! cargo build --release --features mpi --example mpi_heat
 //! mpirun --oversubscribe -np 4 target/release/examples/mpi_heat [--plain | --bench]
-//!        [--n 512] [--steps 100] [--out grid.npy] [--no-verify]
+//!        [--sync neighbours|barrier] [--n 512] [--steps 100] [--rounds 3]
+//!        [--out grid.npy] [--no-verify]
 //! SHMARRAY_MPI_PRETEND_NODES=2 mpirun ...   # two "nodes" on one machine
 //! ```
 
@@ -30,13 +35,14 @@ use mpi::datatype::PartitionMut;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Count;
-use shmarray::mpi::{DistArray, MpiError, NodeArray, NodeComm};
+use shmarray::mpi::{DistArray, HaloSync, MpiError, NodeArray, NodeComm};
 use shmarray::ndarray::{Array2, Ix2};
 
 /// Command-line options.
 #[derive(Clone, Debug)]
 struct Args {
     plain: bool,
+    sync: HaloSync,
     bench: bool,
     verify: bool,
     n: usize,
@@ -48,6 +54,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         plain: false,
+        sync: HaloSync::Neighbours,
         bench: false,
         verify: true,
         n: 512,
@@ -60,6 +67,13 @@ fn parse_args() -> Result<Args, String> {
         let mut value = |what: &str| it.next().ok_or(format!("{what} needs a value"));
         match a.as_str() {
             "--plain" => args.plain = true,
+            "--sync" => {
+                args.sync = match value("--sync")?.as_str() {
+                    "neighbours" => HaloSync::Neighbours,
+                    "barrier" => HaloSync::NodeBarrier,
+                    v => return Err(format!("--sync: {v:?} is not neighbours or barrier")),
+                }
+            }
             "--bench" => args.bench = true,
             "--no-verify" => args.verify = false,
             "--n" => args.n = value("--n")?.parse().map_err(|e| format!("--n: {e}"))?,
@@ -183,11 +197,13 @@ struct Outcome {
 }
 
 /// The node-shared version.
-fn run_node_shared(nodes: &NodeComm, args: &Args) -> Result<Outcome, MpiError> {
+fn run_node_shared(nodes: &NodeComm, args: &Args, sync: HaloSync) -> Result<Outcome, MpiError> {
     let n = args.n;
     let base = comm_sum(nodes.node(), pss_kib());
     let mut u = DistArray::new(nodes, "shmarray-example-heat-u", (n, n))?;
     let mut v = DistArray::new(nodes, "shmarray-example-heat-v", (n, n))?;
+    u.set_halo_sync(sync);
+    v.set_halo_sync(sync);
     let mut k = NodeArray::<f64, Ix2>::create(nodes, "shmarray-example-heat-kappa", (n, n))?;
     // Each rank fills its own rows of the grids and of the node's kappa.
     for a in [&mut u, &mut v] {
@@ -330,6 +346,14 @@ fn run_plain(nodes: &NodeComm, args: &Args) -> Outcome {
     }
 }
 
+/// Whether `a` and `b` hold the same bits in every element.
+fn bit_identical(a: &Array2<f64>, b: &Array2<f64>) -> bool {
+    a.shape() == b.shape()
+        && a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 fn max_abs_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     a.iter()
         .zip(b.iter())
@@ -353,7 +377,7 @@ fn run(world: &SimpleCommunicator, args: &Args) -> Result<bool, MpiError> {
         match (&reference, got) {
             (Some(want), Some(got)) => {
                 let d = max_abs_diff(want, got);
-                let ok = d <= 1e-12;
+                let ok = bit_identical(want, got);
                 println!(
                     "  {name}: max |difference| vs single-process run = {d:e} ({})",
                     if ok { "ok" } else { "FAILED" }
@@ -365,52 +389,100 @@ fn run(world: &SimpleCommunicator, args: &Args) -> Result<bool, MpiError> {
     };
     let mib = |kib: u64| kib as f64 / 1024.0;
     if args.bench {
-        // Alternate the versions and keep each one's fastest round: this machine's
-        // other load (and which version runs first) then matters less.
-        let mut shared = run_node_shared(&nodes, args)?;
-        let mut plain = run_plain(&nodes, args);
-        let mut all = (vec![shared.seconds], vec![plain.seconds]);
-        for _ in 1..args.rounds {
-            let p = run_plain(&nodes, args).seconds;
-            let s = run_node_shared(&nodes, args)?.seconds;
-            all.0.push(s);
-            all.1.push(p);
-            shared.seconds = shared.seconds.min(s);
-            plain.seconds = plain.seconds.min(p);
+        // The three versions take turns, in a rotating order, and each keeps its
+        // fastest round: this machine's other load (and which version runs first)
+        // then matters less. "before" is the node-shared version with full node
+        // barriers (as every step synchronised before neighbour counters).
+        const NAMES: [&str; 3] = ["node-shared", "node-shared, node barriers", "plain MPI"];
+        let run_one = |v: usize| -> Result<Outcome, MpiError> {
+            match v {
+                0 => run_node_shared(&nodes, args, HaloSync::Neighbours),
+                1 => run_node_shared(&nodes, args, HaloSync::NodeBarrier),
+                _ => Ok(run_plain(&nodes, args)),
+            }
+        };
+        let mut best: [Option<Outcome>; 3] = [None, None, None];
+        let mut all: [Vec<f64>; 3] = Default::default();
+        let mut mismatches = 0;
+        for round in 0..args.rounds.max(1) {
+            for i in 0..3 {
+                let v = (round + i) % 3;
+                let o = run_one(v)?;
+                all[v].push(o.seconds);
+                if let (Some(want), Some(got)) = (&reference, &o.result) {
+                    if !bit_identical(want, got) {
+                        println!(
+                            "  {} round {round}: differs from the single-process run (FAILED)",
+                            NAMES[v]
+                        );
+                        mismatches += 1;
+                    }
+                }
+                match &mut best[v] {
+                    Some(b) => b.seconds = b.seconds.min(o.seconds),
+                    None => best[v] = Some(o),
+                }
+            }
         }
+        let best = best.map(|b| b.expect("one round or more"));
         let mut ok = true;
         if rank0 {
-            let rate = |o: &Outcome| steps as f64 / o.seconds;
-            let rates = |v: &[f64]| {
-                let r: Vec<String> = v
-                    .iter()
-                    .map(|s| format!("{:.0}", steps as f64 / s))
-                    .collect();
-                r.join(" ")
+            let rate = |s: f64| steps as f64 / s;
+            let median = |v: &[f64]| {
+                let mut r: Vec<f64> = v.iter().map(|&s| rate(s)).collect();
+                r.sort_by(f64::total_cmp);
+                r[r.len() / 2]
             };
+            for (name, v) in NAMES.iter().zip(&all) {
+                let r: Vec<String> = v.iter().map(|&s| format!("{:.0}", rate(s))).collect();
+                println!("  steps/s per round, {name}: [{}]", r.join(" "));
+            }
             println!(
-                "  steps/s per round: node-shared [{}], plain MPI [{}]; best of {} below",
-                rates(&all.0),
-                rates(&all.1),
-                args.rounds
+                "  version                      best steps/s   median   PSS node 0 (MiB)   growth during run (MiB)"
             );
-            println!("  version       steps/s   PSS node 0 (MiB)   growth during run (MiB)");
-            for (name, o) in [("node-shared", &shared), ("plain MPI", &plain)] {
+            for ((name, o), v) in NAMES.iter().zip(&best).zip(&all) {
                 println!(
-                    "  {name:<12} {:>8.1}   {:>16.1}   {:>23.1}",
-                    rate(o),
+                    "  {name:<28} {:>12.1}   {:>6.0}   {:>16.1}   {:>23.1}",
+                    rate(o.seconds),
+                    median(v),
                     mib(o.pss_node),
                     mib(o.pss_node_delta)
                 );
             }
+            let [s, b, p] = [0, 1, 2].map(|i| rate(best[i].seconds));
+            let [sm, bm, pm] = [0, 1, 2].map(|i| median(&all[i]));
             println!(
-                "  node-shared / plain MPI throughput: {:.2}x",
-                rate(&shared) / rate(&plain)
+                "  node-shared / plain MPI throughput: {:.2}x (best), {:.2}x (median)",
+                s / p,
+                sm / pm
             );
-            ok &= check("node-shared", &shared.result);
-            ok &= check("plain MPI", &plain.result);
-            if let (Some(a), Some(b)) = (&shared.result, &plain.result) {
-                println!("  max |node-shared - plain MPI| = {:e}", max_abs_diff(a, b));
+            println!(
+                "  node-shared with node barriers / plain MPI throughput: {:.2}x (best), {:.2}x (median)",
+                b / p,
+                bm / pm
+            );
+            println!(
+                "  neighbour counters / node barriers: {:.2}x (best), {:.2}x (median)",
+                s / b,
+                sm / bm
+            );
+            for (name, o) in NAMES.iter().zip(&best) {
+                ok &= check(name, &o.result);
+            }
+            if let (Some(a), Some(b), Some(p)) = (&best[0].result, &best[1].result, &best[2].result)
+            {
+                println!(
+                    "  max |node-shared - plain MPI| = {:e}, max |node barriers - plain MPI| = {:e}",
+                    max_abs_diff(a, p),
+                    max_abs_diff(b, p)
+                );
+            }
+            if reference.is_some() {
+                println!(
+                    "  every round of every version bit-identical to the single-process run: {}",
+                    if mismatches == 0 { "yes" } else { "NO" }
+                );
+                ok &= mismatches == 0;
             }
         }
         return Ok(ok);
@@ -418,7 +490,11 @@ fn run(world: &SimpleCommunicator, args: &Args) -> Result<bool, MpiError> {
     let (name, o) = if args.plain {
         ("plain MPI", run_plain(&nodes, args))
     } else {
-        ("node-shared", run_node_shared(&nodes, args)?)
+        let name = match args.sync {
+            HaloSync::NodeBarrier => "node-shared, node barriers",
+            _ => "node-shared",
+        };
+        (name, run_node_shared(&nodes, args, args.sync)?)
     };
     if rank0 {
         println!(

@@ -11,7 +11,9 @@ use ::mpi::traits::*;
 use ::mpi::Count;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Ix2};
 
+use super::neighbours::StepCounters;
 use super::{block, MpiError, NodeArray, NodeComm};
+use crate::sync::steps;
 
 /// Tag of a boundary row travelling to the next node (higher index).
 const TAG_DOWN: i32 = 0x5348_4d01;
@@ -27,7 +29,9 @@ const TAG_UP: i32 = 0x5348_4d02;
 ///
 /// Halo exchange ([`exchange_halos`](Self::exchange_halos)) sends only the boundary
 /// rows between neighbouring nodes, leader to leader over MPI; ranks of one node
-/// see each other's rows in the shared segment and exchange nothing. Reductions
+/// see each other's rows in the shared segment and exchange nothing. Each rank
+/// waits only for the ranks whose rows it reads, through step counters in a
+/// second node segment, `{name}.halo` ([`HaloSync`]). Reductions
 /// ([`sum`](Self::sum), [`max`](Self::max)) reduce each rank's rows, then the node's
 /// partials, then across nodes. [`gather`](Self::gather) and
 /// [`write_npy`](Self::write_npy) bring the array to world rank 0.
@@ -55,9 +59,31 @@ const TAG_UP: i32 = 0x5348_4d02;
 #[derive(Debug)]
 pub struct DistArray<'c> {
     local: NodeArray<'c, f64, Ix2>,
+    /// The node's step counters of this array (see `neighbours`).
+    steps: StepCounters<'c>,
+    /// Halo exchanges made so far (wrapping): the epoch of the last one.
+    epoch: u32,
+    sync: HaloSync,
     rows: usize,
     cols: usize,
     node_rows: Range<usize>,
+}
+
+/// How [`DistArray::exchange_halos`] synchronises the ranks of a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HaloSync {
+    /// Each rank waits only for the ranks whose rows it reads (the ranks owning the
+    /// rows just above and below its block) and, on the ranks next to a ghost row,
+    /// for the leader's exchange with the neighbouring node: per-rank step counters
+    /// in a node segment, futex waits. The default.
+    #[default]
+    Neighbours,
+    /// Every rank waits for the whole node, twice (an MPI barrier of the node
+    /// before the leaders' exchange and one after), as every exchange did before
+    /// the step counters: kept for comparison (`mpi_heat --bench`) and for steps
+    /// that read rows beyond the neighbouring ones.
+    NodeBarrier,
 }
 
 impl<'c> DistArray<'c> {
@@ -80,8 +106,12 @@ impl<'c> DistArray<'c> {
         }
         let node_rows = block(rows, nodes, comm.node_index());
         let local = NodeArray::create_reserving(comm, name, Ix2(node_rows.len() + 2, cols), 1, 1)?;
+        let steps = StepCounters::new(comm, &format!("{name}.halo"))?;
         Ok(DistArray {
             local,
+            steps,
+            epoch: 0,
+            sync: HaloSync::default(),
             rows,
             cols,
             node_rows,
@@ -114,9 +144,11 @@ impl<'c> DistArray<'c> {
 
     /// A read-only view of the node's block with its ghost rows: local row `i`
     /// is global row `node_rows().start + i - 1` (row 0 and the last row are the
-    /// ghosts; at the global edges they stay zero). Rows of other ranks, and the
-    /// ghosts, are current after [`exchange_halos`](Self::exchange_halos) (or a
-    /// node barrier) that follows their writes.
+    /// ghosts; at the global edges they stay zero). The rows next to this rank's
+    /// block (and the ghost rows next to it) are current after
+    /// [`exchange_halos`](Self::exchange_halos) that follows their writes; the
+    /// whole block is current after a node barrier ([`NodeArray::barrier`], or an
+    /// exchange with [`HaloSync::NodeBarrier`]).
     #[inline]
     pub fn local_view(&mut self) -> Result<ArrayView2<'_, f64>, MpiError> {
         self.local.view()
@@ -127,47 +159,139 @@ impl<'c> DistArray<'c> {
         &self.local
     }
 
-    /// Refreshes the ghost rows (collective over the world): waits for every rank of
-    /// the node to finish writing; the node leaders send their first and last rows to
-    /// the neighbouring nodes' leaders and receive the neighbours' boundary rows into
-    /// the ghost rows; a second node barrier publishes them to the node. With one
-    /// node there is nothing to exchange and one barrier suffices.
+    /// How [`exchange_halos`](Self::exchange_halos) synchronises the node's ranks.
+    pub fn halo_sync(&self) -> HaloSync {
+        self.sync
+    }
+
+    /// Chooses how [`exchange_halos`](Self::exchange_halos) synchronises the node's
+    /// ranks from the next exchange on. Every rank of the world must choose the same
+    /// (as for any collective); switching between exchanges is fine.
+    pub fn set_halo_sync(&mut self, sync: HaloSync) {
+        self.sync = sync;
+    }
+
+    /// Refreshes the ghost rows and synchronises each rank with the ranks whose
+    /// rows it reads (collective over the world).
+    ///
+    /// With [`HaloSync::Neighbours`] (the default), when this returns on a rank:
+    /// - the rows its stencil reads are current: its own, the last row of the rank
+    ///   above and the first row of the rank below (as written before *their*
+    ///   calls), and the ghost rows next to its block (the neighbouring nodes'
+    ///   boundary rows, sent by the node leaders over MPI);
+    /// - the ranks that read its rows (the same neighbours) have finished whatever
+    ///   they did before their calls, so it may overwrite its rows of an array they
+    ///   read in the previous step (double buffering).
+    ///
+    /// Ranks of other blocks may still be in the previous step: to read rows
+    /// beyond the neighbouring ones, call [`NodeArray::barrier`] (through
+    /// [`node_array`](Self::node_array)) or use [`HaloSync::NodeBarrier`]. No rank
+    /// waits for the whole node: each waits for at most two neighbours (and the
+    /// ranks next to a ghost row for the leader), through step counters in a node
+    /// segment named `{name}.halo` (see the guide's MPI chapter for the protocol
+    /// and its memory ordering). Only node leaders send and receive, each with the
+    /// neighbouring nodes' leaders; ranks of one node exchange nothing.
+    ///
+    /// With [`HaloSync::NodeBarrier`]: a node barrier, the leaders' exchange, a
+    /// second node barrier (after it every rank's earlier writes are visible to
+    /// every rank of the node).
     pub fn exchange_halos(&mut self) -> Result<(), MpiError> {
+        let k = self.epoch.wrapping_add(1);
+        self.epoch = k;
         let comm = self.local.comm();
-        comm.node_barrier();
+        let (me, size) = (comm.node_rank(), comm.node_size());
         let (index, count) = (comm.node_index(), comm.node_count());
-        if count == 1 {
+        let ghost = size; // the ghost counter's slot
+        match self.sync {
+            HaloSync::NodeBarrier => {
+                // The counters advance too, so a later switch to `Neighbours` finds
+                // them in step.
+                self.steps.publish(me, k);
+                comm.node_barrier();
+                if count > 1 {
+                    if comm.is_leader() {
+                        self.swap_boundary_rows(|| {})?;
+                        self.steps.publish(ghost, k);
+                    }
+                    comm.node_barrier();
+                }
+            }
+            HaloSync::Neighbours => {
+                // Who waits for whom: see `crate::sync::steps`.
+                let plan =
+                    steps::plan(me, size, self.node_rows.len(), index > 0, index + 1 < count);
+                self.steps.publish(me, k);
+                if plan.leader_exchanges {
+                    let counters = &self.steps;
+                    let before_below = || {
+                        if let Some(slot) = plan.before_below {
+                            counters.wait_for(slot, k);
+                        }
+                    };
+                    // Borrows `local` mutably and `steps` shared: disjoint fields.
+                    Self::swap_rows(&mut self.local, &self.node_rows, before_below)?;
+                    self.steps.publish(ghost, k);
+                }
+                for slot in plan.then.into_iter().flatten() {
+                    self.steps.wait_for(slot, k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The leaders' part of an exchange (see [`swap_rows`](Self::swap_rows)).
+    fn swap_boundary_rows(&mut self, before_below: impl FnOnce()) -> Result<(), MpiError> {
+        Self::swap_rows(&mut self.local, &self.node_rows, before_below)
+    }
+
+    /// On a node leader: sends the node's first and last rows to the neighbouring
+    /// nodes' leaders and receives their boundary rows into the ghost rows
+    /// (non-blocking, straight from and into the segment), calling `before_below`
+    /// before touching the last row and the ghost row below. The caller makes sure
+    /// no rank of the node writes those rows (or reads the ghosts) meanwhile.
+    fn swap_rows(
+        local: &mut NodeArray<'c, f64, Ix2>,
+        node_rows: &Range<usize>,
+        before_below: impl FnOnce(),
+    ) -> Result<(), MpiError> {
+        let comm = local.comm();
+        let (index, count) = (comm.node_index(), comm.node_count());
+        let Some(leaders) = comm.leaders() else {
             return Ok(());
+        };
+        let n = node_rows.len();
+        // Row views are pointers: references come into being only for the four
+        // rows touched, and for the last row and the ghost below only after
+        // `before_below` (their writer and reader may be busy until then).
+        let all = local.view_all_mut()?;
+        let (mut top, rest) = all.split_at(Axis(0), 1);
+        let (mid, bottom) = rest.split_at(Axis(0), n);
+        let mid = mid.view();
+        fn row(v: ArrayView2<'_, f64>, i: usize) -> &[f64] {
+            v.index_axis_move(Axis(0), i)
+                .to_slice()
+                .expect("node arrays are created in C order")
         }
-        if let Some(leaders) = comm.leaders() {
-            let (n, cols) = (self.node_rows.len(), self.cols);
-            // The other ranks of the node wait at the barrier below: the leader alone
-            // touches the segment now.
-            let mut all = self.local.view_all_mut()?;
-            let data = all
-                .as_slice_mut()
-                .expect("node arrays are created in C order");
-            let (top, rest) = data.split_at_mut(cols);
-            let (mid, bottom) = rest.split_at_mut(n * cols);
-            let (first, last) = (&mid[..cols], &mid[(n - 1) * cols..]);
-            ::mpi::request::scope(|scope| {
-                let mut pending = Vec::with_capacity(4);
-                if index > 0 {
-                    let up = leaders.process_at_rank(index as i32 - 1);
-                    pending.push(up.immediate_receive_into_with_tag(scope, top, TAG_DOWN));
-                    pending.push(up.immediate_send_with_tag(scope, first, TAG_UP));
-                }
-                if index + 1 < count {
-                    let down = leaders.process_at_rank(index as i32 + 1);
-                    pending.push(down.immediate_receive_into_with_tag(scope, bottom, TAG_UP));
-                    pending.push(down.immediate_send_with_tag(scope, last, TAG_DOWN));
-                }
-                for request in pending {
-                    request.wait();
-                }
-            });
-        }
-        comm.node_barrier();
+        ::mpi::request::scope(|scope| {
+            let mut pending = Vec::with_capacity(4);
+            if index > 0 {
+                let up = leaders.process_at_rank(index as i32 - 1);
+                let top = top.as_slice_mut().expect("C order");
+                pending.push(up.immediate_receive_into_with_tag(scope, top, TAG_DOWN));
+                pending.push(up.immediate_send_with_tag(scope, row(mid, 0), TAG_UP));
+            }
+            if index + 1 < count {
+                before_below();
+                let down = leaders.process_at_rank(index as i32 + 1);
+                let bottom = bottom.into_slice().expect("C order");
+                pending.push(down.immediate_receive_into_with_tag(scope, bottom, TAG_UP));
+                pending.push(down.immediate_send_with_tag(scope, row(mid, n - 1), TAG_DOWN));
+            }
+            for request in pending {
+                request.wait();
+            }
+        });
         Ok(())
     }
 

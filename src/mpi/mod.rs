@@ -1,5 +1,6 @@
 //! Node-shared and row-distributed arrays over MPI (feature `mpi`), on the crate's
-//! public API and rsmpi's.
+//! public API and rsmpi's (and, for [`DistArray`]'s step counters, the crate's
+//! futex wait and the segment's data pointer).
 //!
 //! MPI programs usually keep one copy of shared data per *rank* and exchange halos by
 //! messages even between ranks of the same machine. Here the ranks of one node
@@ -10,11 +11,12 @@
 //!
 //! # Ownership and clean-up
 //! A node's segment is created by the node's leader (node rank 0) and attached by
-//! the others after the leader has published it. The leader's handle owns it: when
-//! the arrays are dropped normally, the other ranks detach first, then the leader
-//! removes the name. The segment is not persistent, so after a crash (MPI aborts the
-//! whole job when a rank dies) nobody has it open any more and `shmarray gc`
-//! ([`collect_garbage`](crate::admin::collect_garbage)) removes it.
+//! the others after the leader has published it (a [`DistArray`] has two per
+//! node: its rows, and its ranks' step counters, `{name}.halo`). The leader's
+//! handle owns it: when the arrays are dropped normally, the other ranks detach
+//! first, then the leader removes the name. The segment is not persistent, so
+//! after a crash (MPI aborts the whole job when a rank dies) nobody has it open any
+//! more and `shmarray gc` ([`collect_garbage`](crate::admin::collect_garbage)) removes it.
 //!
 //! # Aliasing
 //! Every rank is its own process with exactly one handle of its node's segment; the
@@ -23,11 +25,14 @@
 //! process there is never more than one mutable view, and never a mutable and a
 //! shared one. Other processes are outside Rust's aliasing model: what keeps ranks
 //! from racing is the protocol (each rank writes only its own rows; rows of other
-//! ranks are read only after a node barrier), as for any segment (see
-//! [`SharedArray`](crate::SharedArray)'s contract). A rank that breaks the protocol
-//! reads torn or stale numbers, never invalid memory.
+//! ranks are read only after a node barrier, or, for the rows next to a rank's
+//! block, after [`DistArray::exchange_halos`], whose step counters order the
+//! neighbours' writes before the reads with Release/Acquire), as for any segment
+//! (see [`SharedArray`](crate::SharedArray)'s contract). A rank that breaks the
+//! protocol reads torn or stale numbers, never invalid memory.
 
 mod dist;
+mod neighbours;
 mod node_array;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,7 +42,7 @@ use ::mpi::traits::*;
 
 /// The MPI bindings (rsmpi) the [`NodeComm`] communicators are made of.
 pub use ::mpi as rsmpi;
-pub use dist::DistArray;
+pub use dist::{DistArray, HaloSync};
 pub use node_array::NodeArray;
 
 /// Environment variable (read by world rank 0, and broadcast) that splits each real

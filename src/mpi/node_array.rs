@@ -4,6 +4,7 @@
 use std::mem::ManuallyDrop;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
 
 use ::mpi::traits::*;
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, IntoDimension, RemoveAxis};
@@ -11,6 +12,7 @@ use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, IntoDimension, RemoveAxi
 use super::{block, MpiError, NodeComm};
 use crate::array::SharedArray;
 use crate::element::Element;
+use crate::segment::Segment;
 
 /// An array with one copy per node: a [`SharedArray`] segment created by the node's
 /// leader and attached by the node's other ranks, with axis 0 split into one block
@@ -183,6 +185,22 @@ impl<'c, T: Element, D: Dimension> NodeArray<'c, T, D> {
     /// The shape of the node's array.
     pub fn shape(&self) -> &[usize] {
         self.array.shape()
+    }
+}
+
+impl<D: Dimension> NodeArray<'_, u32, D> {
+    /// The whole array as atomics: the words of [`StepCounters`](super::neighbours::StepCounters),
+    /// whose arrays never hand out a view after creation.
+    pub(super) fn atomics(&self) -> &[AtomicU32] {
+        let len = self.array.len();
+        // SAFETY: the data of a created or opened-writable segment is `len` `u32`s
+        // in a mapping that lives as long as `self.array` (so as long as the
+        // borrow of `self`), page aligned (so aligned for `AtomicU32`, which has
+        // the size and alignment of `u32`). In this process, views of the array
+        // need `&mut self`, so none coexists with this shared borrow; other
+        // processes are outside Rust's model (see `SharedArray`'s contract), and
+        // the crate accesses these words only atomically.
+        unsafe { std::slice::from_raw_parts(self.array.data_ptr().cast::<AtomicU32>(), len) }
     }
 }
 

@@ -1,16 +1,29 @@
 //! The pool's driver threads: one per worker process. A driver starts its own
 //! worker (so the worker's parent-death signal is tied to a thread that lives as
-//! long as the pool), takes jobs from the shared queue, sends them, waits for the
-//! result, and replaces its worker when it dies.
+//! long as the pool), keeps the worker's lane filled with jobs from the shared
+//! queue, completes jobs from the results it reads back, and replaces its worker
+//! when it dies.
+//!
+//! Several jobs wait in a worker's lane at once (a shared-memory ring, see
+//! `process::lane`), so a worker goes from one short task to the next without a
+//! round trip, and driver and worker wake each other (one message on the socket)
+//! only when the other sleeps: a driver asks to be woken once half of what it
+//! sent is done, or at once after a long task, or when the lane ran dry. How many
+//! jobs a lane holds follows how long tasks take (about [`LANE_TIME`] of work,
+//! at most [`MAX_WINDOW`] jobs, one while tasks are long), and a driver takes at
+//! most its share of the queue, so work spreads over the workers; jobs stuck
+//! behind a long task are taken back by an idle driver (`lanes`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::job::{lock, Job};
+use super::job::{lock, Job, Latch, Start};
+use super::lanes::{Lane, Sent, STEAL_AFTER};
+use crate::process::lane::{self, Bytes, Outcome, RESULT_FAILED, TASK_MAX};
 use crate::process::wait_until;
-use crate::process::{ForkServer, Lost, TaskError, Worker};
+use crate::process::{decode, ForkServer, FromWorker, Lost, MessageFailure, TaskError, Worker};
 use crate::sync::Wait;
 use crate::sys::process as sys;
 
@@ -28,11 +41,23 @@ pub(crate) enum Launch {
 /// something kills every new worker at once).
 const MAX_LOST_DELIVERIES: u32 = 5;
 
+/// Most jobs in one worker's lane.
+pub(crate) const MAX_WINDOW: usize = 1024;
+
+/// About how much work (by the tasks' average run time) a lane holds: short
+/// enough that jobs behind a task wait little, long enough that a driver wakes
+/// rarely while tasks are short.
+pub(crate) const LANE_TIME: Duration = Duration::from_micros(200);
+
+/// How long a busy driver blocks on its worker's socket before it looks at its
+/// lane again (jobs taken back from it, the pool closing).
+const WAKE: Duration = Duration::from_millis(50);
+
 /// What one driver is doing, as far as a sweep needs to know.
 #[derive(Debug, Clone, Copy)]
 struct DriverState {
     /// Between taking a job and asking for the next one (a worker that is starting
-    /// has nothing cached; a busy one sweeps when its job is done).
+    /// has nothing cached; a busy one sweeps when its lane is empty).
     busy: bool,
     /// The last sweep epoch this driver's worker answered.
     swept: u64,
@@ -47,6 +72,8 @@ pub(crate) struct Queue {
     /// Sweeps asked for so far (see [`Shared::sweep`]).
     sweep_epoch: u64,
     drivers: Vec<DriverState>,
+    /// Drivers blocked on `ready` (waking nobody costs a system call).
+    idle: usize,
 }
 
 /// What a driver does next.
@@ -68,31 +95,59 @@ pub(crate) struct Shared {
     pub(crate) launch: Launch,
     /// Current worker pid of each driver (0 while it has none).
     pub(crate) pids: Mutex<Vec<u32>>,
+    /// Each driver's lane.
+    pub(crate) lanes: Vec<Arc<Lane>>,
+    /// Workers get a shared-memory lane (else: one job at a time over the
+    /// socket, the path taken when a lane cannot be made).
+    with_lanes: bool,
 }
 
 impl Shared {
-    pub(crate) fn new(n: usize, launch: Launch) -> Shared {
+    pub(crate) fn new(n: usize, launch: Launch, with_lanes: bool) -> Arc<Shared> {
         let starting = DriverState {
             busy: true,
             swept: 0,
             gone: false,
         };
-        Shared {
+        Arc::new_cyclic(|me| Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 closed: false,
                 sweep_epoch: 0,
                 drivers: vec![starting; n],
+                idle: 0,
             }),
             ready: Condvar::new(),
             swept: Condvar::new(),
             launch,
             pids: Mutex::new(vec![0; n]),
+            lanes: (0..n).map(|_| Arc::new(Lane::new(me.clone()))).collect(),
+            with_lanes,
+        })
+    }
+
+    /// Queues jobs at the tail; `Err` (nothing queued) if the pool is closed.
+    pub(crate) fn enqueue(&self, jobs: &[Arc<Job>]) -> Result<(), TaskError> {
+        let mut q = lock(&self.queue);
+        if q.closed {
+            return Err(TaskError::PoolClosed);
         }
+        q.jobs.extend(jobs.iter().cloned());
+        let wake = q.idle > 0;
+        drop(q);
+        if wake {
+            if jobs.len() == 1 {
+                self.ready.notify_one();
+            } else {
+                self.ready.notify_all();
+            }
+        }
+        Ok(())
     }
 
     /// Driver `slot`'s next work: a sweep it owes first, then a job, then `Stop`
-    /// once the queue is closed and empty.
+    /// once the queue is closed and empty. While it waits and another lane holds
+    /// jobs behind a task, it looks every [`STEAL_AFTER`] for jobs to take back.
     fn next_work(&self, slot: usize) -> Work {
         let mut q = lock(&self.queue);
         q.drivers[slot].busy = false;
@@ -110,11 +165,45 @@ impl Shared {
                 q.drivers[slot].gone = true;
                 return Work::Stop;
             }
-            q = self
-                .ready
-                .wait(q)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let others_busy = self
+                .lanes
+                .iter()
+                .enumerate()
+                .any(|(i, l)| i != slot && l.depth() >= 2);
+            q.idle += 1;
+            q = if others_busy {
+                self.ready
+                    .wait_timeout(q, STEAL_AFTER)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0
+            } else {
+                self.ready
+                    .wait(q)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            };
+            q.idle -= 1;
+            if others_busy && q.jobs.is_empty() && !q.closed {
+                drop(q);
+                for (i, l) in self.lanes.iter().enumerate() {
+                    if i != slot {
+                        l.steal();
+                    }
+                }
+                q = lock(&self.queue);
+            }
         }
+    }
+
+    /// Up to `room` more jobs for driver `slot`, but no more than its share of
+    /// the queue (so that the other workers get theirs).
+    fn take_jobs(&self, room: usize) -> Vec<Arc<Job>> {
+        if room == 0 {
+            return Vec::new();
+        }
+        let mut q = lock(&self.queue);
+        let share = q.jobs.len().div_ceil(self.lanes.len().max(1));
+        let n = room.min(share);
+        q.jobs.drain(..n).collect()
     }
 
     fn sweep_done(&self, slot: usize, epoch: u64) {
@@ -131,7 +220,7 @@ impl Shared {
 
     /// Has every *idle* worker drop its cached mappings of segments that were
     /// removed or replaced, and waits (at most `bound`) until they have; a busy
-    /// worker does so as soon as its current job is done (not waited for).
+    /// worker does so as soon as its lane is empty (not waited for).
     pub(crate) fn sweep(&self, bound: Duration) {
         let deadline = Wait::timeout(bound);
         let mut q = lock(&self.queue);
@@ -146,32 +235,64 @@ impl Shared {
         let _ = wait_until(&self.swept, q, deadline, settled);
     }
 
-    /// Puts a job whose worker died before beginning it back at the head of the
-    /// queue, or fails it: `PoolClosed` if the pool is closing, `NotStarted` after
-    /// too many such deaths.
-    fn requeue(&self, job: Arc<Job>, payload: Vec<u8>) {
-        let Some(lost) = job.requeue(payload) else {
-            return; // cancelled: completed
-        };
-        if lost > MAX_LOST_DELIVERIES {
-            job.complete(Err(TaskError::NotStarted {
-                task: job.base,
-                workers: lost,
-            }));
+    /// Puts jobs that did not begin back at the head of the queue, in their
+    /// order, or fails them: `PoolClosed` if the pool is closing, `NotStarted`
+    /// after too many workers died holding one (`lost`: their worker died, as
+    /// opposed to being taken back from a live worker's lane).
+    pub(crate) fn put_back(&self, jobs: impl Iterator<Item = Arc<Job>>, lost: bool) {
+        let mut back = Vec::new();
+        for job in jobs {
+            let Some(n) = job.requeue(lost) else {
+                continue; // cancelled: completed
+            };
+            if lost && n > MAX_LOST_DELIVERIES {
+                job.complete(Err(TaskError::NotStarted {
+                    task: job.base,
+                    workers: n,
+                }));
+                continue;
+            }
+            back.push(job);
+        }
+        if back.is_empty() {
             return;
         }
         let mut q = lock(&self.queue);
         if q.closed {
             drop(q);
-            job.complete(Err(TaskError::PoolClosed));
+            for job in back {
+                job.complete(Err(TaskError::PoolClosed));
+            }
             return;
         }
-        q.jobs.push_front(job);
+        for job in back.into_iter().rev() {
+            q.jobs.push_front(job);
+        }
+        let wake = q.idle > 0;
         drop(q);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_all();
+        }
     }
 
-    /// Closes the queue and fails every queued job with `PoolClosed`.
+    /// Puts jobs a driver took but did not send back at the head of the queue.
+    fn unpop(&self, jobs: Vec<Arc<Job>>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.queue);
+        for job in jobs.into_iter().rev() {
+            q.jobs.push_front(job);
+        }
+        let wake = q.idle > 0;
+        drop(q);
+        if wake {
+            self.ready.notify_all();
+        }
+    }
+
+    /// Closes the queue and fails every queued job with `PoolClosed`, and the
+    /// jobs waiting in lanes that no worker took yet.
     pub(crate) fn close(&self) {
         let jobs: Vec<_> = {
             let mut q = lock(&self.queue);
@@ -180,6 +301,9 @@ impl Shared {
         };
         for j in jobs {
             j.complete(Err(TaskError::PoolClosed));
+        }
+        for l in &self.lanes {
+            l.close();
         }
         self.ready.notify_all();
     }
@@ -193,8 +317,8 @@ impl Shared {
 
     fn start_worker(&self) -> Result<Worker, TaskError> {
         match &self.launch {
-            Launch::Spawn => Worker::spawn(),
-            Launch::Server(s) => Worker::from_server(s),
+            Launch::Spawn => Worker::spawn(self.with_lanes),
+            Launch::Server(s) => Worker::from_server(s, self.with_lanes),
         }
     }
 
@@ -216,36 +340,342 @@ impl Shared {
     }
 }
 
+/// One driver thread's state.
+struct Driver {
+    shared: Arc<Shared>,
+    slot: usize,
+    lane: Arc<Lane>,
+    worker: Option<Worker>,
+    /// Most jobs to keep in the lane now.
+    window: usize,
+    /// Average run time of recent tasks (ns), once one finished.
+    average: Option<f64>,
+    outcomes: Vec<Outcome>,
+}
+
+/// The outcome of a finished task as its job records it.
+fn outcome_of(o: Outcome, base: usize) -> Result<Bytes, TaskError> {
+    if o.flags & RESULT_FAILED == 0 {
+        return Ok(o.bytes);
+    }
+    match decode::<MessageFailure>(&o.bytes) {
+        Ok(f) => Err(f.into_error(base)),
+        Err(m) => Err(TaskError::Protocol(m)),
+    }
+}
+
+impl Driver {
+    fn set_pid(&self, pid: u32) {
+        lock(&self.shared.pids)[self.slot] = pid;
+    }
+
+    /// Starts a worker and opens its lane.
+    fn start_worker(&mut self) -> Result<(), TaskError> {
+        let w = self.shared.start_worker_retrying()?;
+        self.set_pid(w.pid);
+        let mut st = lock(&self.lane.state);
+        st.sender = w.lane().map(|m| lane::Sender::new(m.clone()));
+        st.pid = w.pid;
+        st.live = true;
+        drop(st);
+        self.worker = Some(w);
+        Ok(())
+    }
+
+    /// Learns from a finished task how long tasks take, and sizes the lane.
+    fn learn(&mut self, nanos: u64) {
+        let avg = match self.average {
+            None => nanos as f64,
+            Some(a) => a + (nanos as f64 - a) / 8.0,
+        };
+        self.average = Some(avg);
+        let fit = LANE_TIME.as_nanos() as f64 / avg.max(1.0);
+        self.window = (fit as usize).clamp(1, MAX_WINDOW);
+    }
+
+    /// Puts jobs in the lane up to the window: `first` (just taken from the
+    /// queue), then more from the queue. A job too large for the ring goes over
+    /// the socket, alone.
+    fn fill(&mut self, first: Option<Arc<Job>>) {
+        let Some(w) = self.worker.as_mut() else {
+            self.shared.unpop(first.into_iter().collect());
+            return;
+        };
+        let mut st = lock(&self.lane.state);
+        let mut jobs: VecDeque<Arc<Job>> = first.into_iter().collect();
+        if st.sent.front().is_some_and(|s| s.socket) {
+            drop(st);
+            self.shared.unpop(jobs.into());
+            return;
+        }
+        let room = self.window.saturating_sub(st.sent.len() + jobs.len());
+        jobs.extend(self.shared.take_jobs(room));
+        let mut pushed = false;
+        let mut unsent = Vec::new();
+        while let Some(job) = jobs.pop_front() {
+            let (tramp, func) = job.task.get();
+            let lane_state = &mut *st;
+            // The ring if it fits; else the socket, alone in the lane.
+            let started = job.start_with(&self.lane, |p| match lane_state.sender.as_mut() {
+                Some(s) if p.len() <= TASK_MAX => s.push(tramp, func, p).map(|id| (id, false)),
+                _ if lane_state.sent.is_empty() => {
+                    let id = lane_state.next_id();
+                    // A worker gone by now shows when the driver next reads.
+                    let _ = w.send_task(id, job.task, p);
+                    Some((id, true))
+                }
+                _ => None,
+            });
+            match started {
+                Start::Sent((id, socket)) => {
+                    st.sent.push_back(Sent { id, job, socket });
+                    if socket {
+                        unsent.extend(jobs.drain(..));
+                        break;
+                    }
+                    pushed = true;
+                }
+                Start::Cancelled => {} // and completed
+                Start::Refused => {
+                    unsent.push(job);
+                    unsent.extend(jobs.drain(..));
+                    break;
+                }
+            }
+        }
+        let wake = pushed && st.sender.as_mut().is_some_and(|s| s.publish());
+        self.lane.set_depth(&st);
+        drop(st);
+        // Jobs not sent go back as they were (not begun anywhere: no count).
+        self.shared.unpop(unsent);
+        if wake {
+            let _ = w.wake();
+        }
+    }
+
+    /// Reads the results the worker published and completes their jobs. `false`
+    /// if the lane held garbage (the worker was then killed and replaced).
+    fn collect(&mut self) -> bool {
+        let mut st = lock(&self.lane.state);
+        let Some(sender) = st.sender.as_mut() else {
+            return true;
+        };
+        let wake = match sender.drain(&mut self.outcomes) {
+            Ok(wake) => wake,
+            Err(m) => {
+                drop(st);
+                self.died(Some(m));
+                return false;
+            }
+        };
+        if self.outcomes.is_empty() {
+            return true;
+        }
+        let mut done = Vec::with_capacity(self.outcomes.len());
+        for o in self.outcomes.drain(..) {
+            if let Some(i) = st.sent.iter().position(|s| s.id == o.id) {
+                if let Some(s) = st.sent.remove(i) {
+                    done.push((s.job, o));
+                }
+            }
+        }
+        self.lane.set_depth(&st);
+        drop(st);
+        if wake {
+            if let Some(w) = self.worker.as_mut() {
+                let _ = w.wake();
+            }
+        }
+        let mut finished = Vec::with_capacity(done.len());
+        for (job, o) in done {
+            self.learn(o.nanos);
+            let counted = job.finish(outcome_of(o, job.base)).is_some();
+            finished.push((job, counted));
+        }
+        // A run of jobs of one batch is counted down at once (the count is shared
+        // with the other drivers: one atomic operation instead of one per job).
+        let mut run: Option<(&Arc<Latch>, usize)> = None;
+        for (job, counted) in &finished {
+            let Some(b) = job.batch().filter(|_| *counted) else {
+                continue;
+            };
+            match &mut run {
+                Some((r, n)) if Arc::ptr_eq(r, b) => *n += 1,
+                _ => {
+                    if let Some((r, n)) = run.take() {
+                        r.count_down(n);
+                    }
+                    run = Some((b, 1));
+                }
+            }
+        }
+        if let Some((r, n)) = run {
+            r.count_down(n);
+        }
+        true
+    }
+
+    /// Completes a job whose result came over the socket.
+    fn finish(&mut self, id: u64, outcome: Result<Vec<u8>, MessageFailure>) {
+        let mut st = lock(&self.lane.state);
+        let Some(i) = st.sent.iter().position(|s| s.id == id) else {
+            return;
+        };
+        let Some(s) = st.sent.remove(i) else { return };
+        self.lane.set_depth(&st);
+        drop(st);
+        let base = s.job.base;
+        s.job
+            .complete(outcome.map(Bytes::from).map_err(|f| f.into_error(base)));
+    }
+
+    /// Keeps the lane filled and completes jobs until it is empty (or the worker
+    /// died).
+    fn pump(&mut self) {
+        loop {
+            if !self.collect() {
+                return;
+            }
+            if lock(&self.lane.state).sent.is_empty() {
+                return;
+            }
+            self.fill(None);
+            let asleep = {
+                let st = lock(&self.lane.state);
+                if st.sent.is_empty() {
+                    return; // taken back meanwhile
+                }
+                match &st.sender {
+                    Some(s) => {
+                        // Wake me once half of the lane is done.
+                        let mid = st.sent[st.sent.len() / 2].id;
+                        s.set_refill_at(mid);
+                        s.sleep()
+                    }
+                    None => true,
+                }
+            };
+            if !asleep {
+                continue;
+            }
+            let Some(w) = self.worker.as_mut() else {
+                return;
+            };
+            let got = w.recv_any(Wait::timeout(WAKE));
+            if let Some(s) = &lock(&self.lane.state).sender {
+                s.awake();
+            }
+            match got {
+                Ok(FromWorker::Wake) | Err(Lost::Timeout) => {}
+                Ok(FromWorker::Done { id, outcome }) => self.finish(id, outcome),
+                Ok(other) => {
+                    self.died(Some(format!("unexpected message {other:?}")));
+                    return;
+                }
+                Err(Lost::Closed) => {
+                    self.died(None);
+                    return;
+                }
+                Err(Lost::Garbled(m)) => {
+                    self.died(Some(m));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The worker died (or sent garbage: `garbled`, then it is killed): reaps it,
+    /// completes the jobs it finished, fails the one it began (`WorkerDied`, or
+    /// `Protocol` for garbage), and puts the ones it never began back in the
+    /// queue for another worker.
+    fn died(&mut self, garbled: Option<String>) {
+        let Some(mut w) = self.worker.take() else {
+            return;
+        };
+        // From here on nobody may signal its pid (it is about to be reaped).
+        lock(&self.lane.state).live = false;
+        self.set_pid(0);
+        if garbled.is_some() {
+            w.kill();
+        }
+        let died = w.death(0);
+        let mut st = lock(&self.lane.state);
+        let mut outcomes = Vec::new();
+        if let Some(s) = st.sender.as_mut() {
+            let _ = s.drain(&mut outcomes);
+        }
+        let sent: Vec<Sent> = st.sent.drain(..).collect();
+        st.sender = None;
+        self.lane.set_depth(&st);
+        drop(st);
+        let mut results: HashMap<u64, Outcome> = outcomes.into_iter().map(|o| (o.id, o)).collect();
+        let mut back = Vec::new();
+        for s in sent {
+            let base = s.job.base;
+            if let Some(o) = results.remove(&s.id) {
+                s.job.complete(outcome_of(o, base));
+            } else if w.began(s.id) {
+                let e = match &garbled {
+                    Some(m) => TaskError::Protocol(m.clone()),
+                    None => died.clone_for(base),
+                };
+                s.job.complete(Err(e));
+            } else {
+                back.push(s.job);
+            }
+        }
+        drop(w);
+        // It died before it called anything for these: they run elsewhere.
+        self.shared.put_back(back.into_iter(), true);
+    }
+
+    /// Replaces an idle worker seen dead before it is handed jobs (one that dies
+    /// later is caught by its lane's started word).
+    fn check_idle_worker(&mut self) {
+        if self.worker.as_ref().is_some_and(|w| !w.is_running()) {
+            self.died(None);
+        }
+    }
+
+    fn sweep(&mut self, epoch: u64) {
+        if let Some(w) = self.worker.as_mut() {
+            if w.sweep().is_err() {
+                self.died(None); // dead: reaped now, replaced before the next job
+            }
+        }
+        self.shared.sweep_done(self.slot, epoch);
+    }
+}
+
 /// The thread that drives one worker process. Reports whether its first worker
 /// started on `started`.
 pub(crate) fn drive(shared: Arc<Shared>, slot: usize, started: Sender<Result<(), TaskError>>) {
-    let set_pid = |pid: u32| lock(&shared.pids)[slot] = pid;
-    let mut worker = match shared.start_worker_retrying() {
-        Ok(w) => {
-            set_pid(w.pid);
+    let lane = shared.lanes[slot].clone();
+    let mut d = Driver {
+        shared,
+        slot,
+        lane,
+        worker: None,
+        window: 1,
+        average: None,
+        outcomes: Vec::new(),
+    };
+    match d.start_worker() {
+        Ok(()) => {
             let _ = started.send(Ok(()));
-            Some(w)
         }
         Err(e) => {
             let _ = started.send(Err(e));
-            shared.driver_gone(slot);
+            d.shared.driver_gone(slot);
             return;
         }
-    };
+    }
     drop(started);
-    let mut next_id = 0u64;
     loop {
-        let job = match shared.next_work(slot) {
+        let job = match d.shared.next_work(slot) {
             Work::Job(job) => job,
             Work::Sweep(epoch) => {
-                if let Some(mut w) = worker.take() {
-                    if w.sweep().is_ok() {
-                        worker = Some(w);
-                    } else {
-                        set_pid(0); // dead: reaped now, replaced before the next job
-                    }
-                }
-                shared.sweep_done(slot, epoch);
+                d.sweep(epoch);
                 continue;
             }
             Work::Stop => break,
@@ -253,67 +683,22 @@ pub(crate) fn drive(shared: Arc<Shared>, slot: usize, started: Sender<Result<(),
         if !job.is_pending() {
             continue; // cancelled while queued
         }
-        // A worker seen dead while idle is replaced before it is handed a job (one
-        // that dies after this check is caught by its started page, below).
-        if let Some(w) = worker.take() {
-            if w.is_running() {
-                worker = Some(w);
-            } else {
-                set_pid(0); // before reaping: `Pool::drop` may signal listed pids
-                drop(w); // reaps it and kills what is left of its group
+        d.check_idle_worker();
+        if d.worker.is_none() {
+            if let Err(e) = d.start_worker() {
+                job.complete(Err(e));
+                continue;
             }
         }
-        let w = match worker {
-            Some(ref mut w) => w,
-            None => match shared.start_worker_retrying() {
-                Ok(w) => {
-                    set_pid(w.pid);
-                    worker.insert(w)
-                }
-                Err(e) => {
-                    job.complete(Err(e));
-                    continue;
-                }
-            },
-        };
-        if !job.start(w.pid) {
-            continue; // cancelled meanwhile
-        }
-        next_id += 1;
-        let payload = job.take_payload();
-        let sent = w.send_task(next_id, job.task, &payload);
-        let outcome = match sent.and_then(|()| w.recv(Wait::Forever)) {
-            Ok((_, Ok(bytes))) => Ok(bytes),
-            Ok((_, Err(failure))) => Err(failure.into_error(job.base)),
-            Err(Lost::Garbled(m)) => {
-                job.ending();
-                set_pid(0);
-                w.kill();
-                w.death(job.base);
-                worker = None;
-                Err(TaskError::Protocol(m))
-            }
-            Err(Lost::Closed | Lost::Timeout) => {
-                job.ending();
-                set_pid(0);
-                let died = w.death(job.base); // reaped: it stores nothing more
-                let began = w.began(next_id);
-                worker = None; // replaced before the next job
-                if !began {
-                    // It died before it called anything: the task runs elsewhere.
-                    shared.requeue(job, payload);
-                    continue;
-                }
-                Err(died)
-            }
-        };
-        job.complete(outcome);
+        d.fill(Some(job));
+        d.pump();
     }
-    if let Some(mut w) = worker {
-        set_pid(0);
+    if let Some(mut w) = d.worker.take() {
+        lock(&d.lane.state).live = false;
+        d.set_pid(0);
         w.shutdown(Duration::from_secs(2));
     }
-    shared.driver_gone(slot);
+    d.shared.driver_gone(slot);
 }
 
 #[cfg(test)]
@@ -331,27 +716,35 @@ mod tests {
     }
 
     /// A job whose worker died before beginning it goes back to the head of the
-    /// queue with its payload, until too many workers died so; a closed pool fails
-    /// it instead, and a cancelled one is reported cancelled.
+    /// queue with its payload, until too many workers died so; one taken back
+    /// from a live worker's lane is not counted; a closed pool fails it instead,
+    /// and a cancelled one is reported cancelled.
     #[test]
     fn requeue_until_too_many_workers_died() {
-        let shared = Shared::new(1, Launch::Spawn);
+        let shared = Shared::new(1, Launch::Spawn, true);
+        let lane = shared.lanes[0].clone();
         let j = job();
-        for lost in 1..=MAX_LOST_DELIVERIES {
-            assert!(j.start(42));
-            let payload = j.take_payload();
-            j.ending();
-            shared.requeue(j.clone(), payload);
+        let send_and_lose = |lost: bool| {
+            assert!(j.start(&lane));
+            shared.put_back(std::iter::once(j.clone()), lost);
             let mut q = lock(&shared.queue);
             let back = q.jobs.pop_front().expect("requeued");
-            assert!(Arc::ptr_eq(&back, &j), "after {lost} lost deliveries");
+            assert!(Arc::ptr_eq(&back, &j));
+            assert!(q.jobs.is_empty(), "queued once");
             drop(q);
             assert!(j.is_pending() && !j.is_done());
+        };
+        for _ in 1..=MAX_LOST_DELIVERIES {
+            send_and_lose(true);
+            send_and_lose(false); // taken back from a live lane: not counted
         }
-        assert!(j.start(42));
-        let payload = j.take_payload();
-        assert_eq!(payload, vec![1, 2, 3], "the payload came back every time");
-        shared.requeue(j.clone(), payload);
+        assert!(j.start(&lane));
+        assert_eq!(
+            j.with_payload(<[u8]>::to_vec),
+            vec![1, 2, 3],
+            "the payload stays"
+        );
+        shared.put_back(std::iter::once(j.clone()), true);
         assert!(lock(&shared.queue).jobs.is_empty());
         match j.wait(None) {
             Err(TaskError::NotStarted { task: 3, workers }) => {
@@ -360,19 +753,28 @@ mod tests {
             other => panic!("expected NotStarted, got {other:?}"),
         }
 
+        // Several at once keep their order at the head of the queue.
+        let (a, b) = (job(), job());
+        for x in [&a, &b] {
+            assert!(x.start(&lane));
+        }
+        shared.put_back([a.clone(), b.clone()].into_iter(), true);
+        {
+            let q = lock(&shared.queue);
+            assert!(Arc::ptr_eq(&q.jobs[0], &a) && Arc::ptr_eq(&q.jobs[1], &b));
+        }
+        lock(&shared.queue).jobs.clear();
+
         let j = job();
-        assert!(j.start(42));
-        let payload = j.take_payload();
+        assert!(j.start(&lane));
         shared.close();
-        shared.requeue(j.clone(), payload);
+        shared.put_back(std::iter::once(j.clone()), true);
         assert!(matches!(j.wait(None), Err(TaskError::PoolClosed)));
 
         let j = job();
-        assert!(j.start(42));
-        let payload = j.take_payload();
-        j.ending();
-        assert!(j.cancel());
-        shared.requeue(j.clone(), payload);
+        assert!(j.start(&lane));
+        assert!(j.cancel()); // not in the lane's list: nothing to take back or kill
+        shared.put_back(std::iter::once(j.clone()), true);
         assert!(matches!(
             j.wait(None),
             Err(TaskError::Cancelled { task: 3 })

@@ -16,15 +16,18 @@
 //! }
 //! ```
 //!
-//! Layout: `driver` (one thread per worker: start, send, wait, replace), `job` (a
-//! chunk's state machine and the batch latch), `results` (futures, map results,
-//! `imap`), `kernel` (partitions, kernels, [`ArrayHandle`]), `sweep` (idle workers
-//! let go of segments this process removes); the attach cache and the
-//! part trampolines live in `process` (the worker side).
+//! Layout: `driver` (one thread per worker: start, fill its lane, collect
+//! results, replace), `lanes` (which jobs wait in which worker's lane; taking
+//! them back), `job` (a chunk's state machine and the batch latch), `results`
+//! (futures, map results, `imap`), `kernel` (partitions, kernels,
+//! [`ArrayHandle`]), `sweep` (idle workers let go of segments this process
+//! removes); the lanes' shared memory, the attach cache and the part trampolines
+//! live in `process` (the worker side).
 
 mod driver;
 mod job;
 mod kernel;
+mod lanes;
 mod results;
 mod sweep;
 
@@ -55,30 +58,46 @@ const DROP_GRACE: Duration = Duration::from_secs(2);
 /// A pool of worker processes: Python's `Pool` / `ProcessPoolExecutor`, plus
 /// in-place parallel kernels over shared arrays.
 ///
-/// Each worker process is driven by one thread of the pool, which starts it, takes
-/// jobs from a shared queue, sends them, and waits for the result. A job is a
-/// *chunk* of inputs (`chunksize`) run through a plain `fn`; each input's panic is
-/// caught and reported for that input alone. If the worker dies mid-job (a signal,
-/// `exit`), the job's inputs fail with [`TaskError::WorkerDied`], a fresh worker
-/// replaces it, and the queue goes on: nothing hangs. Dropping the pool asks every
-/// worker to exit, kills the ones that do not, and reaps all of them.
+/// Each worker process is driven by one thread of the pool, which starts it, keeps
+/// its *lane* filled with jobs from a shared queue, and collects the results. A
+/// job is a *chunk* of inputs (`chunksize`) run through a plain `fn`; each input's
+/// panic is caught and reported for that input alone. If the worker dies mid-job
+/// (a signal, `exit`), that job's inputs fail with [`TaskError::WorkerDied`], a
+/// fresh worker replaces it, and the queue goes on: nothing hangs. Dropping the
+/// pool asks every worker to exit, kills the ones that do not, and reaps all of
+/// them.
+///
+/// # Dispatch: several jobs per worker
+/// A worker's lane is a shared-memory ring of jobs (and one of results) between
+/// the pool and that worker, so a worker goes from one job to the next without a
+/// round trip, and neither side makes a system call per job while both are busy
+/// (the socket carries a wake-up only when the other side sleeps, and tells each
+/// side at once when the other died). How many jobs wait in a lane follows how
+/// long jobs take: about 200 µs of work (at most 1024 jobs) while they are short,
+/// one at a time once they take longer than that. A worker's thread takes at
+/// most its share of the queue, so work spreads over the workers; and when a
+/// worker has been on one job for a millisecond while others wait behind it in
+/// its lane, an idle worker's thread takes those back and runs them. Inputs or
+/// outcomes larger than 32 KiB go over the socket instead, one job at a time.
 ///
 /// # When a worker dies: which tasks fail
 /// A job runs **at most once**, and fails with [`TaskError::WorkerDied`] only if
 /// its worker *began* it. Before a worker calls anything for a job it records the
-/// job's id in a word it shares with the pool (a sealed memfd mapped by both), and
-/// the pool reads that word once it has seen the worker die:
+/// job's id in a word of its lane (ids grow), and the pool reads that word once it
+/// has seen the worker die:
 /// - the worker died running the job (the word names it): the job's inputs fail
 ///   with `WorkerDied` and are never run again, since they may have had effects;
-/// - the worker died before beginning it (killed while idle, before the pool
-///   noticed; or between receiving the job and starting it): the job did not run,
-///   so it goes back to the head of the queue and runs on a live worker or the
-///   replacement. After 5 such deaths in a row the job fails with
-///   [`TaskError::NotStarted`] instead of looping (something is killing every new
-///   worker).
+/// - the worker died before beginning it (the jobs waiting behind the running one
+///   in its lane; a job sent to a worker killed while idle, before the pool
+///   noticed): the job did not run, so it goes back to the head of the queue and
+///   runs on a live worker or the replacement. After 5 such deaths in a row the
+///   job fails with [`TaskError::NotStarted`] instead of looping (something is
+///   killing every new worker).
 ///
-/// Jobs queued behind a dying worker are never affected: a worker holds one job at
-/// a time. A cancelled job is reported `Cancelled`, whether it had begun or not.
+/// Results a worker published before it died are kept. A cancelled job is
+/// reported `Cancelled`, whether it had begun or not; cancelling a job that waits
+/// in a lane takes it back (it never runs, and the worker is not disturbed),
+/// while cancelling the job a worker runs kills that worker.
 ///
 /// # Removed segments
 /// Workers keep the arrays their tasks attached mapped (see [`ArrayHandle`]), and a
@@ -188,6 +207,19 @@ impl Pool {
     /// a worker does not come up (spawn needs [`init`](crate::process::init) first
     /// in `main`); [`TaskError::Io`] if a process or thread cannot be created.
     pub fn with_method(n: usize, method: StartMethod) -> Result<Pool, TaskError> {
+        Pool::build(n, method, true)
+    }
+
+    /// A pool whose workers get no shared-memory lane: one task in flight per
+    /// worker, over its socket. This is what a pool falls back to when a lane
+    /// cannot be made (`memfd_create` refused), and how the pool dispatched
+    /// before lanes existed: for benchmarks and tests, not for use.
+    #[doc(hidden)]
+    pub fn without_lanes(n: usize, method: StartMethod) -> Result<Pool, TaskError> {
+        Pool::build(n, method, false)
+    }
+
+    fn build(n: usize, method: StartMethod, with_lanes: bool) -> Result<Pool, TaskError> {
         let n = if n == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -197,7 +229,7 @@ impl Pool {
             StartMethod::Spawn => Launch::Spawn,
             StartMethod::Fork => Launch::Server(Arc::new(ForkServer::start()?)),
         };
-        let shared = Arc::new(Shared::new(n, launch));
+        let shared = Shared::new(n, launch, with_lanes);
         sweep::register(&shared);
         let mut pool = Pool {
             shared: shared.clone(),
@@ -239,15 +271,26 @@ impl Pool {
             .collect()
     }
 
-    fn enqueue(&self, job: Arc<Job>) -> Result<Arc<Job>, TaskError> {
-        let mut q = lock(&self.shared.queue);
-        if q.closed {
-            return Err(TaskError::PoolClosed);
-        }
-        q.jobs.push_back(job.clone());
-        drop(q);
-        self.shared.ready.notify_one();
-        Ok(job)
+    /// How many jobs each worker's lane holds (sent to the worker, not finished):
+    /// for tests that need tasks waiting in a lane, not for use.
+    #[doc(hidden)]
+    pub fn lane_depths(&self) -> Vec<usize> {
+        self.shared.lanes.iter().map(|l| l.depth()).collect()
+    }
+
+    /// A chunk's job, not queued yet.
+    fn chunk<A: Serialize, R>(
+        base: usize,
+        task: TaskOffsets,
+        inputs: &[A],
+        batch: Option<Arc<Latch>>,
+    ) -> Result<Chunk<R>, TaskError> {
+        let payload = encode(inputs).map_err(|message| TaskError::Serialization { message })?;
+        Ok(Chunk {
+            job: Job::new(base, task, payload, batch),
+            len: inputs.len(),
+            _r: PhantomData,
+        })
     }
 
     pub(crate) fn submit_chunk<A: Serialize, R>(
@@ -257,12 +300,9 @@ impl Pool {
         inputs: &[A],
         batch: Option<Arc<Latch>>,
     ) -> Result<Chunk<R>, TaskError> {
-        let payload = encode(inputs).map_err(|message| TaskError::Serialization { message })?;
-        Ok(Chunk {
-            job: self.enqueue(Job::new(base, task, payload, batch))?,
-            len: inputs.len(),
-            _r: PhantomData,
-        })
+        let chunk = Pool::chunk(base, task, inputs, batch)?;
+        self.shared.enqueue(std::slice::from_ref(&chunk.job))?;
+        Ok(chunk)
     }
 
     /// Runs `f(arg)` in a worker; returns a future (Python's `executor.submit`).
@@ -348,19 +388,32 @@ impl Pool {
     ) -> Result<MapResult<R>, TaskError> {
         let task = task.offsets()?;
         let cs = chunksize.max(1);
-        let latch = Latch::new(inputs.len().div_ceil(cs));
-        let mut chunks = Vec::with_capacity(inputs.len().div_ceil(cs));
+        let n = inputs.len().div_ceil(cs);
+        let latch = Latch::new(n);
+        let mut chunks: Vec<Chunk<R>> = Vec::with_capacity(n);
+        // Queued in growing groups (one lock and at most one wake-up each), so
+        // workers start on the first chunks while later ones are encoded.
+        let (mut queued, mut group) = (0, 16);
         for (i, c) in inputs.chunks(cs).enumerate() {
-            match self.submit_chunk(i * cs, task, c, Some(latch.clone())) {
-                Ok(chunk) => chunks.push(chunk),
-                Err(e) => {
-                    // Nothing waits for a batch that is not returned: cancel what
-                    // was queued so it does not run.
-                    for c in &chunks {
-                        c.job.cancel();
-                    }
-                    return Err(e);
+            let chunk = Pool::chunk(i * cs, task, c, Some(latch.clone()));
+            let chunk = chunk.and_then(|chunk| {
+                chunks.push(chunk);
+                if chunks.len() - queued < group && chunks.len() < n {
+                    return Ok(());
                 }
+                let jobs: Vec<Arc<Job>> = chunks[queued..].iter().map(|c| c.job.clone()).collect();
+                self.shared.enqueue(&jobs)?;
+                queued = chunks.len();
+                group = (group * 2).min(1024);
+                Ok(())
+            });
+            if let Err(e) = chunk {
+                // Nothing waits for a batch that is not returned: cancel what was
+                // queued so it does not run.
+                for c in &chunks[..queued] {
+                    c.job.cancel();
+                }
+                return Err(e);
             }
         }
         Ok(MapResult { chunks, latch })

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::job::{Job, Latch};
 use super::Pool;
+use crate::process::lane::Bytes;
 use crate::process::{decode, ItemOutcome, TaskError, TaskOffsets};
 use crate::sync::Wait;
 
@@ -56,6 +57,29 @@ impl<R: DeserializeOwned> Chunk<R> {
     }
 }
 
+impl<R: DeserializeOwned> Chunk<R> {
+    /// Appends the finished chunk's results to `out`; the first failed input's
+    /// error instead, if any.
+    fn take_into(
+        &self,
+        outcome: Result<Bytes, TaskError>,
+        out: &mut Vec<R>,
+    ) -> Result<(), TaskError> {
+        let base = self.job.base;
+        match outcome {
+            Ok(bytes) => {
+                let items: Vec<ItemOutcome<R>> =
+                    decode(&bytes).map_err(|message| TaskError::Serialization { message })?;
+                for (i, r) in items.into_iter().enumerate() {
+                    out.push(r.map_err(|f| f.into_error(base + i))?);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.clone_for(base)),
+        }
+    }
+}
+
 /// The result of [`Pool::submit`] (Python's `concurrent.futures.Future`).
 #[must_use = "a TaskFuture does nothing unless its result is collected (or it is cancelled)"]
 #[derive(Debug)]
@@ -94,8 +118,10 @@ impl<R: DeserializeOwned> TaskFuture<R> {
         self.chunk.job.is_done()
     }
 
-    /// Cancels the task: a queued task never runs; a running task's worker is
-    /// killed with its process group (whatever the task started) and replaced.
+    /// Cancels the task: a task still waiting (in the pool's queue, or in a
+    /// worker's lane behind the task it runs) never runs; a running task's
+    /// worker is killed with its process group (whatever the task started) and
+    /// replaced.
     /// Returns at once, false if the task had already finished. The future then
     /// completes with [`TaskError::Cancelled`] as soon as the pool has seen the
     /// worker die: at once, or within about 50 ms when a process the task started
@@ -150,16 +176,40 @@ impl<R: DeserializeOwned> MapResult<R> {
     }
 
     fn get_within(&self, timeout: Option<Duration>) -> Result<Vec<R>, TaskError> {
-        if !self.latch.wait(Wait::optional(timeout)) {
-            return Err(TaskError::Timeout(timeout.unwrap_or_default()));
-        }
-        let mut out = Vec::new();
-        for c in &self.chunks {
-            for r in c.results(None)? {
-                out.push(r?);
+        if timeout.is_some() {
+            // A timeout must leave every result in place for the next call.
+            if !self.latch.wait(Wait::optional(timeout)) {
+                return Err(TaskError::Timeout(timeout.unwrap_or_default()));
             }
         }
-        Ok(out)
+        // Results are taken in input order as their chunks finish, while later
+        // chunks still run (woken every `STEP` finished chunks, not per chunk).
+        const STEP: usize = 1024;
+        let mut out = Vec::with_capacity(self.chunks.iter().map(|c| c.len).sum());
+        let mut first_error = None;
+        for c in &self.chunks {
+            let outcome = loop {
+                match c.job.try_take() {
+                    Some(o) => break o,
+                    None => {
+                        let target = self.latch.left().saturating_sub(STEP);
+                        self.latch.wait_for(target, Wait::Forever);
+                    }
+                }
+            };
+            if first_error.is_some() {
+                continue;
+            }
+            if let Err(e) = c.take_into(outcome, &mut out) {
+                first_error = Some(e);
+            }
+        }
+        // Like before: `map` returns once every chunk has finished.
+        self.latch.wait(Wait::Forever);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 }
 

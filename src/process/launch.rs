@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::error::{MessageFailure, TaskError};
-use super::started::StartedPage;
+use super::lane::LaneMem;
 use super::task::{image, TaskOffsets};
 use super::waiting::lock;
 use super::wire::{Channel, FromWorker, Lost, ToWorker};
@@ -45,9 +45,10 @@ enum Reaper {
 pub(crate) struct Worker {
     pub(crate) pid: u32,
     chan: Channel,
-    /// Where the worker records the task it begins; `None` if no page could be
-    /// made (then every task sent counts as begun).
-    started: Option<StartedPage>,
+    /// The lane shared with the worker (where it records the task it begins, and
+    /// the rings); `None` if none could be made (then every task sent counts as
+    /// begun, and tasks go over the socket one at a time).
+    lane: Option<Arc<LaneMem>>,
     reaper: Reaper,
     /// How it ended, once reaped.
     exit: Option<Exit>,
@@ -77,16 +78,17 @@ fn running(pid: u32, reaper: &Reaper, exit: &Option<Exit>) -> bool {
 impl Worker {
     /// Spawns a worker (re-executes this program) from the calling thread, which
     /// must outlive it: the worker is SIGKILLed when that thread exits.
-    pub(crate) fn spawn() -> Result<Worker, TaskError> {
+    /// `lane`: give it a lane (else tasks go over the socket one at a time).
+    pub(crate) fn spawn(lane: bool) -> Result<Worker, TaskError> {
         let (pid, ours) = spawn_child()?;
-        Worker::connect(pid, ours, Reaper::Us)
+        Worker::connect(pid, ours, Reaper::Us, lane)
     }
 
     /// Spawns a worker from the process-wide launcher thread (which lives as long
     /// as the process), so the worker does not die with the calling thread.
     pub(crate) fn spawn_detached() -> Result<Worker, TaskError> {
         let (pid, ours) = on_launcher(spawn_child)??;
-        Worker::connect(pid, ours, Reaper::Us)
+        Worker::connect(pid, ours, Reaper::Us, true)
     }
 
     /// Forks a worker from this process, which must be single-threaded.
@@ -103,20 +105,25 @@ impl Worker {
         let ours = ours
             .take()
             .ok_or_else(|| TaskError::Protocol("socket lost".into()))?;
-        Worker::connect(pid, ours, Reaper::Us)
+        Worker::connect(pid, ours, Reaper::Us, true)
     }
 
     /// Has the fork server fork a worker.
-    pub(crate) fn from_server(server: &Arc<ForkServer>) -> Result<Worker, TaskError> {
+    pub(crate) fn from_server(server: &Arc<ForkServer>, lane: bool) -> Result<Worker, TaskError> {
         let (pid, ours) = server.fork_worker()?;
-        Worker::connect(pid, ours, Reaper::Server(server.clone()))
+        Worker::connect(pid, ours, Reaper::Server(server.clone()), lane)
     }
 
-    fn connect(pid: u32, stream: UnixStream, reaper: Reaper) -> Result<Worker, TaskError> {
-        // The started page goes first, in the first byte, before the handshake. A
-        // memfd can fail (limits, seccomp); the worker then runs without one.
-        let started = StartedPage::new().ok();
-        let setup = sys::send_fd(&stream, b'S', started.as_ref().map(|p| p.as_fd()))
+    fn connect(
+        pid: u32,
+        stream: UnixStream,
+        reaper: Reaper,
+        lane: bool,
+    ) -> Result<Worker, TaskError> {
+        // The lane goes first, in the first byte, before the handshake. A memfd
+        // can fail (limits, seccomp); the worker then runs without one.
+        let lane = lane.then(LaneMem::new).and_then(Result::ok).map(Arc::new);
+        let setup = sys::send_fd(&stream, b'S', lane.as_ref().and_then(|l| l.fd()))
             .and_then(|()| Channel::new(stream, Some(WAKE)));
         let chan = match setup {
             Ok(c) => c,
@@ -128,7 +135,7 @@ impl Worker {
         let mut w = Worker {
             pid,
             chan,
-            started,
+            lane,
             reaper,
             exit: None,
             finished: false,
@@ -139,7 +146,14 @@ impl Worker {
         };
         let answer = w.send(&hello).and_then(|()| w.recv_msg(deadline));
         match answer {
-            Ok(FromWorker::Ready { .. }) => Ok(w),
+            Ok(FromWorker::Ready { lane, .. }) => {
+                if !lane {
+                    // It could not map the lane: one task at a time over the
+                    // socket, each counted as begun.
+                    w.lane = None;
+                }
+                Ok(w)
+            }
             Ok(FromWorker::Refused { worker }) => Err(TaskError::DifferentExecutable {
                 parent: image().to_string(),
                 worker: worker.to_string(),
@@ -160,9 +174,31 @@ impl Worker {
         self.chan.send(msg, &mut || running(pid, reaper, exit))
     }
 
-    fn recv_msg(&mut self, deadline: Wait) -> Result<FromWorker, Lost> {
+    /// The next message, including wake-ups.
+    pub(crate) fn recv_any(&mut self, deadline: Wait) -> Result<FromWorker, Lost> {
         let (pid, reaper, exit) = (self.pid, &self.reaper, &self.exit);
         self.chan.recv(deadline, &mut || running(pid, reaper, exit))
+    }
+
+    /// The next message other than a wake-up (one can be left over from the
+    /// lane's sleeping handshake at any time).
+    fn recv_msg(&mut self, deadline: Wait) -> Result<FromWorker, Lost> {
+        loop {
+            match self.recv_any(deadline)? {
+                FromWorker::Wake => {}
+                m => return Ok(m),
+            }
+        }
+    }
+
+    /// The lane shared with the worker, if it has one.
+    pub(crate) fn lane(&self) -> Option<&Arc<LaneMem>> {
+        self.lane.as_ref()
+    }
+
+    /// Wakes the worker, which sleeps on its socket (see `lane`).
+    pub(crate) fn wake(&mut self) -> Result<(), Lost> {
+        self.send(&ToWorker::Wake)
     }
 
     /// Sends task message `id` (its inputs already encoded); ids must grow. `Err`:
@@ -183,10 +219,10 @@ impl Worker {
     }
 
     /// After the worker died (and was reaped, see [`death`](Self::death)): whether it
-    /// had begun task message `id`. `false` means it never called the task's
-    /// function, so the task may run elsewhere; without a started page, `true`.
+    /// had begun task `id`. `false` means it never called the task's function, so
+    /// the task may run elsewhere; without a lane, `true`.
     pub(crate) fn began(&self, id: u64) -> bool {
-        self.started.as_ref().is_none_or(|p| p.began(id))
+        self.lane.as_ref().is_none_or(|l| l.began(id))
     }
 
     /// Has the idle worker drop cached mappings of removed or replaced segments,

@@ -7,16 +7,17 @@
 //!
 //! Layout: `task` (typed task functions and trampolines, the same-object check),
 //! `wire` (codec, messages, framed channel), `worker` (the worker side), `launch`
-//! (the parent side of a worker: spawn, fork, liveness, kill), `started` (the word
-//! in which a worker records the task it begins), `zygote` (the fork server of fork
-//! pools), `child` ([`Process`]), `error` ([`TaskError`]).
+//! (the parent side of a worker: spawn, fork, liveness, kill), `lane` (the shared
+//! memory between the pool and one worker: the word in which the worker records
+//! the task it begins, and the task and result rings), `zygote` (the fork server
+//! of fork pools), `child` ([`Process`]), `error` ([`TaskError`]).
 
 mod cache;
 mod child;
 mod error;
+pub(crate) mod lane;
 mod launch;
 mod parts;
-mod started;
 mod task;
 mod waiting;
 mod wire;
@@ -33,7 +34,7 @@ pub(crate) use launch::Worker;
 pub(crate) use parts::Part;
 pub(crate) use task::{run_chunk, ItemOutcome, TaskFn, TaskOffsets};
 pub(crate) use waiting::{lock, wait_until};
-pub(crate) use wire::{decode, encode, Lost};
+pub(crate) use wire::{decode, encode, FromWorker, Lost};
 pub(crate) use zygote::ForkServer;
 
 /// How worker processes are started.

@@ -17,7 +17,8 @@ use crate::sync::Wait;
 /// Serialises `v` with the crate's wire codec (postcard: compact varints, no
 /// schema on the wire; both ends run the same code, checked in the handshake).
 pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, String> {
-    postcard::to_stdvec(v).map_err(|e| e.to_string())
+    // Small messages (most tasks' inputs and outcomes) without regrowing.
+    postcard::to_extend(v, Vec::with_capacity(32)).map_err(|e| e.to_string())
 }
 
 /// Deserialises a value written by [`encode`].
@@ -98,12 +99,17 @@ pub(crate) enum ToWorker<'a> {
     /// `Swept`.
     Sweep,
     Exit,
+    /// Look at the lane again: tasks were published, or room made for results.
+    Wake,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) enum FromWorker {
     Ready {
         pid: u32,
+        /// The worker mapped the lane it was sent (else tasks must come over the
+        /// socket, and every task sent counts as begun).
+        lane: bool,
     },
     Refused {
         worker: Image,
@@ -114,6 +120,9 @@ pub(crate) enum FromWorker {
     },
     /// Answer to `Sweep`.
     Swept,
+    /// Look at the lane again: results were published (or the worker waits for
+    /// room for one).
+    Wake,
 }
 
 /// Why a channel operation gave up.

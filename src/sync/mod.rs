@@ -17,6 +17,8 @@
 //!   kernel-released file locks.
 //! - `RawEvent`, `BarrierState`: an event flag and the logic of a reusable N-process
 //!   barrier.
+//! - `steps`: step counters with which ranks sharing rows wait only for the ranks
+//!   whose rows they read (the `mpi` module's halo exchange).
 //!
 //! The named objects built on these live in `objects`; the lock guards they hand
 //! out ([`ArrayGuard`], [`ArrayReadGuard`], [`ValueGuard`]) live here, with the
@@ -31,6 +33,10 @@ pub(crate) mod members;
 pub(crate) mod mutex;
 mod rwcore;
 mod rwlock;
+// Used by the `mpi` module's distributed arrays; unit and loom tests run without it.
+#[cfg(any(feature = "mpi", test))]
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) mod steps;
 mod wait;
 
 pub(crate) use barrier::BarrierState;
