@@ -9,6 +9,12 @@
 //!
 //! Children are this binary re-executed with `SHMARRAY_QBENCH_CHILD`.
 //! Run: `cargo bench --bench queue`.
+//!
+//! Instruction counts (load-independent, for before/after comparisons of the fast
+//! path): `SHMARRAY_QBENCH_CHILD=ops:N:K` runs N rounds of K one-at-a-time puts then
+//! K gets in one process (`ops1` does the same with `put_slice`/`get_into` of K
+//! items); run it under `valgrind --tool=callgrind` for two N and divide the
+//! difference of the totals by the difference of the item counts.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -79,6 +85,34 @@ fn child(spec: &str) {
                 assert!(k > 0);
                 got += k;
             }
+        }
+        ["ops", n, k] => {
+            let (n, k): (u64, u64) = (n.parse().unwrap(), k.parse().unwrap());
+            let q = Queue::<u64>::create_anonymous(4096).unwrap();
+            let mut sum = 0u64;
+            for i in 0..n {
+                for j in 0..k {
+                    q.put(i ^ j).unwrap();
+                }
+                for _ in 0..k {
+                    sum = sum.wrapping_add(q.get().unwrap());
+                }
+            }
+            std::hint::black_box(sum);
+        }
+        ["ops1", n, k] => {
+            let (n, k): (u64, usize) = (n.parse().unwrap(), k.parse().unwrap());
+            let q = Queue::<u64>::create_anonymous(4096).unwrap();
+            let items: Vec<u64> = (0..k as u64).collect();
+            let mut buf = vec![0u64; k];
+            for _ in 0..n {
+                q.put_slice(&items).unwrap();
+                let mut got = 0;
+                while got < k {
+                    got += q.get_into(&mut buf[got..]).unwrap();
+                }
+            }
+            std::hint::black_box(&buf);
         }
         _ => std::process::exit(2),
     }
