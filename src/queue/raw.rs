@@ -559,15 +559,15 @@ impl RawQueue {
         let (_busy, me) = self.begin()?;
         let ring = self.ring();
         let open = ring.header().closed.0.load(Ordering::Acquire) == 0;
-        let pos = match open.then(|| ring.try_claim_put_one(me)).flatten() {
-            Some(pos) => pos,
-            None => self.claim_slow(true, 1, me, wait)?.0,
+        let c = match open.then(|| ring.try_claim_put_one(me)).flatten() {
+            Some(c) => c,
+            None => ring.claimed(self.claim_slow(true, 1, me, wait)?.0),
         };
-        let mut op = Finish::new(self, &ring, me, true, pos, 1);
-        // SAFETY: we own position `pos` (won the head CAS), and hold no other
+        let mut op = Finish::new(self, ring, me, true, c.pos, 1);
+        // SAFETY: we own position `c.pos` (won the head CAS), and hold no other
         // borrow of its payload.
-        let len = fill(unsafe { ring.payload(pos) });
-        ring.publish(pos, len);
+        let len = fill(unsafe { ring.claimed_payload(&c) });
+        ring.publish_claimed(&c, len);
         op.next = op.end;
         Ok(())
     }
@@ -583,15 +583,15 @@ impl RawQueue {
     ) -> Result<R, QueueError> {
         let (_busy, me) = self.begin()?;
         let ring = self.ring();
-        let pos = match ring.try_claim_get_one(me) {
-            Some(pos) => pos,
-            None => self.claim_slow(false, 1, me, wait)?.0,
+        let c = match ring.try_claim_get_one(me) {
+            Some(c) => c,
+            None => ring.claimed(self.claim_slow(false, 1, me, wait)?.0),
         };
-        let mut op = Finish::new(self, &ring, me, false, pos, 1);
-        let len = ring.item_len(pos);
-        // SAFETY: we own position `pos` (won the tail CAS), as in `put_one`.
-        let r = take(unsafe { ring.payload(pos) }, len);
-        ring.release(pos);
+        let mut op = Finish::new(self, ring, me, false, c.pos, 1);
+        let len = ring.claimed_len(&c);
+        // SAFETY: we own position `c.pos` (won the tail CAS), as in `put_one`.
+        let r = take(unsafe { ring.claimed_payload(&c) }, len);
+        ring.release_claimed(&c);
         op.next = op.end;
         Ok(r)
     }
@@ -611,15 +611,15 @@ impl RawQueue {
             Some(r) => r,
             None => self.claim_slow(true, max, me, wait)?,
         };
-        let mut op = Finish::new(self, &ring, me, true, pos, n);
+        let mut op = Finish::new(self, ring, me, true, pos, n);
         for k in 0..n {
-            let p = pos.wrapping_add(k);
+            let c = ring.claimed(pos.wrapping_add(k));
             // SAFETY: we own positions pos..pos+n (won the head CAS; `claim_put`
             // never returns more than `capacity` of them, so their slots are
             // distinct), and the previous payload borrow has ended.
-            let len = fill(k, unsafe { op.ring.payload(p) });
-            op.ring.publish(p, len);
-            op.next = p.wrapping_add(1);
+            let len = fill(k, unsafe { ring.claimed_payload(&c) });
+            ring.publish_claimed(&c, len);
+            op.next = c.pos.wrapping_add(1);
         }
         Ok(n)
     }
@@ -640,14 +640,14 @@ impl RawQueue {
             Some(r) => r,
             None => self.claim_slow(false, max, me, wait)?,
         };
-        let mut op = Finish::new(self, &ring, me, false, pos, n);
+        let mut op = Finish::new(self, ring, me, false, pos, n);
         for k in 0..n {
-            let p = pos.wrapping_add(k);
-            let len = op.ring.item_len(p);
+            let c = ring.claimed(pos.wrapping_add(k));
+            let len = ring.claimed_len(&c);
             // SAFETY: we own positions pos..pos+n (won the tail CAS), as in put_batch.
-            take(k, unsafe { op.ring.payload(p) }, len);
-            op.ring.release(p);
-            op.next = p.wrapping_add(1);
+            take(k, unsafe { ring.claimed_payload(&c) }, len);
+            ring.release_claimed(&c);
+            op.next = c.pos.wrapping_add(1);
         }
         Ok(n)
     }
@@ -766,25 +766,18 @@ fn wake(q: &RawQueue, ring: &Ring<'_>, put: bool, mask: u64) {
 /// `put_with`/`get_with`), the positions not finished are finished here, so this
 /// live process does not hold them forever: unwritten items are published as
 /// lost, unread ones released as abandoned.
-struct Finish<'q, 'r> {
+struct Finish<'q> {
     q: &'q RawQueue,
-    ring: &'r Ring<'q>,
+    ring: Ring<'q>,
     me: u32,
     put: bool,
     next: u64,
     end: u64,
 }
 
-impl<'q, 'r> Finish<'q, 'r> {
+impl<'q> Finish<'q> {
     #[inline]
-    fn new(
-        q: &'q RawQueue,
-        ring: &'r Ring<'q>,
-        me: u32,
-        put: bool,
-        pos: u64,
-        n: u64,
-    ) -> Finish<'q, 'r> {
+    fn new(q: &'q RawQueue, ring: Ring<'q>, me: u32, put: bool, pos: u64, n: u64) -> Finish<'q> {
         Finish {
             q,
             ring,
@@ -796,7 +789,7 @@ impl<'q, 'r> Finish<'q, 'r> {
     }
 }
 
-impl Drop for Finish<'_, '_> {
+impl Drop for Finish<'_> {
     #[inline]
     fn drop(&mut self) {
         if self.next != self.end {
@@ -804,11 +797,11 @@ impl Drop for Finish<'_, '_> {
         }
         self.ring.done(self.me, self.put);
         // A put wakes waiting consumers; a get, waiting producers.
-        wake_waiting(self.q, self.ring, !self.put);
+        wake_waiting(self.q, &self.ring, !self.put);
     }
 }
 
-impl Finish<'_, '_> {
+impl Finish<'_> {
     /// The caller's closure unwound: finish the positions it did not.
     #[cold]
     fn unwind(&mut self) {

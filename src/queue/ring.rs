@@ -246,6 +246,24 @@ fn waiter_bit(me: u32) -> u64 {
     1u64.checked_shl(me).unwrap_or(0)
 }
 
+/// A position claimed by the one-item fast path, with its slot located once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Claimed<'a> {
+    pub(crate) pos: u64,
+    /// The start of the position's slot (from `Ring::slot_ptr`).
+    slot: *mut u8,
+    _ring: std::marker::PhantomData<&'a RingHeader>,
+}
+
+impl<'a> Claimed<'a> {
+    #[inline(always)]
+    fn head(&self) -> &'a SlotHead {
+        // SAFETY: `slot` came from `Ring::slot_ptr` of a ring valid for `'a`: it
+        // starts with an aligned SlotHead, only accessed through atomics.
+        unsafe { &*self.slot.cast::<SlotHead>() }
+    }
+}
+
 /// What a non-blocking step found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Step<T> {
@@ -328,7 +346,7 @@ impl<'a> Ring<'a> {
     /// # Safety
     /// The caller owns the slot for `pos` (won the head or tail CAS for it and has
     /// not yet published/released it), and holds no other reference to this payload.
-    #[inline]
+    #[cfg(test)]
     pub(crate) unsafe fn payload(&self, pos: u64) -> &'a mut [u8] {
         // SAFETY: the payload follows the head inside the slot (`SLOT_HEAD +
         // item_size <= stride`, per `new`); ownership of the slot makes it exclusive
@@ -338,7 +356,7 @@ impl<'a> Ring<'a> {
 
     /// The length stored with the item of `pos`, clamped to the item size (a peer
     /// may have written anything there).
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn item_len(&self, pos: u64) -> usize {
         (self.slot(pos).len.load(Ordering::Relaxed) as usize).min(self.item_size)
     }
@@ -406,10 +424,11 @@ impl<'a> Ring<'a> {
     /// fast path of `claim_put(1, me)` when the slot is free and no other producer
     /// races. `None` does not mean full: call `claim_put`.
     #[inline(always)]
-    pub(crate) fn try_claim_put_one(&self, me: u32) -> Option<u64> {
+    pub(crate) fn try_claim_put_one(&self, me: u32) -> Option<Claimed<'a>> {
         let head = &self.hdr.head.0;
         let pos = head.load(Ordering::Relaxed);
-        if self.slot(pos).seq.load(Ordering::Acquire) != pos {
+        let slot = self.claimed(pos);
+        if slot.head().seq.load(Ordering::Acquire) != pos {
             return None;
         }
         let intent = self.hdr.intents.get(me as usize)?;
@@ -428,17 +447,18 @@ impl<'a> Ring<'a> {
             return None;
         }
         dekker_fence();
-        Some(pos)
+        Some(slot)
     }
 
     /// One attempt at claiming the single position at `tail` for consuming, if its
     /// item is published (not lost): the fast path of `claim_get(1, me)`. `None`
     /// does not mean empty: call `claim_get`.
     #[inline(always)]
-    pub(crate) fn try_claim_get_one(&self, me: u32) -> Option<u64> {
+    pub(crate) fn try_claim_get_one(&self, me: u32) -> Option<Claimed<'a>> {
         let tail = &self.hdr.tail.0;
         let pos = tail.load(Ordering::Relaxed);
-        if self.slot(pos).seq.load(Ordering::Acquire) != pos.wrapping_add(1) {
+        let slot = self.claimed(pos);
+        if slot.head().seq.load(Ordering::Acquire) != pos.wrapping_add(1) {
             return None;
         }
         let intent = self.hdr.intents.get(me as usize)?;
@@ -456,7 +476,7 @@ impl<'a> Ring<'a> {
             return None;
         }
         dekker_fence();
-        Some(pos)
+        Some(slot)
     }
 
     /// Claims up to `max` consecutive published positions for consuming; slots lost
@@ -521,11 +541,59 @@ impl<'a> Ring<'a> {
     }
 
     /// Publishes a produced slot.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn publish(&self, pos: u64, len: u32) {
-        let s = self.slot(pos);
+        Self::publish_in(self.slot(pos), pos, len);
+    }
+
+    #[inline(always)]
+    fn publish_in(s: &SlotHead, pos: u64, len: u32) {
         s.len.store(len, Ordering::Relaxed);
         s.seq.store(pos.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Locates the slot of `pos` once, for the `*_claimed` methods (a position
+    /// claimed with `claim_*` or `try_claim_*_one`).
+    #[inline]
+    pub(crate) fn claimed(&self, pos: u64) -> Claimed<'a> {
+        Claimed {
+            pos,
+            slot: self.slot_ptr(pos),
+            _ring: std::marker::PhantomData,
+        }
+    }
+
+    /// The payload of a claimed slot (see [`payload`](Self::payload)).
+    ///
+    /// # Safety
+    /// As for `payload`: the caller owns `c.pos` and holds no other reference to
+    /// its payload; `c` comes from this ring.
+    #[inline]
+    pub(crate) unsafe fn claimed_payload(&self, c: &Claimed<'a>) -> &'a mut [u8] {
+        // SAFETY: `c.slot` is the start of a slot of this ring (`slot_ptr`), and
+        // the payload follows its head inside the slot (`SLOT_HEAD + item_size <=
+        // stride`, per `new`); exclusive by the caller's claim.
+        unsafe { std::slice::from_raw_parts_mut(c.slot.add(SLOT_HEAD), self.item_size) }
+    }
+
+    /// Publishes a claimed slot (`publish` for `c.pos`).
+    #[inline]
+    pub(crate) fn publish_claimed(&self, c: &Claimed<'a>, len: u32) {
+        Self::publish_in(c.head(), c.pos, len);
+    }
+
+    /// The stored length of a claimed item (`item_len` for `c.pos`).
+    #[inline]
+    pub(crate) fn claimed_len(&self, c: &Claimed<'a>) -> usize {
+        (c.head().len.load(Ordering::Relaxed) as usize).min(self.item_size)
+    }
+
+    /// Releases a claimed slot (`release` for `c.pos`).
+    #[inline]
+    pub(crate) fn release_claimed(&self, c: &Claimed<'a>) {
+        c.head()
+            .seq
+            .store(c.pos.wrapping_add(self.capacity), Ordering::Release);
     }
 
     /// Publishes a claimed slot whose item will never be written, as `LOST`
@@ -830,7 +898,7 @@ mod tests {
                     while i < per {
                         // Every other item through the one-item fast path.
                         let fast = (i % 2 == 0)
-                            .then(|| r.try_claim_put_one(p as u32))
+                            .then(|| r.try_claim_put_one(p as u32).map(|c| c.pos))
                             .flatten()
                             .map(|pos| Step::Done((pos, 1)));
                         let step = fast.unwrap_or_else(|| r.claim_put(3.min(per - i), p as u32));
@@ -857,7 +925,7 @@ mod tests {
                         let mut out = Vec::new();
                         while (out.len() as u64) < per {
                             let fast = (out.len() % 2 == 0)
-                                .then(|| r.try_claim_get_one(10 + c))
+                                .then(|| r.try_claim_get_one(10 + c).map(|c| c.pos))
                                 .flatten()
                                 .map(|pos| Step::Done((pos, 1)));
                             let step = fast.unwrap_or_else(|| r.claim_get(4, 10 + c));
@@ -986,25 +1054,33 @@ mod tests {
     fn the_one_item_fast_path_claims_like_the_full_one() {
         let h = heap_ring(3);
         let ring = h.ring();
-        assert_eq!(ring.try_claim_get_one(1), None, "empty");
-        assert_eq!(ring.try_claim_put_one(0), Some(0));
+        assert_eq!(ring.try_claim_get_one(1).map(|c| c.pos), None, "empty");
+        assert_eq!(ring.try_claim_put_one(0).map(|c| c.pos), Some(0));
         assert!(ring.hdr.intents[0].covers(true, 0), "announced");
         ring.publish(0, 8);
         ring.done(0, true);
         // Producer 5 claims position 1 and dies: the fast path does not skip it.
-        assert_eq!(ring.try_claim_put_one(5), Some(1));
-        assert_eq!(ring.try_claim_put_one(0), Some(2));
+        assert_eq!(ring.try_claim_put_one(5).map(|c| c.pos), Some(1));
+        assert_eq!(ring.try_claim_put_one(0).map(|c| c.pos), Some(2));
         ring.publish(2, 8);
         ring.done(0, true);
-        assert_eq!(ring.try_claim_put_one(0), None, "full (3 slots)");
-        assert_eq!(ring.try_claim_get_one(1), Some(0));
+        assert_eq!(
+            ring.try_claim_put_one(0).map(|c| c.pos),
+            None,
+            "full (3 slots)"
+        );
+        assert_eq!(ring.try_claim_get_one(1).map(|c| c.pos), Some(0));
         assert!(ring.hdr.intents[1].covers(false, 0));
         ring.release(0);
         ring.done(1, false);
-        assert_eq!(ring.try_claim_get_one(1), None, "position 1 is unpublished");
+        assert_eq!(
+            ring.try_claim_get_one(1).map(|c| c.pos),
+            None,
+            "position 1 is unpublished"
+        );
         assert!(ring.recover_dead_producer(|m| m == 5));
         assert_eq!(
-            ring.try_claim_get_one(1),
+            ring.try_claim_get_one(1).map(|c| c.pos),
             None,
             "a lost slot is claim_get's"
         );
@@ -1016,7 +1092,7 @@ mod tests {
         ring.release(2);
         ring.done(1, false);
         // Positions 3 and 4 fit again; the capacity is not a power of two here.
-        assert_eq!(ring.try_claim_put_one(0), Some(3));
+        assert_eq!(ring.try_claim_put_one(0).map(|c| c.pos), Some(3));
         assert_eq!(ring.slot(3).seq.load(Ordering::Relaxed), 3);
         assert!(std::ptr::eq(ring.slot(3), ring.slot(0)));
     }
@@ -1190,15 +1266,17 @@ mod tests {
                 }
                 ring.done(2, false);
             }
-            if let Some(pos) = ring.try_claim_put_one(3) {
+            if let Some(c) = ring.try_claim_put_one(3) {
                 // SAFETY: claimed (as far as this process can tell).
-                unsafe { ring.payload(pos) }.fill(9);
-                ring.publish(pos, pick() as u32);
+                let p = unsafe { ring.claimed_payload(&c) };
+                assert_eq!(p.len(), ITEM);
+                p.fill(9);
+                ring.publish_claimed(&c, pick() as u32);
                 ring.done(3, true);
             }
-            if let Some(pos) = ring.try_claim_get_one(4) {
-                assert!(ring.item_len(pos) <= ITEM);
-                ring.release(pos);
+            if let Some(c) = ring.try_claim_get_one(4) {
+                assert!(ring.claimed_len(&c) <= ITEM);
+                ring.release_claimed(&c);
                 ring.done(4, false);
             }
             let _ = ring.idle(pick() & 1 == 0);
@@ -1290,7 +1368,7 @@ mod loom_tests {
     /// Puts one item, through the one-item fast path first (as `raw.rs` does).
     fn put(r: &Ring<'_>, v: u8, me: u32) {
         loop {
-            let fast = r.try_claim_put_one(me).map(|pos| Step::Done((pos, 1)));
+            let fast = r.try_claim_put_one(me).map(|c| Step::Done((c.pos, 1)));
             if let Step::Done((pos, _)) = fast.unwrap_or_else(|| r.claim_put(1, me)) {
                 // SAFETY: we own `pos`.
                 unsafe { r.payload(pos)[0] = v };
@@ -1305,7 +1383,7 @@ mod loom_tests {
     /// Gets one item, through the one-item fast path first.
     fn get(r: &Ring<'_>, me: u32) -> u8 {
         loop {
-            let fast = r.try_claim_get_one(me).map(|pos| Step::Done((pos, 1)));
+            let fast = r.try_claim_get_one(me).map(|c| Step::Done((c.pos, 1)));
             if let Step::Done((pos, _)) = fast.unwrap_or_else(|| r.claim_get(1, me)) {
                 // SAFETY: we own `pos`.
                 let v = unsafe { r.payload(pos)[0] };
@@ -1319,7 +1397,7 @@ mod loom_tests {
 
     /// Takes one item if there is one (member `me`), without waiting.
     fn try_get(r: &Ring<'_>, me: u32) -> Option<u8> {
-        let fast = r.try_claim_get_one(me).map(|pos| Step::Done((pos, 1)));
+        let fast = r.try_claim_get_one(me).map(|c| Step::Done((c.pos, 1)));
         let Step::Done((pos, _)) = fast.unwrap_or_else(|| r.claim_get(1, me)) else {
             return None;
         };
@@ -1332,7 +1410,7 @@ mod loom_tests {
 
     /// Puts one item if a slot is free (member `me`), without waiting.
     fn try_put(r: &Ring<'_>, v: u8, me: u32) -> bool {
-        let fast = r.try_claim_put_one(me).map(|pos| Step::Done((pos, 1)));
+        let fast = r.try_claim_put_one(me).map(|c| Step::Done((c.pos, 1)));
         let Step::Done((pos, _)) = fast.unwrap_or_else(|| r.claim_put(1, me)) else {
             return false;
         };
