@@ -159,6 +159,8 @@ impl Membership {
     }
 
     /// The fork generation this membership was made in (see [`is_stale`](Self::is_stale)).
+    /// Only the queue's handle (not built under `--cfg loom`) reads it.
+    #[cfg_attr(loom, allow(dead_code))]
     #[inline]
     pub(crate) fn fork_generation(&self) -> u64 {
         self.fork_generation
