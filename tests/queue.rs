@@ -167,6 +167,12 @@ fn child_entry() {
                 std::thread::park();
             }
         }
+        ["sleep_in_get", name] => {
+            let q = Queue::<u64>::open(name).unwrap();
+            println!("ready");
+            let v = q.get().unwrap();
+            println!("got {v}");
+        }
         ["attach_and_leave", name] => {
             let q = ByteQueue::open(name).unwrap();
             // Anything a newcomer does announces or withdraws claims in its entry.
@@ -639,6 +645,72 @@ fn a_dead_consumers_entry_is_reused_only_after_its_slot_is_recovered() {
     assert_eq!(q.lost() + q.abandoned(), 1);
 }
 
+/// Issue 21.2: a put or get wakes the other side only if a member is registered
+/// as waiting (a bit per member in the ring header), so uncontended operations make
+/// no futex call. A member killed while asleep must not leave its bit behind, or
+/// every later put would make one: a waker that woke nobody clears the bits of
+/// entries nobody owns, and a newcomer clears those of the entry it takes.
+#[test]
+fn a_consumer_killed_while_asleep_leaves_no_waiter_behind() {
+    let _w = watchdog("killed sleeper", Duration::from_secs(60));
+    let name = unique_name("sleeper");
+    let q = Queue::<u64>::create(&name, 4).unwrap();
+    let file = std::fs::File::open(q.path().unwrap()).unwrap();
+    // `get_waiters`: the fifth 128-byte word of the ring header.
+    let get_waiters = || {
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, 4096 + MEMBER_TABLE + 4 * 128)
+            .unwrap();
+        u64::from_le_bytes(b)
+    };
+    let mut kids = Kids(Vec::new());
+    // A sleeper that is woken leaves nothing behind either.
+    let k = kids.spawn(format!("sleep_in_get:{name}"));
+    kids.wait_line(k, "ready");
+    let t = Instant::now();
+    while get_waiters() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the child never slept"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    q.put(7).unwrap();
+    assert_eq!(kids.wait_line(k, "got"), "got 7");
+    kids.finish(k);
+    assert_eq!(get_waiters(), 0);
+    for round in 0..2 {
+        let k = kids.spawn(format!("sleep_in_get:{name}"));
+        kids.wait_line(k, "ready");
+        let t = Instant::now();
+        while get_waiters() == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the child never slept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        kids.kill(k);
+        assert_ne!(
+            get_waiters(),
+            0,
+            "nobody has cleared the dead sleeper's bit yet"
+        );
+        if round == 0 {
+            // Wakes nobody, and clears the bit of the unowned entry.
+            q.put(1).unwrap();
+            assert_eq!(get_waiters(), 0);
+            assert_eq!(q.get().unwrap(), 1);
+        } else {
+            // Takes the dead sleeper's entry (the lowest free one).
+            let newcomer = Queue::<u64>::open(&name).unwrap();
+            assert_eq!(get_waiters(), 0);
+            newcomer.put(2).unwrap();
+            assert_eq!(q.get().unwrap(), 2);
+        }
+    }
+}
+
 /// Kill rounds per chaos test: 24, or `SHMARRAY_CHAOS_ROUNDS` for long runs.
 fn chaos_rounds() -> u64 {
     std::env::var("SHMARRAY_CHAOS_ROUNDS")
@@ -1076,7 +1148,7 @@ impl QueueFile {
             } else {
                 ObjectKind::Queue
             },
-            kind_version: 3,
+            kind_version: 4,
             params: [item, capacity, stride, u64::from(element), 0, 0, 0, 0],
         }
     }

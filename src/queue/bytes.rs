@@ -91,25 +91,18 @@ impl ByteQueue {
     /// slot is skipped by consumers (counted in [`lost`](Self::lost)).
     pub fn put_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), QueueError> {
         let n = self.check(len)?;
-        let mut fill = Some(fill);
-        self.raw
-            .put_batch(1, Wait::Forever, |_, slot| {
-                if let Some(f) = fill.take() {
-                    f(&mut slot[..len]);
-                }
-                n
-            })
-            .map(drop)
+        self.raw.put_one(Wait::Forever, |slot| {
+            fill(&mut slot[..len]);
+            n
+        })
     }
 
     fn put_msg(&self, msg: &[u8], wait: Wait) -> Result<(), QueueError> {
         let n = self.check(msg.len())?;
-        self.raw
-            .put_batch(1, wait, |_, slot| {
-                slot[..msg.len()].copy_from_slice(msg);
-                n
-            })
-            .map(drop)
+        self.raw.put_one(wait, |slot| {
+            slot[..msg.len()].copy_from_slice(msg);
+            n
+        })
     }
 
     /// Puts a message, waiting while the queue is full.
@@ -130,21 +123,11 @@ impl ByteQueue {
     /// Reads the next message in place with `f` (no copy out), waiting while empty.
     /// If `f` panics, the message is counted in [`abandoned`](Self::abandoned).
     pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
-        let mut f = Some(f);
-        let mut out = None;
-        self.raw.get_batch(1, Wait::Forever, |_, slot, len| {
-            if let Some(f) = f.take() {
-                out = Some(f(&slot[..len]));
-            }
-        })?;
-        out.ok_or(QueueError::Empty)
+        self.raw.get_one(Wait::Forever, |slot, len| f(&slot[..len]))
     }
 
     fn get_msg(&self, wait: Wait) -> Result<Vec<u8>, QueueError> {
-        let mut out = Vec::new();
-        self.raw
-            .get_batch(1, wait, |_, slot, len| out.extend_from_slice(&slot[..len]))?;
-        Ok(out)
+        self.raw.get_one(wait, |slot, len| slot[..len].to_vec())
     }
 
     /// Takes the next message, waiting while the queue is empty.
