@@ -522,6 +522,48 @@ fn byte_messages_fruit_and_errors() {
     ));
 }
 
+/// The in-place forms with `try_`/timeout variants: the closure runs only when a
+/// slot was claimed, so a full or empty queue leaves it uncalled.
+#[test]
+fn in_place_byte_messages_try_and_timeout_forms() {
+    let name = unique_name("bytes-in-place");
+    let q = ByteQueue::create(&name, 2, 8).unwrap();
+    let mut called = false;
+    assert!(matches!(
+        q.try_get_with(|_| called = true),
+        Err(QueueError::Empty)
+    ));
+    assert!(matches!(
+        q.get_with_timeout(Duration::from_millis(20), |_| called = true),
+        Err(QueueError::Timeout(_))
+    ));
+    q.try_put_with(3, |b| b.copy_from_slice(b"abc")).unwrap();
+    q.put_with_timeout(2, Duration::from_millis(20), |b| b.copy_from_slice(b"de"))
+        .unwrap();
+    assert!(matches!(
+        q.try_put_with(1, |_| called = true),
+        Err(QueueError::Full)
+    ));
+    assert!(matches!(
+        q.put_with_timeout(1, Duration::from_millis(20), |_| called = true),
+        Err(QueueError::Timeout(_))
+    ));
+    assert!(matches!(
+        q.try_put_with(9, |_| called = true),
+        Err(QueueError::TooLarge { len: 9, max: 8 })
+    ));
+    assert!(!called);
+    assert_eq!(q.try_get_with(|b| b.to_vec()).unwrap(), b"abc");
+    assert_eq!(
+        q.get_with_timeout(Duration::from_secs(5), |b| b.to_vec())
+            .unwrap(),
+        b"de"
+    );
+    q.close();
+    assert!(matches!(q.try_get_with(|_| ()), Err(QueueError::Closed)));
+    assert!(matches!(q.try_put_with(1, |_| ()), Err(QueueError::Closed)));
+}
+
 /// The segment is reachable by name, path and file, never as an array of bytes
 /// (which would be a non-atomic view of the ring's atomics).
 #[test]

@@ -90,8 +90,33 @@ impl ByteQueue {
     /// intermediate buffer), waiting while the queue is full. If `fill` panics, the
     /// slot is skipped by consumers (counted in [`lost`](Self::lost)).
     pub fn put_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), QueueError> {
+        self.put_with_wait(len, Wait::Forever, fill)
+    }
+
+    /// [`put_with`](Self::put_with), or `Full` at once (`fill` is not called).
+    pub fn try_put_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), QueueError> {
+        self.put_with_wait(len, Wait::No, fill)
+    }
+
+    /// [`put_with`](Self::put_with), waiting at most `timeout` for room
+    /// (`Timeout`; `fill` is not called then).
+    pub fn put_with_timeout(
+        &self,
+        len: usize,
+        timeout: Duration,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), QueueError> {
+        self.put_with_wait(len, Wait::timeout(timeout), fill)
+    }
+
+    fn put_with_wait(
+        &self,
+        len: usize,
+        wait: Wait,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), QueueError> {
         let n = self.check(len)?;
-        self.raw.put_one(Wait::Forever, |slot| {
+        self.raw.put_one(wait, |slot| {
             fill(&mut slot[..len]);
             n
         })
@@ -123,7 +148,27 @@ impl ByteQueue {
     /// Reads the next message in place with `f` (no copy out), waiting while empty.
     /// If `f` panics, the message is counted in [`abandoned`](Self::abandoned).
     pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
-        self.raw.get_one(Wait::Forever, |slot, len| f(&slot[..len]))
+        self.get_with_wait(Wait::Forever, f)
+    }
+
+    /// [`get_with`](Self::get_with), or `Empty` (or `Closed`) at once (`f` is not
+    /// called).
+    pub fn try_get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
+        self.get_with_wait(Wait::No, f)
+    }
+
+    /// [`get_with`](Self::get_with), waiting at most `timeout` for a message
+    /// (`Timeout`; `f` is not called then).
+    pub fn get_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, QueueError> {
+        self.get_with_wait(Wait::timeout(timeout), f)
+    }
+
+    fn get_with_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
+        self.raw.get_one(wait, |slot, len| f(&slot[..len]))
     }
 
     fn get_msg(&self, wait: Wait) -> Result<Vec<u8>, QueueError> {
