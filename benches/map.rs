@@ -8,6 +8,11 @@
 //!
 //! The second process is this bench binary re-executed with
 //! `SHMARRAY_MAPBENCH_CHILD`. Run: `cargo bench --bench map`.
+//!
+//! Instruction counts (load-independent, for before/after comparisons):
+//! `SHMARRAY_MAPBENCH_OPS=get:N` (or `insert:N`) fills the same map and runs N of
+//! those operations in this process only; run it under `valgrind --tool=callgrind`
+//! for two N and divide the difference of the totals by the difference of the N.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -146,7 +151,32 @@ fn benches(c: &mut Criterion) {
     assert_eq!(m.len(), KEYS as usize);
 }
 
+/// `SHMARRAY_MAPBENCH_OPS=op:N`: N operations in this process (see the top).
+fn ops(spec: &str) {
+    let (op, n) = spec.split_once(':').expect("op:N");
+    let n: u64 = n.parse().expect("N");
+    let name = format!("shmarray-mapbench-ops-{}", std::process::id());
+    let m = SharedMap::<u64, u64>::create(&name, CAPACITY).unwrap();
+    for k in 0..KEYS {
+        m.insert(k, k).unwrap();
+    }
+    let mut keys = Keys(0x9e37_79b9_7f4a_7c15);
+    match op {
+        "get" => (0..n).for_each(|_| {
+            black_box(m.get(&keys.next()).unwrap());
+        }),
+        "insert" => (0..n).for_each(|i| {
+            black_box(m.insert(keys.next(), i).unwrap());
+        }),
+        _ => panic!("unknown op {op}"),
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("SHMARRAY_MAPBENCH_OPS") {
+        ops(&spec);
+        return;
+    }
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         child(&spec);
         return;

@@ -133,6 +133,47 @@ fn child_entry() {
                 }
             }
         }
+        ["chaos8", map, seed] => {
+            // Inline (8-byte) values `key << 32 | n`: replaced without the lock,
+            // read without the lock. Every value seen must carry its key.
+            let m = SharedMap::<u64, u64>::open(map).unwrap();
+            println!("ready");
+            let check = |key: u64, v: Option<u64>| {
+                if let Some(v) = v {
+                    if v >> 32 != key {
+                        println!("VIOLATION key {key} value {v:#x}");
+                        std::process::exit(3);
+                    }
+                }
+            };
+            let mut rng = Rng::new(seed.parse().unwrap());
+            let mut gen = 0u64;
+            loop {
+                gen = (gen + 1) & 0xffff_ffff;
+                let key = rng.below(64);
+                let bump = move |v: &mut u64| *v = key << 32 | (*v + 1) & 0xffff_ffff;
+                match rng.below(10) {
+                    0..=2 => match m.insert(key, key << 32 | gen) {
+                        Ok(old) => check(key, old),
+                        Err(MapError::Full { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    },
+                    3 => {
+                        m.update(&key, bump).unwrap();
+                    }
+                    4 => match m.upsert(key, key << 32, bump) {
+                        Ok(v) => check(key, Some(v)),
+                        Err(MapError::Full { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    },
+                    5 => check(key, m.remove(&key).unwrap()),
+                    _ => {
+                        check(key, m.get(&key).unwrap());
+                        m.contains_key(&key).unwrap();
+                    }
+                }
+            }
+        }
         _ => 2,
     };
     std::process::exit(code);
@@ -565,6 +606,160 @@ fn processes_killed_at_random_instants_leave_map_and_vec_consistent_and_unlocked
         m.repairs() + v.repairs() > 0,
         "no process was ever killed holding a lock: the test did not test recovery"
     );
+}
+
+/// A child killed with SIGKILL: it must not have ended by itself (a child that
+/// sees a torn or foreign value exits with 3 and says why).
+fn kill_and_check(kids: &mut Children, i: usize) {
+    let pid = nix::unistd::Pid::from_raw(kids.pid(i) as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let (code, out) = kids.wait(i);
+    assert_eq!(code, -1, "the child ended by itself: {out}");
+    assert!(!out.contains("VIOLATION"), "{out}");
+}
+
+#[test]
+fn inline_values_stay_whole_and_of_their_key_while_lock_free_users_are_killed() {
+    let _w = watchdog("the inline SIGKILL test", Duration::from_secs(50));
+    let name = unique_name("chaos8-map");
+    // One shard, 64 keys for 48 places: inserts, removes, updates and lock-free
+    // replaces and reads all meet on the same entries.
+    let m = SharedMap::<u64, u64>::create(&name, 48).unwrap();
+    let mut rng = Rng::new(u64::from(std::process::id()) * 104_729);
+    let mut kids = Children::new(CHILD_ENV);
+    let spawn = |kids: &mut Children, rng: &mut Rng| {
+        let i = kids.spawn(&format!("chaos8:{name}:{}", rng.next()));
+        kids.expect_line(i, "ready");
+        i
+    };
+    let check = |quiet: bool| {
+        let entries = m.to_vec().unwrap();
+        for (k, v) in &entries {
+            assert_eq!(v >> 32, *k, "value {v:#x} of key {k}");
+        }
+        for k in 0..64 {
+            if let Some(v) = m.get(&k).unwrap() {
+                assert_eq!(v >> 32, k, "value {v:#x} of key {k}");
+            }
+        }
+        if quiet {
+            assert_eq!(m.len(), entries.len());
+            for (k, v) in &entries {
+                assert_eq!(m.get(k).unwrap(), Some(*v));
+            }
+        }
+    };
+    let mut running = [spawn(&mut kids, &mut rng), spawn(&mut kids, &mut rng)];
+    let kills = 40;
+    for round in 0..kills {
+        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
+        let victim = round % 2;
+        kill_and_check(&mut kids, running[victim]);
+        check(false);
+        if round % 4 == 3 {
+            kill_and_check(&mut kids, running[1 - victim]);
+            check(true);
+            running[1 - victim] = spawn(&mut kids, &mut rng);
+        }
+        running[victim] = spawn(&mut kids, &mut rng);
+    }
+    kill_and_check(&mut kids, running[0]);
+    kill_and_check(&mut kids, running[1]);
+    check(true);
+    eprintln!("{kills} kills: {} map repairs", m.repairs());
+}
+
+#[test]
+fn a_held_shard_lock_stops_neither_gets_nor_replaces() {
+    let _w = watchdog("gets beside a held lock", Duration::from_secs(30));
+    let name = unique_name("map-nolock");
+    // One shard: every key shares the lock `update` holds below.
+    let m = SharedMap::<u64, u64>::create(&name, 100).unwrap();
+    m.insert(1, 10).unwrap();
+    m.insert(2, 20).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let m = &m;
+        let holder = s.spawn(move || {
+            let mut released_by_us = false;
+            m.update(&1, |v| {
+                held_tx.send(()).unwrap();
+                // Held until the other thread is done (or 10 s, if it blocked).
+                released_by_us = done_rx.recv_timeout(Duration::from_secs(10)).is_ok();
+                *v += 1;
+            })
+            .unwrap();
+            released_by_us
+        });
+        held_rx.recv().unwrap();
+        // The shard's lock is held and entry 1 is busy: reads go on, the busy
+        // inline value reads as it was, and a key that is there is replaced.
+        assert_eq!(m.get(&2).unwrap(), Some(20));
+        assert_eq!(m.get(&1).unwrap(), Some(10));
+        assert!(m.contains_key(&2).unwrap() && !m.contains_key(&3).unwrap());
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(m.insert(2, 21).unwrap(), Some(20));
+        done_tx.send(()).unwrap();
+        assert!(
+            holder.join().unwrap(),
+            "a get or replace waited for the shard's lock"
+        );
+    });
+    assert_eq!(m.get(&1).unwrap(), Some(11));
+}
+
+#[test]
+fn an_update_that_panics_leaves_the_entry_as_it_was_and_usable() {
+    let name = unique_name("map-panic8");
+    let m = SharedMap::<u64, u64>::create(&name, 100).unwrap();
+    m.insert(1, 10).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.update(&1, |v| {
+            *v = 99;
+            panic!("in the closure")
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(m.get(&1).unwrap(), Some(10));
+    assert_eq!(m.insert(1, 11).unwrap(), Some(10));
+    assert!(m.update(&1, |v| *v += 1).unwrap());
+    assert_eq!(m.remove(&1).unwrap(), Some(12));
+
+    let name = unique_name("map-panic64");
+    let m = SharedMap::<u64, Chaos>::create(&name, 100).unwrap();
+    m.insert(1, [1; 8]).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.update(&1, |v| {
+            v[0] = 99;
+            panic!("in the closure")
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(m.get(&1).unwrap(), Some([1; 8]));
+    assert_eq!(m.insert(1, [2; 8]).unwrap(), Some([1; 8]));
+    assert_eq!(m.to_vec().unwrap(), vec![(1, [2; 8])]);
+    assert_eq!(m.repairs(), 0);
+}
+
+#[test]
+fn a_map_of_the_previous_layout_is_refused_with_a_clear_error() {
+    let name = unique_name("map-v1");
+    let m = SharedMap::<u64, u64>::create(&name, 1000).unwrap();
+    forge(&name, |_, v| *v = 1);
+    match SharedMap::<u64, u64>::open(&name) {
+        Err(MapError::Segment(e @ Error::Corrupt { .. })) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("map layout version 1")
+                    && text.contains("older shmarray")
+                    && text.contains("re-create"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(m);
 }
 
 #[test]
