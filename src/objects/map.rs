@@ -22,7 +22,7 @@ use crate::format::control::{ControlError, ObjectKind};
 use crate::format::objects::ParamsError;
 use crate::segment::{KindSpec, Options, Target};
 use crate::sync::{check_mutex_in_file, LockError, LockFailure, RawMutexGuard, RawRobustMutex};
-use crate::sys::atomic::{cas16, cas16_supported};
+use crate::sys::atomic::{cas16, cas16_supported, prefetch_for_write};
 
 /// Why a map operation, create or open did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -796,6 +796,8 @@ impl<K, V> SharedMap<K, V> {
     fn replace_unlocked(&self, s: u64, h: u64, key: &[u8], value: &[u8], old: &mut [u8]) -> bool {
         let new = inline_word(value);
         let tag = u64::from((h >> 32) as u32) << 32;
+        // The key is most likely in its home slot, which is about to be written.
+        prefetch_for_write(self.entry(s, self.geo.home_slot(h)));
         for _ in 0..OPTIMISTIC_TRIES {
             match self.probe_unlocked(s, h, key, old) {
                 Seen::Found { slot, state } if entry_state::kind(state) == FULL => {
