@@ -434,6 +434,11 @@ enum Seen {
 /// state with an atomic swap (a full barrier), after which no lock-free replace can
 /// succeed, so the value read after the swap is the last one. Keys and values are
 /// copied with relaxed 8-byte atomic loads and stores (every field is padded to 8).
+/// The 16-byte swap overlaps the 4-byte state and 8-byte value atomics: on x86-64
+/// a locked instruction and an aligned load or store of bytes inside one cache line
+/// are atomic with respect to each other whatever their sizes, which is what the
+/// protocol relies on (Rust's memory model does not describe mixed-size atomics,
+/// as it does not describe the other processes sharing the mapping).
 impl<K, V> SharedMap<K, V> {
     /// `TypeMismatch` unless `key` and `value` have the map's sizes.
     #[inline]
