@@ -15,7 +15,8 @@
 //! (88, u32) and `slot` (96, u64), and the undo record's saved value at 104
 //! (`value_size` bytes). An entry (`stride` bytes) starts with its `state` u32 (the
 //! kind in bits 0..2: 0 empty, 1 full, 2 tombstone, 3 busy; a generation in bits
-//! 2..32, advanced by every change of kind) and `hash` u32 (the high half of the
+//! 2..32, advanced by every change to or from empty or tombstone and by every
+//! rewrite of a larger value) and `hash` u32 (the high half of the
 //! key's hash). Values of at most 8 bytes (*inline*) follow in one 8-byte word at
 //! 8, the key at 16, and the stride is a multiple of 16, so that the state, hash
 //! and value of an entry are one aligned 16-byte unit (replaced with one

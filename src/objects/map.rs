@@ -426,10 +426,13 @@ enum Seen {
 /// Entries are read without the lock and written under it (inserts of new keys,
 /// removes, in-place changes), except that an inline value of a full entry may be
 /// replaced without the lock by a 16-byte compare-and-swap of state, hash and value
-/// together (`cas16`). The state word carries a generation that every change of
-/// kind advances, so a state word that is the same before and after a copy of the
+/// together (`cas16`). The state word carries a generation, advanced by every
+/// change to or from empty or tombstone (fill, remove, clear) and by every rewrite
+/// of a larger value (busy, then full with the next generation); marking an entry
+/// busy keeps it. So a state word that is the same before and after a copy of the
 /// key and value (Acquire load, copy, Acquire fence, load) proves the entry held
-/// that key all along (a seqlock per entry). Writers publish a new entry with a
+/// that key and value all along (a seqlock per entry); with inline values the same
+/// generation is enough, as the value is one atomic word. Writers publish a new entry with a
 /// Release store of its state after its hash, key and value; they leave the full
 /// state with an atomic swap (a full barrier), after which no lock-free replace can
 /// succeed, so the value read after the swap is the last one. Keys and values are
@@ -782,7 +785,16 @@ impl<K, V> SharedMap<K, V> {
                         }
                         self.load_value(e, out);
                         fence(Ordering::Acquire);
-                        if state.load(Ordering::Relaxed) != st {
+                        let now = state.load(Ordering::Relaxed);
+                        // An inline value is one atomic word: only a new generation
+                        // (the key removed or replaced) spoils the copy, not the
+                        // entry turning busy and back.
+                        let same = if self.geo.inline_value {
+                            now >> 2 == st >> 2
+                        } else {
+                            now == st
+                        };
+                        if !same {
                             return Seen::Retry;
                         }
                         return Seen::Found { slot, state: st };
