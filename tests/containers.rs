@@ -100,7 +100,16 @@ fn child_entry() {
             loop {
                 gen = (gen + 1) & 0xffff_ffff;
                 let key = rng.below(64);
-                match rng.below(8) {
+                match rng.below(10) {
+                    8 | 9 => {
+                        // A lock-free read: never torn, never another key's value.
+                        if let Some(v) = m.get(&key).unwrap() {
+                            if v.iter().any(|w| *w != v[0]) || v[0] >> 32 != key {
+                                println!("VIOLATION key {key} value {v:x?}");
+                                std::process::exit(3);
+                            }
+                        }
+                    }
                     0..=2 => match m.insert(key, [key << 32 | gen; 8]) {
                         Ok(_) | Err(MapError::Full { .. }) => {}
                         Err(e) => panic!("{e}"),
@@ -574,20 +583,20 @@ fn processes_killed_at_random_instants_leave_map_and_vec_consistent_and_unlocked
     for round in 0..kills {
         std::thread::sleep(Duration::from_micros(rng.below(20_000)));
         let victim = round % 2;
-        kids.kill(running[victim]);
+        kill_and_check(&mut kids, running[victim]);
         // Operations after the kill complete (the watchdog fails a stuck lock) and
         // see a consistent map, while the other worker keeps going.
         check_invariants(&m, &v, false);
         if round % 4 == 3 {
             // Now and then, with nobody running, the exact checks.
-            kids.kill(running[1 - victim]);
+            kill_and_check(&mut kids, running[1 - victim]);
             check_invariants(&m, &v, true);
             running[1 - victim] = spawn(&mut kids, &mut rng);
         }
         running[victim] = spawn(&mut kids, &mut rng);
     }
-    kids.kill(running[0]);
-    kids.kill(running[1]);
+    kill_and_check(&mut kids, running[0]);
+    kill_and_check(&mut kids, running[1]);
     check_invariants(&m, &v, true);
     // Still fully usable.
     m.clear().unwrap();
@@ -667,6 +676,60 @@ fn inline_values_stay_whole_and_of_their_key_while_lock_free_users_are_killed() 
     kill_and_check(&mut kids, running[1]);
     check(true);
     eprintln!("{kills} kills: {} map repairs", m.repairs());
+}
+
+/// Two keys keep taking each other's slot (capacity 1: two slots) while this
+/// thread looks them up without the lock; `check` must hold for every value read.
+/// Returns how many reads found an entry.
+fn slot_reuse_under_readers<V: bytemuck::Pod + Send>(
+    m: &SharedMap<u64, V>,
+    value: impl Fn(u64, u64) -> V + Sync,
+    check: impl Fn(u64, &V) -> bool,
+) -> u64 {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for round in 0u64..30_000 {
+                for k in [1u64, 2] {
+                    m.insert(k, value(k, round)).unwrap();
+                    assert!(m.remove(&k).unwrap().is_some());
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let mut hits = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for k in [1u64, 2] {
+                if let Some(v) = m.get(&k).unwrap() {
+                    assert!(check(k, &v), "a foreign or torn value for key {k}");
+                    hits += 1;
+                }
+            }
+        }
+        writer.join().unwrap();
+        hits
+    })
+}
+
+#[test]
+fn a_reader_never_gets_the_value_of_a_key_that_took_its_slot() {
+    let _w = watchdog("slot reuse under readers", Duration::from_secs(60));
+    let m = SharedMap::<u64, u64>::create(&unique_name("map-reuse8"), 1).unwrap();
+    let hits = slot_reuse_under_readers(&m, |k, r| k << 32 | r, |k, v| v >> 32 == k);
+    assert!(
+        hits > 0,
+        "the readers never met an entry: the test tested nothing"
+    );
+    let m = SharedMap::<u64, Chaos>::create(&unique_name("map-reuse64"), 1).unwrap();
+    let hits = slot_reuse_under_readers(
+        &m,
+        |k, r| [k << 32 | r; 8],
+        |k, v| v.iter().all(|w| *w == v[0]) && v[0] >> 32 == k,
+    );
+    assert!(
+        hits > 0,
+        "the readers never met an entry: the test tested nothing"
+    );
 }
 
 #[test]
