@@ -733,6 +733,50 @@ fn a_reader_never_gets_the_value_of_a_key_that_took_its_slot() {
 }
 
 #[test]
+fn a_lock_free_replace_never_lands_in_the_entry_of_another_key() {
+    let _w = watchdog("replaces under slot reuse", Duration::from_secs(60));
+    // Capacity 1: key 1 is replaced (without the lock while it is there) as fast
+    // as possible, while another thread keeps removing it and putting key 2 in
+    // the freed place; every value seen must carry its key.
+    let m = SharedMap::<u64, u64>::create(&unique_name("map-replace"), 1).unwrap();
+    let stop = AtomicBool::new(false);
+    let tagged = |k: u64, v: u64| v >> 32 == k;
+    std::thread::scope(|s| {
+        let replacer = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match m.insert(1, 1 << 32 | (n & 0xffff_ffff)) {
+                    Ok(old) => assert!(old.is_none_or(|v| tagged(1, v)), "{old:x?}"),
+                    Err(MapError::Full { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        for n in 0u64..100_000 {
+            if let Some(v) = m.remove(&1).unwrap() {
+                assert!(tagged(1, v), "key 1 held {v:#x}");
+            }
+            match m.insert(2, 2 << 32 | n) {
+                Ok(old) => assert_eq!(old, None),
+                Err(MapError::Full { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            }
+            if let Some(v) = m.get(&2).unwrap() {
+                assert!(tagged(2, v), "key 2 read as {v:#x}");
+            }
+            let v = m
+                .remove(&2)
+                .unwrap()
+                .expect("only this thread removes key 2");
+            assert!(tagged(2, v), "key 2 held {v:#x}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        replacer.join().unwrap();
+    });
+}
+
+#[test]
 fn a_held_shard_lock_stops_neither_gets_nor_replaces() {
     let _w = watchdog("gets beside a held lock", Duration::from_secs(30));
     let name = unique_name("map-nolock");
