@@ -785,16 +785,15 @@ impl<K, V> SharedMap<K, V> {
                         }
                         self.load_value(e, out);
                         fence(Ordering::Acquire);
-                        let now = state.load(Ordering::Relaxed);
                         // An inline value is one atomic word: only a new generation
                         // (the key removed or replaced) spoils the copy, not the
                         // entry turning busy and back.
-                        let same = if self.geo.inline_value {
-                            now >> 2 == st >> 2
+                        let spoiled = if self.geo.inline_value {
+                            !entry_state::KIND
                         } else {
-                            now == st
+                            u32::MAX
                         };
-                        if !same {
+                        if (state.load(Ordering::Relaxed) ^ st) & spoiled != 0 {
                             return Seen::Retry;
                         }
                         return Seen::Found { slot, state: st };
