@@ -19,7 +19,10 @@
 //! operations in this process alone, then N here and N in a second process at
 //! once, and prints operations per second of each process's own CPU time (the
 //! sharing of cache lines between the two shows as CPU time, as long as both run
-//! at the same time).
+//! at the same time). With `SHMARRAY_MAPBENCH_OWN=1` as well, the second process
+//! works on a map of its own (same size, same keys): the two then share no cache
+//! line, only the caches and memory, which separates the cost of lines passed
+//! between the cores from the cost of running two at once.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -255,7 +258,17 @@ fn cpu_child(spec: &str) {
     let [op, name, ready, go, n] = a.as_slice() else {
         std::process::exit(2)
     };
-    let m = SharedMap::<u64, u64>::open(name).unwrap();
+    // `SHMARRAY_MAPBENCH_OWN`: a map of its own (same size and keys), so that the
+    // two processes share no cache line, only the caches and memory.
+    let m = if std::env::var_os("SHMARRAY_MAPBENCH_OWN").is_some() {
+        let m = SharedMap::<u64, u64>::create(&format!("{name}-own"), CAPACITY).unwrap();
+        for k in 0..KEYS {
+            m.insert(k, k).unwrap();
+        }
+        m
+    } else {
+        SharedMap::<u64, u64>::open(name).unwrap()
+    };
     let n: u64 = n.parse().unwrap();
     timed_ops(&m, op, n / 4, 2);
     shmarray::Event::open(ready).unwrap().set();
