@@ -3,13 +3,18 @@
 //! `shmarray demo` and `benches/zero_copy.rs`; public so both can share it.
 //!
 //! Protocol, one command per line on the worker's stdin:
-//! - `shm NAME`: attach NAME (f64, 1-D), double it in place, reply `ok ATTACH_NS KERNEL_NS`;
+//! - `shm NAME [MODE [START END]]`: attach NAME (f64, 1-D), map elements
+//!   `START..END` (default: all) as MODE says (`lazy`, the default: on first touch;
+//!   `read`/`write`: populated ahead; `all`: the whole array populated ahead, see
+//!   [`Prefault`]), double them in place, reply `ok ATTACH_NS KERNEL_NS` (the
+//!   attach time includes populating);
 //! - `pipe BYTES`: read BYTES of f64 from stdin, double them, write them back;
 //! - `quit` (or end of input): exit.
 //!
 //! The worker prints `ready` once at start.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::ops::Range;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +25,46 @@ use crate::array::SharedArray;
 use crate::error::{Error, Result};
 use crate::segment::Namespace;
 use crate::segment::Options;
+use crate::sys::mman::Populate;
+
+/// How the worker maps the part it doubles before doubling it (the attach
+/// benchmarks compare them; `open` itself maps lazily).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Prefault {
+    /// Nothing ahead: each page faults in when the kernel first touches it (the
+    /// kernel maps up to 64 KiB of neighbours per fault).
+    Lazy,
+    /// `MADV_POPULATE_READ` of the part first.
+    Read,
+    /// `MADV_POPULATE_WRITE` of the part first.
+    Write,
+    /// `MADV_POPULATE_READ` of the whole array first, however little the kernel
+    /// touches.
+    All,
+}
+
+impl Prefault {
+    fn word(self) -> &'static str {
+        match self {
+            Prefault::Lazy => "lazy",
+            Prefault::Read => "read",
+            Prefault::Write => "write",
+            Prefault::All => "all",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Prefault> {
+        [
+            Prefault::Lazy,
+            Prefault::Read,
+            Prefault::Write,
+            Prefault::All,
+        ]
+        .into_iter()
+        .find(|p| p.word() == word)
+    }
+}
 
 fn pipe_err(e: std::io::Error) -> Error {
     Error::Io {
@@ -47,12 +92,27 @@ pub fn serve(ns: &Namespace) -> Result<()> {
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next()) {
             (Some("shm"), Some(name)) => {
-                let reply = match double_in_place(ns, name) {
-                    Ok((attach, kernel)) => {
-                        format!("ok {} {}", attach.as_nanos(), kernel.as_nanos())
-                    }
-                    Err(e) => format!("err {e}"),
+                let rest: Vec<&str> = parts.collect();
+                let request = match rest.as_slice() {
+                    [] => Some((Prefault::Lazy, None)),
+                    [mode] => Prefault::parse(mode).map(|m| (m, None)),
+                    [mode, start, end] => Prefault::parse(mode).zip(
+                        start
+                            .parse()
+                            .ok()
+                            .zip(end.parse().ok())
+                            .map(|(s, e)| Some(s..e)),
+                    ),
+                    _ => None,
                 };
+                let reply =
+                    match request.map(|(mode, range)| double_in_place(ns, name, mode, range)) {
+                        None => format!("err bad request {line:?}"),
+                        Some(Ok((attach, kernel))) => {
+                            format!("ok {} {}", attach.as_nanos(), kernel.as_nanos())
+                        }
+                        Some(Err(e)) => format!("err {e}"),
+                    };
                 writeln!(out, "{reply}").map_err(pipe_err)?;
                 out.flush().map_err(pipe_err)?;
             }
@@ -74,14 +134,35 @@ pub fn serve(ns: &Namespace) -> Result<()> {
     }
 }
 
-/// Attaches `name`, doubles it in place and returns the (attach, kernel) times.
-fn double_in_place(ns: &Namespace, name: &str) -> Result<(Duration, Duration)> {
+/// Attaches `name`, maps `range` (default: all of it) as `mode` says, doubles it in
+/// place and returns the (attach including populating, kernel) times.
+fn double_in_place(
+    ns: &Namespace,
+    name: &str,
+    mode: Prefault,
+    range: Option<Range<usize>>,
+) -> Result<(Duration, Duration)> {
     let t0 = Instant::now();
     let mut a = SharedArray::<f64, Ix1>::open_with(&Options::new().namespace(ns.clone()), name)?;
+    let range = range.unwrap_or(0..a.len());
+    if range.start > range.end || range.end > a.len() {
+        return Err(Error::io(
+            "worker range",
+            name,
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        ));
+    }
+    match mode {
+        Prefault::Lazy => true,
+        Prefault::Read => a.populate(range.clone(), Populate::Read)?,
+        Prefault::Write => a.populate(range.clone(), Populate::Write)?,
+        Prefault::All => a.populate(0..a.len(), Populate::Read)?,
+    };
     let attach = t0.elapsed();
     let t1 = Instant::now();
     let mut v = a.view_mut()?;
-    v *= 2.0;
+    let mut part = v.slice_mut(ndarray::s![range]);
+    part *= 2.0;
     Ok((attach, t1.elapsed()))
 }
 
@@ -132,7 +213,27 @@ impl WorkerProc {
     /// Has the worker attach `name` and double it in place; returns the worker's
     /// own (attach, kernel) times.
     pub fn double_shm(&mut self, name: &str) -> std::io::Result<(Duration, Duration)> {
-        writeln!(self.stdin, "shm {name}")?;
+        self.double_shm_with(name, Prefault::Lazy, None)
+    }
+
+    /// As [`double_shm`](Self::double_shm), for elements `range` only (default:
+    /// all), mapped ahead as `mode` says (the attach time includes that).
+    pub fn double_shm_with(
+        &mut self,
+        name: &str,
+        mode: Prefault,
+        range: Option<Range<usize>>,
+    ) -> std::io::Result<(Duration, Duration)> {
+        match range {
+            None => writeln!(self.stdin, "shm {name} {}", mode.word())?,
+            Some(r) => writeln!(
+                self.stdin,
+                "shm {name} {} {} {}",
+                mode.word(),
+                r.start,
+                r.end
+            )?,
+        }
         self.stdin.flush()?;
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;

@@ -42,6 +42,31 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Element types
+//! Numbers (`i8`…`u64`, `f32`, `f64`), [`Bool`] (numpy `bool`: any non-zero byte
+//! is true, and no Rust `bool` is ever made from shared bytes), `half::f16`
+//! (feature `f16`), `Complex<f32>`/`Complex<f64>` ([`num_complex`]), and records
+//! declared with [`record!`]: a `#[repr(C)]` struct that numpy sees as a
+//! structured dtype, its fields checked against the header at open.
+//!
+//! ```
+//! use shmarray::{ndarray::Ix1, num_complex::Complex, record, Bool, SharedArray};
+//! record! {
+//!     #[derive(Debug, Default)]
+//!     pub struct Particle { pub x: f32, pub y: f32, pub mass: f64 }
+//! }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let n = |s: &str| format!("doc-{s}-{}", std::process::id());
+//! // numpy: np.load(path, mmap_mode="r+") has dtype [('x', '<f4'), ('y', '<f4'), ('mass', '<f8')]
+//! let mut ps = SharedArray::<Particle, Ix1>::create(&n("particles"), 1000)?;
+//! ps.view_mut()?[0].mass = 2.0;
+//! let mut mask = SharedArray::<Bool, Ix1>::create(&n("mask"), 1000)?;
+//! mask.view_mut()?[3] = Bool::TRUE;
+//! let _fft = SharedArray::<Complex<f64>, Ix1>::create(&n("fft"), 1024)?;
+//! assert!(mask.view()?[3].get());
+//! # Ok(()) }
+//! ```
+//!
 //! ## Values, atomics, events, barriers
 //! [`SharedValue`] (Python's `Value` with `get_lock()`), [`SharedAtomicU64`] and its
 //! siblings, [`Event`], [`Barrier`] — each its own segment kind:
@@ -212,15 +237,21 @@ pub use self::mpi::{write_npy, DistArray, MpiError, NodeArray, NodeComm, PRETEND
 #[cfg(feature = "mpi")]
 pub use ::mpi as rsmpi;
 pub use array::{ArrayGuard, ArrayReadGuard, ReadResult, SharedArray};
-pub use element::Element;
+pub use element::{Bool, Element, Pad, RecordMember};
 pub use error::{Corruption, DirectoryProblem, Error, NameProblem, Result};
 pub use format::control::{ControlError, ControlFields, ObjectKind};
-pub use format::dtype::{Dtype, UnknownDtype};
+pub use format::descr::{Descr, DescrField};
+pub use format::dtype::{Dtype, FieldType, RecordDescr, RecordField, UnknownDtype, MAX_FIELD_DIMS};
 pub use format::npy::{HeaderError, Layout, NpyHeader};
 pub use format::objects::ParamsError;
+#[cfg(feature = "f16")]
+/// The `half` crate whose `f16` is an element type (feature `f16`).
+pub use half;
 pub use ndarray;
+/// The `num-complex` crate whose `Complex<f32>`/`Complex<f64>` are element types.
+pub use num_complex;
 pub use objects::{
-    Barrier, BarrierOpenError, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
+    Barrier, BarrierOpenError, BytesMap, Event, FixedStr, FixedStrError, MapError, SharedAtomicI64,
     SharedAtomicU32, SharedAtomicU64, SharedMap, SharedValue, SharedVec, ValueGuard, VecError,
 };
 #[cfg(feature = "pool")]
@@ -282,6 +313,13 @@ pub mod guide {
     chapter!(ch11_hostile_conditions, "11-hostile-conditions.md");
     chapter!(ch12_benchmarks, "12-benchmarks.md");
     chapter!(ch13_design_notes, "13-design-notes.md");
+}
+
+/// What [`record!`] expands to refers to these. Not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytemuck;
+    pub use core;
 }
 
 /// Pure format code for the fuzz target (`fuzz/`). Not part of the API: no

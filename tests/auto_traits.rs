@@ -42,15 +42,15 @@ assert_impl!(SharedAtomicU32: Send, Sync);
 assert_impl!(SharedAtomicU64: Send, Sync);
 assert_impl!(SharedAtomicI64: Send, Sync);
 assert_impl!(Event: Send, Sync);
+// A barrier handle is one participant; `abort` and `n_waiting` work from any thread.
+assert_impl!(Barrier: Send, Sync);
 assert_impl!(SharedMap<u64, f64>: Send, Sync);
 assert_impl!(SharedVec<f32>: Send, Sync);
 assert_impl!(Namespace: Send, Sync);
 assert_impl!(Options: Send, Sync);
 
-// Handles that are members of the segment (a member-table entry, a claim record, a
-// barrier participant): `Send` but not `Sync`; each thread opens its own.
-assert_impl!(Barrier: Send);
-assert_not_impl!(Barrier: Sync);
+// Queue handles are members of the segment (a member-table entry, a claim record):
+// `Send` but not `Sync`; each thread opens its own.
 assert_impl!(Queue<u64>: Send);
 assert_not_impl!(Queue<u64>: Sync);
 assert_impl!(ByteQueue: Send);

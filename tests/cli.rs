@@ -374,14 +374,118 @@ fn create_refuses_more_than_64_dimensions_and_makes_64() {
 }
 
 #[test]
+fn create_takes_bool_f16_complex_and_records_and_inspect_lists_fields() {
+    let d = TestDir::new();
+    ok(&d.0, &["create", "mask", "--dtype", "?", "--shape", "4"]);
+    ok(
+        &d.0,
+        &["create", "half", "--dtype", "float16", "--shape", "2,2"],
+    );
+    ok(&d.0, &["create", "fft", "--dtype", "c16", "--shape", "8"]);
+    ok(
+        &d.0,
+        &[
+            "create",
+            "p",
+            "--dtype",
+            "x:f4,y:f4,mass:f8,pos:i2[3]",
+            "--shape",
+            "5",
+        ],
+    );
+    ok(
+        &d.0,
+        &[
+            "create",
+            "al",
+            "--dtype",
+            "[('a', '|u1'), ('', '|V7'), ('b', '<f8')]",
+            "--shape",
+            "2",
+        ],
+    );
+    let ls = ok(&d.0, &["ls"]);
+    assert!(row(&ls, "mask").contains("|b1"), "{ls}");
+    assert!(row(&ls, "fft").contains("<c16"), "{ls}");
+    assert!(
+        row(&ls, "p").contains("{x:<f4,y:<f4,mass:<f8,pos:<i2(3,)}"),
+        "{ls}"
+    );
+    let inspect = ok(&d.0, &["inspect", "al"]);
+    for line in [
+        "descr          [('a', '|u1'), ('', '|V7'), ('b', '<f8')]",
+        "dtype          record of 16 bytes",
+        "field          a: |u1 at byte 0",
+        "field          b: <f8 at byte 8",
+    ] {
+        assert!(
+            inspect.lines().any(|l| l == line),
+            "{line:?} in:\n{inspect}"
+        );
+    }
+    let json = self::json(&d.0, &["inspect", "--json", "p"]);
+    assert_eq!(json["itemsize"], 22);
+    assert_eq!(json["fields"][3]["name"], "pos");
+    assert_eq!(json["fields"][3]["offset"], 16);
+    assert_eq!(json["fields"][3]["shape"], serde_json::json!([3]));
+    assert_eq!(json["fields"][3]["descr"], "<i2");
+    // A queue's header holds bytes: inspect names its item type from the parameters.
+    shmarray::record! { struct Hit { t: f64, channel: u32, ok: shmarray::Bool, _p: shmarray::Pad<3> } }
+    let _zq =
+        shmarray::Queue::<shmarray::num_complex::Complex<f64>>::create_with(&d.opts(), "zq", 4)
+            .unwrap();
+    let _hq = shmarray::Queue::<Hit>::create_with(&d.opts(), "hq", 4).unwrap();
+    let zq = ok(&d.0, &["inspect", "zq"]);
+    assert!(
+        zq.lines().any(|l| l == "item type      c128 (16 bytes)"),
+        "{zq}"
+    );
+    let hq = ok(&d.0, &["inspect", "hq"]);
+    assert!(
+        hq.lines()
+            .any(|l| l.starts_with("item type      a record of 16 bytes (fields fingerprint 0x")),
+        "{hq}"
+    );
+    let json = self::json(&d.0, &["inspect", "--json", "fft"]);
+    assert_eq!(
+        (json["dtype"].as_str(), json["fields"].is_null()),
+        (Some("c128"), true)
+    );
+    let Some(out) = python(&format!(
+        "for n in ('mask', 'half', 'fft', 'p', 'al'):\n\
+         \x20   a = np.load({:?} + '/' + n, mmap_mode='r+')\n\
+         \x20   print(n, a.dtype.str if a.dtype.names is None else a.dtype.descr, a.shape)",
+        d.0
+    )) else {
+        return;
+    };
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "mask |b1 (4,)",
+            "half <f2 (2, 2)",
+            "fft <c16 (8,)",
+            "p [('x', '<f4'), ('y', '<f4'), ('mass', '<f8'), ('pos', '<i2', (3,))] (5,)",
+            "al [('a', '|u1'), ('', '|V7'), ('b', '<f8')] (2,)",
+        ]
+    );
+}
+
+#[test]
 fn bad_input_is_a_clear_error_with_a_documented_exit_code() {
     let d = TestDir::new();
     let o = shmarray(
         &d.0,
-        &["create", "x", "--dtype", "complex128", "--shape", "3"],
+        &["create", "x", "--dtype", "complex256", "--shape", "3"],
     );
     assert_eq!(o.status.code(), Some(EXIT_USAGE), "{o:?}");
-    assert!(stderr(&o).contains("complex128"), "{o:?}");
+    assert!(stderr(&o).contains("complex256"), "{o:?}");
+    let o = shmarray(
+        &d.0,
+        &["create", "x", "--dtype", "a:f4,a:f8", "--shape", "3"],
+    );
+    assert_eq!(o.status.code(), Some(EXIT_USAGE), "{o:?}");
+    assert!(stderr(&o).contains("two record fields named"), "{o:?}");
     let o = shmarray(&d.0, &["inspect", "a/b"]);
     assert_eq!(o.status.code(), Some(EXIT_USAGE), "{o:?}");
     assert!(stderr(&o).contains("invalid segment name"), "{o:?}");
@@ -506,6 +610,63 @@ fn demo_runs_and_checks_its_result() {
     );
     assert!(out.contains("round trip, pipe (copy)"), "{out}");
     assert!(d.names().is_empty(), "demo leaves nothing behind");
+}
+
+/// The benchmark worker (`__worker`) doubles exactly the part it is given, however
+/// it maps it first, and answers a part outside the array with an error, staying up.
+#[test]
+fn worker_doubles_the_part_it_is_given_however_it_maps_it() {
+    use shmarray::demo::{Prefault, WorkerProc};
+    use std::ops::Range;
+    let d = TestDir::new();
+    let ns = Namespace::at(&d.0).unwrap();
+    let name = unique_name("part");
+    // Several pages, not a whole number of them.
+    let n = 3 * 512 + 5;
+    let mut a =
+        SharedArray::<f64, Ix1>::create_with(&Options::new().namespace(ns.clone()), &name, n)
+            .unwrap();
+    a.view_mut().unwrap().fill(1.0);
+    let requests = [
+        (Prefault::Lazy, None),
+        (Prefault::Read, Some(10..600)),
+        (Prefault::Write, Some(600..1100)),
+        (Prefault::All, Some(1100..n)),
+        (Prefault::Read, Some(0..n + 1)),
+        // Start after end (a hostile request; the range is built, not written).
+        (Prefault::Lazy, Some(Range { start: 5, end: 4 })),
+        (Prefault::Lazy, Some(0..0)),
+    ];
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker_name = name.clone();
+    std::thread::spawn(move || {
+        let exe = Path::new(env!("CARGO_BIN_EXE_shmarray"));
+        let mut w = WorkerProc::start(exe, &ns).unwrap();
+        let replies: Vec<Result<(), String>> = requests
+            .into_iter()
+            .map(|(mode, range)| {
+                w.double_shm_with(&worker_name, mode, range)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let _ = tx.send(replies);
+    });
+    // The worker ends when this process does (its input closes).
+    let replies = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the worker answered in time");
+    assert!(replies[..4].iter().all(Result::is_ok), "{replies:?}");
+    for r in &replies[4..6] {
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("worker range")),
+            "{r:?}"
+        );
+    }
+    assert!(replies[6].is_ok(), "{replies:?}");
+    let v = a.view().unwrap();
+    assert!(v.iter().take(10).all(|&x| x == 2.0), "{v}");
+    assert!(v.iter().skip(10).all(|&x| x == 4.0), "{v}");
 }
 
 #[test]
@@ -1061,7 +1222,8 @@ fn help_lists_dtypes_exit_codes_and_explains_arguments() {
     let create = ok(&d.0, &["create", "--help"]);
     assert!(create.contains("Possible values:"), "{create}");
     for dtype in [
-        "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64",
+        "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f16", "bool", "c64",
+        "c128",
     ] {
         assert!(
             create.contains(&format!("- {dtype}:")),
@@ -1092,11 +1254,11 @@ fn help_lists_dtypes_exit_codes_and_explains_arguments() {
     );
     let o = shmarray(
         &d.0,
-        &["create", "c", "--dtype", "complex128", "--shape", "2"],
+        &["create", "c", "--dtype", "quaternion", "--shape", "2"],
     );
     assert_eq!(o.status.code(), Some(EXIT_USAGE));
     assert!(
-        stderr(&o).contains("possible values: f64, f32, i8"),
+        stderr(&o).contains("possible values: f64, f32, f16, i8"),
         "{o:?}"
     );
 }

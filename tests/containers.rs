@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{leftovers, unique_name, Children};
 use ndarray::Ix1;
 use shmarray::{
-    inspect, Contents, Error, FixedStr, FixedStrError, MapError, Namespace, ObjectKind,
+    inspect, BytesMap, Contents, Error, FixedStr, FixedStrError, MapError, Namespace, ObjectKind,
     SharedArray, SharedMap, SharedVec, VecError,
 };
 
@@ -730,6 +730,132 @@ fn a_reader_never_gets_the_value_of_a_key_that_took_its_slot() {
         hits > 0,
         "the readers never met an entry: the test tested nothing"
     );
+}
+
+/// A `BytesMap` writer (inserts, in-place updates, removes: two keys taking each
+/// other's slot, capacity 1) under lock-free readers of both kinds: a typed
+/// `SharedMap` and a `BytesMap` on the same segment. `check` must hold for every
+/// value read; returns how many reads found an entry.
+fn byte_writer_under_typed_readers<V: bytemuck::Pod + Send + Sync>(
+    name: &str,
+    value: impl Fn(u64, u64) -> V + Sync,
+    check: impl Fn(u64, &V) -> bool + Sync,
+) -> u64 {
+    let raw = BytesMap::create(name, 8, size_of::<V>(), 1).unwrap();
+    let typed = SharedMap::<u64, V>::open(name).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for round in 0u64..15_000 {
+                for k in [1u64, 2] {
+                    let key = k.to_ne_bytes();
+                    raw.insert(&key, bytemuck::bytes_of(&value(k, round)))
+                        .unwrap();
+                    let next = value(k, round + 1);
+                    assert!(raw
+                        .update(&key, |v| v.copy_from_slice(bytemuck::bytes_of(&next)))
+                        .unwrap());
+                    let old = raw.remove(&key).unwrap().expect("only this thread removes");
+                    assert!(check(k, &bytemuck::pod_read_unaligned(&old)));
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let mut hits = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for k in [1u64, 2] {
+                if let Some(v) = typed.get(&k).unwrap() {
+                    assert!(
+                        check(k, &v),
+                        "typed reader: a foreign or torn value for key {k}"
+                    );
+                    hits += 1;
+                }
+                if let Some(v) = raw.get(&k.to_ne_bytes()).unwrap() {
+                    let v: V = bytemuck::pod_read_unaligned(&v);
+                    assert!(
+                        check(k, &v),
+                        "byte reader: a foreign or torn value for key {k}"
+                    );
+                    hits += 1;
+                }
+            }
+        }
+        writer.join().unwrap();
+        hits
+    })
+}
+
+#[test]
+fn byte_map_writes_follow_the_lock_free_readers_protocol() {
+    let _w = watchdog("byte writer under readers", Duration::from_secs(90));
+    let hits = byte_writer_under_typed_readers(
+        &unique_name("bmap-reuse8"),
+        |k, r| k << 32 | (r & 0xffff_ffff),
+        |k, v: &u64| v >> 32 == k,
+    );
+    assert!(
+        hits > 0,
+        "the readers never met an entry: the test tested nothing"
+    );
+    let hits = byte_writer_under_typed_readers(
+        &unique_name("bmap-reuse64"),
+        |k, r| [k << 32 | (r & 0xffff_ffff); 8],
+        |k, v: &Chaos| v.iter().all(|w| *w == v[0]) && v[0] >> 32 == k,
+    );
+    assert!(
+        hits > 0,
+        "the readers never met an entry: the test tested nothing"
+    );
+}
+
+#[test]
+fn a_byte_map_replace_never_lands_in_the_entry_of_another_key() {
+    let _w = watchdog("byte replaces under slot reuse", Duration::from_secs(60));
+    // As `a_lock_free_replace_never_lands_in_the_entry_of_another_key`, with the
+    // replaces made through a `BytesMap` and the slot handed over by a typed map.
+    let name = unique_name("bmap-replace");
+    let m = SharedMap::<u64, u64>::create(&name, 1).unwrap();
+    let raw = BytesMap::open(&name).unwrap();
+    let stop = AtomicBool::new(false);
+    let tagged = |k: u64, v: u64| v >> 32 == k;
+    std::thread::scope(|s| {
+        let replacer = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let v = 1 << 32 | (n & 0xffff_ffff);
+                match raw.insert(&1u64.to_ne_bytes(), &u64::to_ne_bytes(v)) {
+                    Ok(old) => assert!(
+                        old.is_none_or(|o| tagged(1, u64::from_ne_bytes(o.try_into().unwrap()))),
+                        "key 1 held a foreign value"
+                    ),
+                    Err(MapError::Full { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        for n in 0u64..50_000 {
+            if let Some(v) = m.remove(&1).unwrap() {
+                assert!(tagged(1, v), "key 1 held {v:#x}");
+            }
+            match m.insert(2, 2 << 32 | n) {
+                Ok(old) => assert_eq!(old, None),
+                Err(MapError::Full { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            }
+            if let Some(v) = m.get(&2).unwrap() {
+                assert!(tagged(2, v), "key 2 read as {v:#x}");
+            }
+            let v = m
+                .remove(&2)
+                .unwrap()
+                .expect("only this thread removes key 2");
+            assert!(tagged(2, v), "key 2 held {v:#x}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        replacer.join().unwrap();
+    });
 }
 
 #[test]

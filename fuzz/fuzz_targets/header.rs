@@ -4,8 +4,9 @@
 //!
 //! Run (needs a nightly toolchain and `cargo install cargo-fuzz`):
 //! `cd fuzz && cargo +nightly fuzz run header corpus/header seeds -- -max_len=20000 -max_total_time=180`
-//! (`seeds/` holds real segment images of every kind and a numpy-written file, so the
-//! fuzzer starts past the magic and the checksum).
+//! (`seeds/` holds real segment images of every kind, records and complex numbers
+//! included, and numpy-written files, one of them structured, so the fuzzer starts
+//! past the magic and the checksum).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,6 +25,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Some(layout.data_len), len.checked_mul(layout.itemsize));
         assert!(layout.data_offset.min(4096) <= data.len());
         assert!(layout.data_end() <= layout.control_offset);
+        // A descriptor (a type string or a record's fields) renders to a literal
+        // that parses back to itself, and gives the element size used.
+        let d = &layout.header.descr;
+        assert_eq!(shmarray::Descr::from_literal(&d.literal()).as_ref(), Ok(d));
+        assert_eq!(d.itemsize().unwrap_or(0), layout.itemsize);
     }
     if let Ok(desc) = describe_bytes(data) {
         assert!(desc.mapped_len() <= data.len());

@@ -9,6 +9,9 @@ Run: python3 python/bench/bench.py [--seconds S]   (prints a table)
 (b) numbers through a queue, producer and consumer processes, items per second:
     - multiprocessing.Queue, one item per put/get
     - pyshmarray.Queue, put_many/get_many of numpy arrays (batches of 1024)
+(c) a shared dict and list from 2 processes, operations per second:
+    - Manager().dict(): d[k] = v, then d[k]   vs  pyshmarray.SharedMap
+    - Manager().list(): append                vs  pyshmarray.SharedVec
 """
 
 import argparse
@@ -90,7 +93,7 @@ def _shm_producer(name, n, batch):
     base = np.arange(batch, dtype=np.uint64)
     for s in range(0, n, batch):
         q.put_many(base[: min(batch, n - s)] + s)
-    q.close()
+    q.shutdown()
 
 
 def bench_queue(n_mp, n_shm, batch):
@@ -128,14 +131,86 @@ def bench_queue(n_mp, n_shm, batch):
     return rows
 
 
+def _mp_dict(d, n, base, start):
+    start.wait()
+    for i in range(n):
+        k = base + i % 1000
+        d[k] = i
+        d[k]
+
+
+def _shm_dict(name, n, base, start):
+    m = shm.SharedMap.open(name, "i8", "i8")
+    start.wait()
+    for i in range(n):
+        k = base + i % 1000
+        m[k] = i
+        m[k]
+
+
+def _mp_list(lst, n, base, start):
+    start.wait()
+    for i in range(n):
+        lst.append(i)
+
+
+def _shm_list(name, n, base, start):
+    v = shm.SharedVec.open(name)
+    start.wait()
+    for i in range(n):
+        v.append(i)
+
+
+def two_procs_based(target, arg, n):
+    start = CTX.Event()
+    ps = [CTX.Process(target=target, args=(arg, n, k * 10_000, start)) for k in range(2)]
+    for p in ps:
+        p.start()
+    time.sleep(0.3)
+    t = time.perf_counter()
+    start.set()
+    for p in ps:
+        p.join()
+        assert p.exitcode == 0
+    return 2 * n / (time.perf_counter() - t)
+
+
+def bench_containers(n_mp, n_shm):
+    rows = []
+    with CTX.Manager() as manager:
+        d = manager.dict()
+        r = 2 * two_procs_based(_mp_dict, d, n_mp)  # a set and a get per round
+        rows.append(("dict, 2 procs", "Manager().dict(): d[k] = v; d[k]", r, None))
+        lst = manager.list()
+        rl = two_procs_based(_mp_list, lst, n_mp)
+        assert len(lst) == 2 * n_mp
+        rows.append(("list, 2 procs", "Manager().list(): append", rl, None))
+    name = f"shmarray-bench-py-{os.getpid()}-map"
+    with shm.SharedMap.create(name, 4096, "i8", "i8"):
+        r2 = 2 * two_procs_based(_shm_dict, name, n_shm)
+        rows.append(("dict, 2 procs", "pyshmarray.SharedMap: m[k] = v; m[k]", r2, r2 / r))
+    name = f"shmarray-bench-py-{os.getpid()}-vec"
+    with shm.SharedVec.create(name, 2 * n_shm, "i8") as v:
+        r3 = two_procs_based(_shm_list, name, n_shm)
+        assert len(v) == 2 * n_shm
+        rows.append(("list, 2 procs", "pyshmarray.SharedVec: append", r3, r3 / rl))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--increments", type=int, default=300_000, help="per process")
     ap.add_argument("--mp-items", type=int, default=200_000)
     ap.add_argument("--shm-items", type=int, default=20_000_000)
     ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--mp-dict", type=int, default=20_000, help="per process")
+    ap.add_argument("--shm-dict", type=int, default=300_000, help="per process")
     a = ap.parse_args()
-    rows = bench_increments(a.increments) + bench_queue(a.mp_items, a.shm_items, a.batch)
+    rows = (
+        bench_increments(a.increments)
+        + bench_queue(a.mp_items, a.shm_items, a.batch)
+        + bench_containers(a.mp_dict, a.shm_dict)
+    )
     print(f"{'what':<22} {'how':<55} {'per second':>14} {'vs multiprocessing':>20}")
     for what, how, r, x in rows:
         print(f"{what:<22} {how:<55} {r:>14,.0f} {('%.1fx' % x) if x else '':>20}")

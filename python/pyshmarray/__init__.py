@@ -1,5 +1,5 @@
-"""pyshmarray: numpy arrays, robust locks, events, barriers and queues shared
-between processes through named shared-memory segments (Linux).
+"""pyshmarray: numpy arrays, robust locks, events, barriers, queues, maps and
+lists shared between processes through named shared-memory segments (Linux).
 
 Python bindings of the Rust crate ``shmarray``; every segment is a valid ``.npy``
 file in ``/dev/shm`` (or ``$SHMARRAY_DIR``) plus a control block, so Rust
@@ -17,15 +17,23 @@ Locks survive a holder killed with ``kill -9``: the next locker gets
 :class:`OwnerDiedError`, whose ``.guard`` holds the lock for the repair (or pass
 ``recover=fn`` to ``lock()``). Blocking calls release the GIL and can be
 interrupted with Ctrl-C.
+
+Every handle has the same lifecycle: ``with h:``, ``h.close()`` (the creator's
+handle removes the name then, unless ``persistent=True``), ``h.unlink()``,
+``h.closed``; and every handle pickles as "open this segment by name", so it can
+be passed to ``multiprocessing`` workers (the worker's handle is not the owner).
 """
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from __future__ import annotations
 
-from . import _errors
+from typing import NamedTuple as _NamedTuple
+
+from . import _errors, _native
 from ._errors import (
     AlreadyExistsError,
     BarrierTimeoutError,
     BrokenBarrierError,
+    CapacityError,
     CorruptError,
     DeadlockError,
     Empty,
@@ -42,8 +50,10 @@ from ._errors import (
     ShmarrayError,
     TimeoutError,
     TypeMismatchError,
+    ValueError,
 )
 from ._native import (
+    TIMEOUT_MAX,
     AtomicU64,
     Barrier,
     ByteQueue,
@@ -52,12 +62,13 @@ from ._native import (
     Guard,
     Queue,
     SharedArray,
+    SharedMap,
+    SharedVec,
     Value,
     create,
     open,
     remove,
 )
-from . import _native
 
 __all__ = [
     "create",
@@ -76,6 +87,9 @@ __all__ = [
     "Barrier",
     "Queue",
     "ByteQueue",
+    "SharedMap",
+    "SharedVec",
+    "TIMEOUT_MAX",
     "ShmarrayError",
     "NotFoundError",
     "AlreadyExistsError",
@@ -91,41 +105,47 @@ __all__ = [
     "DeadlockError",
     "TimeoutError",
     "QueueClosed",
+    "CapacityError",
     "Full",
     "Empty",
     "BrokenBarrierError",
     "BarrierTimeoutError",
+    "ValueError",
 ]
 
 __version__ = "0.1.0"
 
 
-class SegmentInfo(NamedTuple):
+class SegmentInfo(_NamedTuple):
     """One segment as :func:`ls` lists it."""
 
     name: str
-    kind: Optional[str]
-    dtype: Optional[str]
-    shape: Optional[Tuple[int, ...]]
-    bytes: Optional[int]
-    pages: Optional[str]
-    in_use: Optional[bool]
-    usage: Optional[str]
-    persistent: Optional[bool]
-    creator: Optional[str]
-    creator_pid: Optional[int]
+    kind: str | None
+    dtype: str | None
+    shape: tuple[int, ...] | None
+    bytes: int | None
+    pages: str | None
+    in_use: bool | None
+    usage: str | None
+    persistent: bool | None
+    creator: str | None
+    creator_pid: int | None
     path: str
-    error: Optional[str]
+    error: str | None
 
 
-def ls() -> List[SegmentInfo]:
+SegmentInfo.__module__ = "pyshmarray"
+del _NamedTuple, annotations  # the namespace holds only pyshmarray's own names
+
+
+def ls() -> list[SegmentInfo]:
     """Lists the segments of the namespace (``/dev/shm`` or ``$SHMARRAY_DIR``),
     as ``shmarray ls`` does: name, kind, dtype, shape, bytes, pages, whether any
     process has it open, ... Files that are not valid segments have ``error`` set."""
     return [SegmentInfo(**d) for d in _native.ls()]
 
 
-def gc(dry_run: bool = False) -> Dict[str, Any]:
+def gc(dry_run: bool = False) -> dict[str, list]:
     """Removes the segments nobody uses (not persistent, open by no process), as
     ``shmarray gc`` does; with ``dry_run=True`` only lists them. Returns
     ``{"removed": [(name, why)], "undecided": [name], "failed": [(name, error)]}``."""

@@ -20,6 +20,7 @@ __all__ = [
     "DeadlockError",
     "TimeoutError",
     "QueueClosed",
+    "CapacityError",
     "Full",
     "Empty",
     "BrokenBarrierError",
@@ -96,8 +97,19 @@ class TimeoutError(ShmarrayError, builtins.TimeoutError):
     """A wait gave up after its timeout."""
 
 
-class QueueClosed(ShmarrayError):
-    """The queue is closed (for gets: and drained)."""
+# Python 3.13's queue.ShutDown, where it exists: a shut-down pyshmarray queue
+# raises what a shut-down queue.Queue raises.
+_ShutDown = getattr(_queue, "ShutDown", Exception)
+
+
+class QueueClosed(ShmarrayError, _ShutDown):  # type: ignore[misc, valid-type]
+    """The queue was shut down (``shutdown()``): puts fail; gets, once the queue is
+    drained. A subclass of ``queue.ShutDown`` on Python 3.13 and newer."""
+
+
+class CapacityError(ShmarrayError):
+    """A map or vec has no room for the new entry (its capacity is fixed at
+    creation); nothing changed."""
 
 
 class Full(TimeoutError, _queue.Full):
@@ -117,8 +129,10 @@ class BarrierTimeoutError(BrokenBarrierError, builtins.TimeoutError):
 
 
 class ValueError(ShmarrayError, builtins.ValueError):  # noqa: A001 - raised by name from Rust
-    """An argument is out of range (queue capacity, message size, ...)."""
+    """An argument is out of range (queue capacity, message size, ...), or the
+    handle is closed."""
 
 for _name in __all__:
     globals()[_name].__module__ = "pyshmarray"
 del _name
+del _ShutDown

@@ -63,6 +63,10 @@ pub(crate) fn from_error(e: Error) -> PyErr {
         Error::Corrupt { .. } | Error::NotShmarray { .. } | Error::NotReady { .. } => {
             "CorruptError"
         }
+        Error::ShapeOverflow { .. } => "ValueError",
+        Error::CounterIndex { .. } => {
+            return pyo3::exceptions::PyIndexError::new_err(msg);
+        }
         _ => "ShmarrayError",
     };
     raise(name, msg)

@@ -20,9 +20,6 @@ impl AnyArray {
     pub(crate) fn file(&self) -> &std::fs::File {
         dispatch!(self, AnyArray, a => a.file())
     }
-    pub(crate) fn is_owner(&self) -> bool {
-        dispatch!(self, AnyArray, a => a.is_owner())
-    }
     pub(crate) fn unlink(&self) -> shmarray::Result<()> {
         dispatch!(self, AnyArray, a => a.unlink())
     }

@@ -25,8 +25,8 @@ pub(crate) fn ls(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
                     "dtype",
                     info.layout
                         .dtype
-                        .map(|t| t.descr().to_string())
-                        .unwrap_or(info.layout.header.descr.clone()),
+                        .map(|t| crate::type_str(t).to_string())
+                        .unwrap_or_else(|| info.layout.header.descr.to_string()),
                 )?;
                 d.set_item("shape", PyTuple::new(py, &info.layout.header.shape)?)?;
                 d.set_item("bytes", info.file_size)?;

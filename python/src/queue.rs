@@ -1,6 +1,6 @@
 //! `Queue` (numbers, with numpy batches) and `ByteQueue` (byte messages).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -8,7 +8,44 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict};
 use shmarray::{Dtype, ObjectKind, QueueError};
 
 use crate::errors::{from_queue, raise, shm_error};
+use crate::life::{Handle, Named, Ownership};
+use crate::objects::lifecycle_methods;
 use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum, with_dtype, Elem};
+
+/// A queue capacity argument: at least 1 (`ValueError` otherwise: a pyshmarray
+/// queue is bounded, so `multiprocessing`'s 0 for "unbounded" has no equivalent).
+fn capacity_arg(capacity: i64) -> PyResult<usize> {
+    usize::try_from(capacity)
+        .ok()
+        .filter(|&c| c >= 1)
+        .ok_or_else(|| {
+            raise(
+                "ValueError",
+                format!(
+                    "capacity must be at least 1, not {capacity} (a shared queue is bounded: \
+                     there is no unbounded queue as multiprocessing.Queue(0) is)"
+                ),
+            )
+        })
+}
+
+impl Named for Mutex<AnyQueue> {
+    fn remove_name(&self) -> PyResult<()> {
+        dispatch!(&*lock(self), AnyQueue, q => q.unlink()).map_err(from_queue)
+    }
+    fn file_path(&self) -> Option<std::path::PathBuf> {
+        dispatch!(&*lock(self), AnyQueue, q => q.path())
+    }
+}
+
+impl Named for Mutex<shmarray::ByteQueue> {
+    fn remove_name(&self) -> PyResult<()> {
+        lock(self).unlink().map_err(from_queue)
+    }
+    fn file_path(&self) -> Option<std::path::PathBuf> {
+        lock(self).path()
+    }
+}
 
 /// A queue item type these bindings cannot handle.
 fn unsupported(other: Dtype) -> PyErr {
@@ -99,7 +136,9 @@ macro_rules! typed_impl {
         }
     )*};
 }
-typed_impl!(I8 i8, I16 i16, I32 i32, I64 i64, U8 u8, U16 u16, U32 u32, U64 u64, F32 f32, F64 f64);
+typed_impl!(I8 i8, I16 i16, I32 i32, I64 i64, U8 u8, U16 u16, U32 u32, U64 u64, F32 f32, F64 f64,
+    Bool shmarray::Bool, F16 shmarray::half::f16, C64 shmarray::num_complex::Complex<f32>,
+    C128 shmarray::num_complex::Complex<f64>);
 
 fn get_one<T: Elem>(
     py: Python<'_>,
@@ -196,16 +235,34 @@ fn as_bytes<T: Elem>(s: &[T]) -> &[u8] {
     bytemuck::cast_slice(s)
 }
 
-/// A bounded MPMC queue of numbers between processes (no pickling): `put`/`get`
-/// one item, `put_many`/`get_many` numpy batches. Timeouts raise `Full`/`Empty`
-/// (subclasses of `TimeoutError` and of `queue.Full`/`queue.Empty`); a closed and
-/// drained queue raises `QueueClosed`.
+/// A bounded MPMC queue of numbers between processes (no pickling of items):
+/// `put`/`get` one item, `put_many`/`get_many` numpy batches. Timeouts raise
+/// `Full`/`Empty` (subclasses of `TimeoutError` and of `queue.Full`/`queue.Empty`);
+/// after `shutdown()`, puts raise `QueueClosed` and gets drain what is left, then
+/// raise `QueueClosed`. `close()` closes this handle only (as every handle's
+/// `close()`); the handle pickles as "open by name".
 #[pyclass(frozen, module = "pyshmarray._native", name = "Queue")]
 pub(crate) struct Queue {
-    inner: Mutex<AnyQueue>,
-    name: String,
+    handle: Handle<Mutex<AnyQueue>>,
     dtype: Dtype,
 }
+
+impl Queue {
+    fn q(&self) -> PyResult<Arc<Mutex<AnyQueue>>> {
+        self.handle.get()
+    }
+
+    pub(crate) fn open_handle(name: &str) -> PyResult<Queue> {
+        let dt = crate::array::recorded_dtype(name, ObjectKind::Queue)?;
+        let q = for_dtype!(dt, AnyQueue, T => q_open::<T>(name)?);
+        Ok(Queue {
+            handle: Handle::new("queue", name, Mutex::new(q), Ownership::opened()),
+            dtype: dt,
+        })
+    }
+}
+
+lifecycle_methods!(Queue);
 
 fn q_create<T: Elem>(
     name: &str,
@@ -221,17 +278,18 @@ fn q_open<T: Elem>(name: &str) -> PyResult<shmarray::Queue<T>> {
 
 #[pymethods]
 impl Queue {
-    /// Creates queue `name` for `capacity` items of `dtype` (anything
-    /// `numpy.dtype` takes; default uint64). Owner: removed when closed or collected,
-    /// unless `persistent`.
+    /// Creates queue `name` for `capacity` items (at least 1) of `dtype` (anything
+    /// `numpy.dtype` takes; default uint64). Owner: the name is removed on
+    /// `close()` or collection, unless `persistent`.
     #[staticmethod]
     #[pyo3(signature = (name, capacity, dtype=None, *, persistent=false))]
     fn create(
         name: &str,
-        capacity: usize,
+        capacity: i64,
         dtype: Option<&Bound<'_, PyAny>>,
         persistent: bool,
     ) -> PyResult<Queue> {
+        let capacity = capacity_arg(capacity)?;
         let dt = match dtype {
             Some(d) => parse_dtype(d)?,
             None => Dtype::U64,
@@ -239,38 +297,41 @@ impl Queue {
         let opts = crate::options(persistent, "off")?;
         let q = for_dtype!(dt, AnyQueue, T => q_create::<T>(name, capacity, &opts)?);
         Ok(Queue {
-            inner: Mutex::new(q),
-            name: name.to_string(),
+            handle: Handle::new("queue", name, Mutex::new(q), Ownership::created(persistent)),
             dtype: dt,
         })
     }
 
-    /// Attaches queue `name` (its item type from the segment).
+    /// Attaches queue `name` (its item type from the segment; not the owner).
     #[staticmethod]
     fn open(name: &str) -> PyResult<Queue> {
-        let dt = crate::array::recorded_dtype(name, ObjectKind::Queue)?;
-        let q = for_dtype!(dt, AnyQueue, T => q_open::<T>(name)?);
-        Ok(Queue {
-            inner: Mutex::new(q),
-            name: name.to_string(),
-            dtype: dt,
-        })
+        Self::open_handle(name)
     }
 
     /// Puts one number, waiting at most `timeout` seconds while the queue is full
     /// (`None`: forever; `Full` when the time is up).
     #[pyo3(signature = (x, timeout=None))]
     fn put(&self, py: Python<'_>, x: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
-        let q = &self.inner;
+        let q = &*self.q()?;
         let tag = lock(q).tag();
         with_dtype!(tag, T => put_one::<T>(py, q, x, timeout), other => Err(unsupported(other)))
+    }
+
+    /// `put(x, timeout=0)`: `Full` at once if there is no room.
+    fn put_nowait(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.put(py, x, Some(0.0))
+    }
+
+    /// `get(timeout=0)`: `Empty` at once if there is no item.
+    fn get_nowait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.get(py, Some(0.0))
     }
 
     /// Takes one number, waiting at most `timeout` seconds while the queue is empty
     /// (`Empty` when the time is up; `QueueClosed` once closed and drained).
     #[pyo3(signature = (timeout=None))]
     fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        let q = &self.inner;
+        let q = &*self.q()?;
         let tag = lock(q).tag();
         with_dtype!(tag, T => get_one::<T>(py, q, timeout), other => Err(unsupported(other)))
     }
@@ -284,7 +345,7 @@ impl Queue {
         data: &Bound<'_, PyBytes>,
         timeout: Option<f64>,
     ) -> PyResult<usize> {
-        let q = &self.inner;
+        let q = &*self.q()?;
         let tag = lock(q).tag();
         let data = data.as_bytes();
         with_dtype!(tag, T => put_many::<T>(py, q, data, timeout), other => Err(unsupported(other)))
@@ -299,60 +360,67 @@ impl Queue {
         max_items: usize,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let q = &self.inner;
+        let q = &*self.q()?;
         let tag = lock(q).tag();
         with_dtype!(tag, T => get_many::<T>(py, q, max_items, timeout), other => Err(unsupported(other)))
     }
 
-    /// Closes the queue: consumers drain what is left, then get `QueueClosed`;
-    /// puts fail with `QueueClosed`.
-    fn close(&self) {
-        dispatch!(&*lock(&self.inner), AnyQueue, q => q.close())
+    /// Shuts the queue down for every process (as Python 3.13's
+    /// `queue.Queue.shutdown()`): puts raise `QueueClosed`; gets drain what is
+    /// left, then raise `QueueClosed`. Not undone.
+    fn shutdown(&self) -> PyResult<()> {
+        dispatch!(&*lock(&*self.q()?), AnyQueue, q => q.close());
+        Ok(())
     }
 
-    /// Whether the queue is closed.
+    /// Whether the queue was shut down (by any process).
     #[getter]
-    fn closed(&self) -> bool {
-        dispatch!(&*lock(&self.inner), AnyQueue, q => q.is_closed())
+    fn is_shutdown(&self) -> PyResult<bool> {
+        Ok(dispatch!(&*lock(&*self.q()?), AnyQueue, q => q.is_closed()))
     }
 
     /// Items in the queue now (a snapshot).
-    fn __len__(&self) -> usize {
-        dispatch!(&*lock(&self.inner), AnyQueue, q => q.len())
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(dispatch!(&*lock(&*self.q()?), AnyQueue, q => q.len()))
     }
 
-    /// Items in the queue now (`multiprocessing.Queue.qsize`).
-    fn qsize(&self) -> usize {
+    /// Items in the queue now (`multiprocessing.Queue.qsize`; a snapshot).
+    fn qsize(&self) -> PyResult<usize> {
         self.__len__()
     }
 
-    /// Whether the queue is empty now.
-    fn empty(&self) -> bool {
-        self.__len__() == 0
+    /// Whether the queue is empty now (a snapshot).
+    fn empty(&self) -> PyResult<bool> {
+        Ok(self.__len__()? == 0)
+    }
+
+    /// Whether the queue is full now (a snapshot).
+    fn full(&self) -> PyResult<bool> {
+        Ok(self.__len__()? >= self.capacity()?)
     }
 
     /// The most items it holds.
     #[getter]
-    fn capacity(&self) -> usize {
-        dispatch!(&*lock(&self.inner), AnyQueue, q => q.capacity())
+    fn capacity(&self) -> PyResult<usize> {
+        Ok(dispatch!(&*lock(&*self.q()?), AnyQueue, q => q.capacity()))
     }
 
     /// Items lost because their producer died mid-put.
     #[getter]
-    fn lost(&self) -> u64 {
-        dispatch!(&*lock(&self.inner), AnyQueue, q => q.lost())
+    fn lost(&self) -> PyResult<u64> {
+        Ok(dispatch!(&*lock(&*self.q()?), AnyQueue, q => q.lost()))
     }
 
     /// Items taken by consumers that died before finishing the get.
     #[getter]
-    fn abandoned(&self) -> u64 {
-        dispatch!(&*lock(&self.inner), AnyQueue, q => q.abandoned())
+    fn abandoned(&self) -> PyResult<u64> {
+        Ok(dispatch!(&*lock(&*self.q()?), AnyQueue, q => q.abandoned()))
     }
 
     /// The item type's NPY descriptor.
     #[getter]
     fn descr(&self) -> &'static str {
-        self.dtype.descr()
+        crate::type_str(self.dtype)
     }
 
     /// The item type, as a `numpy.dtype`.
@@ -373,7 +441,7 @@ impl Queue {
     ) -> PyResult<usize> {
         let np = py.import("numpy")?;
         let kwargs = PyDict::new(py);
-        kwargs.set_item("dtype", self.dtype.descr())?;
+        kwargs.set_item("dtype", crate::type_str(self.dtype))?;
         let a = np.call_method("ascontiguousarray", (items,), Some(&kwargs))?;
         let b = a.call_method0("tobytes")?;
         self._put_bytes(py, b.cast::<PyBytes>()?, timeout)
@@ -391,28 +459,19 @@ impl Queue {
         let b = self._get_bytes(py, max_items, timeout)?;
         let np = py.import("numpy")?;
         let kwargs = PyDict::new(py);
-        kwargs.set_item("dtype", self.dtype.descr())?;
+        kwargs.set_item("dtype", crate::type_str(self.dtype))?;
         Ok(np.call_method("frombuffer", (b,), Some(&kwargs))?.unbind())
     }
 
-    /// Segment name.
-    #[getter]
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Removes the name now.
-    fn unlink(&self) -> PyResult<()> {
-        dispatch!(&*lock(&self.inner), AnyQueue, q => q.unlink()).map_err(from_queue)
-    }
-
     fn __repr__(&self) -> String {
-        format!(
-            "<pyshmarray.Queue {:?} dtype={} len={}>",
-            self.name,
-            self.dtype.descr(),
-            self.__len__()
-        )
+        match self.__len__() {
+            Ok(n) => format!(
+                "<pyshmarray.Queue {:?} dtype={} len={n}>",
+                self.handle.name(),
+                crate::type_str(self.dtype),
+            ),
+            Err(_) => format!("<pyshmarray.Queue {:?} closed>", self.handle.name()),
+        }
     }
 }
 
@@ -427,42 +486,58 @@ fn element_dtype<T: Elem>(_q: &shmarray::Queue<T>) -> Dtype {
 }
 
 /// A bounded MPMC queue of byte messages between processes: `put(bytes)`,
-/// `get() -> bytes`, with the same timeouts and closing as `Queue`.
+/// `get() -> bytes`, with the same timeouts, `shutdown()` and lifecycle as
+/// `Queue`.
 #[pyclass(frozen, module = "pyshmarray._native", name = "ByteQueue")]
 pub(crate) struct ByteQueue {
-    inner: Mutex<shmarray::ByteQueue>,
-    name: String,
+    handle: Handle<Mutex<shmarray::ByteQueue>>,
 }
+
+impl ByteQueue {
+    fn q(&self) -> PyResult<Arc<Mutex<shmarray::ByteQueue>>> {
+        self.handle.get()
+    }
+
+    pub(crate) fn open_handle(name: &str) -> PyResult<ByteQueue> {
+        let q = shmarray::ByteQueue::open(name).map_err(from_queue)?;
+        Ok(ByteQueue {
+            handle: Handle::new("byte queue", name, Mutex::new(q), Ownership::opened()),
+        })
+    }
+}
+
+lifecycle_methods!(ByteQueue);
 
 #[pymethods]
 impl ByteQueue {
-    /// Creates byte queue `name` for `capacity` messages of at most `max_message`
-    /// bytes each.
+    /// Creates byte queue `name` for `capacity` messages (at least 1) of at most
+    /// `max_message` bytes each.
     #[staticmethod]
-    #[pyo3(signature = (name, capacity, max_message=4096, persistent=false))]
+    #[pyo3(signature = (name, capacity, max_message=4096, *, persistent=false))]
     fn create(
         name: &str,
-        capacity: usize,
+        capacity: i64,
         max_message: usize,
         persistent: bool,
     ) -> PyResult<ByteQueue> {
+        let capacity = capacity_arg(capacity)?;
         let opts = crate::options(persistent, "off")?;
         let q = shmarray::ByteQueue::create_with(&opts, name, capacity, max_message)
             .map_err(from_queue)?;
         Ok(ByteQueue {
-            inner: Mutex::new(q),
-            name: name.to_string(),
+            handle: Handle::new(
+                "byte queue",
+                name,
+                Mutex::new(q),
+                Ownership::created(persistent),
+            ),
         })
     }
 
-    /// Attaches byte queue `name`.
+    /// Attaches byte queue `name` (not the owner).
     #[staticmethod]
     fn open(name: &str) -> PyResult<ByteQueue> {
-        let q = shmarray::ByteQueue::open(name).map_err(from_queue)?;
-        Ok(ByteQueue {
-            inner: Mutex::new(q),
-            name: name.to_string(),
-        })
+        Self::open_handle(name)
     }
 
     /// Puts one message (`bytes`-like), waiting at most `timeout` seconds while
@@ -482,7 +557,7 @@ impl ByteQueue {
                 owned.as_bytes()
             }
         };
-        let q = &self.inner;
+        let q = &*self.q()?;
         blocking(py, timeout, "Full", |d| {
             let q = lock(q);
             if d.is_zero() {
@@ -499,7 +574,7 @@ impl ByteQueue {
     /// Takes one message as `bytes`, waiting at most `timeout` seconds while empty.
     #[pyo3(signature = (timeout=None))]
     fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
-        let q = &self.inner;
+        let q = &*self.q()?;
         let v = blocking(py, timeout, "Empty", |d| {
             let q = lock(q);
             if d.is_zero() {
@@ -514,44 +589,66 @@ impl ByteQueue {
         Ok(PyBytes::new(py, &v))
     }
 
-    /// Closes the queue (consumers drain, then `QueueClosed`).
-    fn close(&self) {
-        lock(&self.inner).close()
+    /// `put(msg, timeout=0)`.
+    fn put_nowait(&self, py: Python<'_>, msg: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.put(py, msg, Some(0.0))
     }
 
-    /// Whether the queue is closed.
+    /// `get(timeout=0)`.
+    fn get_nowait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.get(py, Some(0.0))
+    }
+
+    /// Shuts the queue down for every process (see `Queue.shutdown`).
+    fn shutdown(&self) -> PyResult<()> {
+        lock(&*self.q()?).close();
+        Ok(())
+    }
+
+    /// Whether the queue was shut down.
     #[getter]
-    fn closed(&self) -> bool {
-        lock(&self.inner).is_closed()
+    fn is_shutdown(&self) -> PyResult<bool> {
+        Ok(lock(&*self.q()?).is_closed())
     }
 
     /// Messages in the queue now.
-    fn __len__(&self) -> usize {
-        lock(&self.inner).len()
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(lock(&*self.q()?).len())
+    }
+
+    /// Messages in the queue now (a snapshot).
+    fn qsize(&self) -> PyResult<usize> {
+        self.__len__()
+    }
+
+    /// Whether the queue is empty now.
+    fn empty(&self) -> PyResult<bool> {
+        Ok(self.__len__()? == 0)
+    }
+
+    /// Whether the queue is full now.
+    fn full(&self) -> PyResult<bool> {
+        let q = self.q()?;
+        let q = lock(&*q);
+        Ok(q.len() >= q.capacity())
+    }
+
+    /// The most messages it holds.
+    #[getter]
+    fn capacity(&self) -> PyResult<usize> {
+        Ok(lock(&*self.q()?).capacity())
     }
 
     /// The largest message it takes.
     #[getter]
-    fn max_message(&self) -> usize {
-        lock(&self.inner).max_message()
-    }
-
-    /// Segment name.
-    #[getter]
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Removes the name now.
-    fn unlink(&self) -> PyResult<()> {
-        lock(&self.inner).unlink().map_err(from_queue)
+    fn max_message(&self) -> PyResult<usize> {
+        Ok(lock(&*self.q()?).max_message())
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "<pyshmarray.ByteQueue {:?} len={}>",
-            self.name,
-            self.__len__()
-        )
+        match self.__len__() {
+            Ok(n) => format!("<pyshmarray.ByteQueue {:?} len={n}>", self.handle.name()),
+            Err(_) => format!("<pyshmarray.ByteQueue {:?} closed>", self.handle.name()),
+        }
     }
 }

@@ -1,17 +1,17 @@
 //! `Value` (a number under a robust lock) and `AtomicU64`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use shmarray::{Dtype, LockError, LockFailure, ObjectKind, SharedAtomicU64, SharedValue};
+use shmarray::{Dtype, LockError, LockFailure, ObjectKind, SharedValue};
 
 use crate::array::recorded_dtype;
-use crate::counter::{Counter, CounterSource};
 use crate::errors::{from_error, from_lock, shm_error};
 use crate::guard::{owner_died_error, Guard, Slot, Source};
 use crate::handles::AnyValue;
 use crate::held::{Erased, Held};
+use crate::life::{Handle, Named, Ownership};
 use crate::{dispatch, for_dtype, lock, parse_dtype, Elem};
 
 fn with_value_init<T: Elem>(
@@ -28,30 +28,36 @@ fn with_value_init<T: Elem>(
 ///
 /// `v.value` reads or writes under the lock (taking it for the call, or using the
 /// lock this thread holds through `with v.lock():`); `v.add(d)` adds in one call.
-/// If a holder died, these raise `OwnerDiedError` as `lock()` does.
+/// If a holder died, these raise `OwnerDiedError` as `lock()` does. Same
+/// lifecycle as every handle; pickles as "open by name".
 #[pyclass(frozen, module = "pyshmarray._native", name = "Value")]
 pub(crate) struct Value {
-    handle: Mutex<Option<Arc<AnyValue>>>,
+    handle: Handle<AnyValue>,
     /// The lock held through `with v.lock():` (shared by this handle's guards).
     slot: Arc<Slot>,
-    name: String,
     dtype: Dtype,
 }
 
+impl Named for AnyValue {
+    fn remove_name(&self) -> PyResult<()> {
+        dispatch!(self, AnyValue, v => v.unlink()).map_err(from_error)
+    }
+    fn file_path(&self) -> Option<std::path::PathBuf> {
+        dispatch!(self, AnyValue, v => v.path())
+    }
+}
+
 impl Value {
-    fn wrap(v: AnyValue, name: &str, dtype: Dtype) -> Value {
+    fn wrap(v: AnyValue, name: &str, dtype: Dtype, ownership: Ownership) -> Value {
         Value {
-            handle: Mutex::new(Some(Arc::new(v))),
+            handle: Handle::new("value", name, v, ownership),
             slot: Arc::new(Slot::default()),
-            name: name.to_string(),
             dtype,
         }
     }
 
     fn handle(&self) -> PyResult<Arc<AnyValue>> {
-        lock(&self.handle)
-            .clone()
-            .ok_or_else(|| shm_error(format!("value {:?} is closed", self.name)))
+        self.handle.get()
     }
 
     /// Runs `f` under the lock: the one this thread holds through a guard of this
@@ -145,15 +151,15 @@ impl Value {
             None => 0i64.into_pyobject(py)?.into_any(),
         };
         let v = for_dtype!(dt, AnyValue, T => with_value_init::<T>(name, &init, &opts)?);
-        Ok(Value::wrap(v, name, dt))
+        Ok(Value::wrap(v, name, dt, Ownership::created(persistent)))
     }
 
-    /// Attaches value `name` (its dtype from the segment).
+    /// Attaches value `name` (its dtype from the segment; not the owner).
     #[staticmethod]
-    fn open(name: &str) -> PyResult<Value> {
+    pub(crate) fn open(name: &str) -> PyResult<Value> {
         let dt = recorded_dtype(name, ObjectKind::Value)?;
         let v = for_dtype!(dt, AnyValue, T => SharedValue::<T>::open(name).map_err(from_error)?);
-        Ok(Value::wrap(v, name, dt))
+        Ok(Value::wrap(v, name, dt, Ownership::opened()))
     }
 
     /// The value, read under the lock.
@@ -205,13 +211,13 @@ impl Value {
     /// Segment name.
     #[getter]
     fn name(&self) -> &str {
-        &self.name
+        self.handle.name()
     }
 
     /// The element type's NPY descriptor.
     #[getter]
     fn descr(&self) -> &'static str {
-        self.dtype.descr()
+        crate::type_str(self.dtype)
     }
 
     /// The element type, as a `numpy.dtype`.
@@ -227,17 +233,35 @@ impl Value {
         Ok(dispatch!(&*h, AnyValue, v => v.path()).map(|p| p.display().to_string()))
     }
 
-    /// Removes the name now.
-    fn unlink(&self) -> PyResult<()> {
-        let h = self.handle()?;
-        dispatch!(&*h, AnyValue, v => v.unlink()).map_err(from_error)
+    /// Whether closing this handle removes the name.
+    #[getter]
+    fn is_owner(&self) -> bool {
+        self.handle.owns()
     }
 
-    /// Drops this handle (the owner removes the name). Idempotent.
+    /// Whether `close()` has been called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Removes the name now.
+    fn unlink(&self) -> PyResult<()> {
+        self.handle.unlink()
+    }
+
+    /// Drops this handle; the owner removes the name now, even while a guard of
+    /// it is still referenced. Idempotent.
     fn close(&self) {
-        // The owner's handle removes the name when dropped (after the last guard
-        // that holds it).
-        drop(lock(&self.handle).take());
+        self.handle.close()
+    }
+
+    /// Pickles as "open this segment by name" (the copy is not the owner).
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        self.handle.reduce(py, vec![])
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -252,63 +276,14 @@ impl Value {
 
     fn __repr__(&self) -> String {
         format!(
-            "<pyshmarray.Value {:?} dtype={}>",
-            self.name,
-            self.dtype.descr()
+            "<pyshmarray.Value {:?} dtype={}{}>",
+            self.handle.name(),
+            crate::type_str(self.dtype),
+            if self.handle.is_closed() {
+                " closed"
+            } else {
+                ""
+            }
         )
-    }
-}
-
-/// A `u64` in shared memory, accessed atomically only (`load`, `store`,
-/// `fetch_add`, `compare_exchange`, ...): `AtomicU64.create(name, value=0)` /
-/// `AtomicU64.open(name)`.
-#[pyclass(frozen, extends = Counter, module = "pyshmarray._native", name = "AtomicU64")]
-pub(crate) struct AtomicU64 {
-    name: String,
-}
-
-impl AtomicU64 {
-    fn init(a: SharedAtomicU64, name: &str) -> PyClassInitializer<AtomicU64> {
-        PyClassInitializer::from(Counter {
-            source: CounterSource::Atomic(Arc::new(a)),
-        })
-        .add_subclass(AtomicU64 {
-            name: name.to_string(),
-        })
-    }
-}
-
-#[pymethods]
-impl AtomicU64 {
-    /// Creates `name` holding `value` (owner: removed when the last reference is
-    /// collected, unless `persistent`).
-    #[staticmethod]
-    #[pyo3(signature = (name, value=0, persistent=false))]
-    fn create(py: Python<'_>, name: &str, value: u64, persistent: bool) -> PyResult<Py<AtomicU64>> {
-        let opts = crate::options(persistent, "off")?;
-        let a = SharedAtomicU64::create_with(&opts, name, value).map_err(from_error)?;
-        Py::new(py, Self::init(a, name))
-    }
-
-    /// Attaches `name`.
-    #[staticmethod]
-    fn open(py: Python<'_>, name: &str) -> PyResult<Py<AtomicU64>> {
-        let a = SharedAtomicU64::open(name).map_err(from_error)?;
-        Py::new(py, Self::init(a, name))
-    }
-
-    /// Segment name.
-    #[getter]
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn __repr__(slf: PyRef<'_, Self>) -> String {
-        let c: &Counter = slf.as_super();
-        let v = match &c.source {
-            CounterSource::Atomic(a) => a.load(std::sync::atomic::Ordering::SeqCst),
-            CounterSource::Array(..) => 0,
-        };
-        format!("<pyshmarray.AtomicU64 {:?} {v}>", slf.name)
     }
 }

@@ -1,8 +1,11 @@
 """Fixtures of the pyshmarray tests: unique segment names, the Rust peer, a
 check that nothing is left in /dev/shm."""
 
+import functools
 import itertools
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +15,33 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = f"shmarray-test-py-{os.getpid()}-"
 _counter = itertools.count()
+
+if os.environ.get("PYSHMARRAY_EXPECT_INSTALLED"):
+    # CI's wheel run: the package under test is the installed wheel, not the
+    # source tree next to these tests.
+    import pyshmarray
+
+    _where = Path(pyshmarray.__file__).resolve()
+    assert "site-packages" in _where.parts, f"pyshmarray imported from {_where}, not a wheel"
+    assert not _where.is_relative_to(ROOT), f"pyshmarray imported from the source tree: {_where}"
+
+
+@functools.lru_cache(maxsize=None)
+def cargo_target_dir() -> Path:
+    """Where cargo puts what it builds: `cargo metadata` knows ($CARGO_TARGET_DIR,
+    .cargo/config.toml); without cargo, $CARGO_TARGET_DIR or ./target."""
+    if shutil.which("cargo"):
+        r = subprocess.run(
+            ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if r.returncode == 0:
+            return Path(json.loads(r.stdout)["target_directory"])
+    env = os.environ.get("CARGO_TARGET_DIR")
+    return ROOT / env if env else ROOT / "target"
 
 
 def shm_dir() -> Path:
@@ -56,7 +86,7 @@ def peer():
             check=True,
             timeout=900,
         )
-        exe = str(ROOT / "target" / "release" / "examples" / "py_peer")
+        exe = str(cargo_target_dir() / "release" / "examples" / "py_peer")
     return exe
 
 

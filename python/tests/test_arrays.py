@@ -31,7 +31,7 @@ def test_dtype_objects_and_names(name):
         with shm.create(name(str(i)), 4, dt) as a:
             assert a.dtype == np.dtype(dt)
     with pytest.raises(shm.TypeMismatchError):
-        shm.create(name("c16"), 4, "c16")
+        shm.create(name("str"), 4, "U4")
     with pytest.raises(shm.TypeMismatchError):
         shm.create(name("be"), 4, ">f8")
 
@@ -120,7 +120,7 @@ def test_counters(name):
         b = shm.open(a.name)
         assert b.counter(3).load() == 11
         b.close()
-        with pytest.raises(shm.ShmarrayError):
+        with pytest.raises(IndexError):
             a.counter(8)
     at = shm.AtomicU64.create(name("at"), 3)
     assert shm.AtomicU64.open(at.name).fetch_add(2) == 3 and at.load() == 5

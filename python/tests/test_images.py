@@ -23,9 +23,9 @@ from PIL import Image
 
 import pyshmarray  # noqa: F401  - the script needs it; fail here, clearly, if missing
 
+from conftest import cargo_target_dir
+
 REPO = Path(__file__).resolve().parents[2]
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-RUST_EXAMPLE = TARGET / "release" / "examples" / "images"
 PY_EXAMPLE = REPO / "python" / "examples" / "images.py"
 COUNT, H, W = 40, 64, 48
 TIMEOUT = 300
@@ -37,14 +37,17 @@ JPEG_MOVED_FRACTION = 0.05
 @pytest.fixture(scope="module")
 def rust_example() -> Path:
     """The Rust example, built (or brought up to date) once for this module."""
+    if os.environ.get("IMAGES_EXAMPLE"):  # built beforehand (CI's wheel run)
+        return Path(os.environ["IMAGES_EXAMPLE"])
     if shutil.which("cargo") is not None:
         subprocess.run(
             ["cargo", "build", "--release", "--example", "images"],
             cwd=REPO, check=True, timeout=1200,
         )
-    if not RUST_EXAMPLE.exists():
-        pytest.fail(f"{RUST_EXAMPLE} is missing and cargo is not available to build it")
-    return RUST_EXAMPLE
+    example = cargo_target_dir() / "release" / "examples" / "images"
+    if not example.exists():
+        pytest.fail(f"{example} is missing and cargo is not available to build it")
+    return example
 
 
 def _shm_leftovers() -> set[str]:

@@ -44,16 +44,22 @@ def test_timeouts_full_empty(name):
         shm.Queue.create(name("u1"), 2, "u1").put(300)
 
 
-def test_close_drains_then_raises(name):
+def test_shutdown_drains_then_raises(name):
     q = shm.Queue.create(name(), 8)
+    other = shm.Queue.open(q.name)
     q.put_many([1, 2, 3])
-    q.close()
-    assert q.closed
+    q.shutdown()
+    assert q.is_shutdown and other.is_shutdown and not q.closed
     with pytest.raises(shm.QueueClosed):
-        q.put(4)
-    np.testing.assert_array_equal(q.get_many(10), [1, 2, 3])
+        other.put(4)
+    np.testing.assert_array_equal(other.get_many(10), [1, 2, 3])
     with pytest.raises(shm.QueueClosed):
         q.get(timeout=1)
+    import queue
+
+    if hasattr(queue, "ShutDown"):  # Python 3.13+: what queue.Queue raises
+        with pytest.raises(queue.ShutDown):
+            q.get(timeout=0)
 
 
 def test_byte_queue(name):

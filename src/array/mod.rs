@@ -19,6 +19,7 @@ pub use guard::{ArrayGuard, ArrayReadGuard};
 use crate::element::Element;
 use crate::error::{Corruption, Error, Result};
 use crate::format::control::{flags, ControlFields, ObjectKind, COUNTERS, MUTEX_OFFSET};
+use crate::format::descr::Descr;
 use crate::format::dtype::Dtype;
 use crate::segment::{self, KindSpec, Options, Segment, Spec, Target};
 use crate::sync::{
@@ -207,15 +208,31 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         shape: &[usize],
         init: impl FnOnce(&mut ArrayViewMut<'_, T, D>),
     ) -> Result<Self> {
+        Self::create_descr(target, kind, opts, T::DTYPE.descr(), shape, shape, init)
+    }
+
+    /// Creates a segment of `kind` whose header holds `shape` elements of `descr`,
+    /// seen as a `T` array of `view_shape` (the same shape, or for a byte view the
+    /// shape with the element's bytes as one more axis).
+    fn create_descr(
+        target: Target<'_>,
+        kind: KindSpec,
+        opts: &Options,
+        descr: Descr,
+        shape: &[usize],
+        view_shape: &[usize],
+        init: impl FnOnce(&mut ArrayViewMut<'_, T, D>),
+    ) -> Result<Self> {
+        let bytes = view_shape.len() != shape.len();
         let spec = Spec {
             kind,
-            dtype: T::DTYPE,
+            descr,
             fortran: opts.fortran,
             shape,
             persistent: opts.persistent,
             huge: opts.huge,
         };
-        let dim = D::from_dimension(&IxDyn(shape)).ok_or_else(|| Error::ShapeOverflow {
+        let dim = D::from_dimension(&IxDyn(view_shape)).ok_or_else(|| Error::ShapeOverflow {
             shape: shape.to_vec(),
             itemsize: T::DTYPE.size(),
         })?;
@@ -241,7 +258,7 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
             init(&mut view);
             Ok(())
         })?;
-        Self::from_segment(seg)
+        Self::from_segment_as(seg, bytes)
     }
 
     /// Opens segment `name` of `kind` as a `T` array.
@@ -252,6 +269,12 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
 
     /// Checks that an attached segment holds `T` with `D`'s number of dimensions.
     fn from_segment(seg: Segment) -> Result<Self> {
+        Self::from_segment_as(seg, false)
+    }
+
+    /// [`from_segment`](Self::from_segment), or with `bytes` a byte view of any
+    /// element type whose size is known (`T` is `u8` then: see `open_bytes`).
+    fn from_segment_as(seg: Segment, bytes: bool) -> Result<Self> {
         let layout = seg.layout();
         let name = seg.label();
         let expected = || match D::NDIM {
@@ -260,8 +283,9 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         };
         let found = || {
             format!(
-                "'{}' with shape {:?}",
-                layout.header.descr, layout.header.shape
+                "{} with shape {:?}",
+                layout.header.descr.literal(),
+                layout.header.shape
             )
         };
         let mismatch = || Error::TypeMismatch {
@@ -269,10 +293,27 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
             expected: expected(),
             found: found(),
         };
-        if layout.dtype != Some(T::DTYPE) {
-            return Err(mismatch());
-        }
-        let dim = D::from_dimension(&IxDyn(&layout.header.shape)).ok_or_else(mismatch)?;
+        // A record's fields (names, types, shapes, offsets, order, size) are
+        // compared with the header's, however its padding is spelled.
+        let dim = if bytes {
+            let view_shape = layout
+                .header
+                .descr
+                .itemsize()
+                .filter(|&n| n > 0 && T::DTYPE == Dtype::U8)
+                .map(|n| byte_view_shape(&layout.header.shape, n, layout.header.fortran_order))
+                .ok_or_else(|| Error::TypeMismatch {
+                    name: name.to_string(),
+                    expected: "elements of a known size".to_string(),
+                    found: found(),
+                })?;
+            D::from_dimension(&IxDyn(&view_shape)).ok_or_else(mismatch)?
+        } else {
+            if !layout.header.descr.matches(T::DTYPE) {
+                return Err(mismatch());
+            }
+            D::from_dimension(&IxDyn(&layout.header.shape)).ok_or_else(mismatch)?
+        };
         if (seg.data_ptr() as usize) % std::mem::align_of::<T>() != 0 {
             return Err(Error::corrupt(
                 name,
@@ -390,7 +431,9 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
     pub unsafe fn view_unchecked(&self) -> ArrayView<'_, T, D> {
         // SAFETY: the pointer is aligned (checked at attach) and points to `len()`
         // elements inside a mapping that lives as long as `&self`, which the header's
-        // shape/order describe exactly; the caller rules out mutable aliases.
+        // shape/order describe exactly (a byte view's `dim` is that shape plus the
+        // element's bytes: `data_len` bytes, the same extent); the caller rules out
+        // mutable aliases.
         unsafe { ArrayView::from_shape_ptr(self.shape_spec(), self.data_ptr()) }
     }
 
@@ -406,6 +449,19 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         // SAFETY: the caller upholds writability and exclusivity; bounds, alignment
         // and shape hold as for `view_unchecked`.
         unsafe { ArrayViewMut::from_shape_ptr(self.shape_spec(), self.data_ptr()) }
+    }
+
+    /// Populates the page tables of elements `range` of the data (in memory order)
+    /// now instead of on first touch; `Ok(false)` where the kernel cannot. See
+    /// `Segment::populate`.
+    pub(crate) fn populate(
+        &self,
+        range: std::ops::Range<usize>,
+        how: crate::sys::mman::Populate,
+    ) -> Result<bool> {
+        let size = std::mem::size_of::<T>();
+        let bytes = range.start.saturating_mul(size)..range.end.saturating_mul(size);
+        self.seg.populate(bytes, how)
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -430,7 +486,8 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         self.len() == 0
     }
 
-    /// The shape.
+    /// The shape, as the header says (a byte view's [`raw_dim`](Self::raw_dim) has
+    /// one more axis).
     #[inline]
     pub fn shape(&self) -> &[usize] {
         &self.seg.layout().header.shape
@@ -441,9 +498,14 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         self.dim.clone()
     }
 
-    /// The element type.
+    /// The element type (`u8` for a byte view: see [`descr`](Self::descr)).
     pub fn dtype(&self) -> Dtype {
         T::DTYPE
+    }
+
+    /// The header's element type descriptor: for a record, its fields.
+    pub fn descr(&self) -> &Descr {
+        &self.seg.layout().header.descr
     }
 
     /// Whether the data is in column-major (Fortran) order.
@@ -709,6 +771,11 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
         self.read_with(Wait::timeout(timeout))
     }
 
+    /// The control block's scratch words (a vec's undo record), if it has one.
+    pub(crate) fn scratch(&self) -> Option<&[AtomicU64]> {
+        self.seg.scratch()
+    }
+
     /// One of the control block's cache-padded atomic counters (`index < 8`), shared
     /// by every process that attaches this array.
     pub fn counter(&self, index: usize) -> Result<&AtomicU64> {
@@ -723,6 +790,91 @@ impl<T: Element, D: Dimension> SharedArray<T, D> {
                 index,
                 count: COUNTERS,
             })
+    }
+}
+
+/// The shape of a byte view of elements of `itemsize` bytes: one more axis, the
+/// element's bytes, last (C order) or first (Fortran order), so that the bytes of
+/// one element stay contiguous.
+fn byte_view_shape(shape: &[usize], itemsize: usize, fortran: bool) -> Vec<usize> {
+    let mut v = Vec::with_capacity(shape.len() + 1);
+    if fortran {
+        v.push(itemsize);
+        v.extend_from_slice(shape);
+    } else {
+        v.extend_from_slice(shape);
+        v.push(itemsize);
+    }
+    v
+}
+
+/// Byte views: arrays of any element type (records declared at run time, by
+/// numpy or Python; types this library has no Rust type for), seen as their bytes.
+///
+/// A byte view of a segment whose header holds `shape` elements of `n` bytes is a
+/// `u8` array with the element's bytes as one more axis: `shape + [n]` in C order,
+/// `[n] + shape` in Fortran order. [`shape`](SharedArray::shape) stays the
+/// header's, [`descr`](SharedArray::descr) says what the bytes mean. Locks,
+/// counters and views work as for any array; every byte is a valid `u8`, so the
+/// view is sound whatever the bytes.
+impl SharedArray<u8, IxDyn> {
+    /// Creates a zero-filled array `name` of `shape` elements of `descr` (any
+    /// [supported](Descr::is_supported) descriptor: a type string such as `<f8`, or a
+    /// record of them, e.g. parsed from numpy's `repr(dtype.descr)`), seen as bytes.
+    /// Other programs open it typed (numpy, or a [`record!`](crate::record) type with
+    /// the same fields). `TypeMismatch` for a descriptor with types this library
+    /// does not map (strings, objects, big-endian numbers).
+    ///
+    /// ```
+    /// use shmarray::{ndarray::Dimension, Descr, Options, SharedArray};
+    /// # let name = format!("doc-bytes-{}", std::process::id());
+    /// let descr = Descr::from_literal("[('x', '<f4'), ('', '|V4'), ('m', '<f8')]")?;
+    /// let a = SharedArray::create_bytes_with(&Options::new(), &name, &descr, &[10])?;
+    /// assert_eq!((a.shape(), a.raw_dim().slice()), (&[10][..], &[10, 16][..]));
+    /// let b = SharedArray::open_bytes(&name)?;
+    /// assert_eq!(b.descr(), &descr);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_bytes_with(
+        opts: &Options,
+        name: &str,
+        descr: &Descr,
+        shape: &[usize],
+    ) -> Result<Self> {
+        let itemsize = descr
+            .itemsize()
+            .filter(|_| descr.is_supported())
+            .ok_or_else(|| Error::TypeMismatch {
+                name: name.to_string(),
+                expected: "element types of this library (numbers, bool, f16, complex, \
+                           records of them)"
+                    .to_string(),
+                found: descr.literal(),
+            })?;
+        let ns = opts.ns()?;
+        let view_shape = byte_view_shape(shape, itemsize, opts.fortran);
+        Self::create_descr(
+            Target::Named(&ns, name),
+            KindSpec::plain(ObjectKind::Array),
+            opts,
+            descr.clone(),
+            shape,
+            &view_shape,
+            |_| {},
+        )
+    }
+
+    /// Opens array `name` whatever its element type, as a byte view (`TypeMismatch`
+    /// only for elements of unknown size, such as numpy object arrays).
+    pub fn open_bytes(name: &str) -> Result<Self> {
+        Self::open_bytes_with(&Options::new(), name)
+    }
+
+    /// [`open_bytes`](Self::open_bytes) with options (directory, read-only, trusted
+    /// owners).
+    pub fn open_bytes_with(opts: &Options, name: &str) -> Result<Self> {
+        let seg = segment::open(&opts.ns()?, name, &opts.expect(ObjectKind::Array))?;
+        Self::from_segment_as(seg, true)
     }
 }
 
@@ -741,5 +893,56 @@ impl<T: Element, D: Dimension> fmt::Debug for SharedArray<T, D> {
             .field("fortran_order", &self.is_fortran())
             .field("owner", &self.is_owner())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::mman::Populate;
+
+    #[test]
+    fn populating_a_file_shrunk_under_the_mapping_is_an_error_not_sigbus() {
+        let name = format!("shmarray-unit-{}-populate", std::process::id());
+        let n = 1 << 16;
+        let a = SharedArray::<f64, ndarray::Ix1>::create(&name, n).unwrap();
+        let path = a.path().unwrap();
+        for how in [Populate::Read, Populate::Write] {
+            assert!(a.populate(0..n, how).unwrap());
+            assert!(a.populate(n / 2..n / 2, how).unwrap());
+            assert!(matches!(
+                a.populate(0..n + 1, how),
+                Err(Error::Io { op: "populate", .. })
+            ));
+        }
+        let ro =
+            SharedArray::<f64, ndarray::Ix1>::open_with(&Options::new().read_only(true), &name)
+                .unwrap();
+        assert!(ro.populate(0..n, Populate::Read).unwrap());
+        assert!(matches!(
+            ro.populate(0..n, Populate::Write),
+            Err(Error::ReadOnly { .. })
+        ));
+        drop(ro);
+        // Another process could do this to the file: the data's pages are gone.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(8192)
+            .unwrap();
+        for how in [Populate::Read, Populate::Write] {
+            match a.populate(0..n, how) {
+                Err(Error::Corrupt {
+                    problem: Corruption::Truncated { actual: 8192, .. },
+                    ..
+                }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        // Dropping would touch the control block past the file's end now: keep the
+        // mapping (this test process ends soon) and remove the file by hand.
+        std::mem::forget(a);
+        std::fs::remove_file(path).unwrap();
     }
 }

@@ -25,7 +25,8 @@
 //! | 148 | 4 | flags (atomic): 1 = persistent, 2 = lock initialised | any time |
 //! | 256 | 128 | the robust mutex (`pthread_mutex_t`, process-shared) | by lockers |
 //! | 384 | 64 | read-write lock state: writer word, registered-readers mask | by lockers |
-//! | 448 | 832 | reserved (zero) | |
+//! | 448 | 320 | reserved (zero) | |
+//! | 768 | 64 × 8 | scratch `u64` words of the kind (a vec's undo element) | by lockers |
 //! | 1280 | 8 × 128 | eight cache-padded `u64` counters | by users |
 //! | 2304 | 56 × 32 | reader table of the read-write lock (one entry per reading handle) | by lockers |
 //!
@@ -337,7 +338,7 @@ pub(crate) fn validate(
     if fields.ndim as usize != layout.header.shape.len() {
         return Err(ControlError::Mismatch("number of dimensions"));
     }
-    if layout.dtype.map(Dtype::code) != Some(fields.dtype_code) {
+    if layout.header.descr.code() != Some(fields.dtype_code) {
         return Err(ControlError::Mismatch("element type"));
     }
     let window = super::npy::header_window(layout.data_offset);
@@ -364,6 +365,12 @@ pub(crate) const READER_ENTRY_BYTES: usize = 32;
 
 /// Offset of the robust mutex (the lock slot) in the control block.
 pub(crate) const MUTEX_OFFSET: usize = 256;
+
+/// Number of `u64` scratch words in the control block.
+pub(crate) const SCRATCH_WORDS: usize = 64;
+
+/// Offset of the scratch words in the control block.
+pub(crate) const SCRATCH_OFFSET: usize = 768;
 
 /// Offset of the read-write lock's header in the control block.
 pub(crate) const RW_OFFSET: usize = 384;
@@ -407,7 +414,10 @@ pub(crate) struct ControlBlock {
     _reserved0: [u8; 104],
     pub(crate) lock: LockSlot,
     pub(crate) rw: RwSlot,
-    _reserved1: [u8; 832],
+    _reserved1: [u8; 320],
+    /// Scratch words of the object kind (a vec's undo record of elements over 8
+    /// bytes), written under the segment's lock.
+    pub(crate) scratch: [AtomicU64; SCRATCH_WORDS],
     pub(crate) counters: [CounterSlot; COUNTERS],
     pub(crate) readers: ReaderSlots,
 }
@@ -421,6 +431,7 @@ const _: () = {
     assert!(offset_of!(ControlBlock, flags) == 148);
     assert!(offset_of!(ControlBlock, lock) == MUTEX_OFFSET);
     assert!(offset_of!(ControlBlock, rw) == RW_OFFSET);
+    assert!(offset_of!(ControlBlock, scratch) == SCRATCH_OFFSET);
     assert!(offset_of!(ControlBlock, counters) == 1280);
     assert!(offset_of!(ControlBlock, readers) == READERS_OFFSET);
     assert!(size_of::<LockSlot>() == 128 && size_of::<CounterSlot>() == 128);

@@ -14,6 +14,7 @@
 //! - [`containers`]: the data layouts of maps and vecs, and the map's key hash.
 //! - [`describe`]: reading a whole description from a file, each region once.
 //! - [`dtype`]: element types and their NPY descriptors.
+//! - [`descr`]: NPY descriptors as headers hold them (type strings, records).
 
 /// Page size assumed by the format. The control block starts on a multiple of it, and
 /// so does the data of a segment on base pages.
@@ -24,6 +25,7 @@ pub(crate) const CONTROL_SIZE: usize = PAGE;
 
 pub(crate) mod containers;
 pub(crate) mod control;
+pub(crate) mod descr;
 pub(crate) mod describe;
 pub(crate) mod dtype;
 pub(crate) mod npy;

@@ -2,6 +2,7 @@
 //! padded so that the data starts on a page boundary (base pages) or at a multiple
 //! of 128 inside the first page (huge pages). Pure: builds and parses bytes.
 
+use super::descr::{self, Descr};
 use super::dtype::Dtype;
 use super::{CONTROL_SIZE, PAGE};
 
@@ -81,8 +82,8 @@ pub enum HeaderError {
 /// The three fields of an NPY header dictionary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NpyHeader {
-    /// The `descr` string, e.g. `<f8`.
-    pub descr: String,
+    /// The `descr` value: a type string (`<f8`) or a record's fields.
+    pub descr: Descr,
     /// `fortran_order`: column-major data.
     pub fortran_order: bool,
     /// The array shape.
@@ -96,7 +97,8 @@ pub struct Layout {
     pub npy_version: u8,
     /// Parsed header fields.
     pub header: NpyHeader,
-    /// Element type, when the descriptor is one we support.
+    /// Element type, when the descriptor is a type string we support (`None` for
+    /// records: see `header.descr`).
     pub dtype: Option<Dtype>,
     /// Element size from the descriptor (0 when unknown).
     pub itemsize: usize,
@@ -132,10 +134,8 @@ fn compute_layout(
     header: NpyHeader,
     data_offset: usize,
 ) -> Result<Layout, HeaderError> {
-    let dtype = Dtype::from_descr(&header.descr);
-    let itemsize = dtype
-        .map(Dtype::size)
-        .or_else(|| descr_itemsize(&header.descr));
+    let dtype = header.descr.dtype();
+    let itemsize = header.descr.itemsize();
     let overflow = || HeaderError::Overflow {
         shape: header.shape.clone(),
         itemsize: itemsize.unwrap_or(0),
@@ -167,27 +167,15 @@ fn compute_layout(
     })
 }
 
-/// Element size of a simple descriptor we do not map to a Rust type (e.g. `>f8`, `<c16`).
-fn descr_itemsize(descr: &str) -> Option<usize> {
-    let digits = descr.get(2..)?;
-    if !matches!(descr.as_bytes().first(), Some(b'<' | b'>' | b'|' | b'=')) {
-        return None;
-    }
-    digits.parse::<usize>().ok().filter(|&n| n > 0 && n <= 64)
-}
-
 /// Renders the header dictionary exactly the way numpy does.
-fn render_dict(descr: &str, fortran_order: bool, shape: &[usize]) -> String {
-    let dims = match shape {
-        [] => "()".to_string(),
-        [d] => format!("({d},)"),
-        _ => {
-            let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-            format!("({})", parts.join(", "))
-        }
-    };
+fn render_dict(descr: &Descr, fortran_order: bool, shape: &[usize]) -> String {
+    let mut dims = String::new();
+    descr::write_shape(&mut dims, shape);
     let order = if fortran_order { "True" } else { "False" };
-    format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {dims}, }}")
+    format!(
+        "{{'descr': {}, 'fortran_order': {order}, 'shape': {dims}, }}",
+        descr.literal()
+    )
 }
 
 /// Builds the complete header region (`data_offset` bytes: preamble, dict, space
@@ -198,7 +186,7 @@ pub fn build_header(
     fortran_order: bool,
     shape: &[usize],
 ) -> Result<(Vec<u8>, Layout), HeaderError> {
-    build_header_aligned(dtype, fortran_order, shape, PAGE)
+    build_header_aligned(&dtype.descr(), fortran_order, shape, PAGE)
 }
 
 /// [`build_header`] with the data starting at the smallest multiple of `align` (a
@@ -208,7 +196,7 @@ pub fn build_header(
 /// (and at which the kernel aligns the mapping of a THP file to a huge page), and
 /// the header stays far below numpy's default `max_header_size`.
 pub(crate) fn build_header_aligned(
-    dtype: Dtype,
+    descr: &Descr,
     fortran_order: bool,
     shape: &[usize],
     align: usize,
@@ -221,7 +209,7 @@ pub(crate) fn build_header_aligned(
             max: MAX_DIMS,
         });
     }
-    let dict = render_dict(dtype.descr(), fortran_order, shape);
+    let dict = render_dict(descr, fortran_order, shape);
     let align = align.clamp(1, PAGE);
     // The dict must end within the window readers parse; padded to `align <= PAGE`,
     // the header is then at most a page long, which NPY 1.0's u16 length holds.
@@ -239,7 +227,7 @@ pub(crate) fn build_header_aligned(
     bytes.resize(data_offset - 1, b' ');
     bytes.push(b'\n');
     let header = NpyHeader {
-        descr: dtype.descr().to_string(),
+        descr: descr.clone(),
         fortran_order,
         shape: shape.to_vec(),
     };
@@ -336,10 +324,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Layout, HeaderError> {
 /// A tiny parser for the Python literal numpy writes: a dict with exactly the keys
 /// `descr` (str), `fortran_order` (bool) and `shape` (tuple of ints).
 fn parse_dict(text: &str) -> Result<NpyHeader, HeaderError> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-    };
+    let mut p = Parser::new(text);
     p.ws();
     p.expect(b'{')?;
     let (mut descr, mut fortran, mut shape) = (None, None, None);
@@ -353,7 +338,7 @@ fn parse_dict(text: &str) -> Result<NpyHeader, HeaderError> {
         p.expect(b':')?;
         p.ws();
         match key.as_str() {
-            "descr" if descr.is_none() => descr = Some(p.string()?),
+            "descr" if descr.is_none() => descr = Some(descr::parse_value(&mut p)?),
             "fortran_order" if fortran.is_none() => fortran = Some(p.boolean()?),
             "shape" if shape.is_none() => shape = Some(p.tuple()?),
             other => return Err(HeaderError::Syntax(format!("unexpected key '{other}'"))),
@@ -383,18 +368,34 @@ fn parse_dict(text: &str) -> Result<NpyHeader, HeaderError> {
     }
 }
 
-struct Parser<'a> {
+/// A cursor over the Python literal of a header dict (also used for descriptors).
+pub(super) struct Parser<'a> {
     s: &'a [u8],
     i: usize,
 }
 
-impl Parser<'_> {
-    fn ws(&mut self) {
+impl<'a> Parser<'a> {
+    pub(super) fn new(text: &'a str) -> Parser<'a> {
+        Parser {
+            s: text.as_bytes(),
+            i: 0,
+        }
+    }
+    pub(super) fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+    pub(super) fn pos(&self) -> usize {
+        self.i
+    }
+    pub(super) fn at_end(&self) -> bool {
+        self.i >= self.s.len()
+    }
+    pub(super) fn ws(&mut self) {
         while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\n' | b'\t' | b'\r') {
             self.i += 1;
         }
     }
-    fn eat(&mut self, c: u8) -> bool {
+    pub(super) fn eat(&mut self, c: u8) -> bool {
         if self.s.get(self.i) == Some(&c) {
             self.i += 1;
             true
@@ -402,7 +403,7 @@ impl Parser<'_> {
             false
         }
     }
-    fn expect(&mut self, c: u8) -> Result<(), HeaderError> {
+    pub(super) fn expect(&mut self, c: u8) -> Result<(), HeaderError> {
         if self.eat(c) {
             Ok(())
         } else {
@@ -412,7 +413,7 @@ impl Parser<'_> {
             )))
         }
     }
-    fn string(&mut self) -> Result<String, HeaderError> {
+    pub(super) fn string(&mut self) -> Result<String, HeaderError> {
         let quote = match self.s.get(self.i) {
             Some(&q @ (b'\'' | b'"')) => q,
             _ => {
@@ -455,7 +456,7 @@ impl Parser<'_> {
             Err(HeaderError::Syntax("expected True or False".into()))
         }
     }
-    fn tuple(&mut self) -> Result<Vec<usize>, HeaderError> {
+    pub(super) fn tuple(&mut self) -> Result<Vec<usize>, HeaderError> {
         self.expect(b'(')?;
         let mut dims = Vec::new();
         loop {
@@ -463,22 +464,7 @@ impl Parser<'_> {
             if self.eat(b')') {
                 break;
             }
-            let start = self.i;
-            while self.i < self.s.len() && self.s[self.i].is_ascii_digit() {
-                self.i += 1;
-            }
-            if start == self.i {
-                return Err(HeaderError::Syntax(format!(
-                    "expected a dimension at byte {}",
-                    self.i
-                )));
-            }
-            let digits = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
-            let d = digits
-                .parse::<usize>()
-                .map_err(|_| HeaderError::Syntax(format!("dimension {digits} too large")))?;
-            // Python 2 era files may carry a long suffix.
-            self.eat(b'L');
+            let d = self.integer()?;
             dims.push(d);
             if dims.len() > MAX_DIMS {
                 return Err(HeaderError::Syntax(format!(
@@ -494,6 +480,25 @@ impl Parser<'_> {
         }
         Ok(dims)
     }
+    /// A non-negative integer (Python 2 era files may carry a long suffix `L`).
+    pub(super) fn integer(&mut self) -> Result<usize, HeaderError> {
+        let start = self.i;
+        while self.i < self.s.len() && self.s[self.i].is_ascii_digit() {
+            self.i += 1;
+        }
+        if start == self.i {
+            return Err(HeaderError::Syntax(format!(
+                "expected a dimension at byte {}",
+                self.i
+            )));
+        }
+        let digits = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
+        let d = digits
+            .parse::<usize>()
+            .map_err(|_| HeaderError::Syntax(format!("dimension {digits} too large")))?;
+        self.eat(b'L');
+        Ok(d)
+    }
 }
 
 #[cfg(test)]
@@ -504,7 +509,7 @@ mod tests {
     fn plain_headers_parse_and_align_to_64() {
         for shape in [vec![], vec![3], vec![2, 3, 4]] {
             let h = NpyHeader {
-                descr: "<f8".into(),
+                descr: Descr::Simple("<f8".into()),
                 fortran_order: false,
                 shape,
             };
@@ -550,7 +555,7 @@ mod tests {
         longest[0] = 0;
         for (shape, want) in [(vec![1000, 1000], 128), (vec![], 128), (longest, 1536)] {
             let (bytes, layout) =
-                build_header_aligned(Dtype::F64, false, &shape, COMPACT_ALIGN).unwrap();
+                build_header_aligned(&Dtype::F64.descr(), false, &shape, COMPACT_ALIGN).unwrap();
             assert_eq!(layout.data_offset, want);
             assert_eq!(bytes.len(), want);
             // NPY 1.0, and numpy's `max_header_size` (10 000) counts the dict's bytes.
@@ -562,15 +567,15 @@ mod tests {
     #[test]
     fn dict_is_rendered_like_numpy() {
         assert_eq!(
-            render_dict("<f8", false, &[3]),
+            render_dict(&Descr::Simple("<f8".into()), false, &[3]),
             "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }"
         );
         assert_eq!(
-            render_dict("|u1", true, &[2, 3]),
+            render_dict(&Descr::Simple("|u1".into()), true, &[2, 3]),
             "{'descr': '|u1', 'fortran_order': True, 'shape': (2, 3), }"
         );
         assert_eq!(
-            render_dict("<i4", false, &[]),
+            render_dict(&Descr::Simple("<i4".into()), false, &[]),
             "{'descr': '<i4', 'fortran_order': False, 'shape': (), }"
         );
     }

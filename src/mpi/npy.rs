@@ -20,7 +20,7 @@ pub fn write_npy<T: Element, D: Dimension>(
         source,
     };
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    out.write_all(&header(T::DTYPE.descr(), array.shape()))
+    out.write_all(&header(&T::DTYPE.descr().literal(), array.shape()))
         .map_err(io)?;
     match array.as_slice() {
         Some(data) => out.write_all(bytemuck::cast_slice(data)).map_err(io)?,
@@ -34,7 +34,8 @@ pub fn write_npy<T: Element, D: Dimension>(
 }
 
 /// The NPY 1.0 preamble and header dict for a C-order array, padded with spaces to
-/// a multiple of 64 bytes and ended with a newline.
+/// a multiple of 64 bytes and ended with a newline. `descr` is the descriptor's
+/// Python literal (`'<f8'`, or a record's list).
 fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [n] => format!("({n},)"),
@@ -43,7 +44,7 @@ fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
             format!("({})", parts.join(", "))
         }
     };
-    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
+    let mut dict = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': {dims}, }}");
     let unpadded = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     dict.push('\n');
@@ -60,13 +61,13 @@ mod tests {
     #[test]
     fn header_is_aligned_and_parses() {
         for shape in [&[][..], &[3][..], &[512, 512][..], &[2, 3, 4][..]] {
-            let h = header("<f8", shape);
+            let h = header("'<f8'", shape);
             assert_eq!(h.len() % 64, 0);
             assert_eq!(*h.last().unwrap(), b'\n');
             let parsed =
                 crate::format::npy::parse_header(&h).expect("the crate's parser accepts it");
             assert_eq!(parsed.header.shape, shape);
-            assert_eq!(parsed.header.descr, "<f8");
+            assert_eq!(parsed.header.descr.to_string(), "<f8");
         }
     }
 }

@@ -1,9 +1,8 @@
 //! `Barrier`: Python's `multiprocessing.Barrier(n)`, by name, with dead
 //! participants detected.
 
-use std::cell::RefCell;
 use std::fmt;
-use std::marker::PhantomData;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ndarray::Ix1;
@@ -22,14 +21,21 @@ use crate::sync::{BarrierError, BarrierState};
 /// A reusable barrier for N processes, by name: Python's `Barrier(n)`.
 ///
 /// Each handle is one participant (it holds a slot of the barrier's member table
-/// from `create`/`open` to drop); threads that take part open a handle each, so a
-/// handle is `Send` but not `Sync`. A participant that dies makes the others'
+/// from `create`/`open` to drop); threads that take part open a handle each (two
+/// threads waiting on one handle are one participant: they take turns). `abort`,
+/// `n_waiting`, `is_broken` and `reset` work from any thread, also while another
+/// waits on the same handle. A participant that dies makes the others'
 /// `wait` fail with `ParticipantDied` within ~10 ms, never hang; a participant
 /// whose liveness cannot be decided is waited for until the timeout.
+///
+/// # Threads
+/// `Send + Sync`: `abort` and `n_waiting` from another thread reach a `wait` on the
+/// same handle (Python's `Barrier.abort()`); two threads that `wait` on one handle
+/// are one participant and take turns.
 pub struct Barrier {
     seg: SharedArray<u8, Ix1>,
-    member: RefCell<Option<Membership>>,
-    _not_sync: PhantomData<std::cell::Cell<()>>,
+    /// Held for the whole of a `wait` (one participant waits at a time).
+    member: Mutex<Option<Membership>>,
 }
 
 /// Why a barrier could not be created or joined.
@@ -123,12 +129,16 @@ impl Barrier {
     fn join(seg: SharedArray<u8, Ix1>) -> Result<Barrier, BarrierOpenError> {
         let b = Barrier {
             seg,
-            member: RefCell::new(None),
-            _not_sync: PhantomData,
+            member: Mutex::new(None),
         };
         let m = b.new_membership()?;
-        *b.member.borrow_mut() = Some(m);
+        *b.membership() = Some(m);
         Ok(b)
+    }
+
+    fn membership(&self) -> MutexGuard<'_, Option<Membership>> {
+        // A panic while holding it leaves a valid `Option<Membership>`.
+        self.member.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn new_membership(&self) -> Result<Membership, BarrierError> {
@@ -173,17 +183,11 @@ impl Barrier {
     }
 
     fn wait_within(&self, timeout: Option<Duration>) -> Result<bool, BarrierError> {
-        if self
-            .member
-            .borrow()
-            .as_ref()
-            .is_none_or(Membership::is_stale)
-        {
+        let mut member = self.membership();
+        if member.as_ref().is_none_or(Membership::is_stale) {
             // Copied into a forked child: join with a slot of our own.
-            let m = self.new_membership()?;
-            *self.member.borrow_mut() = Some(m);
+            *member = Some(self.new_membership()?);
         }
-        let member = self.member.borrow();
         let me = member.as_ref().expect("joined above");
         let table = self.table();
         let state = self.state();
@@ -217,12 +221,29 @@ impl Barrier {
         self.state().is_broken()
     }
 
+    /// Breaks the barrier for every participant: waiters and later `wait`s fail
+    /// with [`BarrierError::Aborted`] until [`reset`](Self::reset) (Python's
+    /// `Barrier.abort`).
+    pub fn abort(&self) {
+        self.state().abort()
+    }
+
+    /// How many participants are waiting in the current round (0 while broken;
+    /// Python's `Barrier.n_waiting`). A snapshot.
+    pub fn n_waiting(&self) -> u32 {
+        self.state().waiting()
+    }
+
     segment_accessors!(seg);
 }
 
 impl Drop for Barrier {
     fn drop(&mut self) {
-        if let Some(m) = self.member.get_mut().take() {
+        let member = self
+            .member
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = member.take() {
             m.leave(self.table());
         }
     }
@@ -233,7 +254,14 @@ impl fmt::Debug for Barrier {
         f.debug_struct("Barrier")
             .field("name", &self.name())
             .field("parties", &self.parties())
-            .field("slot", &self.member.borrow().as_ref().map(Membership::slot))
+            .field(
+                "slot",
+                &self
+                    .member
+                    .try_lock()
+                    .ok()
+                    .and_then(|m| m.as_ref().map(Membership::slot)),
+            )
             .finish()
     }
 }

@@ -24,6 +24,9 @@ use crate::segment::{KindSpec, Options, Target};
 use crate::sync::{check_mutex_in_file, LockError, LockFailure, RawMutexGuard, RawRobustMutex};
 use crate::sys::atomic::{cas16, cas16_supported, prefetch_for_write};
 
+mod bytes;
+pub use bytes::BytesMap;
+
 /// Why a map operation, create or open did not succeed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -193,6 +196,12 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
             size_of::<V>() as u64,
             capacity as u64,
         )?;
+        Self::create_geo(opts, name, geo)
+    }
+
+    /// Creates map `name` of geometry `geo` (also `BytesMap`'s way in, with the
+    /// sizes it was given: one layout for both).
+    fn create_geo(opts: &Options, name: &str, geo: MapGeometry) -> Result<Self, MapError> {
         let len = usize::try_from(geo.data_len).map_err(|_| ParamsError::TooLarge {
             capacity: geo.slots * geo.shards,
             stride: geo.stride,
@@ -271,7 +280,12 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
         if !seg.is_writable() {
             return Err(Error::ReadOnly { name: label }.into());
         }
-        if (geo.key_size, geo.value_size) != (size_of::<K>() as u64, size_of::<V>() as u64) {
+        // A `BytesMap` takes the sizes the parameters give.
+        let untyped = std::any::TypeId::of::<(K, V)>()
+            == std::any::TypeId::of::<(bytes::Untyped, bytes::Untyped)>();
+        if !untyped
+            && (geo.key_size, geo.value_size) != (size_of::<K>() as u64, size_of::<V>() as u64)
+        {
             return Err(Error::TypeMismatch {
                 name: label,
                 expected: format!(

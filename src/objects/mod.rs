@@ -63,6 +63,6 @@ mod vec;
 pub use atomic::{SharedAtomicI64, SharedAtomicU32, SharedAtomicU64};
 pub use barrier::{Barrier, BarrierOpenError};
 pub use event::Event;
-pub use map::{FixedStr, FixedStrError, MapError, SharedMap};
+pub use map::{BytesMap, FixedStr, FixedStrError, MapError, SharedMap};
 pub use value::{SharedValue, ValueGuard};
 pub use vec::{SharedVec, VecError};

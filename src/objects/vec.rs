@@ -10,13 +10,17 @@ use crate::array::{ArrayGuard, SharedArray};
 use crate::element::Element;
 use crate::error::Error;
 use crate::format::containers::{vec_capacity, vec_counter, VEC_VERSION};
-use crate::format::control::{ControlError, ObjectKind};
+use crate::format::control::{ControlError, ObjectKind, SCRATCH_WORDS};
 use crate::format::objects::ParamsError;
 use crate::segment::{KindSpec, Options, Target};
 use crate::sync::{LockError, LockFailure};
 
 /// Largest `SharedVec` capacity (elements).
 const MAX_VEC_CAPACITY: u64 = 1 << 40;
+
+/// Largest `SharedVec` element (bytes): what the undo record of `set` holds, in
+/// the control block's scratch words.
+const MAX_VEC_ITEM: usize = SCRATCH_WORDS * 8;
 
 /// Why a vec operation, create or open did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -179,11 +183,7 @@ impl<T: Element> SharedVec<T> {
         let index = undo.load(Ordering::Acquire);
         if index != 0 {
             if let Some(slot) = usize::try_from(index - 1).ok().and_then(|i| g.get_mut(i)) {
-                let bits = self
-                    .counter(vec_counter::UNDO_BITS)
-                    .load(Ordering::Relaxed)
-                    .to_le_bytes();
-                *slot = bytemuck::pod_read_unaligned(&bits[..size_of::<T>()]);
+                *slot = self.load_undo();
             }
             undo.store(0, Ordering::Release);
         }
@@ -194,6 +194,39 @@ impl<T: Element> SharedVec<T> {
         );
         self.counter(vec_counter::REPAIRS)
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The words that hold the undo record's element: counter 2 for elements of up
+    /// to 8 bytes, the control block's scratch words for larger ones (FORMAT.md).
+    fn undo_words(&self) -> &[AtomicU64] {
+        if size_of::<T>() <= 8 {
+            std::slice::from_ref(self.counter(vec_counter::UNDO_BITS))
+        } else {
+            self.array
+                .scratch()
+                .expect("a vec has a control block (checked at open)")
+        }
+    }
+
+    /// Saves `old` as the undo record's element (the caller holds the lock).
+    fn store_undo(&self, old: &T) {
+        let bytes = bytemuck::bytes_of(old);
+        for (word, chunk) in self.undo_words().iter().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+    }
+
+    /// The undo record's element (the caller holds the lock).
+    fn load_undo(&self) -> T {
+        let mut out = T::zeroed();
+        let bytes = bytemuck::bytes_of_mut(&mut out);
+        for (word, chunk) in self.undo_words().iter().zip(bytes.chunks_mut(8)) {
+            let b = word.load(Ordering::Relaxed).to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        out
     }
 
     /// The length, as stored (the caller holds the lock); never above capacity.
@@ -267,10 +300,7 @@ impl<T: Element> SharedVec<T> {
             return Err(VecError::OutOfBounds { index, len });
         }
         let old = g[index];
-        let mut bits = [0u8; 8];
-        bits[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&old));
-        self.counter(vec_counter::UNDO_BITS)
-            .store(u64::from_le_bytes(bits), Ordering::Relaxed);
+        self.store_undo(&old);
         let undo = self.counter(vec_counter::UNDO_INDEX);
         undo.store(index as u64 + 1, Ordering::Release);
         // The element is written only after the undo record is complete.
@@ -326,6 +356,18 @@ impl<T: Element> SharedVec<T> {
         self.counter(vec_counter::REPAIRS).load(Ordering::Relaxed)
     }
 
+    /// This handle's open segment file, e.g. to map the elements for numpy (the
+    /// data area, at the control block's `data_offset`, is a 1-d array of
+    /// `capacity` elements of `T`; the first [`len`](Self::len) are the vec's).
+    pub fn file(&self) -> &std::fs::File {
+        self.array.file()
+    }
+
+    /// A copy of the control block as read at open (`data_offset`, parameters).
+    pub fn control(&self) -> Option<crate::format::control::ControlFields> {
+        self.array.control()
+    }
+
     segment_accessors!(persistent array);
 }
 
@@ -337,10 +379,10 @@ fn check_capacity<T>(capacity: u64) -> Result<(), ParamsError> {
             max: MAX_VEC_CAPACITY,
         });
     }
-    if size_of::<T>() > 8 {
+    if size_of::<T>() > MAX_VEC_ITEM {
         return Err(ParamsError::ItemSize {
             size: size_of::<T>() as u64,
-            max: 8,
+            max: MAX_VEC_ITEM as u64,
         });
     }
     Ok(())
@@ -354,5 +396,63 @@ impl<T: Element> fmt::Debug for SharedVec<T> {
             .field("len", &self.len())
             .field("capacity", &self.capacity())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use num_complex::Complex;
+
+    crate::record! {
+        #[derive(Debug, PartialEq)]
+        struct Big { a: [u64; 5], z: Complex<f64> }
+    }
+    crate::record! { struct Largest { a: [u64; 64] } }
+    crate::record! { struct TooLarge { a: [u64; 64], b: u64 } }
+
+    #[test]
+    fn a_set_cut_short_is_rolled_back_for_elements_over_8_bytes() {
+        let name = format!("vec-undo-big-{}", std::process::id());
+        let v = SharedVec::<Big>::create(&name, 4).unwrap();
+        let a = Big {
+            a: [1, 2, 3, 4, 5],
+            z: Complex::new(6.0, 7.0),
+        };
+        v.push(a).unwrap();
+        let b = Big {
+            a: [9; 5],
+            z: Complex::new(-1.0, -1.0),
+        };
+        assert_eq!(v.set(0, b).unwrap(), a);
+        assert_eq!(v.get(0).unwrap(), Some(b));
+        {
+            // What a holder killed in the middle of `set(0, ..)` leaves: the undo
+            // record complete, the element half written.
+            let mut g = v.lock().unwrap();
+            v.store_undo(&g[0]);
+            v.counter(vec_counter::UNDO_INDEX)
+                .store(1, Ordering::Release);
+            g[0].a[..2].copy_from_slice(&[0xdead, 0xbeef]);
+            v.repair(&mut g);
+        }
+        assert_eq!(v.get(0).unwrap(), Some(b));
+        assert_eq!(v.repairs(), 1);
+    }
+
+    #[test]
+    fn elements_up_to_the_scratch_size_are_accepted() {
+        let name = format!("vec-largest-{}", std::process::id());
+        let v = SharedVec::<Largest>::create(&name, 2).unwrap();
+        v.push(Largest { a: [7; 64] }).unwrap();
+        assert_eq!(v.set(0, Largest { a: [8; 64] }).unwrap().a, [7; 64]);
+        let name = format!("vec-too-large-{}", std::process::id());
+        assert!(matches!(
+            SharedVec::<TooLarge>::create(&name, 2),
+            Err(VecError::Params(ParamsError::ItemSize {
+                size: 520,
+                max: 512
+            }))
+        ));
     }
 }

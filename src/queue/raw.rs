@@ -63,6 +63,15 @@ impl Flavor {
         }
     }
 
+    /// The record fingerprint recorded in parameter 4 (0 unless the items are
+    /// records: their fields are in no header, the queue's holds bytes).
+    fn fingerprint(self) -> u64 {
+        match self {
+            Flavor::Items(d @ Dtype::Record(_)) => d.descr().fingerprint(),
+            _ => 0,
+        }
+    }
+
     /// Whether a queue of `item_size`-byte slots fits.
     fn fits(self, item_size: u64) -> bool {
         match self {
@@ -156,9 +165,13 @@ impl RawQueue {
             kind: KindSpec {
                 kind: flavor.kind(),
                 version: QUEUE_VERSION,
-                params: geo.to_params(flavor.element()),
+                params: {
+                    let mut p = geo.to_params(flavor.element());
+                    p[4] = flavor.fingerprint();
+                    p
+                },
             },
-            dtype: Dtype::U8,
+            descr: Dtype::U8.descr(),
             fortran: false,
             shape: &[data_len],
             persistent: opts.persistent,
@@ -208,7 +221,10 @@ impl RawQueue {
             what: "the queue",
         })?;
         let geo = QueueGeometry::from_control(c).map_err(|e| Error::corrupt(&name, e))?;
-        if c.params[3] != u64::from(flavor.element()) || !flavor.fits(geo.item_size) {
+        if c.params[3] != u64::from(flavor.element())
+            || c.params[4] != flavor.fingerprint()
+            || !flavor.fits(geo.item_size)
+        {
             return Err(QueueError::NotAQueue {
                 name,
                 expected: flavor.describe(),

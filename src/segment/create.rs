@@ -29,8 +29,8 @@ use crate::error::{Error, Result};
 use crate::format::control::{
     checksum, flags, state, ControlBlock, ControlFields, ObjectKind, LAYOUT_VERSION, PARAMS,
 };
+use crate::format::descr::Descr;
 use crate::format::describe::Description;
-use crate::format::dtype::Dtype;
 use crate::format::npy::{build_header_aligned, header_window, HeaderError, Layout, MAX_DIMS};
 use crate::sys::fs::{self, Dir};
 use crate::sys::proc;
@@ -76,7 +76,7 @@ pub(crate) struct Spec<'a> {
     /// The object.
     pub(crate) kind: KindSpec,
     /// Element type of the NPY header.
-    pub(crate) dtype: Dtype,
+    pub(crate) descr: Descr,
     /// Column-major data.
     pub(crate) fortran: bool,
     /// Shape of the NPY header.
@@ -243,9 +243,10 @@ fn reserve(spec: &Spec<'_>, place: Place, label: &str) -> std::result::Result<Re
     let align = place.backing.header_align();
     let overflow = || Error::ShapeOverflow {
         shape: spec.shape.to_vec(),
-        itemsize: spec.dtype.size(),
+        itemsize: spec.descr.itemsize().unwrap_or(0),
     };
-    let (header, layout) = match build_header_aligned(spec.dtype, spec.fortran, spec.shape, align) {
+    let (header, layout) = match build_header_aligned(&spec.descr, spec.fortran, spec.shape, align)
+    {
         Ok(h) => h,
         Err(e) => {
             remove_temp();
@@ -370,7 +371,7 @@ pub(crate) fn create(
         layout_version: LAYOUT_VERSION,
         kind: spec.kind.kind,
         kind_version: spec.kind.version,
-        dtype_code: spec.dtype.code(),
+        dtype_code: spec.descr.code().unwrap_or(0),
         ndim: u32::try_from(spec.shape.len()).unwrap_or(u32::MAX),
         creator_pid: proc::current_pid(),
         creator_start_time: proc::own_start_time().unwrap_or(0),

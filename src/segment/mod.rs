@@ -172,6 +172,11 @@ impl Segment {
         self.block().map(|b| (&b.rw, &b.readers))
     }
 
+    /// The control block's scratch words.
+    pub(crate) fn scratch(&self) -> Option<&[std::sync::atomic::AtomicU64]> {
+        self.block().map(|b| &b.scratch[..])
+    }
+
     /// The control block's counters.
     pub(crate) fn counters(&self) -> Option<&[CounterSlot; COUNTERS]> {
         self.block().map(|b| &b.counters)
@@ -227,6 +232,51 @@ impl Segment {
     /// This handle's open file (its own open file description).
     pub(crate) fn file(&self) -> &File {
         &self.file
+    }
+
+    /// Populates (prefaults) the page tables of data bytes `range` now, so that
+    /// touching them later takes no page fault (see `sys::mman`). Returns
+    /// `Ok(false)` where the kernel cannot (before Linux 5.14): the pages then fault
+    /// in on first touch as always.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] (`Truncated`) if the file is now shorter than the range
+    /// (another process shrank it: populating reports it, where touching the
+    /// pages would have raised `SIGBUS`); [`Error::Io`] for what else the kernel
+    /// reports (`ENOMEM`, a range outside the data, ...); [`Error::ReadOnly`] for
+    /// `Write` on a read-only mapping.
+    pub(crate) fn populate(
+        &self,
+        range: std::ops::Range<usize>,
+        how: crate::sys::mman::Populate,
+    ) -> Result<bool> {
+        use crate::sys::mman::{populate, Populated};
+        let layout = &self.desc.layout;
+        let label = self.label();
+        if range.start > range.end || range.end > layout.data_len {
+            return Err(Error::io("populate", label, Errno::ERANGE));
+        }
+        if how == crate::sys::mman::Populate::Write && !self.writable {
+            return Err(Error::ReadOnly {
+                name: label.to_string(),
+            });
+        }
+        let offset = layout.data_offset + range.start;
+        match populate(&self.map, offset, range.len(), how) {
+            Ok(Populated::Done) => Ok(true),
+            Ok(Populated::Unsupported) => Ok(false),
+            Err(Errno::EFAULT) => {
+                let actual = crate::sys::fs::fstat(&self.file).map_or(0, |i| i.size);
+                Err(Error::corrupt(
+                    label,
+                    crate::error::Corruption::Truncated {
+                        needed: (offset + range.len()) as u64,
+                        actual,
+                    },
+                ))
+            }
+            Err(e) => Err(Error::io("populate", label, e)),
+        }
     }
 
     /// Claims the file for direct views (see [`registry`]).

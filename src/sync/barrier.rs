@@ -34,6 +34,9 @@ const POLL: Duration = Duration::from_millis(10);
 /// `broken` code for a barrier broken by a timeout (other codes: dead slot + 1).
 const BROKEN_TIMEOUT: u32 = u32::MAX;
 
+/// `broken` code for a barrier broken by `abort` (Python's `Barrier.abort`).
+const BROKEN_ABORT: u32 = u32::MAX - 1;
+
 /// Why a barrier wait failed. The barrier stays broken until `reset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -58,6 +61,9 @@ pub enum BarrierError {
         /// The barrier's party count.
         parties: u32,
     },
+    /// Broken by a participant's `abort`.
+    #[error("the barrier was aborted")]
+    Aborted,
 }
 
 /// Barrier state in shared memory (`#[repr(C)]`, atomics only). All-zero bytes are
@@ -96,6 +102,7 @@ impl BarrierState {
     fn broken_error(&self, code: u32) -> BarrierError {
         match code {
             BROKEN_TIMEOUT => BarrierError::Broken,
+            BROKEN_ABORT => BarrierError::Aborted,
             slot_plus_one => BarrierError::ParticipantDied {
                 slot: slot_plus_one as usize - 1,
                 pid: self.dead_pid.load(Ordering::Acquire),
@@ -125,6 +132,21 @@ impl BarrierState {
     /// Whether the barrier is broken.
     pub(crate) fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire) != 0
+    }
+
+    /// Breaks the barrier: waiters and later `wait`s fail with `Aborted` until
+    /// `reset` (Python's `Barrier.abort`).
+    pub(crate) fn abort(&self) {
+        self.break_with(BROKEN_ABORT);
+    }
+
+    /// Participants waiting in the current generation (0 while broken).
+    pub(crate) fn waiting(&self) -> u32 {
+        if self.is_broken() {
+            0
+        } else {
+            self.arrived.load(Ordering::Acquire)
+        }
     }
 
     /// Whether slot `slot` has arrived in generation `gen`.
@@ -253,6 +275,34 @@ mod tests {
             b.wait(0, 2, Some(Duration::from_secs(5)), |_| None),
             Err(BarrierError::ParticipantDied { slot: 1, pid: 4242 })
         );
+    }
+
+    #[test]
+    fn abort_wakes_the_waiters_and_n_waiting_counts_them() {
+        let b = barrier(3);
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || b.wait(0, 3, Some(Duration::from_secs(10)), |_| None))
+        };
+        let t = std::time::Instant::now();
+        while b.waiting() == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the waiter never arrived"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(b.waiting(), 1);
+        b.abort();
+        assert_eq!(waiter.join().unwrap(), Err(BarrierError::Aborted));
+        assert!(b.is_broken());
+        assert_eq!(b.waiting(), 0);
+        assert_eq!(
+            b.wait(1, 3, Some(Duration::from_secs(5)), |_| None),
+            Err(BarrierError::Aborted)
+        );
+        b.reset();
+        assert!(!b.is_broken());
     }
 }
 

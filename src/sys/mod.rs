@@ -9,6 +9,7 @@ pub(crate) mod dl;
 pub(crate) mod fs;
 pub(crate) mod futex;
 pub(crate) mod lock;
+pub(crate) mod mman;
 pub(crate) mod mounts;
 pub(crate) mod proc;
 #[cfg(feature = "pool")]

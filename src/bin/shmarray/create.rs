@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use clap::builder::PossibleValue;
-use shmarray::ndarray::{IxDyn, Order};
-use shmarray::{Backing, Dtype, HugePages, Namespace, Options, SharedArray};
+use shmarray::ndarray::Order;
+use shmarray::{Backing, Descr, DescrField, Dtype, HugePages, Namespace, Options, SharedArray};
 
 use crate::text::escape_path;
 use crate::{CliError, Status};
@@ -14,8 +14,11 @@ use crate::{CliError, Status};
 pub(crate) struct Args {
     /// Name of the new segment (must not exist yet).
     name: String,
-    /// Element type (numpy names such as float64 and descriptors such as <f8 work too).
-    #[arg(long, value_enum, default_value_t = DtypeArg(Dtype::F64))]
+    /// Element type (numpy names such as float64, descriptors such as <f8 and codes
+    /// such as c16 work too), or a record: name:type fields, packed, such as
+    /// x:f4,y:f4,mass:f8 or pos:f4[3],id:u8; or numpy's descr list, such as
+    /// "[('a', '|u1'), ('', '|V7'), ('b', '<f8')]".
+    #[arg(long, value_parser = DtypeParser, default_value = "f64")]
     dtype: DtypeArg,
     /// Comma-separated shape, e.g. 1000,1000; "" for a 0-d array (one element).
     #[arg(long, value_parser = parse_shape, allow_hyphen_values = true)]
@@ -49,51 +52,148 @@ impl From<HugeArg> for HugePages {
     }
 }
 
-/// A `--dtype` value: one of the element types, by its Rust name (shown in `--help`),
-/// its numpy name or its NPY descriptor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct DtypeArg(Dtype);
+/// A `--dtype` value: an element type, by its Rust name (listed by `--help`), its
+/// numpy name or its NPY descriptor; or a record (see [`parse_record`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DtypeArg(Descr);
 
-/// The element types `create` makes, in the order `--help` lists them.
-const DTYPES: [DtypeArg; 10] = [
-    DtypeArg(Dtype::F64),
-    DtypeArg(Dtype::F32),
-    DtypeArg(Dtype::I8),
-    DtypeArg(Dtype::I16),
-    DtypeArg(Dtype::I32),
-    DtypeArg(Dtype::I64),
-    DtypeArg(Dtype::U8),
-    DtypeArg(Dtype::U16),
-    DtypeArg(Dtype::U32),
-    DtypeArg(Dtype::U64),
+/// The element types `--help` lists, in that order.
+const DTYPES: [Dtype; 14] = [
+    Dtype::F64,
+    Dtype::F32,
+    Dtype::F16,
+    Dtype::I8,
+    Dtype::I16,
+    Dtype::I32,
+    Dtype::I64,
+    Dtype::U8,
+    Dtype::U16,
+    Dtype::U32,
+    Dtype::U64,
+    Dtype::Bool,
+    Dtype::C64,
+    Dtype::C128,
 ];
 
-impl DtypeArg {
-    /// numpy's name of the type, derived from the Rust name (`f64` → `float64`,
-    /// `u8` → `uint8`); `Dtype::from_name` accepts both.
-    fn numpy_name(self) -> String {
-        let (kind, bits) = self.0.name().split_at(1);
-        let kind = match kind {
-            "f" => "float",
-            "i" => "int",
-            _ => "uint",
-        };
-        format!("{kind}{bits}")
+/// Parses `--dtype`: a type name, or a record.
+fn parse_dtype(s: &str) -> Result<DtypeArg, String> {
+    let t = s.trim();
+    if let Some(d) = Dtype::from_name(t) {
+        return Ok(DtypeArg(d.descr()));
     }
+    let record = if t.starts_with('[') {
+        Descr::from_literal(t).map_err(|e| format!("bad descriptor literal: {e}"))?
+    } else if t.contains(':') {
+        parse_record(t)?
+    } else {
+        let names: Vec<&str> = DTYPES.iter().map(|d| d.name()).collect();
+        return Err(format!(
+            "unknown element type {t:?}\n  [possible values: {}, or a record such as \
+             x:f4,y:f4,mass:f8]",
+            names.join(", ")
+        ));
+    };
+    if !record.is_supported() {
+        return Err(format!(
+            "record {} has a field type shmarray does not map (possible: {})",
+            record.literal(),
+            DTYPES.map(|d| d.name()).join(", ")
+        ));
+    }
+    Ok(DtypeArg(record))
 }
 
-impl clap::ValueEnum for DtypeArg {
-    fn value_variants<'a>() -> &'a [Self] {
-        &DTYPES
+/// Parses a record written as `name:type` fields separated by commas, packed in
+/// order (no padding): `x:f4,y:f4,mass:f8`; a field may be an array,
+/// `pos:f4[3]` or `m:f8[2,2]`. Types are any `--dtype` name.
+fn parse_record(s: &str) -> Result<Descr, String> {
+    let mut fields = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    for part in parts {
+        let part = part.trim();
+        let (name, ty) = part
+            .split_once(':')
+            .ok_or_else(|| format!("record field {part:?} is not name:type"))?;
+        let (name, ty) = (name.trim(), ty.trim());
+        let (ty, shape) = match ty.split_once('[') {
+            None => (ty, Vec::new()),
+            Some((t, dims)) => {
+                let dims = dims
+                    .strip_suffix(']')
+                    .ok_or_else(|| format!("record field {part:?}: unclosed ["))?;
+                let shape = dims
+                    .split(',')
+                    .map(|d| d.trim().parse::<usize>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| format!("record field {part:?}: bad array size"))?;
+                (t.trim(), shape)
+            }
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!(
+                "record field name {name:?}: use letters, digits and _"
+            ));
+        }
+        if fields.iter().any(|f: &DescrField| f.name == name) {
+            return Err(format!("two record fields named {name:?}"));
+        }
+        let dtype = Dtype::from_name(ty)
+            .ok_or_else(|| format!("record field {name:?}: unknown element type {ty:?}"))?;
+        fields.push(DescrField {
+            name: name.to_string(),
+            descr: dtype.descr(),
+            shape,
+        });
+    }
+    Ok(Descr::Record(fields))
+}
+
+/// The `--dtype` parser, listing the element types in `--help` and completions.
+#[derive(Clone)]
+struct DtypeParser;
+
+impl clap::builder::TypedValueParser for DtypeParser {
+    type Value = DtypeArg;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<DtypeArg, clap::Error> {
+        let s = value.to_str().unwrap_or("");
+        parse_dtype(s).map_err(|why| {
+            let arg = arg.map_or("--dtype".to_string(), |a| a.to_string());
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value '{s}' for '{arg}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        })
     }
 
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        let (d, numpy) = (self.0, self.numpy_name());
-        Some(
-            PossibleValue::new(d.name())
-                .help(format!("numpy {numpy}, {}", d.descr()))
-                .aliases([numpy, d.descr().to_string()]),
-        )
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(DTYPES.iter().map(|d| {
+            let ty = d.type_str().unwrap_or_default();
+            PossibleValue::new(d.name()).help(format!(
+                "numpy {}, {ty}",
+                d.numpy_name().unwrap_or_default()
+            ))
+        })))
     }
 }
 
@@ -144,7 +244,6 @@ fn parse_shape(s: &str) -> Result<Shape, String> {
 }
 
 pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<Status, CliError> {
-    let dtype = args.dtype.0;
     let order = if args.fortran {
         Order::ColumnMajor
     } else {
@@ -155,26 +254,11 @@ pub(crate) fn run(ns: &Namespace, args: &Args, out: &mut dyn Write) -> Result<St
         .persistent(true)
         .order(order)
         .huge_pages(args.huge_pages.into());
-    let shape = IxDyn(&args.shape.0);
     let name = args.name.as_str();
-    macro_rules! make {
-        ($($d:ident => $t:ty),*) => {
-            match dtype {
-                $(Dtype::$d => {
-                    let a = SharedArray::<$t, IxDyn>::create_with(&opts, name, shape)?;
-                    (a.path(), a.backing().clone())
-                })*
-                other => {
-                    return Err(CliError::Usage(format!(
-                        "dtype {} is not supported by this version of shmarray",
-                        other.name()
-                    )))
-                }
-            }
-        };
-    }
-    let (path, backing): (_, Backing) = make!(I8 => i8, I16 => i16, I32 => i32, I64 => i64,
-        U8 => u8, U16 => u16, U32 => u32, U64 => u64, F32 => f32, F64 => f64);
+    // Every element type is created the same way: a header with its descriptor
+    // (what a typed `SharedArray<T>` of that type writes too), zero-filled data.
+    let a = SharedArray::create_bytes_with(&opts, name, &args.dtype.0, &args.shape.0)?;
+    let (path, backing): (_, Backing) = (a.path(), a.backing().clone());
     if let Some(why) = &backing.fallback {
         eprintln!(
             "shmarray: note: {} is on base pages: {}",
@@ -192,15 +276,54 @@ mod tests {
 
     #[test]
     fn every_dtype_has_a_value_and_parses_back() {
-        use clap::ValueEnum;
-        for d in DTYPES {
-            let v = d.to_possible_value().unwrap();
-            assert_eq!(v.get_name().parse::<Dtype>().ok(), Some(d.0));
-            for alias in [d.numpy_name().as_str(), d.0.descr()] {
-                assert_eq!(alias.parse::<Dtype>().ok(), Some(d.0), "{alias}");
-                assert_eq!(DtypeArg::from_str(alias, false), Ok(d), "{alias}");
+        use clap::builder::TypedValueParser;
+        let listed: Vec<String> = DtypeParser
+            .possible_values()
+            .unwrap()
+            .map(|v| v.get_name().to_string())
+            .collect();
+        assert_eq!(listed.len(), DTYPES.len());
+        for (d, name) in DTYPES.into_iter().zip(&listed) {
+            assert_eq!(name.parse::<Dtype>().ok(), Some(d));
+            let ty = d.type_str().unwrap();
+            for alias in [name.as_str(), d.numpy_name().unwrap(), ty, &ty[1..]] {
+                // numpy's codes `i8`/`u8` (8 bytes) are the Rust names of the
+                // one-byte types.
+                if DTYPES.iter().any(|o| o.name() == alias && *o != d) {
+                    continue;
+                }
+                assert_eq!(parse_dtype(alias), Ok(DtypeArg(d.descr())), "{alias}");
             }
         }
+    }
+
+    #[test]
+    fn records() {
+        let d = parse_dtype("x:f4, y:float32,mass:<f8 ,pos:i2[3],m:c16[2,2],ok:bool").unwrap();
+        assert_eq!(
+            d.0.literal(),
+            "[('x', '<f4'), ('y', '<f4'), ('mass', '<f8'), ('pos', '<i2', (3,)), \
+             ('m', '<c16', (2, 2)), ('ok', '|b1')]"
+        );
+        let lit = "[('a', '|u1'), ('', '|V7'), ('b', '<f8')]";
+        assert_eq!(parse_dtype(lit).unwrap().0.literal(), lit);
+        for bad in [
+            "x:f4,x:f8",
+            "x:f4,y",
+            ":f4",
+            "x y:f4",
+            "x:complex256",
+            "x:f4[3",
+            "x:f4[a]",
+            "[('s', '<U3')]",
+            "[('a', '<f4'",
+            "quaternion",
+        ] {
+            assert!(parse_dtype(bad).is_err(), "{bad}");
+        }
+        assert!(parse_dtype("nope")
+            .unwrap_err()
+            .contains("possible values: f64, f32, f16"));
     }
 
     #[test]

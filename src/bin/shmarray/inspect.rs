@@ -227,12 +227,28 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
             format!("{} ({})", info.file_size, human_bytes(info.file_size)),
         ),
         ("npy version", format!("{}.0", l.npy_version)),
-        ("descr", escape(&l.header.descr)),
+        ("descr", escape(&l.header.descr.to_string())),
         (
             "dtype",
-            l.dtype
-                .map_or("not supported by shmarray".into(), |d| d.name().into()),
+            match (l.dtype, &l.header.descr) {
+                (Some(d), _) => d.name().into(),
+                (None, d) if d.is_record() => format!(
+                    "record of {} bytes{}",
+                    l.itemsize,
+                    if d.is_supported() {
+                        ""
+                    } else {
+                        " (with field types not supported by shmarray)"
+                    }
+                ),
+                (None, _) => "not supported by shmarray".into(),
+            },
         ),
+    ];
+    for (offset, f) in l.header.descr.named_fields() {
+        v.push(("field", field_text(offset, f)));
+    }
+    v.extend([
         ("fortran_order", l.header.fortran_order.to_string()),
         ("shape", text::shape(&l.header.shape)),
         ("elements", l.len.to_string()),
@@ -240,7 +256,7 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
         ("data bytes", l.data_len.to_string()),
         ("pages", info.backing.to_string()),
         ("usage", info.usage.to_string()),
-    ];
+    ]);
     if l.data_offset > NUMPY_MAX_HEADER {
         // Longer than numpy reads by default: huge-page segments of earlier versions
         // (header padded to a huge page), or a foreign file.
@@ -278,6 +294,9 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
                 ("persistent", yes_no(info.is_persistent()).into()),
                 ("checksum", format!("{:#018x} (ok)", c.checksum)),
             ]);
+            if c.kind == shmarray::ObjectKind::Queue {
+                v.push(("item type", queue_item_text(&c.params)));
+            }
         }
     }
     if let Some(c) = &info.contents {
@@ -288,6 +307,51 @@ fn lines(info: &SegmentInfo, viewer: &Viewer) -> Vec<(&'static str, String)> {
     }
     v.push(("garbage", gc_verdict(info, viewer).into()));
     v
+}
+
+/// A queue's item type from its parameters (FORMAT.md §5): p3 is the dtype code,
+/// p4 a record's fingerprint (its fields are in no header).
+fn queue_item_text(params: &[u64; 8]) -> String {
+    match u32::try_from(params[3])
+        .ok()
+        .and_then(shmarray::Dtype::from_code)
+    {
+        Some(d) => format!("{} ({} bytes)", d.name(), params[0]),
+        None if params[3] == u64::from(shmarray::Dtype::RECORD_CODE) => format!(
+            "a record of {} bytes (fields fingerprint {:#018x})",
+            params[0], params[4]
+        ),
+        None => format!("unknown (code {})", params[3]),
+    }
+}
+
+/// One field of a record: `name: <f4 (3,) at byte 8`, escaped (a nested record's
+/// type is its descriptor literal).
+fn field_text(offset: usize, f: &shmarray::DescrField) -> String {
+    let shape = if f.shape.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", text::shape(&f.shape))
+    };
+    escape(&format!("{}: {}{shape} at byte {offset}", f.name, f.descr))
+}
+
+/// The record's named fields for JSON (`None` for a type string).
+fn fields_json(d: &shmarray::Descr) -> Option<Value> {
+    d.is_record().then(|| {
+        d.named_fields()
+            .iter()
+            .map(|(offset, f)| {
+                json!({
+                    "name": f.name,
+                    "descr": f.descr.to_string(),
+                    "shape": f.shape,
+                    "offset": offset,
+                    "fields": fields_json(&f.descr),
+                })
+            })
+            .collect()
+    })
 }
 
 /// The read-write lock in one line: the writer word and every registered reader.
@@ -370,8 +434,10 @@ pub(crate) fn segment_json(info: &SegmentInfo, viewer: &Viewer, detail: bool) ->
         "path": text::path_json(&info.path),
         "kind": info.kind().name(),
         "plain_npy": info.control.is_none(),
-        "descr": l.header.descr,
+        "descr": l.header.descr.to_string(),
         "dtype": l.dtype.map(|d| d.name()),
+        "itemsize": l.itemsize,
+        "fields": fields_json(&l.header.descr),
         "shape": l.header.shape,
         "fortran_order": l.header.fortran_order,
         "data_bytes": l.data_len,

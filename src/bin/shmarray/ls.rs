@@ -13,7 +13,7 @@ use shmarray::{Error, Namespace, SegmentInfo};
 use serde_json::{json, Value};
 
 use crate::inspect::{creator_text, pages_text, problem_text, segment_json, used_text, Viewer};
-use crate::text::{self, escape, escape_os, escape_path, human_bytes, Table};
+use crate::text::{self, escape_os, escape_path, human_bytes, Table};
 use crate::{CliError, Status};
 
 /// Prefix of the crate's temporary names (files being built or removed).
@@ -83,7 +83,7 @@ fn segment_row(name: String, dir: String, info: &SegmentInfo, viewer: &Viewer) -
     vec![
         name,
         info.kind().to_string(),
-        escape(&l.header.descr),
+        text::descr_short(&l.header.descr),
         text::shape(&l.header.shape),
         human_bytes(l.data_len as u64),
         used_text(info),

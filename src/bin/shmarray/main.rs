@@ -107,8 +107,6 @@ enum CliError {
     Segment(Error),
     /// Writing the output failed (other than a closed pipe).
     Output(io::Error),
-    /// The command line asks for something impossible.
-    Usage(String),
     /// Something else failed; the message says what.
     Failed(String),
 }
@@ -128,7 +126,7 @@ impl From<io::Error> for CliError {
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Segment(Error::InvalidName { .. }) | CliError::Usage(_) => EXIT_USAGE,
+            CliError::Segment(Error::InvalidName { .. }) => EXIT_USAGE,
             CliError::Segment(Error::DirectoryNotFound { .. }) => EXIT_NO_DIR,
             CliError::Segment(Error::DirectoryRefused { .. }) => EXIT_REFUSED_DIR,
             CliError::Segment(_) | CliError::Output(_) | CliError::Failed(_) => EXIT_FAILED,
@@ -139,7 +137,7 @@ impl CliError {
         match self {
             CliError::Segment(e) => inspect::error_text(e),
             CliError::Output(e) => text::sanitize(&format!("writing output failed: {e}")),
-            CliError::Usage(m) | CliError::Failed(m) => text::sanitize(m),
+            CliError::Failed(m) => text::sanitize(m),
         }
     }
 }

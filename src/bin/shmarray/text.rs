@@ -59,6 +59,31 @@ pub(crate) fn escape(s: &str) -> String {
     escape_bytes(s.as_bytes())
 }
 
+/// A descriptor in a table cell: a type string as it is (`<f8`); a record as its
+/// named fields, `{x:<f4,y:<f4,mass:<f8}` (arrays `pos:<f4(3,)`), cut at 48
+/// characters. Escaped.
+pub(crate) fn descr_short(d: &shmarray::Descr) -> String {
+    if !d.is_record() {
+        return escape(&d.to_string());
+    }
+    let fields: Vec<String> = d
+        .named_fields()
+        .iter()
+        .map(|(_, f)| {
+            let mut s = format!("{}:{}", f.name, descr_short(&f.descr));
+            if !f.shape.is_empty() {
+                s.push_str(&shape(&f.shape));
+            }
+            s
+        })
+        .collect();
+    let mut s = format!("{{{}}}", fields.join(","));
+    if s.chars().count() > 48 {
+        s = s.chars().take(47).collect::<String>() + "…";
+    }
+    escape(&s)
+}
+
 /// [`escape_bytes`] of an OS string (a directory entry's name).
 pub(crate) fn escape_os(s: &OsStr) -> String {
     escape_bytes(s.as_bytes())
