@@ -8,6 +8,21 @@
 //!
 //! The second process is this bench binary re-executed with
 //! `SHMARRAY_MAPBENCH_CHILD`. Run: `cargo bench --bench map`.
+//!
+//! Instruction counts (load-independent, for before/after comparisons):
+//! `SHMARRAY_MAPBENCH_OPS=get:N` (or `insert:N`) fills the same map and runs N of
+//! those operations in this process only; run it under `valgrind --tool=callgrind`
+//! for two N and divide the difference of the totals by the difference of the N.
+//!
+//! CPU time (for a machine busy with other work, where wall-clock throughput
+//! measures the scheduler): `SHMARRAY_MAPBENCH_CPU=get:N` (or `insert:N`) runs N
+//! operations in this process alone, then N here and N in a second process at
+//! once, and prints operations per second of each process's own CPU time (the
+//! sharing of cache lines between the two shows as CPU time, as long as both run
+//! at the same time). With `SHMARRAY_MAPBENCH_OWN=1` as well, the second process
+//! works on a map of its own (same size, same keys): the two then share no cache
+//! line, only the caches and memory, which separates the cost of lines passed
+//! between the cores from the cost of running two at once.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -146,7 +161,138 @@ fn benches(c: &mut Criterion) {
     assert_eq!(m.len(), KEYS as usize);
 }
 
+/// `SHMARRAY_MAPBENCH_OPS=op:N`: N operations in this process (see the top).
+fn ops(spec: &str) {
+    let (op, n) = spec.split_once(':').expect("op:N");
+    let n: u64 = n.parse().expect("N");
+    let name = format!("shmarray-mapbench-ops-{}", std::process::id());
+    let m = SharedMap::<u64, u64>::create(&name, CAPACITY).unwrap();
+    for k in 0..KEYS {
+        m.insert(k, k).unwrap();
+    }
+    let mut keys = Keys(0x9e37_79b9_7f4a_7c15);
+    match op {
+        "get" => (0..n).for_each(|_| {
+            black_box(m.get(&keys.next()).unwrap());
+        }),
+        "insert" => (0..n).for_each(|i| {
+            black_box(m.insert(keys.next(), i).unwrap());
+        }),
+        _ => panic!("unknown op {op}"),
+    }
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// N operations `op` on `m` with key stream `seed`; returns (CPU, wall) time.
+fn timed_ops(m: &SharedMap<u64, u64>, op: &str, n: u64, seed: u64) -> (Duration, Duration) {
+    let mut keys = Keys(seed);
+    let (c, w) = (thread_cpu(), Instant::now());
+    match op {
+        "get" => (0..n).for_each(|_| {
+            black_box(m.get(&keys.next()).unwrap());
+        }),
+        "insert" => (0..n).for_each(|i| {
+            black_box(m.insert(keys.next(), i).unwrap());
+        }),
+        _ => panic!("unknown op {op}"),
+    }
+    (thread_cpu() - c, w.elapsed())
+}
+
+/// `SHMARRAY_MAPBENCH_CPU=op:N` (see the top).
+fn cpu(spec: &str) {
+    let (op, n) = spec.split_once(':').expect("op:N");
+    let n: u64 = n.parse().expect("N");
+    let pid = std::process::id();
+    let name = format!("shmarray-mapbench-cpu-{pid}");
+    let m = SharedMap::<u64, u64>::create(&name, CAPACITY).unwrap();
+    for k in 0..KEYS {
+        m.insert(k, k).unwrap();
+    }
+    let rate = |d: Duration| n as f64 / d.as_secs_f64() / 1e6;
+    timed_ops(&m, op, n / 4, 1);
+    let (c1, w1) = timed_ops(&m, op, n, 0x9e37_79b9_7f4a_7c15);
+    let (ready_name, go_name) = (format!("{name}-ready"), format!("{name}-go"));
+    let ready = shmarray::Event::create(&ready_name).unwrap();
+    let go = shmarray::Event::create(&go_name).unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env_remove("SHMARRAY_MAPBENCH_CPU")
+        .env(
+            "SHMARRAY_MAPBENCH_CPU_CHILD",
+            format!("{op}:{name}:{ready_name}:{go_name}:{n}"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    ready.wait_timeout(Duration::from_secs(60)).unwrap();
+    go.set();
+    let (c2, w2) = timed_ops(&m, op, n, 0x9e37_79b9_7f4a_7c15);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let child_cpu: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    println!(
+        "{op}: 1 process {:.2} M/cpu-s ({:.2} M/s wall); 2 processes {:.2} + {:.2} M/cpu-s \
+         ({:.2} M/s wall here)",
+        rate(c1),
+        rate(w1),
+        rate(c2),
+        n as f64 / child_cpu / 1e6,
+        rate(w2),
+    );
+}
+
+/// The second process of `cpu`: prints its CPU seconds.
+fn cpu_child(spec: &str) {
+    let a: Vec<&str> = spec.split(':').collect();
+    let [op, name, ready, go, n] = a.as_slice() else {
+        std::process::exit(2)
+    };
+    // `SHMARRAY_MAPBENCH_OWN`: a map of its own (same size and keys), so that the
+    // two processes share no cache line, only the caches and memory.
+    let m = if std::env::var_os("SHMARRAY_MAPBENCH_OWN").is_some() {
+        let m = SharedMap::<u64, u64>::create(&format!("{name}-own"), CAPACITY).unwrap();
+        for k in 0..KEYS {
+            m.insert(k, k).unwrap();
+        }
+        m
+    } else {
+        SharedMap::<u64, u64>::open(name).unwrap()
+    };
+    let n: u64 = n.parse().unwrap();
+    timed_ops(&m, op, n / 4, 2);
+    shmarray::Event::open(ready).unwrap().set();
+    shmarray::Event::open(go)
+        .unwrap()
+        .wait_timeout(Duration::from_secs(60))
+        .unwrap();
+    let (c, _) = timed_ops(&m, op, n, 0x1234_5678_9abc_def1);
+    println!("{}", c.as_secs_f64());
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("SHMARRAY_MAPBENCH_CPU_CHILD") {
+        cpu_child(&spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var("SHMARRAY_MAPBENCH_CPU") {
+        cpu(&spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var("SHMARRAY_MAPBENCH_OPS") {
+        ops(&spec);
+        return;
+    }
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         child(&spec);
         return;

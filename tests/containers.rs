@@ -16,7 +16,7 @@ use common::{leftovers, unique_name, Children};
 use ndarray::Ix1;
 use shmarray::{
     admin::{inspect, Contents},
-    containers::{FixedStr, FixedStrError, MapError, VecError},
+    containers::{BytesMap, FixedStr, FixedStrError, MapError, VecError},
     format::ObjectKind,
     Error, Namespace, Segment, SharedArray, SharedMap, SharedVec,
 };
@@ -102,7 +102,16 @@ fn child_entry() {
             loop {
                 gen = (gen + 1) & 0xffff_ffff;
                 let key = rng.below(64);
-                match rng.below(8) {
+                match rng.below(10) {
+                    8 | 9 => {
+                        // A lock-free read: never torn, never another key's value.
+                        if let Some(v) = m.get(&key).unwrap() {
+                            if v.iter().any(|w| *w != v[0]) || v[0] >> 32 != key {
+                                println!("VIOLATION key {key} value {v:x?}");
+                                std::process::exit(3);
+                            }
+                        }
+                    }
                     0..=2 => match m.insert(key, [key << 32 | gen; 8]) {
                         Ok(_) | Err(MapError::Full { .. }) => {}
                         Err(e) => panic!("{e}"),
@@ -131,6 +140,47 @@ fn child_entry() {
                         if rng.below(16) == 0 {
                             v.pop().unwrap();
                         }
+                    }
+                }
+            }
+        }
+        ["chaos8", map, seed] => {
+            // Inline (8-byte) values `key << 32 | n`: replaced without the lock,
+            // read without the lock. Every value seen must carry its key.
+            let m = SharedMap::<u64, u64>::open(map).unwrap();
+            println!("ready");
+            let check = |key: u64, v: Option<u64>| {
+                if let Some(v) = v {
+                    if v >> 32 != key {
+                        println!("VIOLATION key {key} value {v:#x}");
+                        std::process::exit(3);
+                    }
+                }
+            };
+            let mut rng = Rng::new(seed.parse().unwrap());
+            let mut gen = 0u64;
+            loop {
+                gen = (gen + 1) & 0xffff_ffff;
+                let key = rng.below(64);
+                let bump = move |v: &mut u64| *v = key << 32 | (*v + 1) & 0xffff_ffff;
+                match rng.below(10) {
+                    0..=2 => match m.insert(key, key << 32 | gen) {
+                        Ok(old) => check(key, old),
+                        Err(MapError::Full { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    },
+                    3 => {
+                        m.update(&key, bump).unwrap();
+                    }
+                    4 => match m.upsert(key, key << 32, bump) {
+                        Ok(v) => check(key, Some(v)),
+                        Err(MapError::Full { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    },
+                    5 => check(key, m.remove(&key).unwrap()),
+                    _ => {
+                        check(key, m.get(&key).unwrap());
+                        m.contains_key(&key).unwrap();
                     }
                 }
             }
@@ -535,20 +585,20 @@ fn processes_killed_at_random_instants_leave_map_and_vec_consistent_and_unlocked
     for round in 0..kills {
         std::thread::sleep(Duration::from_micros(rng.below(20_000)));
         let victim = round % 2;
-        kids.kill(running[victim]);
+        kill_and_check(&mut kids, running[victim]);
         // Operations after the kill complete (the watchdog fails a stuck lock) and
         // see a consistent map, while the other worker keeps going.
         check_invariants(&m, &v, false);
         if round % 4 == 3 {
             // Now and then, with nobody running, the exact checks.
-            kids.kill(running[1 - victim]);
+            kill_and_check(&mut kids, running[1 - victim]);
             check_invariants(&m, &v, true);
             running[1 - victim] = spawn(&mut kids, &mut rng);
         }
         running[victim] = spawn(&mut kids, &mut rng);
     }
-    kids.kill(running[0]);
-    kids.kill(running[1]);
+    kill_and_check(&mut kids, running[0]);
+    kill_and_check(&mut kids, running[1]);
     check_invariants(&m, &v, true);
     // Still fully usable.
     m.clear().unwrap();
@@ -567,6 +617,384 @@ fn processes_killed_at_random_instants_leave_map_and_vec_consistent_and_unlocked
         m.repairs() + v.repairs() > 0,
         "no process was ever killed holding a lock: the test did not test recovery"
     );
+}
+
+/// A child killed with SIGKILL: it must not have ended by itself (a child that
+/// sees a torn or foreign value exits with 3 and says why).
+fn kill_and_check(kids: &mut Children, i: usize) {
+    let pid = nix::unistd::Pid::from_raw(kids.pid(i) as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let (code, out) = kids.wait(i);
+    assert_eq!(code, -1, "the child ended by itself: {out}");
+    assert!(!out.contains("VIOLATION"), "{out}");
+}
+
+#[test]
+fn inline_values_stay_whole_and_of_their_key_while_lock_free_users_are_killed() {
+    let _w = watchdog("the inline SIGKILL test", Duration::from_secs(50));
+    let name = unique_name("chaos8-map");
+    // One shard, 64 keys for 48 places: inserts, removes, updates and lock-free
+    // replaces and reads all meet on the same entries.
+    let m = SharedMap::<u64, u64>::create(&name, 48).unwrap();
+    let mut rng = Rng::new(u64::from(std::process::id()) * 104_729);
+    let mut kids = Children::new(CHILD_ENV);
+    let spawn = |kids: &mut Children, rng: &mut Rng| {
+        let i = kids.spawn(&format!("chaos8:{name}:{}", rng.next()));
+        kids.expect_line(i, "ready");
+        i
+    };
+    let check = |quiet: bool| {
+        let entries = m.to_vec().unwrap();
+        for (k, v) in &entries {
+            assert_eq!(v >> 32, *k, "value {v:#x} of key {k}");
+        }
+        for k in 0..64 {
+            if let Some(v) = m.get(&k).unwrap() {
+                assert_eq!(v >> 32, k, "value {v:#x} of key {k}");
+            }
+        }
+        if quiet {
+            assert_eq!(m.len(), entries.len());
+            for (k, v) in &entries {
+                assert_eq!(m.get(k).unwrap(), Some(*v));
+            }
+        }
+    };
+    let mut running = [spawn(&mut kids, &mut rng), spawn(&mut kids, &mut rng)];
+    let kills = 40;
+    for round in 0..kills {
+        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
+        let victim = round % 2;
+        kill_and_check(&mut kids, running[victim]);
+        check(false);
+        if round % 4 == 3 {
+            kill_and_check(&mut kids, running[1 - victim]);
+            check(true);
+            running[1 - victim] = spawn(&mut kids, &mut rng);
+        }
+        running[victim] = spawn(&mut kids, &mut rng);
+    }
+    kill_and_check(&mut kids, running[0]);
+    kill_and_check(&mut kids, running[1]);
+    check(true);
+    eprintln!("{kills} kills: {} map repairs", m.repairs());
+}
+
+/// Two keys keep taking each other's slot (capacity 1: two slots) while this
+/// thread looks them up without the lock; `check` must hold for every value read.
+/// Returns how many reads found an entry.
+fn slot_reuse_under_readers<V: bytemuck::Pod + Send>(
+    m: &SharedMap<u64, V>,
+    value: impl Fn(u64, u64) -> V + Sync,
+    check: impl Fn(u64, &V) -> bool,
+) -> u64 {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for round in 0u64..30_000 {
+                for k in [1u64, 2] {
+                    m.insert(k, value(k, round)).unwrap();
+                    assert!(m.remove(&k).unwrap().is_some());
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let mut hits = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for k in [1u64, 2] {
+                if let Some(v) = m.get(&k).unwrap() {
+                    assert!(check(k, &v), "a foreign or torn value for key {k}");
+                    hits += 1;
+                }
+            }
+        }
+        writer.join().unwrap();
+        hits
+    })
+}
+
+#[test]
+fn a_reader_never_gets_the_value_of_a_key_that_took_its_slot() {
+    let _w = watchdog("slot reuse under readers", Duration::from_secs(60));
+    let m = SharedMap::<u64, u64>::create(&unique_name("map-reuse8"), 1).unwrap();
+    let hits = slot_reuse_under_readers(&m, |k, r| k << 32 | r, |k, v| v >> 32 == k);
+    assert!(
+        hits > 0,
+        "the readers never met an entry: the test tested nothing"
+    );
+    let m = SharedMap::<u64, Chaos>::create(&unique_name("map-reuse64"), 1).unwrap();
+    let hits = slot_reuse_under_readers(
+        &m,
+        |k, r| [k << 32 | r; 8],
+        |k, v| v.iter().all(|w| *w == v[0]) && v[0] >> 32 == k,
+    );
+    assert!(
+        hits > 0,
+        "the readers never met an entry: the test tested nothing"
+    );
+}
+
+/// A `BytesMap` writer (inserts, in-place updates, removes: two keys taking each
+/// other's slot, capacity 1) under lock-free readers of both kinds: a typed
+/// `SharedMap` and a `BytesMap` on the same segment. `check` must hold for every
+/// value read; returns how many reads found an entry.
+fn byte_writer_under_typed_readers<V: bytemuck::Pod + Send + Sync>(
+    name: &str,
+    value: impl Fn(u64, u64) -> V + Sync,
+    check: impl Fn(u64, &V) -> bool + Sync,
+) -> u64 {
+    let raw = BytesMap::create(name, 8, size_of::<V>(), 1).unwrap();
+    let typed = SharedMap::<u64, V>::open(name).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for round in 0u64..15_000 {
+                for k in [1u64, 2] {
+                    let key = k.to_ne_bytes();
+                    raw.insert(&key, bytemuck::bytes_of(&value(k, round)))
+                        .unwrap();
+                    let next = value(k, round + 1);
+                    assert!(raw
+                        .update(&key, |v| v.copy_from_slice(bytemuck::bytes_of(&next)))
+                        .unwrap());
+                    let old = raw.remove(&key).unwrap().expect("only this thread removes");
+                    assert!(check(k, &bytemuck::pod_read_unaligned(&old)));
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let mut hits = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for k in [1u64, 2] {
+                if let Some(v) = typed.get(&k).unwrap() {
+                    assert!(
+                        check(k, &v),
+                        "typed reader: a foreign or torn value for key {k}"
+                    );
+                    hits += 1;
+                }
+                if let Some(v) = raw.get(&k.to_ne_bytes()).unwrap() {
+                    let v: V = bytemuck::pod_read_unaligned(&v);
+                    assert!(
+                        check(k, &v),
+                        "byte reader: a foreign or torn value for key {k}"
+                    );
+                    hits += 1;
+                }
+            }
+        }
+        writer.join().unwrap();
+        hits
+    })
+}
+
+#[test]
+fn byte_map_writes_follow_the_lock_free_readers_protocol() {
+    let _w = watchdog("byte writer under readers", Duration::from_secs(90));
+    let hits = byte_writer_under_typed_readers(
+        &unique_name("bmap-reuse8"),
+        |k, r| k << 32 | (r & 0xffff_ffff),
+        |k, v: &u64| v >> 32 == k,
+    );
+    assert!(
+        hits > 0,
+        "the readers never met an entry: the test tested nothing"
+    );
+    let hits = byte_writer_under_typed_readers(
+        &unique_name("bmap-reuse64"),
+        |k, r| [k << 32 | (r & 0xffff_ffff); 8],
+        |k, v: &Chaos| v.iter().all(|w| *w == v[0]) && v[0] >> 32 == k,
+    );
+    assert!(
+        hits > 0,
+        "the readers never met an entry: the test tested nothing"
+    );
+}
+
+#[test]
+fn a_byte_map_replace_never_lands_in_the_entry_of_another_key() {
+    let _w = watchdog("byte replaces under slot reuse", Duration::from_secs(60));
+    // As `a_lock_free_replace_never_lands_in_the_entry_of_another_key`, with the
+    // replaces made through a `BytesMap` and the slot handed over by a typed map.
+    let name = unique_name("bmap-replace");
+    let m = SharedMap::<u64, u64>::create(&name, 1).unwrap();
+    let raw = BytesMap::open(&name).unwrap();
+    let stop = AtomicBool::new(false);
+    let tagged = |k: u64, v: u64| v >> 32 == k;
+    std::thread::scope(|s| {
+        let replacer = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let v = 1 << 32 | (n & 0xffff_ffff);
+                match raw.insert(&1u64.to_ne_bytes(), &u64::to_ne_bytes(v)) {
+                    Ok(old) => assert!(
+                        old.is_none_or(|o| tagged(1, u64::from_ne_bytes(o.try_into().unwrap()))),
+                        "key 1 held a foreign value"
+                    ),
+                    Err(MapError::Full { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        for n in 0u64..50_000 {
+            if let Some(v) = m.remove(&1).unwrap() {
+                assert!(tagged(1, v), "key 1 held {v:#x}");
+            }
+            match m.insert(2, 2 << 32 | n) {
+                Ok(old) => assert_eq!(old, None),
+                Err(MapError::Full { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            }
+            if let Some(v) = m.get(&2).unwrap() {
+                assert!(tagged(2, v), "key 2 read as {v:#x}");
+            }
+            let v = m
+                .remove(&2)
+                .unwrap()
+                .expect("only this thread removes key 2");
+            assert!(tagged(2, v), "key 2 held {v:#x}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        replacer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_lock_free_replace_never_lands_in_the_entry_of_another_key() {
+    let _w = watchdog("replaces under slot reuse", Duration::from_secs(60));
+    // Capacity 1: key 1 is replaced (without the lock while it is there) as fast
+    // as possible, while another thread keeps removing it and putting key 2 in
+    // the freed place; every value seen must carry its key.
+    let m = SharedMap::<u64, u64>::create(&unique_name("map-replace"), 1).unwrap();
+    let stop = AtomicBool::new(false);
+    let tagged = |k: u64, v: u64| v >> 32 == k;
+    std::thread::scope(|s| {
+        let replacer = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match m.insert(1, 1 << 32 | (n & 0xffff_ffff)) {
+                    Ok(old) => assert!(old.is_none_or(|v| tagged(1, v)), "{old:x?}"),
+                    Err(MapError::Full { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        for n in 0u64..100_000 {
+            if let Some(v) = m.remove(&1).unwrap() {
+                assert!(tagged(1, v), "key 1 held {v:#x}");
+            }
+            match m.insert(2, 2 << 32 | n) {
+                Ok(old) => assert_eq!(old, None),
+                Err(MapError::Full { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            }
+            if let Some(v) = m.get(&2).unwrap() {
+                assert!(tagged(2, v), "key 2 read as {v:#x}");
+            }
+            let v = m
+                .remove(&2)
+                .unwrap()
+                .expect("only this thread removes key 2");
+            assert!(tagged(2, v), "key 2 held {v:#x}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        replacer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_held_shard_lock_stops_neither_gets_nor_replaces() {
+    let _w = watchdog("gets beside a held lock", Duration::from_secs(30));
+    let name = unique_name("map-nolock");
+    // One shard: every key shares the lock `update` holds below.
+    let m = SharedMap::<u64, u64>::create(&name, 100).unwrap();
+    m.insert(1, 10).unwrap();
+    m.insert(2, 20).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let m = &m;
+        let holder = s.spawn(move || {
+            let mut released_by_us = false;
+            m.update(&1, |v| {
+                held_tx.send(()).unwrap();
+                // Held until the other thread is done (or 10 s, if it blocked).
+                released_by_us = done_rx.recv_timeout(Duration::from_secs(10)).is_ok();
+                *v += 1;
+            })
+            .unwrap();
+            released_by_us
+        });
+        held_rx.recv().unwrap();
+        // The shard's lock is held and entry 1 is busy: reads go on, the busy
+        // inline value reads as it was, and a key that is there is replaced.
+        assert_eq!(m.get(&2).unwrap(), Some(20));
+        assert_eq!(m.get(&1).unwrap(), Some(10));
+        assert!(m.contains_key(&2).unwrap() && !m.contains_key(&3).unwrap());
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(m.insert(2, 21).unwrap(), Some(20));
+        done_tx.send(()).unwrap();
+        assert!(
+            holder.join().unwrap(),
+            "a get or replace waited for the shard's lock"
+        );
+    });
+    assert_eq!(m.get(&1).unwrap(), Some(11));
+}
+
+#[test]
+fn an_update_that_panics_leaves_the_entry_as_it_was_and_usable() {
+    let name = unique_name("map-panic8");
+    let m = SharedMap::<u64, u64>::create(&name, 100).unwrap();
+    m.insert(1, 10).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.update(&1, |v| {
+            *v = 99;
+            panic!("in the closure")
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(m.get(&1).unwrap(), Some(10));
+    assert_eq!(m.insert(1, 11).unwrap(), Some(10));
+    assert!(m.update(&1, |v| *v += 1).unwrap());
+    assert_eq!(m.remove(&1).unwrap(), Some(12));
+
+    let name = unique_name("map-panic64");
+    let m = SharedMap::<u64, Chaos>::create(&name, 100).unwrap();
+    m.insert(1, [1; 8]).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.update(&1, |v| {
+            v[0] = 99;
+            panic!("in the closure")
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(m.get(&1).unwrap(), Some([1; 8]));
+    assert_eq!(m.insert(1, [2; 8]).unwrap(), Some([1; 8]));
+    assert_eq!(m.to_vec().unwrap(), vec![(1, [2; 8])]);
+    assert_eq!(m.repairs(), 0);
+}
+
+#[test]
+fn a_map_of_the_previous_layout_is_refused_with_a_clear_error() {
+    let name = unique_name("map-v1");
+    let m = SharedMap::<u64, u64>::create(&name, 1000).unwrap();
+    forge(&name, |_, v| *v = 1);
+    match SharedMap::<u64, u64>::open(&name) {
+        Err(MapError::Segment(e @ Error::Corrupt { .. })) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("map layout version 1")
+                    && text.contains("older shmarray")
+                    && text.contains("re-create"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(m);
 }
 
 #[test]

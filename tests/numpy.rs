@@ -204,17 +204,17 @@ def key_hash(seed, key):
 path, seed, shards, slots = {path:?}, {seed}, {shards}, {slots}
 raw = np.load(path, mmap_mode='r')
 dt = np.dtype({{'names': ['state', 'hash', 'key', 'value'], 'formats': ['<u4', '<u4', '<u8', '<f8'],
-               'offsets': [0, 4, 8, {value_offset}], 'itemsize': {stride}}})
+               'offsets': [0, 4, {key_offset}, {value_offset}], 'itemsize': {stride}}})
 e = np.memmap(path, dtype=dt, mode='r', offset={entries_offset}, shape=({count},))
-full = e[e['state'] == 1]
+full = e[e['state'] & 3 == 1]
 print(raw.dtype, len(full), sorted(full['key'].tolist()) == [0, 7, 21, 28, 35, 42, 49, 56, 63])
 def get(key):
     h = key_hash(seed, key.to_bytes(8, 'little'))
     shard = 0 if shards == 1 else h >> (64 - shards.bit_length() + 1)
     table = e[shard * slots:(shard + 1) * slots]
     i = h & (slots - 1)
-    while table[i]['state'] != 0:
-        if table[i]['state'] == 1 and table[i]['hash'] == h >> 32 and table[i]['key'] == key:
+    while table[i]['state'] & 3 != 0:
+        if table[i]['state'] & 3 == 1 and table[i]['hash'] == h >> 32 and table[i]['key'] == key:
             return float(table[i]['value'])
         i = (i + 1) % slots
     return None
@@ -224,6 +224,7 @@ print(get(63), get(14), get(1000))
         seed = m.seed(),
         shards = c.shards,
         slots = c.slots_per_shard,
+        key_offset = c.key_offset,
         value_offset = c.value_offset,
         stride = c.entry_stride,
         entries_offset = c.entries_offset,

@@ -172,6 +172,12 @@ fn child_entry() {
                 std::thread::park();
             }
         }
+        ["sleep_in_get", name] => {
+            let q = Queue::<u64>::open(name).unwrap();
+            println!("ready");
+            let v = q.get().unwrap();
+            println!("got {v}");
+        }
         ["attach_and_leave", name] => {
             let q = ByteQueue::open(name).unwrap();
             // Anything a newcomer does announces or withdraws claims in its entry.
@@ -521,6 +527,48 @@ fn byte_messages_fruit_and_errors() {
     ));
 }
 
+/// The in-place forms with `try_`/timeout variants: the closure runs only when a
+/// slot was claimed, so a full or empty queue leaves it uncalled.
+#[test]
+fn in_place_byte_messages_try_and_timeout_forms() {
+    let name = unique_name("bytes-in-place");
+    let q = ByteQueue::create(&name, 2, 8).unwrap();
+    let mut called = false;
+    assert!(matches!(
+        q.try_get_with(|_| called = true),
+        Err(QueueError::Empty)
+    ));
+    assert!(matches!(
+        q.get_with_timeout(Duration::from_millis(20), |_| called = true),
+        Err(QueueError::Timeout(_))
+    ));
+    q.try_put_with(3, |b| b.copy_from_slice(b"abc")).unwrap();
+    q.put_with_timeout(2, Duration::from_millis(20), |b| b.copy_from_slice(b"de"))
+        .unwrap();
+    assert!(matches!(
+        q.try_put_with(1, |_| called = true),
+        Err(QueueError::Full)
+    ));
+    assert!(matches!(
+        q.put_with_timeout(1, Duration::from_millis(20), |_| called = true),
+        Err(QueueError::Timeout(_))
+    ));
+    assert!(matches!(
+        q.try_put_with(9, |_| called = true),
+        Err(QueueError::TooLarge { len: 9, max: 8 })
+    ));
+    assert!(!called);
+    assert_eq!(q.try_get_with(|b| b.to_vec()).unwrap(), b"abc");
+    assert_eq!(
+        q.get_with_timeout(Duration::from_secs(5), |b| b.to_vec())
+            .unwrap(),
+        b"de"
+    );
+    q.close();
+    assert!(matches!(q.try_get_with(|_| ()), Err(QueueError::Closed)));
+    assert!(matches!(q.try_put_with(1, |_| ()), Err(QueueError::Closed)));
+}
+
 /// The segment is reachable by name, path and file, never as an array of bytes
 /// (which would be a non-atomic view of the ring's atomics).
 #[test]
@@ -642,6 +690,72 @@ fn a_dead_consumers_entry_is_reused_only_after_its_slot_is_recovered() {
     again.put(b"seven").unwrap();
     assert_eq!(q.get().unwrap(), b"seven");
     assert_eq!(q.lost() + q.abandoned(), 1);
+}
+
+/// Issue 21.2: a put or get wakes the other side only if a member is registered
+/// as waiting (a bit per member in the ring header), so uncontended operations make
+/// no futex call. A member killed while asleep must not leave its bit behind, or
+/// every later put would make one: a waker that woke nobody clears the bits of
+/// entries nobody owns, and a newcomer clears those of the entry it takes.
+#[test]
+fn a_consumer_killed_while_asleep_leaves_no_waiter_behind() {
+    let _w = watchdog("killed sleeper", Duration::from_secs(60));
+    let name = unique_name("sleeper");
+    let q = Queue::<u64>::create(&name, 4).unwrap();
+    let file = std::fs::File::open(q.path().unwrap()).unwrap();
+    // `get_waiters`: the fifth 128-byte word of the ring header.
+    let get_waiters = || {
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, 4096 + MEMBER_TABLE + 4 * 128)
+            .unwrap();
+        u64::from_le_bytes(b)
+    };
+    let mut kids = Kids(Vec::new());
+    // A sleeper that is woken leaves nothing behind either.
+    let k = kids.spawn(format!("sleep_in_get:{name}"));
+    kids.wait_line(k, "ready");
+    let t = Instant::now();
+    while get_waiters() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the child never slept"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    q.put(7).unwrap();
+    assert_eq!(kids.wait_line(k, "got"), "got 7");
+    kids.finish(k);
+    assert_eq!(get_waiters(), 0);
+    for round in 0..2 {
+        let k = kids.spawn(format!("sleep_in_get:{name}"));
+        kids.wait_line(k, "ready");
+        let t = Instant::now();
+        while get_waiters() == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the child never slept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        kids.kill(k);
+        assert_ne!(
+            get_waiters(),
+            0,
+            "nobody has cleared the dead sleeper's bit yet"
+        );
+        if round == 0 {
+            // Wakes nobody, and clears the bit of the unowned entry.
+            q.put(1).unwrap();
+            assert_eq!(get_waiters(), 0);
+            assert_eq!(q.get().unwrap(), 1);
+        } else {
+            // Takes the dead sleeper's entry (the lowest free one).
+            let newcomer = Queue::<u64>::open(&name).unwrap();
+            assert_eq!(get_waiters(), 0);
+            newcomer.put(2).unwrap();
+            assert_eq!(q.get().unwrap(), 2);
+        }
+    }
 }
 
 /// Kill rounds per chaos test: 24, or `SHMARRAY_CHAOS_ROUNDS` for long runs.
@@ -1081,7 +1195,7 @@ impl QueueFile {
             } else {
                 ObjectKind::Queue
             },
-            kind_version: 3,
+            kind_version: 4,
             params: [item, capacity, stride, u64::from(element), 0, 0, 0, 0],
         }
     }

@@ -130,6 +130,7 @@ fn contents_json(c: &Contents) -> Value {
             "shards": m.shards,
             "slots_per_shard": m.slots_per_shard,
             "entry_stride": m.entry_stride,
+            "key_offset": m.key_offset,
             "value_offset": m.value_offset,
             "entries_offset": m.entries_offset,
             "entry_count": m.entry_count,

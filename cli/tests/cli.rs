@@ -1369,7 +1369,14 @@ fn ls_and_inspect_show_maps_and_vecs_with_their_occupancy() {
     let j = json(&d.0, &["inspect", "--json", "prices"]);
     assert_eq!(j["kind"], "map");
     assert_eq!(j["contents"]["len"], 2);
-    assert_eq!(j["contents"]["entry_stride"], 24);
+    assert_eq!(j["contents"]["entry_stride"], 32);
+    assert_eq!(
+        (
+            j["contents"]["key_offset"].as_u64(),
+            j["contents"]["value_offset"].as_u64()
+        ),
+        (Some(16), Some(8))
+    );
     assert_eq!(j["contents"]["entries_offset"], 4096 + 128);
     let j = json(&d.0, &["inspect", "--json", "list"]);
     assert_eq!(

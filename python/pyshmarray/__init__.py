@@ -54,6 +54,7 @@ from ._errors import (
 )
 from ._native import (
     TIMEOUT_MAX,
+    ArrayQueue,
     AtomicU64,
     Barrier,
     ByteQueue,
@@ -87,6 +88,7 @@ __all__ = [
     "Barrier",
     "Queue",
     "ByteQueue",
+    "ArrayQueue",
     "SharedMap",
     "SharedVec",
     "TIMEOUT_MAX",

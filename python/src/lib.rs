@@ -6,6 +6,7 @@
 //! [`SLICE`], checking for signals (Ctrl-C) between them.
 
 mod array;
+mod array_queue;
 mod counter;
 mod errors;
 mod guard;
@@ -376,11 +377,12 @@ pub(crate) fn options(persistent: bool, huge_pages: &str) -> PyResult<Options> {
 /// `OverflowError`, as `threading` does; `None` waits without a limit.
 pub(crate) const TIMEOUT_MAX: f64 = 9_223_372_036.0;
 
-/// The deadline of a Python timeout (`None`: none). As `threading`: a negative or
-/// NaN timeout is a `ValueError`, one above [`TIMEOUT_MAX`] an `OverflowError`.
-pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+/// Checks a Python timeout as `threading` does: a negative or NaN timeout is a
+/// `ValueError`, one above [`TIMEOUT_MAX`] an `OverflowError`. No clock is read.
+#[inline]
+pub(crate) fn check_timeout(timeout: Option<f64>) -> PyResult<()> {
     match timeout {
-        None => Ok(None),
+        None => Ok(()),
         Some(t) if t.is_nan() || t < 0.0 => Err(pyo3::exceptions::PyValueError::new_err(
             "timeout must be a non-negative number or None",
         )),
@@ -388,6 +390,15 @@ pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
             "timeout value is too large (at most TIMEOUT_MAX = {TIMEOUT_MAX} s; None waits \
              without a limit)"
         ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The deadline of a Python timeout (`None`: none), checked by [`check_timeout`].
+pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    check_timeout(timeout)?;
+    match timeout {
+        None => Ok(None),
         Some(t) => Ok(Some(
             Instant::now()
                 .checked_add(Duration::from_secs_f64(t))
@@ -427,6 +438,7 @@ fn _reopen(
         "barrier" => objects::Barrier::open_handle(name)?.into_py_any(py)?,
         "queue" => queue::Queue::open_handle(name)?.into_py_any(py)?,
         "byte queue" => queue::ByteQueue::open_handle(name)?.into_py_any(py)?,
+        "array queue" => array_queue::ArrayQueue::open_handle(name)?.into_py_any(py)?,
         "vec" => vec::SharedVec::open_handle(name)?.into_py_any(py)?,
         "map" => map::SharedMap::open_handle(name, &arg(0)?, &arg(1)?)?.into_py_any(py)?,
         other => {
@@ -479,6 +491,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<objects::Barrier>()?;
     m.add_class::<queue::Queue>()?;
     m.add_class::<queue::ByteQueue>()?;
+    m.add_class::<array_queue::ArrayQueue>()?;
     m.add_class::<map::SharedMap>()?;
     m.add_class::<vec::SharedVec>()?;
     m.add_function(wrap_pyfunction!(_reopen, m)?)?;

@@ -1,6 +1,6 @@
 //! `Queue` (numbers, with numpy batches) and `ByteQueue` (byte messages).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -18,7 +18,7 @@ use crate::{dispatch, for_dtype, lock, parse_dtype, typed_enum, with_dtype, Elem
 
 /// A queue capacity argument: at least 1 (`ValueError` otherwise: a pyshmarray
 /// queue is bounded, so `multiprocessing`'s 0 for "unbounded" has no equivalent).
-fn capacity_arg(capacity: i64) -> PyResult<usize> {
+pub(crate) fn capacity_arg(capacity: i64) -> PyResult<usize> {
     usize::try_from(capacity)
         .ok()
         .filter(|&c| c >= 1)
@@ -63,39 +63,101 @@ typed_enum!(
 );
 type TypedQueue<T> = shmarray::Queue<T>;
 
-/// The result of one slice of a blocking queue call: `None` to wait more.
-fn busy<R>(r: Result<R, QueueError>) -> Option<Result<R, QueueError>> {
+/// The outcome of one try of a queue call: `None` to try (or wait) again.
+pub(crate) fn busy<R>(r: Result<R, QueueError>) -> Option<Result<R, QueueError>> {
     match r {
-        Err(QueueError::Timeout(_)) => None,
+        Err(QueueError::Full | QueueError::Empty | QueueError::Timeout(_)) => None,
         other => Some(other),
     }
 }
 
-/// Runs a blocking queue call in slices (GIL released, Ctrl-C checked); a timeout
-/// becomes `on_timeout` (`Empty` for gets, `Full` for puts, as `queue.Queue`).
-fn blocking<R: Send>(
+/// How often a queue call retries with the GIL held, spinning, before it releases
+/// the GIL to wait: a few microseconds, about one item's time at the other end,
+/// so that a producer and a consumer that keep pace never pay for a GIL release
+/// and a futex sleep.
+pub(crate) const SPINS: u32 = 64;
+
+/// Runs `f` on a handle's crate object without blocking on the handle's mutex
+/// (the GIL is held): `None` if another thread of this process is using the
+/// handle (it is waiting, with the GIL released; the caller waits its turn the
+/// same way).
+#[inline]
+pub(crate) fn try_locked<Q, R>(m: &Mutex<Q>, f: impl FnOnce(&Q) -> R) -> Option<R> {
+    match m.try_lock() {
+        Ok(g) => Some(f(&g)),
+        Err(TryLockError::Poisoned(p)) => Some(f(&p.into_inner())),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Runs a queue call that may wait. `call(None)` tries without waiting, with the
+/// GIL held and no clock read (`None`: the handle is in use by another thread);
+/// it is retried for a few microseconds while the queue is full/empty. Then
+/// `call(Some(slice))` waits in slices with the GIL released, Ctrl-C checked
+/// between them. A timeout becomes `on_timeout` (`Empty` for gets, `Full` for
+/// puts, as `queue.Queue`); a bad `timeout` raises before anything is tried.
+pub(crate) fn blocking<R: Send>(
     py: Python<'_>,
     timeout: Option<f64>,
     on_timeout: &'static str,
-    mut call: impl FnMut(Duration) -> Result<R, QueueError> + Send,
+    call: impl FnMut(Option<Duration>) -> Option<Result<R, QueueError>> + Send,
 ) -> PyResult<R> {
+    blocking_spins(py, timeout, on_timeout, SPINS, call)
+}
+
+/// [`blocking`] with `spins` tries before waiting. Batches (`put_many`,
+/// `get_many`) try once: a batch fills or drains a queue in one call, so the
+/// other side needs the CPU to make room, and spinning with the GIL held took it
+/// (the batched rows of python/bench/bench.py measured 3-5x slower with 64 tries
+/// on a loaded 2-vCPU VM).
+pub(crate) fn blocking_spins<R: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    on_timeout: &'static str,
+    spins: u32,
+    mut call: impl FnMut(Option<Duration>) -> Option<Result<R, QueueError>> + Send,
+) -> PyResult<R> {
+    crate::check_timeout(timeout)?;
+    for i in 0..spins.max(1) {
+        match call(None) {
+            None => break,
+            Some(r) => {
+                if let Some(r) = busy(r) {
+                    return r.map_err(from_queue);
+                }
+            }
+        }
+        if timeout == Some(0.0) {
+            return Err(raise(
+                on_timeout,
+                format!("queue call timed out ({on_timeout})"),
+            ));
+        }
+        for _ in 0..=i / 16 {
+            std::hint::spin_loop();
+        }
+    }
     let deadline = crate::deadline(timeout)?;
-    // One try with the GIL held: the common case does not wait.
-    if let Some(r) = busy(call(Duration::ZERO)) {
-        return r.map_err(from_queue);
-    }
-    if timeout == Some(0.0) {
-        return Err(raise(
-            on_timeout,
-            format!("queue call timed out ({on_timeout})"),
-        ));
-    }
-    match crate::wait_in_slices(py, deadline, |d| busy(call(d)))? {
+    match crate::wait_in_slices(py, deadline, |d| call(Some(d)).and_then(busy))? {
         Some(r) => r.map_err(from_queue),
         None => Err(raise(
             on_timeout,
             format!("queue call timed out after {} s", timeout.unwrap_or(0.0)),
         )),
+    }
+}
+
+/// A queue call as `blocking` wants it: `f(queue, wait)` (zero: don't wait)
+/// under the handle's mutex, taken without blocking when `wait` is `None`.
+#[inline]
+pub(crate) fn on<Q, R>(
+    m: &Mutex<Q>,
+    wait: Option<Duration>,
+    f: impl FnOnce(&Q, Duration) -> Result<R, QueueError>,
+) -> Option<Result<R, QueueError>> {
+    match wait {
+        None => try_locked(m, |q| f(q, Duration::ZERO)),
+        Some(d) => Some(f(&lock(m), d)),
     }
 }
 
@@ -109,17 +171,15 @@ where
     AnyQueue: Typed<T>,
 {
     let v = T::from_py(x)?;
-    blocking(py, timeout, "Full", |d| {
-        let q = lock(q);
-        let q = <AnyQueue as Typed<T>>::typed(&q);
-        if d.is_zero() {
-            q.try_put(v).map_err(|e| match e {
-                QueueError::Full => QueueError::Timeout(d),
-                e => e,
-            })
-        } else {
-            q.put_timeout(v, d)
-        }
+    blocking(py, timeout, "Full", |w| {
+        on(q, w, |q, d| {
+            let q = <AnyQueue as Typed<T>>::typed(q);
+            if d.is_zero() {
+                q.try_put(v)
+            } else {
+                q.put_timeout(v, d)
+            }
+        })
     })
 }
 
@@ -152,17 +212,15 @@ fn get_one<T: Elem>(
 where
     AnyQueue: Typed<T>,
 {
-    let v: T = blocking(py, timeout, "Empty", |d| {
-        let q = lock(q);
-        let q = <AnyQueue as Typed<T>>::typed(&q);
-        if d.is_zero() {
-            q.try_get().map_err(|e| match e {
-                QueueError::Empty => QueueError::Timeout(d),
-                e => e,
-            })
-        } else {
-            q.get_timeout(d)
-        }
+    let v: T = blocking(py, timeout, "Empty", |w| {
+        on(q, w, |q, d| {
+            let q = <AnyQueue as Typed<T>>::typed(q);
+            if d.is_zero() {
+                q.try_get()
+            } else {
+                q.get_timeout(d)
+            }
+        })
     })?;
     v.to_py(py)
 }
@@ -194,9 +252,10 @@ where
     let mut done = 0usize;
     while done < items.len() {
         let rest = &items[done..];
-        let n = blocking(py, timeout, "Full", |d| {
-            let q = lock(q);
-            <AnyQueue as Typed<T>>::typed(&q).put_slice_timeout(rest, d)
+        let n = blocking_spins(py, timeout, "Full", 1, |w| {
+            on(q, w, |q, d| {
+                <AnyQueue as Typed<T>>::typed(q).put_slice_timeout(rest, d)
+            })
         })?;
         done += n;
     }
@@ -217,9 +276,10 @@ where
         0
     } else {
         let b = &mut buf;
-        blocking(py, timeout, "Empty", |d| {
-            let q = lock(q);
-            <AnyQueue as Typed<T>>::typed(&q).get_into_timeout(b, d)
+        blocking_spins(py, timeout, "Empty", 1, |w| {
+            on(q, w, |q, d| {
+                <AnyQueue as Typed<T>>::typed(q).get_into_timeout(b, d)
+            })
         })?
     };
     let bytes = as_bytes(&buf[..n]);
@@ -318,8 +378,7 @@ impl Queue {
     #[pyo3(signature = (x, timeout=None))]
     fn put(&self, py: Python<'_>, x: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
         let q = &*self.q()?;
-        let tag = lock(q).tag();
-        with_dtype!(tag, T => put_one::<T>(py, q, x, timeout), other => Err(unsupported(other)))
+        with_dtype!(self.dtype, T => put_one::<T>(py, q, x, timeout), other => Err(unsupported(other)))
     }
 
     /// `put(x, timeout=0)`: `Full` at once if there is no room.
@@ -337,8 +396,7 @@ impl Queue {
     #[pyo3(signature = (timeout=None))]
     fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let q = &*self.q()?;
-        let tag = lock(q).tag();
-        with_dtype!(tag, T => get_one::<T>(py, q, timeout), other => Err(unsupported(other)))
+        with_dtype!(self.dtype, T => get_one::<T>(py, q, timeout), other => Err(unsupported(other)))
     }
 
     /// Native part of `put_many`: puts the items in `data` (native-endian bytes
@@ -351,9 +409,8 @@ impl Queue {
         timeout: Option<f64>,
     ) -> PyResult<usize> {
         let q = &*self.q()?;
-        let tag = lock(q).tag();
         let data = data.as_bytes();
-        with_dtype!(tag, T => put_many::<T>(py, q, data, timeout), other => Err(unsupported(other)))
+        with_dtype!(self.dtype, T => put_many::<T>(py, q, data, timeout), other => Err(unsupported(other)))
     }
 
     /// Native part of `get_many`: waits for at least one item, then takes up to
@@ -366,8 +423,7 @@ impl Queue {
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
         let q = &*self.q()?;
-        let tag = lock(q).tag();
-        with_dtype!(tag, T => get_many::<T>(py, q, max_items, timeout), other => Err(unsupported(other)))
+        with_dtype!(self.dtype, T => get_many::<T>(py, q, max_items, timeout), other => Err(unsupported(other)))
     }
 
     /// Shuts the queue down for every process (as Python 3.13's
@@ -480,16 +536,6 @@ impl Queue {
     }
 }
 
-impl AnyQueue {
-    fn tag(&self) -> Dtype {
-        dispatch!(self, AnyQueue, q => element_dtype(q))
-    }
-}
-
-fn element_dtype<T: Elem>(_q: &shmarray::Queue<T>) -> Dtype {
-    T::DTYPE
-}
-
 /// A bounded MPMC queue of byte messages between processes: `put(bytes)`,
 /// `get() -> bytes`, with the same timeouts, `shutdown()` and lifecycle as
 /// `Queue`.
@@ -564,16 +610,14 @@ impl ByteQueue {
             }
         };
         let q = &*self.q()?;
-        blocking(py, timeout, "Full", |d| {
-            let q = lock(q);
-            if d.is_zero() {
-                q.try_put(msg).map_err(|e| match e {
-                    QueueError::Full => QueueError::Timeout(d),
-                    e => e,
-                })
-            } else {
-                q.put_timeout(msg, d)
-            }
+        blocking(py, timeout, "Full", |w| {
+            on(q, w, |q, d| {
+                if d.is_zero() {
+                    q.try_put(msg)
+                } else {
+                    q.put_timeout(msg, d)
+                }
+            })
         })
     }
 
@@ -581,16 +625,14 @@ impl ByteQueue {
     #[pyo3(signature = (timeout=None))]
     fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
         let q = &*self.q()?;
-        let v = blocking(py, timeout, "Empty", |d| {
-            let q = lock(q);
-            if d.is_zero() {
-                q.try_get().map_err(|e| match e {
-                    QueueError::Empty => QueueError::Timeout(d),
-                    e => e,
-                })
-            } else {
-                q.get_timeout(d)
-            }
+        let v = blocking(py, timeout, "Empty", |w| {
+            on(q, w, |q, d| {
+                if d.is_zero() {
+                    q.try_get()
+                } else {
+                    q.get_timeout(d)
+                }
+            })
         })?;
         Ok(PyBytes::new(py, &v))
     }

@@ -13,7 +13,7 @@ use shmarray::{
 
 use crate::array::recorded_dtype;
 use crate::errors::{from_error, from_lock, shm_error};
-use crate::guard::{owner_died_error, Guard, Slot, Source};
+use crate::guard::{owner_died_error, spin, Guard, Slot, Source};
 use crate::handles::AnyValue;
 use crate::held::{Erased, Held};
 use crate::life::{Handle, Named, Ownership};
@@ -66,26 +66,23 @@ impl Value {
         self.handle.get()
     }
 
-    /// Runs `f` under the lock: the one this thread holds through a guard of this
+    /// Runs `op` under the lock: the one this thread holds through a guard of this
     /// handle, or one taken (and released) for the call.
-    fn under_lock<R>(
-        &self,
-        py: Python<'_>,
-        mut f: impl for<'x> FnMut(&mut (dyn Erased<'x> + 'x)) -> PyResult<R>,
-    ) -> PyResult<R> {
+    fn under_lock(&self, py: Python<'_>, op: Op<'_, '_>) -> PyResult<Py<PyAny>> {
         {
             let mut slot = lock(&self.slot);
             if let Some((_, h)) = slot.as_mut() {
                 if h.is_mine() {
-                    return f(h.guard_mut()?);
+                    return op.on(py, h.guard_mut()?);
                 }
             }
         }
         let owner = self.handle()?;
-        // Fast path: an uncontended lock, used and released right here.
+        // Fast path: a lock taken for the call, spinning a few microseconds if
+        // another process holds it.
         let fast = dispatch!(&*owner, AnyValue, x => {
             // SAFETY: `x` is the value inside `owner`, reached through it.
-            unsafe { try_once(&owner, x, &mut f) }
+            unsafe { typed_op(py, &owner, x, &op) }
         });
         let (mut held, died) = match fast {
             Fast::Done(r) => return r,
@@ -104,34 +101,83 @@ impl Value {
             let g = Bound::new(py, g)?;
             return Err(owner_died_error(g.as_any()));
         }
-        f(held.guard_mut()?)
+        op.on(py, held.guard_mut()?)
     }
 }
 
-/// The outcome of a `try_lock` of the fast path.
+/// What `value`, `value = x` and `add(d)` do under the lock.
+enum Op<'a, 'py> {
+    Get,
+    Set(&'a Bound<'py, PyAny>),
+    Add(&'a Bound<'py, PyAny>),
+}
+
+impl Op<'_, '_> {
+    /// Applies the operation through a held guard; returns the value read or
+    /// made (`None` for a set).
+    fn on<'x>(&self, py: Python<'_>, g: &mut (dyn Erased<'x> + 'x)) -> PyResult<Py<PyAny>> {
+        match self {
+            Op::Get => g.get(py).unwrap_or_else(|| Err(shm_error("not a value"))),
+            Op::Set(v) => g.set(v).map(|()| py.None()),
+            Op::Add(d) => g.add(d),
+        }
+    }
+}
+
+/// The outcome of the fast path.
 enum Fast<R> {
     Done(PyResult<R>),
     Died(Held),
     Busy,
 }
 
-/// Tries the lock once; runs `f` under it if taken.
+/// Applies `op` under a lock taken for the call: the argument is converted
+/// before the lock is taken and the result after it is released, so that no
+/// Python code runs under it and other processes wait as little as possible.
+/// Retries for a few microseconds while another process holds the lock.
 ///
 /// # Safety
 /// `v` must be the value inside `owner`.
-unsafe fn try_once<'a, T: Elem, R>(
+unsafe fn typed_op<'a, T: Elem>(
+    py: Python<'_>,
     owner: &'a Arc<AnyValue>,
     v: &'a SharedValue<T>,
-    f: &mut impl for<'x> FnMut(&mut (dyn Erased<'x> + 'x)) -> PyResult<R>,
-) -> Fast<R> {
-    match v.try_lock() {
-        Ok(mut g) => Fast::Done(f(&mut g)),
+    op: &Op<'_, '_>,
+) -> Fast<Py<PyAny>> {
+    let arg = match op {
+        Op::Get => None,
+        Op::Set(x) | Op::Add(x) => match T::from_py(x) {
+            Ok(a) => Some(a),
+            Err(e) => return Fast::Done(Err(e)),
+        },
+    };
+    let once = || match v.try_lock() {
+        Ok(mut g) => {
+            let out = match (op, arg) {
+                (Op::Set(_), Some(a)) => {
+                    *g = a;
+                    None
+                }
+                (Op::Add(_), Some(a)) => {
+                    let new = (*g).plus(a);
+                    *g = new;
+                    Some(new)
+                }
+                _ => Some(*g),
+            };
+            drop(g); // unlocks
+            Some(Fast::Done(match out {
+                Some(x) => x.to_py(py),
+                None => Ok(py.None()),
+            }))
+        }
         // SAFETY: the guard borrows `v`, inside `owner` (our contract), and was
         // taken by this thread just now.
-        Err(LockError::OwnerDied(g)) => Fast::Died(unsafe { Held::new(owner, Box::new(g)) }),
-        Err(LockError::Failed(LockFailure::WouldBlock)) => Fast::Busy,
-        Err(e) => Fast::Done(Err(from_lock(e.into_failure()))),
-    }
+        Err(LockError::OwnerDied(g)) => Some(Fast::Died(unsafe { Held::new(owner, Box::new(g)) })),
+        Err(LockError::Failed(LockFailure::WouldBlock)) => None,
+        Err(e) => Some(Fast::Done(Err(from_lock(e.into_failure())))),
+    };
+    once().or_else(|| spin(once)).unwrap_or(Fast::Busy)
 }
 
 #[pymethods]
@@ -171,15 +217,13 @@ impl Value {
     /// The value, read under the lock.
     #[getter]
     fn get_value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.under_lock(py, |g| {
-            g.get(py).unwrap_or_else(|| Err(shm_error("not a value")))
-        })
+        self.under_lock(py, Op::Get)
     }
 
     /// Writes the value under the lock.
     #[setter]
     fn set_value(&self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.under_lock(py, |g| g.set(v))
+        self.under_lock(py, Op::Set(v)).map(drop)
     }
 
     /// Adds `delta` under the lock in one call (wrapping for integers); returns the
@@ -190,7 +234,7 @@ impl Value {
             Some(d) => d,
             None => 1i64.into_pyobject(py)?.into_any(),
         };
-        self.under_lock(py, |g| g.add(&delta))
+        self.under_lock(py, Op::Add(&delta))
     }
 
     /// The lock as a context manager (`with v.lock(): v.value += 1`); see `Guard`.

@@ -21,6 +21,7 @@ KINDS = {
     "barrier": (lambda n: shm.Barrier.create(n, 2), shm.Barrier.open),
     "queue": (lambda n: shm.Queue.create(n, 4, "i8"), shm.Queue.open),
     "bytequeue": (lambda n: shm.ByteQueue.create(n, 4, 16), shm.ByteQueue.open),
+    "arrayqueue": (lambda n: shm.ArrayQueue.create(n, 4, 64), shm.ArrayQueue.open),
     "map": (
         lambda n: shm.SharedMap.create(n, 10, "i8", "f8"),
         lambda n: shm.SharedMap.open(n, "i8", "f8"),
@@ -45,7 +46,7 @@ def use(h):
         return h.is_set()
     if isinstance(h, shm.Barrier):
         return h.broken
-    if isinstance(h, (shm.Queue, shm.ByteQueue)):
+    if isinstance(h, (shm.Queue, shm.ByteQueue, shm.ArrayQueue)):
         return h.qsize()
     if isinstance(h, (shm.SharedMap, shm.SharedVec)):
         return len(h)
@@ -100,6 +101,7 @@ def test_persistent_handles_keep_the_name(name, kind):
         "barrier": lambda: shm.Barrier.create(n, 2, persistent=True),
         "queue": lambda: shm.Queue.create(n, 4, persistent=True),
         "bytequeue": lambda: shm.ByteQueue.create(n, 4, persistent=True),
+        "arrayqueue": lambda: shm.ArrayQueue.create(n, 4, persistent=True),
         "map": lambda: shm.SharedMap.create(n, 4, "i4", "i4", persistent=True),
         "vec": lambda: shm.SharedVec.create(n, 4, persistent=True),
     }[kind]()

@@ -25,6 +25,7 @@ def make_all(name):
         "event": shm.Event.create(name("event")),
         "queue": shm.Queue.create(name("queue"), 64, "i8"),
         "bytequeue": shm.ByteQueue.create(name("bytequeue"), 64, 32),
+        "arrayqueue": shm.ArrayQueue.create(name("arrayqueue"), 64, 64),
         "map": shm.SharedMap.create(name("map"), 64, "S8", "f8"),
         "vec": shm.SharedVec.create(name("vec"), 64, "i4"),
     }
@@ -50,6 +51,9 @@ def touch(h, i):
         return True
     if isinstance(h, shm.ByteQueue):
         h.put(b"task%d" % i)
+        return True
+    if isinstance(h, shm.ArrayQueue):
+        h.put(np.full((2, 2), i, dtype="i2"))
         return True
     if isinstance(h, shm.SharedMap):
         h[b"k%d" % i] = float(i)
@@ -83,6 +87,9 @@ def check_all(hs, tasks):
     assert sorted(hs["bytequeue"].get(timeout=5) for _ in range(tasks)) == sorted(
         b"task%d" % i for i in range(tasks)
     )
+    got = [hs["arrayqueue"].get(timeout=5) for _ in range(tasks)]
+    assert all(a.shape == (2, 2) and a.dtype == np.dtype("i2") for a in got)
+    assert sorted(int(a[0, 0]) for a in got) == list(range(tasks))
     assert hs["map"].to_dict() == {b"k%d" % i: float(i) for i in range(tasks)}
     assert sorted(hs["vec"]) == list(range(tasks))
 

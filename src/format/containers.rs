@@ -13,16 +13,22 @@
 //! A shard head (`head_stride` bytes, 128-aligned): the robust mutex (0..64),
 //! `len` (64), `tombstones` (72), `repairs` (80), the undo record's `valid` flag
 //! (88, u32) and `slot` (96, u64), and the undo record's saved value at 104
-//! (`value_size` bytes): for values up to 24 bytes a shard's whole state is one
-//! pair of cache lines. An entry (`stride` bytes): `state` u32 at 0 (0 empty,
-//! 1 full, 2 tombstone), `hash` u32 at 4 (the high half of the key's hash), the key
-//! at 8, the value at `value_offset`.
+//! (`value_size` bytes). An entry (`stride` bytes) starts with its `state` u32 (the
+//! kind in bits 0..2: 0 empty, 1 full, 2 tombstone, 3 busy; a generation in bits
+//! 2..32, advanced by every change to or from empty or tombstone and by every
+//! rewrite of a larger value) and `hash` u32 (the high half of the
+//! key's hash). Values of at most 8 bytes (*inline*) follow in one 8-byte word at
+//! 8, the key at 16, and the stride is a multiple of 16, so that the state, hash
+//! and value of an entry are one aligned 16-byte unit (replaced with one
+//! `cmpxchg16b`); larger values follow the key (key at 8, value at
+//! `8 + round_up(key_size, 8)`). Every field is padded to a multiple of 8 bytes.
 
 use super::control::{ControlError, ControlFields, ObjectKind, PARAMS};
 use super::objects::{ParamsError, MAX_DATA_BYTES};
 
-/// Version of the map data layout (`kind_version`).
-pub(crate) const MAP_VERSION: u32 = 1;
+/// Version of the map data layout (`kind_version`). Version 1 (shmarray before
+/// lock-free reads: no generation in the state word, key always at 8) is refused.
+pub(crate) const MAP_VERSION: u32 = 2;
 
 /// Version of the vec data layout (`kind_version`).
 pub(crate) const VEC_VERSION: u32 = 1;
@@ -42,10 +48,11 @@ pub(crate) const ENTRIES_PER_SHARD: u64 = 1024;
 /// Bytes of the fixed part of a shard head (the saved value follows).
 pub(crate) const SHARD_HEAD_FIXED: u64 = 104;
 
-/// Offset of the key inside an entry.
-pub(crate) const KEY_OFFSET: u64 = 8;
+/// Values of at most this many bytes are *inline*: one 8-byte word at entry offset
+/// 8, replaced atomically.
+pub(crate) const INLINE_VALUE_MAX: u64 = 8;
 
-/// Entry states.
+/// Entry states: a kind (bits 0..2) and a generation (bits 2..32).
 pub(crate) mod entry_state {
     /// Never used since the last clear: ends every probe.
     pub(crate) const EMPTY: u32 = 0;
@@ -53,6 +60,25 @@ pub(crate) mod entry_state {
     pub(crate) const FULL: u32 = 1;
     /// Held a key that was removed: probes go on past it; inserts reuse it.
     pub(crate) const TOMBSTONE: u32 = 2;
+    /// Holds a key whose value the shard's lock holder is changing (an inline value
+    /// stays readable; a larger one is not read until the entry is full again).
+    pub(crate) const BUSY: u32 = 3;
+    /// The bits of the kind.
+    pub(crate) const KIND: u32 = 3;
+    /// One step of the generation.
+    pub(crate) const GENERATION: u32 = 4;
+
+    /// The kind of a state word.
+    #[inline]
+    pub(crate) fn kind(state: u32) -> u32 {
+        state & KIND
+    }
+
+    /// `state` changed to `kind`, with the next generation (wrapping).
+    #[inline]
+    pub(crate) fn next(state: u32, kind: u32) -> u32 {
+        (state & !KIND).wrapping_add(GENERATION) | kind
+    }
 }
 
 /// Counters of a `SharedVec` in the control block (index into its eight
@@ -96,8 +122,13 @@ pub struct MapGeometry {
     pub head_stride: u64,
     /// Bytes of an entry.
     pub stride: u64,
-    /// Offset of the value inside an entry.
+    /// Offset of the key inside an entry (16 for inline values, else 8).
+    pub key_offset: u64,
+    /// Offset of the value inside an entry (8 for inline values).
     pub value_offset: u64,
+    /// Whether values are inline (at most 8 bytes: one word at offset 8, stride a
+    /// multiple of 16).
+    pub inline_value: bool,
     /// Offset of the first entry (of shard 0) in the data area.
     pub entries_offset: u64,
     /// Total bytes of the data area.
@@ -142,8 +173,17 @@ impl MapGeometry {
             mean + 6 * mean.isqrt() + 16
         };
         let slots = (shard_capacity + shard_capacity / 2 + 1).next_power_of_two();
-        let value_offset = KEY_OFFSET + key_size.div_ceil(8) * 8;
-        let stride = (value_offset + value_size).div_ceil(8) * 8;
+        let key_field = key_size.div_ceil(8) * 8;
+        let inline_value = value_size <= INLINE_VALUE_MAX;
+        let (key_offset, value_offset, stride) = if inline_value {
+            (16, 8, (16 + key_field).div_ceil(16) * 16)
+        } else {
+            (
+                8,
+                8 + key_field,
+                (8 + key_field + value_size).div_ceil(8) * 8,
+            )
+        };
         let head_stride = (SHARD_HEAD_FIXED + value_size).div_ceil(128) * 128;
         let entries_offset = shards * head_stride;
         let too_large = ParamsError::TooLarge {
@@ -166,7 +206,9 @@ impl MapGeometry {
             slots,
             head_stride,
             stride,
+            key_offset,
             value_offset,
+            inline_value,
             entries_offset,
             data_len,
         })
@@ -203,8 +245,13 @@ impl MapGeometry {
             return Err(ControlError::Mismatch("not a map"));
         }
         if c.kind_version != MAP_VERSION {
+            let made_by = if c.kind_version < MAP_VERSION {
+                "made by an older shmarray; re-create the map with this version"
+            } else {
+                "made by a newer shmarray"
+            };
             return Err(params(format!(
-                "map layout version {} (this library reads {MAP_VERSION})",
+                "map layout version {} ({made_by}; this library reads version {MAP_VERSION})",
                 c.kind_version
             )));
         }
@@ -262,7 +309,8 @@ impl MapGeometry {
     }
 
     /// The numpy structured dtype of an entry, with the key and value as raw bytes
-    /// (`|V<n>`; replace them by the real types, e.g. `<u8`, to read them).
+    /// (`|V<n>`; replace them by the real types, e.g. `<u8`, to read them). The
+    /// entry is full when `state & 3 == 1`.
     pub fn numpy_dtype(&self) -> String {
         let void = |n: u64| {
             if n == 0 {
@@ -273,9 +321,10 @@ impl MapGeometry {
         };
         format!(
             "{{'names': ['state', 'hash', 'key', 'value'], 'formats': ['<u4', '<u4', '{}', '{}'], \
-             'offsets': [0, 4, {KEY_OFFSET}, {}], 'itemsize': {}}}",
+             'offsets': [0, 4, {}, {}], 'itemsize': {}}}",
             void(self.key_size),
             void(self.value_size),
+            self.key_offset,
             self.value_offset,
             self.stride
         )
@@ -380,18 +429,30 @@ mod tests {
     fn geometry_is_checked_and_consistent() {
         let g = MapGeometry::new(8, 8, 1000).unwrap();
         assert_eq!((g.shards, g.shard_capacity, g.slots), (1, 1000, 2048));
-        assert_eq!((g.value_offset, g.stride, g.head_stride), (16, 24, 128));
+        assert!(g.inline_value);
+        assert_eq!(
+            (g.key_offset, g.value_offset, g.stride, g.head_stride),
+            (16, 8, 32, 128)
+        );
         assert_eq!(g.entries_offset, 128);
-        assert_eq!(g.data_len, 128 + 2048 * 24);
-        assert_eq!(MapGeometry::new(8, 25, 10).unwrap().head_stride, 256);
-        assert_eq!(g.entry_offset(0, 2047) + g.stride, g.data_len);
+        assert_eq!(g.data_len, 128 + 2048 * 32);
+        let g = MapGeometry::new(8, 25, 10).unwrap();
+        assert!(!g.inline_value);
+        assert_eq!((g.key_offset, g.value_offset, g.stride), (8, 16, 48));
+        assert_eq!(g.head_stride, 256);
+        // Inline entries are 16-byte units (state, hash and value at 0..16).
+        for (k, v, stride) in [(0, 0, 16), (1, 1, 32), (16, 8, 32), (17, 3, 48)] {
+            let g = MapGeometry::new(k, v, 10).unwrap();
+            assert_eq!((g.inline_value, g.stride), (true, stride), "{k} {v}");
+        }
+        assert_eq!(g.entry_offset(0, g.slots - 1) + g.stride, g.data_len);
         let g = MapGeometry::new(32, 8, 1 << 20).unwrap();
         assert_eq!(g.shards, 64);
         assert!(g.max_len() >= 1 << 20);
         assert!(g.slots > g.shard_capacity * 4 / 3);
         assert_eq!(g.entry_offset(63, g.slots - 1) + g.stride, g.data_len);
-        let g = MapGeometry::new(3, 0, 4096).unwrap();
-        assert_eq!((g.shards, g.value_offset, g.stride), (4, 16, 16));
+        let g = MapGeometry::new(3, 9, 4096).unwrap();
+        assert_eq!((g.shards, g.value_offset, g.stride), (4, 16, 32));
         for (k, v, cap) in [
             (8, 8, 0),
             (8, 8, (1 << 32) + 1),
@@ -402,6 +463,17 @@ mod tests {
         ] {
             assert!(MapGeometry::new(k, v, cap).is_err(), "{k} {v} {cap}");
         }
+    }
+
+    #[test]
+    fn a_state_change_advances_the_generation_and_wraps() {
+        use entry_state::*;
+        let s = next(EMPTY, FULL);
+        assert_eq!((kind(s), s >> 2), (FULL, 1));
+        let s = next(s, TOMBSTONE);
+        assert_eq!((kind(s), s >> 2), (TOMBSTONE, 2));
+        let last = !KIND | BUSY;
+        assert_eq!(next(last, FULL), FULL);
     }
 
     #[test]

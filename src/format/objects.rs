@@ -34,8 +34,10 @@ pub(crate) const MAX_ITEM_BYTES: u64 = 1 << 30;
 /// Largest data area of any segment (keeps every offset far inside `isize`).
 pub(crate) const MAX_DATA_BYTES: u64 = 1 << 46;
 
-/// Version of the queue data layout (`kind_version`).
-pub(crate) const QUEUE_VERSION: u32 = 3;
+/// Version of the queue data layout (`kind_version`). 4: `get_waiters` and
+/// `put_waiters` are 64-bit masks of members (they were 32-bit counts), and the
+/// futex words are bumped only when a waiter is registered.
+pub(crate) const QUEUE_VERSION: u32 = 4;
 
 /// Version of the barrier data layout (`kind_version`).
 pub(crate) const BARRIER_VERSION: u32 = 2;

@@ -114,7 +114,7 @@ pub enum TaskError {
         threads: Option<usize>,
     },
     /// A worker ended before completing the handshake.
-    #[error("worker pid {pid} failed to start ({}); does main() call shmarray::process::init() first?",
+    #[error("worker pid {pid} failed to start ({}); does main() call shmarray::init() first?",
         describe_exit(*signal, *code))]
     StartFailed {
         /// The worker's pid.

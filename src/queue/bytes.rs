@@ -75,26 +75,44 @@ impl ByteQueue {
     /// intermediate buffer), waiting while the queue is full. If `fill` panics, the
     /// slot is skipped by consumers (counted in [`lost`](Self::lost)).
     pub fn put_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), QueueError> {
+        self.put_with_wait(len, Wait::Forever, fill)
+    }
+
+    /// [`put_with`](Self::put_with), or `Full` at once (`fill` is not called).
+    pub fn try_put_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), QueueError> {
+        self.put_with_wait(len, Wait::No, fill)
+    }
+
+    /// [`put_with`](Self::put_with), waiting at most `timeout` for room
+    /// (`Timeout`; `fill` is not called then).
+    pub fn put_with_timeout(
+        &self,
+        len: usize,
+        timeout: Duration,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), QueueError> {
+        self.put_with_wait(len, Wait::timeout(timeout), fill)
+    }
+
+    fn put_with_wait(
+        &self,
+        len: usize,
+        wait: Wait,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), QueueError> {
         let n = self.check(len)?;
-        let mut fill = Some(fill);
-        self.raw
-            .put_batch(1, Wait::Forever, |_, slot| {
-                if let Some(f) = fill.take() {
-                    f(&mut slot[..len]);
-                }
-                n
-            })
-            .map(drop)
+        self.raw.put_one(wait, |slot| {
+            fill(&mut slot[..len]);
+            n
+        })
     }
 
     fn put_msg(&self, msg: &[u8], wait: Wait) -> Result<(), QueueError> {
         let n = self.check(msg.len())?;
-        self.raw
-            .put_batch(1, wait, |_, slot| {
-                slot[..msg.len()].copy_from_slice(msg);
-                n
-            })
-            .map(drop)
+        self.raw.put_one(wait, |slot| {
+            slot[..msg.len()].copy_from_slice(msg);
+            n
+        })
     }
 
     /// Puts a message, waiting while the queue is full.
@@ -115,21 +133,31 @@ impl ByteQueue {
     /// Reads the next message in place with `f` (no copy out), waiting while empty.
     /// If `f` panics, the message is counted in [`abandoned`](Self::abandoned).
     pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
-        let mut f = Some(f);
-        let mut out = None;
-        self.raw.get_batch(1, Wait::Forever, |_, slot, len| {
-            if let Some(f) = f.take() {
-                out = Some(f(&slot[..len]));
-            }
-        })?;
-        out.ok_or(QueueError::Empty)
+        self.get_with_wait(Wait::Forever, f)
+    }
+
+    /// [`get_with`](Self::get_with), or `Empty` (or `Closed`) at once (`f` is not
+    /// called).
+    pub fn try_get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
+        self.get_with_wait(Wait::No, f)
+    }
+
+    /// [`get_with`](Self::get_with), waiting at most `timeout` for a message
+    /// (`Timeout`; `f` is not called then).
+    pub fn get_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, QueueError> {
+        self.get_with_wait(Wait::timeout(timeout), f)
+    }
+
+    fn get_with_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, QueueError> {
+        self.raw.get_one(wait, |slot, len| f(&slot[..len]))
     }
 
     fn get_msg(&self, wait: Wait) -> Result<Vec<u8>, QueueError> {
-        let mut out = Vec::new();
-        self.raw
-            .get_batch(1, wait, |_, slot, len| out.extend_from_slice(&slot[..len]))?;
-        Ok(out)
+        self.raw.get_one(wait, |slot, len| slot[..len].to_vec())
     }
 
     /// Takes the next message, waiting while the queue is empty.

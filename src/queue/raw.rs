@@ -9,7 +9,7 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::ring::{Padded, Ring, RingHeader, Step};
+use super::ring::{Ring, RingHeader, Step};
 use super::QueueError;
 use crate::error::{Corruption, Error};
 use crate::format::control::ObjectKind;
@@ -21,6 +21,7 @@ use crate::segment::liveness::Liveness;
 use crate::segment::{self, KindSpec, Mapping, Options, Spec, Target};
 use crate::sync::members::{self, Member, MemberTable, Membership};
 use crate::sync::{wait_while_equal, wake_all};
+use crate::sys::proc;
 // The crate's deadline type, for the queue handles too (`super::raw::Wait`).
 pub(crate) use crate::sync::Wait;
 
@@ -29,6 +30,12 @@ pub(crate) use crate::sync::Wait;
 const SPIN: Duration = Duration::from_micros(20);
 /// How long a blocked call sleeps before it checks for a dead holder.
 const SLICE: Duration = Duration::from_millis(10);
+/// The first sleep of a call blocked behind a slot that the other side has
+/// claimed but not finished (it doubles up to `SLICE`; see `ring.rs`, "Waiting
+/// and waking").
+const NAP: Duration = Duration::from_micros(50);
+/// `RawQueue::me` while the handle has no entry.
+const NO_MEMBER: u32 = u32::MAX;
 
 /// The data area's alignment this layout needs (the ring header's).
 const DATA_ALIGN: usize = align_of::<RingHeader>();
@@ -100,6 +107,10 @@ pub(crate) struct RawQueue {
     /// This handle's member entry; `None` only between a forked child dropping its
     /// parent's entry and joining one of its own (if the table was full).
     member: RefCell<Option<Membership>>,
+    /// `member`'s slot (`NO_MEMBER` if none) and fork generation, copied for the
+    /// fast path's check.
+    me: Cell<u32>,
+    generation: Cell<u64>,
     /// An operation of this handle is in progress (reentrant calls are refused).
     busy: Cell<bool>,
 }
@@ -247,11 +258,23 @@ impl RawQueue {
             seg,
             geo,
             member: RefCell::new(None),
+            me: Cell::new(NO_MEMBER),
+            generation: Cell::new(0),
             busy: Cell::new(false),
         };
         let m = q.join()?;
-        *q.member.borrow_mut() = Some(m);
+        q.set_member(Some(m));
         Ok(q)
+    }
+
+    /// Installs this handle's entry (and its copies for the fast path).
+    fn set_member(&self, m: Option<Membership>) {
+        let mut member = self.member.borrow_mut();
+        self.me
+            .set(m.as_ref().map_or(NO_MEMBER, |m| m.slot() as u32));
+        self.generation
+            .set(m.as_ref().map_or(0, Membership::fork_generation));
+        *member = m;
     }
 
     /// The member table and the ring.
@@ -297,12 +320,18 @@ impl RawQueue {
             if ring.recover_member(slot, dead) {
                 recovered.set(true);
             }
-            ring.claims_finished(slot)
+            let reusable = ring.claims_finished(slot);
+            if reusable {
+                // A previous member killed while waiting left its bits set.
+                let bit = 1u64 << slot;
+                ring.clear_waiters(true, bit);
+                ring.clear_waiters(false, bit);
+            }
+            reusable
         });
         if recovered.get() {
-            let rh = ring.header();
-            notify(&rh.puts, &rh.get_waiters);
-            notify(&rh.gets, &rh.put_waiters);
+            notify(&ring, true);
+            notify(&ring, false);
         }
         m.map_err(|_| QueueError::TooManyProcesses)
     }
@@ -311,119 +340,267 @@ impl RawQueue {
     /// into a forked child an entry of its own first. Returns the member index.
     #[inline]
     fn begin(&self) -> Result<(Busy<'_>, u32), QueueError> {
+        let me = self.me.get();
+        // `join` registered the fork counter, so its plain load is enough here.
+        if self.busy.get()
+            || me == NO_MEMBER
+            || self.generation.get() != proc::fork_generation_registered()
+        {
+            return self.begin_slow();
+        }
+        self.busy.set(true);
+        Ok((Busy(&self.busy), me))
+    }
+
+    /// `begin` for a reentrant call, or a handle without an entry of its own.
+    #[cold]
+    #[inline(never)]
+    fn begin_slow(&self) -> Result<(Busy<'_>, u32), QueueError> {
         if self.busy.replace(true) {
             return Err(QueueError::Reentrant);
         }
         let busy = Busy(&self.busy);
-        let current = self
-            .member
-            .borrow()
-            .as_ref()
-            .filter(|m| !m.is_stale())
-            .map(|m| m.slot() as u32);
-        let me = match current {
-            Some(me) => me,
-            None => self.rejoin()?,
-        };
-        Ok((busy, me))
+        Ok((busy, self.rejoin()?))
     }
 
     /// After `fork`: drops the parent's entry (closing this process's copy of its
     /// description, so the parent's liveness is its own again) and joins anew.
     #[cold]
+    #[inline(never)]
     fn rejoin(&self) -> Result<u32, QueueError> {
-        let mut member = self.member.borrow_mut();
-        *member = None;
+        self.set_member(None);
         let m = self.join()?;
         let me = m.slot() as u32;
-        *member = Some(m);
+        self.set_member(Some(m));
         Ok(me)
     }
 
-    /// Claims up to `max` slots for producing (or consuming), waiting as allowed.
-    fn claim(&self, put: bool, max: u64, me: u32, wait: Wait) -> Result<(u64, u64), QueueError> {
+    /// Claims up to `max` slots for producing (or consuming), without waiting;
+    /// `None` if blocked (or, for a put, closed): then `claim_slow` waits as allowed.
+    #[inline]
+    fn try_claim(&self, ring: &Ring<'_>, put: bool, max: u64, me: u32) -> Option<(u64, u64)> {
+        let step = if put {
+            if ring.header().closed.0.load(Ordering::Acquire) != 0 {
+                return None;
+            }
+            ring.claim_put(max, me)
+        } else {
+            ring.claim_get(max, me)
+        };
+        match step {
+            Step::Done(r) => Some(r),
+            Step::Blocked => None,
+        }
+    }
+
+    /// Why a blocked put (`put`) or get ends now: the queue is closed (for a get:
+    /// and drained).
+    fn ended(&self, ring: &Ring<'_>, put: bool) -> Option<QueueError> {
+        let closed = ring.header().closed.0.load(Ordering::Acquire) != 0;
+        (closed && (put || ring.len() == 0)).then_some(QueueError::Closed)
+    }
+
+    /// The claim found its slot not ready: spin for up to `SPIN`, then sleep on the
+    /// futex word of the other side (see `ring.rs`, "Waiting and waking"), checking
+    /// every `SLICE` for a dead member holding the slot.
+    #[cold]
+    #[inline(never)]
+    fn claim_slow(
+        &self,
+        put: bool,
+        max: u64,
+        me: u32,
+        wait: Wait,
+    ) -> Result<(u64, u64), QueueError> {
         let ring = self.ring();
         let rh = ring.header();
-        let (counter, waiters) = if put {
-            (&rh.gets, &rh.put_waiters)
-        } else {
-            (&rh.puts, &rh.get_waiters)
-        };
-        let step = |ring: &Ring<'_>| {
+        let counter = if put { &rh.gets.0 } else { &rh.puts.0 };
+        let step = || {
             if put {
                 ring.claim_put(max, me)
             } else {
                 ring.claim_get(max, me)
             }
         };
-        let mut spin_until: Option<Instant> = None;
+        // The fast path's attempt may have given up early (a lost slot, a lost
+        // race): one full attempt first. A put to a closed queue fails first, a
+        // get drains it first.
+        if put {
+            if let Some(e) = self.ended(&ring, true) {
+                return Err(e);
+            }
+        }
+        if let Step::Done(r) = step() {
+            return Ok(r);
+        }
+        if !put {
+            // The failed claim may have skipped slots lost with their producer,
+            // releasing them: producers may be waiting for those.
+            wake_waiting(self, &ring, true);
+            if let Some(e) = self.ended(&ring, false) {
+                return Err(e);
+            }
+        }
+        let deadline = match wait {
+            Wait::No if put => return Err(QueueError::Full),
+            Wait::No => return Err(QueueError::Empty),
+            Wait::Forever => None,
+            Wait::Until(d, t) => Some((d, t)),
+        };
+        // The clock is read only after 64 spins (a read costs about as much as a
+        // put here): a peer that answers within them (ping-pong) costs none.
+        let mut start = None;
         let mut spins = 0u32;
-        loop {
-            let closed = rh.closed.0.load(Ordering::Acquire) != 0;
-            if put && closed {
-                return Err(QueueError::Closed);
-            }
-            if let Step::Done(r) = step(&ring) {
+        let start = loop {
+            std::hint::spin_loop();
+            if let Step::Done(r) = step() {
                 return Ok(r);
             }
-            if !put && closed && ring.len() == 0 {
-                return Err(QueueError::Closed);
-            }
-            let deadline = match wait {
-                Wait::No if put => return Err(QueueError::Full),
-                Wait::No => return Err(QueueError::Empty),
-                Wait::Forever => None,
-                Wait::Until(d, t) => Some((d, t)),
-            };
             spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(64)
-                || *spin_until.get_or_insert_with(|| Instant::now() + SPIN) > Instant::now()
-            {
-                std::hint::spin_loop();
-                continue;
-            }
-            waiters.0.fetch_add(1, Ordering::SeqCst);
-            let seen = counter.0.load(Ordering::SeqCst);
-            if let Step::Done(r) = step(&ring) {
-                waiters.0.fetch_sub(1, Ordering::SeqCst);
-                return Ok(r);
-            }
-            let slice = match deadline {
-                Some((d, t)) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(SLICE),
-                    _ => {
-                        waiters.0.fetch_sub(1, Ordering::SeqCst);
+            if spins.is_multiple_of(64) {
+                if let Some(e) = self.ended(&ring, put) {
+                    return Err(e);
+                }
+                let now = Instant::now();
+                if let Some((d, t)) = deadline {
+                    if now >= d {
                         return Err(QueueError::Timeout(t));
                     }
+                }
+                let start = *start.get_or_insert(now);
+                if now >= start + SPIN {
+                    break start;
+                }
+            }
+        };
+        let mut nap = NAP;
+        let mut recover_at = start + SLICE;
+        loop {
+            ring.register_waiter(put, me);
+            let seen = counter.load(Ordering::SeqCst);
+            let outcome = match self.ended(&ring, put) {
+                Some(e) => Some(Err(e)),
+                None => match step() {
+                    Step::Done(r) => Some(Ok(r)),
+                    Step::Blocked => None,
                 },
-                None => SLICE,
             };
-            let timed_out = wait_while_equal(&counter.0, seen, Some(slice)).is_err();
-            waiters.0.fetch_sub(1, Ordering::SeqCst);
-            if timed_out {
+            if let Some(outcome) = outcome {
+                ring.unregister_waiter(put, me);
+                return outcome;
+            }
+            let idle = ring.idle(put);
+            let mut slice = if idle { SLICE } else { nap };
+            if let Some((d, t)) = deadline {
+                match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => slice = slice.min(left),
+                    _ => {
+                        ring.unregister_waiter(put, me);
+                        return Err(QueueError::Timeout(t));
+                    }
+                }
+            }
+            let _ = wait_while_equal(counter, seen, Some(slice));
+            ring.unregister_waiter(put, me);
+            if !idle {
+                nap = (nap * 2).min(SLICE);
+            }
+            let now = Instant::now();
+            if now >= recover_at {
                 self.recover_blocker(put);
+                recover_at = now + SLICE;
             }
         }
     }
 
-    /// A blocked call found no progress for a slice: finish the step of a dead
-    /// member that holds the slot it waits for, and wake the other side.
+    /// A blocked call made no progress for a slice: finish the step of a dead
+    /// member that holds the slot it waits for, and wake the others waiting.
     #[cold]
     fn recover_blocker(&self, put: bool) {
         let ring = self.ring();
         let dead = |m| self.is_dead(m);
-        let rh = ring.header();
-        if put {
-            if ring.recover_dead_consumer(dead) {
-                notify(&rh.gets, &rh.put_waiters);
-            }
-        } else if ring.recover_dead_producer(dead) {
-            notify(&rh.puts, &rh.get_waiters);
+        let recovered = if put {
+            ring.recover_dead_consumer(dead)
+        } else {
+            ring.recover_dead_producer(dead)
+        };
+        if recovered {
+            notify(&ring, put);
         }
+    }
+
+    /// Clears the waiter bits (in `mask`, of those waiting to put if `put`) of
+    /// entries nobody owns: members killed while waiting. Called when a wake-up
+    /// found no sleeper; a bit left set would cost every operation of the other
+    /// side a futex call.
+    #[cold]
+    fn clear_dead_waiters(&self, ring: &Ring<'_>, put: bool, mask: u64) {
+        let Ok(member) = self.member.try_borrow() else {
+            return;
+        };
+        let Some(member) = member.as_ref() else {
+            return;
+        };
+        for slot in 0..MAX_MEMBERS.min(64) {
+            let bit = 1u64 << slot;
+            if mask & bit != 0 {
+                member.while_unowned(slot, || ring.clear_waiters(put, bit));
+            }
+        }
+    }
+
+    /// Puts one item: `fill(payload)` writes it into its slot (`item_size` bytes)
+    /// and returns its length. The one-item twin of `put_batch`, with nothing to
+    /// count.
+    #[inline]
+    pub(crate) fn put_one(
+        &self,
+        wait: Wait,
+        fill: impl FnOnce(&mut [u8]) -> u32,
+    ) -> Result<(), QueueError> {
+        let (_busy, me) = self.begin()?;
+        let ring = self.ring();
+        let open = ring.header().closed.0.load(Ordering::Acquire) == 0;
+        let c = match open.then(|| ring.try_claim_put_one(me)).flatten() {
+            Some(c) => c,
+            None => ring.claimed(self.claim_slow(true, 1, me, wait)?.0),
+        };
+        let mut op = Finish::new(self, ring, me, true, c.pos, 1);
+        // SAFETY: we own position `c.pos` (won the head CAS), and hold no other
+        // borrow of its payload.
+        let len = fill(unsafe { ring.claimed_payload(&c) });
+        ring.publish_claimed(&c, len);
+        op.next = op.end;
+        Ok(())
+    }
+
+    /// Gets one item: `take(payload, len)` reads it in place (`item_size` bytes, of
+    /// which the producer wrote `len`, clamped to the item size). The one-item twin
+    /// of `get_batch`.
+    #[inline]
+    pub(crate) fn get_one<R>(
+        &self,
+        wait: Wait,
+        take: impl FnOnce(&[u8], usize) -> R,
+    ) -> Result<R, QueueError> {
+        let (_busy, me) = self.begin()?;
+        let ring = self.ring();
+        let c = match ring.try_claim_get_one(me) {
+            Some(c) => c,
+            None => ring.claimed(self.claim_slow(false, 1, me, wait)?.0),
+        };
+        let mut op = Finish::new(self, ring, me, false, c.pos, 1);
+        let len = ring.claimed_len(&c);
+        // SAFETY: we own position `c.pos` (won the tail CAS), as in `put_one`.
+        let r = take(unsafe { ring.claimed_payload(&c) }, len);
+        ring.release_claimed(&c);
+        op.next = op.end;
+        Ok(r)
     }
 
     /// Puts up to `max` items: `fill(k, payload)` writes the `k`-th into its slot
     /// (`item_size` bytes) and returns its length. Returns how many were put.
+    #[inline]
     pub(crate) fn put_batch(
         &self,
         max: u64,
@@ -431,16 +608,20 @@ impl RawQueue {
         mut fill: impl FnMut(u64, &mut [u8]) -> u32,
     ) -> Result<u64, QueueError> {
         let (_busy, me) = self.begin()?;
-        let (pos, n) = self.claim(true, max, me, wait)?;
-        let mut op = Finish::new(self, me, true, pos, n);
+        let ring = self.ring();
+        let (pos, n) = match self.try_claim(&ring, true, max, me) {
+            Some(r) => r,
+            None => self.claim_slow(true, max, me, wait)?,
+        };
+        let mut op = Finish::new(self, ring, me, true, pos, n);
         for k in 0..n {
-            let p = pos.wrapping_add(k);
+            let c = ring.claimed(pos.wrapping_add(k));
             // SAFETY: we own positions pos..pos+n (won the head CAS; `claim_put`
             // never returns more than `capacity` of them, so their slots are
             // distinct), and the previous payload borrow has ended.
-            let len = fill(k, unsafe { op.ring.payload(p) });
-            op.ring.publish(p, len);
-            op.next = p.wrapping_add(1);
+            let len = fill(k, unsafe { ring.claimed_payload(&c) });
+            ring.publish_claimed(&c, len);
+            op.next = c.pos.wrapping_add(1);
         }
         Ok(n)
     }
@@ -448,6 +629,7 @@ impl RawQueue {
     /// Gets up to `max` items: `take(k, payload, len)` reads the `k`-th in place
     /// (`item_size` bytes, of which the producer wrote `len`, clamped to the item
     /// size). Returns how many were taken.
+    #[inline]
     pub(crate) fn get_batch(
         &self,
         max: u64,
@@ -455,15 +637,19 @@ impl RawQueue {
         mut take: impl FnMut(u64, &[u8], usize),
     ) -> Result<u64, QueueError> {
         let (_busy, me) = self.begin()?;
-        let (pos, n) = self.claim(false, max, me, wait)?;
-        let mut op = Finish::new(self, me, false, pos, n);
+        let ring = self.ring();
+        let (pos, n) = match self.try_claim(&ring, false, max, me) {
+            Some(r) => r,
+            None => self.claim_slow(false, max, me, wait)?,
+        };
+        let mut op = Finish::new(self, ring, me, false, pos, n);
         for k in 0..n {
-            let p = pos.wrapping_add(k);
-            let len = op.ring.item_len(p);
+            let c = ring.claimed(pos.wrapping_add(k));
+            let len = ring.claimed_len(&c);
             // SAFETY: we own positions pos..pos+n (won the tail CAS), as in put_batch.
-            take(k, unsafe { op.ring.payload(p) }, len);
-            op.ring.release(p);
-            op.next = p.wrapping_add(1);
+            take(k, unsafe { ring.claimed_payload(&c) }, len);
+            ring.release_claimed(&c);
+            op.next = c.pos.wrapping_add(1);
         }
         Ok(n)
     }
@@ -560,11 +746,44 @@ fn kind_error(e: Error, flavor: Flavor) -> QueueError {
     }
 }
 
-/// Bumps `counter` and wakes its sleepers, if any.
-fn notify(counter: &Padded<AtomicU32>, waiters: &Padded<AtomicU32>) {
-    counter.0.fetch_add(1, Ordering::SeqCst);
-    if waiters.0.load(Ordering::SeqCst) > 0 {
-        wake_all(&counter.0);
+/// The futex word of those waiting to put (`put`: bumped by gets) or to get.
+fn futex_word<'a>(ring: &Ring<'a>, put: bool) -> &'a AtomicU32 {
+    let rh = ring.header();
+    if put {
+        &rh.gets.0
+    } else {
+        &rh.puts.0
+    }
+}
+
+/// Bumps the futex word of those waiting to put (`put`) or get, and wakes them if
+/// any are registered (recoveries: whether or not this member made a claim).
+fn notify(ring: &Ring<'_>, put: bool) {
+    futex_word(ring, put).fetch_add(1, Ordering::SeqCst);
+    if ring.waiting(put) != 0 {
+        wake_all(futex_word(ring, put));
+    }
+}
+
+/// The end of an operation (after its CAS and stamp stores): wakes the members
+/// waiting to put (`put`) or get, if any; else nothing (no write, no syscall).
+#[inline]
+fn wake_waiting(q: &RawQueue, ring: &Ring<'_>, put: bool) {
+    let mask = ring.waiting(put);
+    if mask != 0 {
+        wake(q, ring, put, mask);
+    }
+}
+
+/// Wakes the members of `mask` waiting to put (`put`) or get. If none was asleep,
+/// some bits may be those of members killed while waiting: clear those.
+#[cold]
+#[inline(never)]
+fn wake(q: &RawQueue, ring: &Ring<'_>, put: bool, mask: u64) {
+    let word = futex_word(ring, put);
+    word.fetch_add(1, Ordering::SeqCst);
+    if wake_all(word) == 0 {
+        q.clear_dead_waiters(ring, put, mask);
     }
 }
 
@@ -574,6 +793,7 @@ fn notify(counter: &Padded<AtomicU32>, waiters: &Padded<AtomicU32>) {
 /// live process does not hold them forever: unwritten items are published as
 /// lost, unread ones released as abandoned.
 struct Finish<'q> {
+    q: &'q RawQueue,
     ring: Ring<'q>,
     me: u32,
     put: bool,
@@ -582,9 +802,11 @@ struct Finish<'q> {
 }
 
 impl<'q> Finish<'q> {
-    fn new(q: &'q RawQueue, me: u32, put: bool, pos: u64, n: u64) -> Finish<'q> {
+    #[inline]
+    fn new(q: &'q RawQueue, ring: Ring<'q>, me: u32, put: bool, pos: u64, n: u64) -> Finish<'q> {
         Finish {
-            ring: q.ring(),
+            q,
+            ring,
             me,
             put,
             next: pos,
@@ -594,7 +816,21 @@ impl<'q> Finish<'q> {
 }
 
 impl Drop for Finish<'_> {
+    #[inline]
     fn drop(&mut self) {
+        if self.next != self.end {
+            self.unwind();
+        }
+        self.ring.done(self.me, self.put);
+        // A put wakes waiting consumers; a get, waiting producers.
+        wake_waiting(self.q, &self.ring, !self.put);
+    }
+}
+
+impl Finish<'_> {
+    /// The caller's closure unwound: finish the positions it did not.
+    #[cold]
+    fn unwind(&mut self) {
         let rh = self.ring.header();
         let mut p = self.next;
         while p != self.end {
@@ -606,11 +842,6 @@ impl Drop for Finish<'_> {
             }
             p = p.wrapping_add(1);
         }
-        self.ring.done(self.me, self.put);
-        if self.put {
-            notify(&rh.puts, &rh.get_waiters);
-        } else {
-            notify(&rh.gets, &rh.put_waiters);
-        }
+        self.next = p;
     }
 }

@@ -52,11 +52,45 @@
 //! ## Memory ordering
 //! Stamps are stored with Release after the payload is written/read and loaded with
 //! Acquire before it is read/overwritten. An intent is stored (Release) before the
-//! AcqRel `head`/`tail` CAS, so a recoverer that loads `head`/`tail` (Acquire) past a
-//! position sees the winner's intent or a later value of that word; later values are
+//! `head`/`tail` CAS (SeqCst for waking, below; AcqRel would do here), so a
+//! recoverer that loads `head`/`tail` (Acquire) past a position sees the winner's
+//! intent or a later value of that word; later values are
 //! written (Release) only after the winner's stamp store, so a recoverer that reads
 //! one also sees the new stamp and its recovery CAS fails, as it must. Stamp values
 //! never repeat, so a recovery CAS against a stale stamp always fails.
+//!
+//! ## Waiting and waking
+//! A put or get that finds its slot not ready spins briefly, then *registers*: it
+//! sets its bit in `get_waiters` (a consumer) or `put_waiters` (a producer)
+//! (SeqCst), reads the futex word it will sleep on (`puts` / `gets`), tries its
+//! claim once more, and then asks [`Ring::idle`], which loads `tail` and `head`
+//! (SeqCst):
+//!
+//! | waiter | `idle` (may sleep until woken) | otherwise |
+//! |---|---|---|
+//! | consumer | `head == tail`: no position past the consumed ones is claimed | a producer is between its CAS and its stamp store (or died there): sleep briefly |
+//! | producer | `head - tail >= capacity`: the position whose slot it needs is not claimed by a consumer | a consumer is between its CAS and its release (or died there): sleep briefly |
+//!
+//! Every put or get ends with [`Ring::waiting`]: a SeqCst load of the other
+//! side's mask, after its own SeqCst `head`/`tail` CAS. If the mask is not zero it
+//! bumps the futex word and wakes its sleepers; if it is zero (nobody waits) it
+//! makes no syscall and writes nothing shared: one atomic read-modify-write (the
+//! CAS) per operation. This loses no wake-up: the CAS that frees what an idle
+//! waiter waits for comes after the waiter's `idle` loads in the SeqCst order (or
+//! `idle` would have seen it), so its maker's mask load, later still, sees the
+//! waiter's bit, set before those loads; and its futex bump comes after the
+//! waiter read the futex word, so the sleep returns at once or is woken. A
+//! non-idle waiter has no such guarantee (the CAS came first, and its maker may
+//! have read the mask before the waiter registered), so it sleeps for a short,
+//! doubling slice: by then the stamp store has landed, or its maker is stuck or
+//! dead and recovery takes over. `close` and recoveries bump and wake
+//! unconditionally. A member killed while registered leaves its bit set; its
+//! entry's next owner clears it, and so does a waker that woke nobody and finds
+//! the entry unowned (see `raw.rs`), so a dead sleeper costs its peers no
+//! syscall per operation for long. Loom models SeqCst accesses as AcqRel, so under
+//! loom a SeqCst fence follows the claim CAS and the registration
+//! (`dekker_fence`); the loom models of a sleeping consumer and producer check
+//! that no wake-up is lost, and fail if `idle` always allows a long sleep.
 //!
 //! ## Hostile peers
 //! Nothing read from the ring decides a memory address: positions are reduced
@@ -71,7 +105,7 @@
 use std::mem::{align_of, offset_of, size_of};
 
 use crate::format::objects::{MAX_MEMBERS, RING_HEADER_BYTES, SLOT_HEAD_BYTES};
-use crate::primitive::{AtomicU32, AtomicU64, Ordering};
+use crate::primitive::{dekker_fence, AtomicU32, AtomicU64, Ordering};
 
 /// Flag in the high bit of a stamp: the slot's item was lost with its producer.
 pub(crate) const LOST: u64 = 1 << 63;
@@ -95,12 +129,15 @@ pub(crate) struct Padded<T>(pub(crate) T);
 pub(crate) struct RingHeader {
     pub(crate) head: Padded<AtomicU64>,
     pub(crate) tail: Padded<AtomicU64>,
-    /// Bumped after each put; consumers sleep on it.
+    /// Bumped by a put that found consumers waiting (and by `close` and
+    /// recoveries); consumers sleep on it (see "Waiting and waking").
     pub(crate) puts: Padded<AtomicU32>,
-    /// Bumped after each get; producers sleep on it.
+    /// Bumped by a get that found producers waiting; producers sleep on it.
     pub(crate) gets: Padded<AtomicU32>,
-    pub(crate) get_waiters: Padded<AtomicU32>,
-    pub(crate) put_waiters: Padded<AtomicU32>,
+    /// Members waiting for a put (bit `m` for member `m`).
+    pub(crate) get_waiters: Padded<AtomicU64>,
+    /// Members waiting for a get (bit `m` for member `m`).
+    pub(crate) put_waiters: Padded<AtomicU64>,
     pub(crate) closed: Padded<AtomicU32>,
     /// Items lost to producers that died after claiming a slot.
     pub(crate) lost: Padded<AtomicU64>,
@@ -195,8 +232,36 @@ pub(crate) struct Ring<'a> {
     hdr: &'a RingHeader,
     slots: *mut u8,
     capacity: u64,
+    /// `capacity - 1` if the capacity is a power of two (a position's slot is then
+    /// a mask away, not a division), else 0.
+    mask: u64,
     stride: usize,
     item_size: usize,
+}
+
+/// Member `me`'s bit in a waiter mask (none for members past the mask's width:
+/// there are none, `MAX_MEMBERS` is 64).
+#[inline]
+fn waiter_bit(me: u32) -> u64 {
+    1u64.checked_shl(me).unwrap_or(0)
+}
+
+/// A position claimed by the one-item fast path, with its slot located once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Claimed<'a> {
+    pub(crate) pos: u64,
+    /// The start of the position's slot (from `Ring::slot_ptr`).
+    slot: *mut u8,
+    _ring: std::marker::PhantomData<&'a RingHeader>,
+}
+
+impl<'a> Claimed<'a> {
+    #[inline(always)]
+    fn head(&self) -> &'a SlotHead {
+        // SAFETY: `slot` came from `Ring::slot_ptr` of a ring valid for `'a`: it
+        // starts with an aligned SlotHead, only accessed through atomics.
+        unsafe { &*self.slot.cast::<SlotHead>() }
+    }
 }
 
 /// What a non-blocking step found.
@@ -225,10 +290,16 @@ impl<'a> Ring<'a> {
         stride: usize,
         item_size: usize,
     ) -> Ring<'a> {
+        let mask = if capacity.is_power_of_two() {
+            capacity - 1
+        } else {
+            0
+        };
         Ring {
             hdr,
             slots,
             capacity,
+            mask,
             stride,
             item_size,
         }
@@ -249,9 +320,14 @@ impl<'a> Ring<'a> {
 
     #[inline]
     fn slot_ptr(&self, pos: u64) -> *mut u8 {
-        // `pos % capacity < capacity`, and `capacity * stride` bytes are valid (the
-        // contract of `new`), so the product fits and stays inside the slots.
-        let index = (pos % self.capacity) as usize;
+        // `pos % capacity < capacity` (`pos & mask` is the same for a power of two),
+        // and `capacity * stride` bytes are valid (the contract of `new`), so the
+        // product fits and stays inside the slots.
+        let index = if self.mask != 0 {
+            pos & self.mask
+        } else {
+            pos % self.capacity
+        } as usize;
         // SAFETY: see above; the result points at the start of a slot.
         unsafe { self.slots.add(index * self.stride) }
     }
@@ -270,7 +346,7 @@ impl<'a> Ring<'a> {
     /// # Safety
     /// The caller owns the slot for `pos` (won the head or tail CAS for it and has
     /// not yet published/released it), and holds no other reference to this payload.
-    #[inline]
+    #[cfg(test)]
     pub(crate) unsafe fn payload(&self, pos: u64) -> &'a mut [u8] {
         // SAFETY: the payload follows the head inside the slot (`SLOT_HEAD +
         // item_size <= stride`, per `new`); ownership of the slot makes it exclusive
@@ -280,24 +356,19 @@ impl<'a> Ring<'a> {
 
     /// The length stored with the item of `pos`, clamped to the item size (a peer
     /// may have written anything there).
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn item_len(&self, pos: u64) -> usize {
         (self.slot(pos).len.load(Ordering::Relaxed) as usize).min(self.item_size)
     }
 
     /// Claims up to `max` consecutive positions for producing. Returns the first
     /// position and the count.
+    #[inline]
     pub(crate) fn claim_put(&self, max: u64, me: u32) -> Step<(u64, u64)> {
         let max = max.min(self.capacity);
         let intent = self.hdr.intents.get(me as usize);
+        let mut announced = false;
         let mut pos = self.hdr.head.0.load(Ordering::Relaxed);
-        // Withdraws the intent: the claim failed.
-        let give_up = || {
-            if let Some(i) = intent {
-                i.clear(true);
-            }
-            Step::Blocked
-        };
         loop {
             // A LOST slot not yet skipped by a consumer is "not free yet" (without the
             // mask its huge stamp would read as "another producer moved on").
@@ -314,44 +385,108 @@ impl<'a> Ring<'a> {
                 }
                 if let Some(i) = intent {
                     i.announce(true, pos, n);
+                    announced = true;
                 }
+                // SeqCst: waiters rely on it (see "Waiting and waking").
                 match self.hdr.head.0.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(n),
-                    Ordering::AcqRel,
+                    Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Step::Done((pos, n)),
+                    Ok(_) => {
+                        dekker_fence();
+                        return Step::Done((pos, n));
+                    }
                     Err(cur) => pos = cur,
                 }
             } else if dif < 0 {
-                return give_up();
+                break;
             } else {
                 // The slot is a lap ahead: another producer took `pos`, so `head` has
                 // moved on (its CAS happened before the stamp we read). If it has
                 // not, the stamps were scribbled on: give up rather than spin.
                 let now = self.hdr.head.0.load(Ordering::Relaxed);
                 if now == pos {
-                    return give_up();
+                    break;
                 }
                 pos = now;
             }
         }
+        // The claim failed: withdraw the intent, if one was announced.
+        if let (true, Some(i)) = (announced, intent) {
+            i.clear(true);
+        }
+        Step::Blocked
+    }
+
+    /// One attempt at claiming the single position at `head` for producing: the
+    /// fast path of `claim_put(1, me)` when the slot is free and no other producer
+    /// races. `None` does not mean full: call `claim_put`.
+    #[inline(always)]
+    pub(crate) fn try_claim_put_one(&self, me: u32) -> Option<Claimed<'a>> {
+        let head = &self.hdr.head.0;
+        let pos = head.load(Ordering::Relaxed);
+        let slot = self.claimed(pos);
+        if slot.head().seq.load(Ordering::Acquire) != pos {
+            return None;
+        }
+        let intent = self.hdr.intents.get(me as usize)?;
+        intent.announce(true, pos, 1);
+        // SeqCst: waiters rely on it (see "Waiting and waking").
+        if head
+            .compare_exchange(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            intent.clear(true);
+            return None;
+        }
+        dekker_fence();
+        Some(slot)
+    }
+
+    /// One attempt at claiming the single position at `tail` for consuming, if its
+    /// item is published (not lost): the fast path of `claim_get(1, me)`. `None`
+    /// does not mean empty: call `claim_get`.
+    #[inline(always)]
+    pub(crate) fn try_claim_get_one(&self, me: u32) -> Option<Claimed<'a>> {
+        let tail = &self.hdr.tail.0;
+        let pos = tail.load(Ordering::Relaxed);
+        let slot = self.claimed(pos);
+        if slot.head().seq.load(Ordering::Acquire) != pos.wrapping_add(1) {
+            return None;
+        }
+        let intent = self.hdr.intents.get(me as usize)?;
+        intent.announce(false, pos, 1);
+        if tail
+            .compare_exchange(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            intent.clear(false);
+            return None;
+        }
+        dekker_fence();
+        Some(slot)
     }
 
     /// Claims up to `max` consecutive published positions for consuming; slots lost
     /// with a dead producer are skipped (released; counted in `lost` already).
+    #[inline]
     pub(crate) fn claim_get(&self, max: u64, me: u32) -> Step<(u64, u64)> {
         let max = max.min(self.capacity);
         let intent = self.hdr.intents.get(me as usize);
+        let mut announced = false;
         let mut pos = self.hdr.tail.0.load(Ordering::Relaxed);
-        // Withdraws the intent: the claim failed.
-        let give_up = || {
-            if let Some(i) = intent {
-                i.clear(false);
-            }
-            Step::Blocked
-        };
         loop {
             let seq = self.slot(pos).seq.load(Ordering::Acquire);
             let dif = (seq & !LOST).wrapping_sub(pos.wrapping_add(1)) as i64;
@@ -368,14 +503,17 @@ impl<'a> Ring<'a> {
                 }
                 if let Some(i) = intent {
                     i.announce(false, pos, n);
+                    announced = true;
                 }
+                // SeqCst: waiters rely on it (see "Waiting and waking").
                 match self.hdr.tail.0.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(n),
-                    Ordering::AcqRel,
+                    Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
+                        dekker_fence();
                         if seq & LOST != 0 {
                             self.release(pos);
                             pos = pos.wrapping_add(1);
@@ -386,24 +524,76 @@ impl<'a> Ring<'a> {
                     Err(cur) => pos = cur,
                 }
             } else if dif < 0 {
-                return give_up();
+                break;
             } else {
                 // As in `claim_put`: `tail` moved on, unless the stamps were forged.
                 let now = self.hdr.tail.0.load(Ordering::Relaxed);
                 if now == pos {
-                    return give_up();
+                    break;
                 }
                 pos = now;
             }
         }
+        if let (true, Some(i)) = (announced, intent) {
+            i.clear(false);
+        }
+        Step::Blocked
     }
 
     /// Publishes a produced slot.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn publish(&self, pos: u64, len: u32) {
-        let s = self.slot(pos);
+        Self::publish_in(self.slot(pos), pos, len);
+    }
+
+    #[inline(always)]
+    fn publish_in(s: &SlotHead, pos: u64, len: u32) {
         s.len.store(len, Ordering::Relaxed);
         s.seq.store(pos.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Locates the slot of `pos` once, for the `*_claimed` methods (a position
+    /// claimed with `claim_*` or `try_claim_*_one`).
+    #[inline]
+    pub(crate) fn claimed(&self, pos: u64) -> Claimed<'a> {
+        Claimed {
+            pos,
+            slot: self.slot_ptr(pos),
+            _ring: std::marker::PhantomData,
+        }
+    }
+
+    /// The payload of a claimed slot (see [`payload`](Self::payload)).
+    ///
+    /// # Safety
+    /// As for `payload`: the caller owns `c.pos` and holds no other reference to
+    /// its payload; `c` comes from this ring.
+    #[inline]
+    pub(crate) unsafe fn claimed_payload(&self, c: &Claimed<'a>) -> &'a mut [u8] {
+        // SAFETY: `c.slot` is the start of a slot of this ring (`slot_ptr`), and
+        // the payload follows its head inside the slot (`SLOT_HEAD + item_size <=
+        // stride`, per `new`); exclusive by the caller's claim.
+        unsafe { std::slice::from_raw_parts_mut(c.slot.add(SLOT_HEAD), self.item_size) }
+    }
+
+    /// Publishes a claimed slot (`publish` for `c.pos`).
+    #[inline]
+    pub(crate) fn publish_claimed(&self, c: &Claimed<'a>, len: u32) {
+        Self::publish_in(c.head(), c.pos, len);
+    }
+
+    /// The stored length of a claimed item (`item_len` for `c.pos`).
+    #[inline]
+    pub(crate) fn claimed_len(&self, c: &Claimed<'a>) -> usize {
+        (c.head().len.load(Ordering::Relaxed) as usize).min(self.item_size)
+    }
+
+    /// Releases a claimed slot (`release` for `c.pos`).
+    #[inline]
+    pub(crate) fn release_claimed(&self, c: &Claimed<'a>) {
+        c.head()
+            .seq
+            .store(c.pos.wrapping_add(self.capacity), Ordering::Release);
     }
 
     /// Publishes a claimed slot whose item will never be written, as `LOST`
@@ -429,6 +619,62 @@ impl<'a> Ring<'a> {
     pub(crate) fn done(&self, me: u32, put: bool) {
         if let Some(i) = self.hdr.intents.get(me as usize) {
             i.clear(put);
+        }
+    }
+
+    /// The waiter mask of members waiting to put (`put`) or to get.
+    #[inline]
+    fn waiters(&self, put: bool) -> &'a AtomicU64 {
+        if put {
+            &self.hdr.put_waiters.0
+        } else {
+            &self.hdr.get_waiters.0
+        }
+    }
+
+    /// Registers member `me` as waiting to put (`put`) or to get, before it decides
+    /// whether to sleep (see "Waiting and waking").
+    pub(crate) fn register_waiter(&self, put: bool, me: u32) {
+        self.waiters(put).fetch_or(waiter_bit(me), Ordering::SeqCst);
+        dekker_fence();
+    }
+
+    /// Withdraws `register_waiter`.
+    pub(crate) fn unregister_waiter(&self, put: bool, me: u32) {
+        self.waiters(put)
+            .fetch_and(!waiter_bit(me), Ordering::SeqCst);
+    }
+
+    /// Clears the waiter bits of `members` (dead ones, or an entry being taken
+    /// over): a bit left set would only cost the other side a wake-up call per
+    /// operation.
+    pub(crate) fn clear_waiters(&self, put: bool, members: u64) {
+        self.waiters(put).fetch_and(!members, Ordering::SeqCst);
+    }
+
+    /// The members waiting to put (`put`) or to get. Called after an operation's
+    /// `head`/`tail` CAS (and its stamp stores): a non-zero mask means the caller
+    /// must wake the other side.
+    #[inline]
+    pub(crate) fn waiting(&self, put: bool) -> u64 {
+        // The CAS before was SeqCst (under loom: followed by a SeqCst fence).
+        self.waiters(put).load(Ordering::SeqCst)
+    }
+
+    /// After `register_waiter`: whether the caller, blocked on a put (`put`) or a
+    /// get, may sleep until woken. True when the ring is full (for a put) or empty
+    /// (for a get) *by its indices*: no position the caller can be waiting for has
+    /// been claimed by the other side, so the claim that frees one comes after
+    /// these loads and its maker will see the caller's bit. False while the other
+    /// side is between its CAS and its stamp store (or died there): then the
+    /// caller sleeps only briefly (see "Waiting and waking").
+    pub(crate) fn idle(&self, put: bool) -> bool {
+        let tail = self.hdr.tail.0.load(Ordering::SeqCst);
+        let head = self.hdr.head.0.load(Ordering::SeqCst);
+        if put {
+            head.wrapping_sub(tail) >= self.capacity
+        } else {
+            head == tail
         }
     }
 
@@ -650,7 +896,13 @@ mod tests {
                     let r = h.ring();
                     let mut i = 0;
                     while i < per {
-                        if let Step::Done((pos, n)) = r.claim_put(3.min(per - i), p as u32) {
+                        // Every other item through the one-item fast path.
+                        let fast = (i % 2 == 0)
+                            .then(|| r.try_claim_put_one(p as u32).map(|c| c.pos))
+                            .flatten()
+                            .map(|pos| Step::Done((pos, 1)));
+                        let step = fast.unwrap_or_else(|| r.claim_put(3.min(per - i), p as u32));
+                        if let Step::Done((pos, n)) = step {
                             for k in 0..n {
                                 // SAFETY: we own positions pos..pos+n.
                                 unsafe {
@@ -672,7 +924,12 @@ mod tests {
                         let r = h.ring();
                         let mut out = Vec::new();
                         while (out.len() as u64) < per {
-                            if let Step::Done((pos, n)) = r.claim_get(4, 10 + c) {
+                            let fast = (out.len() % 2 == 0)
+                                .then(|| r.try_claim_get_one(10 + c).map(|c| c.pos))
+                                .flatten()
+                                .map(|pos| Step::Done((pos, 1)));
+                            let step = fast.unwrap_or_else(|| r.claim_get(4, 10 + c));
+                            if let Step::Done((pos, n)) = step {
                                 for k in 0..n {
                                     // SAFETY: we own positions pos..pos+n.
                                     let v = u64::from_le_bytes(
@@ -788,6 +1045,93 @@ mod tests {
             "counted as lost already"
         );
         assert_eq!(put_one(&ring, 1), 2);
+    }
+
+    /// The one-item fast path takes only a free (published, not lost) slot at
+    /// `head` (`tail`), announces its claim like `claim_*` and leaves the rest
+    /// (full, empty, a lost slot) to them.
+    #[test]
+    fn the_one_item_fast_path_claims_like_the_full_one() {
+        let h = heap_ring(3);
+        let ring = h.ring();
+        assert_eq!(ring.try_claim_get_one(1).map(|c| c.pos), None, "empty");
+        assert_eq!(ring.try_claim_put_one(0).map(|c| c.pos), Some(0));
+        assert!(ring.hdr.intents[0].covers(true, 0), "announced");
+        ring.publish(0, 8);
+        ring.done(0, true);
+        // Producer 5 claims position 1 and dies: the fast path does not skip it.
+        assert_eq!(ring.try_claim_put_one(5).map(|c| c.pos), Some(1));
+        assert_eq!(ring.try_claim_put_one(0).map(|c| c.pos), Some(2));
+        ring.publish(2, 8);
+        ring.done(0, true);
+        assert_eq!(
+            ring.try_claim_put_one(0).map(|c| c.pos),
+            None,
+            "full (3 slots)"
+        );
+        assert_eq!(ring.try_claim_get_one(1).map(|c| c.pos), Some(0));
+        assert!(ring.hdr.intents[1].covers(false, 0));
+        ring.release(0);
+        ring.done(1, false);
+        assert_eq!(
+            ring.try_claim_get_one(1).map(|c| c.pos),
+            None,
+            "position 1 is unpublished"
+        );
+        assert!(ring.recover_dead_producer(|m| m == 5));
+        assert_eq!(
+            ring.try_claim_get_one(1).map(|c| c.pos),
+            None,
+            "a lost slot is claim_get's"
+        );
+        assert_eq!(
+            ring.claim_get(1, 1),
+            Step::Done((2, 1)),
+            "skips the lost one"
+        );
+        ring.release(2);
+        ring.done(1, false);
+        // Positions 3 and 4 fit again; the capacity is not a power of two here.
+        assert_eq!(ring.try_claim_put_one(0).map(|c| c.pos), Some(3));
+        assert_eq!(ring.slot(3).seq.load(Ordering::Relaxed), 3);
+        assert!(std::ptr::eq(ring.slot(3), ring.slot(0)));
+    }
+
+    /// Waiter bits and `idle`: a consumer may sleep until woken only while the
+    /// ring is empty by its indices, a producer only while it is full by them.
+    #[test]
+    fn waiters_register_and_idle_follows_the_indices() {
+        let h = heap_ring(2);
+        let ring = h.ring();
+        ring.register_waiter(false, 3);
+        ring.register_waiter(true, 63);
+        assert_eq!(ring.waiting(false), 1 << 3);
+        assert_eq!(ring.waiting(true), 1 << 63);
+        assert!(ring.idle(false) && !ring.idle(true), "empty");
+        // Claimed, not yet published: the consumer must not sleep for long.
+        let Step::Done((p, 1)) = ring.claim_put(1, 0) else {
+            panic!()
+        };
+        assert!(!ring.idle(false));
+        ring.publish(p, 0);
+        ring.done(0, true);
+        put_one(&ring, 0);
+        assert!(
+            ring.idle(true),
+            "full, and no consumer has claimed anything"
+        );
+        let Step::Done((p, 1)) = ring.claim_get(1, 1) else {
+            panic!()
+        };
+        assert!(!ring.idle(true), "a consumer is about to release a slot");
+        ring.release(p);
+        ring.done(1, false);
+        ring.unregister_waiter(false, 3);
+        ring.clear_waiters(true, u64::MAX);
+        assert_eq!((ring.waiting(false), ring.waiting(true)), (0, 0));
+        // Members past the mask's width have no bit (there are none).
+        ring.register_waiter(false, 64);
+        assert_eq!(ring.waiting(false), 0);
     }
 
     #[test]
@@ -922,6 +1266,20 @@ mod tests {
                 }
                 ring.done(2, false);
             }
+            if let Some(c) = ring.try_claim_put_one(3) {
+                // SAFETY: claimed (as far as this process can tell).
+                let p = unsafe { ring.claimed_payload(&c) };
+                assert_eq!(p.len(), ITEM);
+                p.fill(9);
+                ring.publish_claimed(&c, pick() as u32);
+                ring.done(3, true);
+            }
+            if let Some(c) = ring.try_claim_get_one(4) {
+                assert!(ring.claimed_len(&c) <= ITEM);
+                ring.release_claimed(&c);
+                ring.done(4, false);
+            }
+            let _ = ring.idle(pick() & 1 == 0);
             ring.recover_dead_producer(|_| true);
             ring.recover_dead_consumer(|_| true);
             ring.recover_member((pick() % INTENTS as u64) as usize, |_| true);
@@ -969,8 +1327,8 @@ mod loom_tests {
             tail: Padded(AtomicU64::new(0)),
             puts: pad32(0),
             gets: pad32(0),
-            get_waiters: pad32(0),
-            put_waiters: pad32(0),
+            get_waiters: Padded(AtomicU64::new(0)),
+            put_waiters: Padded(AtomicU64::new(0)),
             closed: pad32(0),
             lost: Padded(AtomicU64::new(0)),
             abandoned: Padded(AtomicU64::new(0)),
@@ -1007,9 +1365,11 @@ mod loom_tests {
         }
     }
 
+    /// Puts one item, through the one-item fast path first (as `raw.rs` does).
     fn put(r: &Ring<'_>, v: u8, me: u32) {
         loop {
-            if let Step::Done((pos, _)) = r.claim_put(1, me) {
+            let fast = r.try_claim_put_one(me).map(|c| Step::Done((c.pos, 1)));
+            if let Step::Done((pos, _)) = fast.unwrap_or_else(|| r.claim_put(1, me)) {
                 // SAFETY: we own `pos`.
                 unsafe { r.payload(pos)[0] = v };
                 r.publish(pos, 1);
@@ -1020,9 +1380,11 @@ mod loom_tests {
         }
     }
 
+    /// Gets one item, through the one-item fast path first.
     fn get(r: &Ring<'_>, me: u32) -> u8 {
         loop {
-            if let Step::Done((pos, _)) = r.claim_get(1, me) {
+            let fast = r.try_claim_get_one(me).map(|c| Step::Done((c.pos, 1)));
+            if let Step::Done((pos, _)) = fast.unwrap_or_else(|| r.claim_get(1, me)) {
                 // SAFETY: we own `pos`.
                 let v = unsafe { r.payload(pos)[0] };
                 r.release(pos);
@@ -1031,6 +1393,124 @@ mod loom_tests {
             }
             loom::thread::yield_now();
         }
+    }
+
+    /// Takes one item if there is one (member `me`), without waiting.
+    fn try_get(r: &Ring<'_>, me: u32) -> Option<u8> {
+        let fast = r.try_claim_get_one(me).map(|c| Step::Done((c.pos, 1)));
+        let Step::Done((pos, _)) = fast.unwrap_or_else(|| r.claim_get(1, me)) else {
+            return None;
+        };
+        // SAFETY: we own `pos`.
+        let v = unsafe { r.payload(pos)[0] };
+        r.release(pos);
+        r.done(me, false);
+        Some(v)
+    }
+
+    /// Puts one item if a slot is free (member `me`), without waiting.
+    fn try_put(r: &Ring<'_>, v: u8, me: u32) -> bool {
+        let fast = r.try_claim_put_one(me).map(|c| Step::Done((c.pos, 1)));
+        let Step::Done((pos, _)) = fast.unwrap_or_else(|| r.claim_put(1, me)) else {
+            return false;
+        };
+        // SAFETY: we own `pos`.
+        unsafe { r.payload(pos)[0] = v };
+        r.publish(pos, 1);
+        r.done(me, true);
+        true
+    }
+
+    /// The end of an operation as `raw.rs` does it: bump the futex word of the
+    /// other side only if someone is registered there.
+    fn wake_other_side(r: &Ring<'_>, put: bool) {
+        if r.waiting(!put) != 0 {
+            let word = if put { &r.hdr.puts.0 } else { &r.hdr.gets.0 };
+            word.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The waiting protocol of `raw.rs` for member `me` (see "Waiting and
+    /// waking"): try, register, read the futex word, try again, and sleep until
+    /// woken only if `idle`. A sleep is modelled as joining `other` (the only
+    /// thread that can move the word) and checking that the word moved after it
+    /// was read: a futex wait would then return. `try_op` returns true once done.
+    fn wait_like_raw(
+        r: &Ring<'_>,
+        put: bool,
+        me: u32,
+        other: loom::thread::JoinHandle<()>,
+        mut try_op: impl FnMut() -> bool,
+    ) {
+        let word = if put { &r.hdr.gets.0 } else { &r.hdr.puts.0 };
+        let mut other = Some(other);
+        loop {
+            if try_op() {
+                break;
+            }
+            r.register_waiter(put, me);
+            let seen = word.load(Ordering::SeqCst);
+            if try_op() {
+                r.unregister_waiter(put, me);
+                break;
+            }
+            if r.idle(put) {
+                if let Some(t) = other.take() {
+                    t.join().unwrap();
+                }
+                assert_ne!(word.load(Ordering::SeqCst), seen, "a lost wake-up");
+            }
+            r.unregister_waiter(put, me);
+            loom::thread::yield_now();
+        }
+        if let Some(t) = other.take() {
+            t.join().unwrap();
+        }
+    }
+
+    /// Issue 21.2: uncontended operations make no syscall, yet a consumer that
+    /// sleeps on an empty ring is always woken by the put it waits for.
+    #[test]
+    fn a_consumer_that_sleeps_is_woken_by_the_next_put() {
+        loom::model(|| {
+            let h = heap(2);
+            let h2 = h.clone();
+            let producer = loom::thread::spawn(move || {
+                let r = ring(&h2);
+                put(&r, 7, 0);
+                wake_other_side(&r, true);
+            });
+            let r = ring(&h);
+            let mut got = None;
+            wait_like_raw(&r, false, 1, producer, || {
+                got = try_get(&r, 1);
+                got.is_some()
+            });
+            assert_eq!(got, Some(7));
+        });
+    }
+
+    /// The same for a producer that sleeps on a full ring, woken by a get.
+    #[test]
+    fn a_producer_that_sleeps_is_woken_by_the_next_get() {
+        loom::model(|| {
+            let h = heap(2);
+            {
+                let r = ring(&h);
+                put(&r, 1, 0);
+                put(&r, 2, 0);
+            }
+            let h2 = h.clone();
+            let consumer = loom::thread::spawn(move || {
+                let r = ring(&h2);
+                assert_eq!(get(&r, 1), 1);
+                wake_other_side(&r, false);
+            });
+            let r = ring(&h);
+            wait_like_raw(&r, true, 0, consumer, || try_put(&r, 3, 0));
+            assert_eq!(try_get(&r, 2), Some(2));
+            assert_eq!(try_get(&r, 2), Some(3));
+        });
     }
 
     #[test]

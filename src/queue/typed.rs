@@ -113,20 +113,15 @@ impl<T: Element> Queue<T> {
     const FLAVOR: Flavor = Flavor::Items(T::DTYPE);
 
     fn put_one(&self, v: T, wait: Wait) -> Result<(), QueueError> {
-        self.raw
-            .put_batch(1, wait, |_, slot| {
-                slot.copy_from_slice(bytemuck::bytes_of(&v));
-                size_of::<T>() as u32
-            })
-            .map(drop)
+        self.raw.put_one(wait, |slot| {
+            slot.copy_from_slice(bytemuck::bytes_of(&v));
+            size_of::<T>() as u32
+        })
     }
 
     fn get_one(&self, wait: Wait) -> Result<T, QueueError> {
-        let mut out = T::zeroed();
-        self.raw.get_batch(1, wait, |_, item, _| {
-            out = bytemuck::pod_read_unaligned(item);
-        })?;
-        Ok(out)
+        self.raw
+            .get_one(wait, |item, _| bytemuck::pod_read_unaligned(item))
     }
 
     /// Puts `v`, waiting while the queue is full.

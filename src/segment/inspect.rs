@@ -149,7 +149,10 @@ pub struct MapContents {
     pub value_size: u64,
     /// Bytes of an entry.
     pub entry_stride: u64,
-    /// Offset of the value inside an entry (the key is at 8).
+    /// Offset of the key inside an entry (16 when values are at most 8 bytes,
+    /// else 8).
+    pub key_offset: u64,
+    /// Offset of the value inside an entry.
     pub value_offset: u64,
     /// File offset of the first entry; `shards * slots_per_shard` entries follow.
     pub entries_offset: u64,
@@ -312,6 +315,7 @@ fn contents(
                 key_size: g.key_size,
                 value_size: g.value_size,
                 entry_stride: g.stride,
+                key_offset: g.key_offset,
                 value_offset: g.value_offset,
                 entries_offset: data_offset + g.entries_offset,
                 entry_count: g.shards * g.slots,

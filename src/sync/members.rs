@@ -158,9 +158,33 @@ impl Membership {
         self.fork_generation != proc::fork_generation()
     }
 
+    /// The fork generation this membership was made in (see [`is_stale`](Self::is_stale)).
+    /// Only the queue's handle (not built under `--cfg loom`) reads it.
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline]
+    pub(crate) fn fork_generation(&self) -> u64 {
+        self.fork_generation
+    }
+
     /// The description through which this member probes others.
     pub(crate) fn file(&self) -> &File {
         &self.file
+    }
+
+    /// Runs `f` while holding the lock of `slot`, if no process owns that slot (its
+    /// member died or left) and it is not this member's own: nobody can join the
+    /// slot while `f` runs. Returns whether `f` ran.
+    pub(crate) fn while_unowned(&self, slot: usize, f: impl FnOnce()) -> bool {
+        if slot == self.slot || self.is_stale() {
+            return false;
+        }
+        let byte = MEMBER_BASE + slot as u64;
+        if lock::try_lock(&self.file, byte, true) != Ok(true) {
+            return false;
+        }
+        f();
+        let _ = lock::unlock(&self.file, byte);
+        true
     }
 
     /// Leaves the table (clean exit).
@@ -252,5 +276,35 @@ mod tests {
         n.leave(t);
         m.leave(t);
         assert_eq!(check(t, 2, &observer), Member::Vacant);
+    }
+
+    /// `while_unowned` runs only for a slot nobody owns (never the member's own),
+    /// and nobody can join that slot while it runs.
+    #[test]
+    fn while_unowned_holds_a_free_slot_and_skips_owned_ones() {
+        let seg = memfd("members-unowned", false).unwrap();
+        let t = table();
+        let t: &[MemberEntry] = &t[..];
+        let a = Membership::join(t, 4, &seg, |_| true).unwrap();
+        let b = Membership::join(t, 4, &seg, |_| true).unwrap();
+        assert_eq!((a.slot(), b.slot()), (0, 1));
+        assert!(!a.while_unowned(0, || unreachable!()), "its own slot");
+        assert!(!a.while_unowned(1, || unreachable!()), "owned by b");
+        let mut ran = false;
+        assert!(a.while_unowned(2, || {
+            ran = true;
+            // A joiner skips slot 2 while it is held here.
+            let c = Membership::join(t, 4, &seg, |_| true).unwrap();
+            assert_eq!(c.slot(), 3);
+            c.leave(t);
+        }));
+        assert!(ran);
+        // Released afterwards: the next joiner may take it.
+        let c = Membership::join(t, 4, &seg, |_| true).unwrap();
+        assert_eq!(c.slot(), 2);
+        drop(b);
+        assert!(a.while_unowned(1, || ()), "b's description is closed");
+        c.leave(t);
+        a.leave(t);
     }
 }

@@ -3,6 +3,7 @@
 //! Everything here returns `nix::errno::Errno`, `std::io::Error` or plain data;
 //! callers above map errors to the crate's error variants, with the names they know.
 
+pub(crate) mod atomic;
 #[cfg(feature = "pool")]
 pub(crate) mod dl;
 pub(crate) mod fs;

@@ -2,12 +2,16 @@
 //! (keys and values are byte slices), for bindings that learn the types from their
 //! caller (Python's dtypes).
 //!
-//! It is the same segment kind as `SharedMap`, with the same layout, hash and
-//! crash protocol: a map made by `SharedMap<FixedStr<16>, f64>` opens here with
-//! 16-byte keys and 8-byte values, and the other way round. The operations below
-//! mirror `SharedMap`'s typed ones step by step (the commit points, the undo
-//! record, the tombstone walk-back) on byte slices; the tests check that both see
-//! the same entries.
+//! It is the same segment kind as `SharedMap`, with the same layout (map layout
+//! version 2), hash and crash protocol: a map made by
+//! `SharedMap<FixedStr<16>, f64>` opens here with 16-byte keys and 8-byte values,
+//! and the other way round. Every operation below is one call of the byte-level
+//! core (`SharedMap::raw_*`) that the typed operations are thin wrappers of, so
+//! the two are one protocol by construction: the same entry states and
+//! generations, busy entries and undo record, lock-free reads validated by the
+//! generation, and lock-free replaces of values of at most 8 bytes. The tests
+//! check that both see the same entries, and that the readers of either never
+//! see a torn or foreign value while the other writes.
 
 use super::*;
 
@@ -86,7 +90,9 @@ impl BytesMap {
     }
 
     /// The entries as numpy sees them: a structured dtype of the data area's
-    /// entries (state, hash tag, key bytes, value bytes), see `FORMAT.md`.
+    /// entries (state word with its generation, hash tag, and the key and value
+    /// bytes at their offsets: with values of at most 8 bytes the value comes
+    /// first, at 8), see `FORMAT.md`.
     pub fn entry_dtype(&self) -> String {
         self.inner.geo.numpy_dtype()
     }
@@ -117,86 +123,56 @@ impl BytesMap {
         }
     }
 
+    /// A zeroed buffer of one value.
+    fn value_buf(&self) -> Vec<u8> {
+        vec![0u8; self.value_size()]
+    }
+
     /// Inserts `value` under `key`; returns the value it replaces, if any.
     /// `Err(Full)` as [`SharedMap::insert`]; `Err(Segment(TypeMismatch))` if a
-    /// slice has the wrong length. Nothing changes on error.
+    /// slice has the wrong length. Nothing changes on error. Replacing the value
+    /// of a key that is there takes no lock when values are at most 8 bytes (as
+    /// [`SharedMap::insert`]).
     pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
         self.check_key(key)?;
         self.check_value(value)?;
-        let m = &self.inner;
-        let h = m.hash_bytes(key);
-        let l = m.lock(m.geo.shard_of(h))?;
-        match m.find(&l, h, key) {
-            Probe::Found(slot) => {
-                let old = m.read_value_bytes(l.shard, slot);
-                m.write_value_logged_bytes(&l, slot, value);
-                Ok(Some(old))
-            }
-            Probe::Absent(Some(slot))
-                if l.head.len.load(Ordering::Relaxed) < m.geo.shard_capacity =>
-            {
-                m.fill_bytes(&l, slot, h, key, value);
-                Ok(None)
-            }
-            Probe::Absent(_) => {
-                drop(l);
-                Err(m.full())
-            }
-        }
+        let mut old = self.value_buf();
+        let replaced = self.inner.raw_insert(key, value, &mut old)?;
+        Ok(replaced.then_some(old))
     }
 
-    /// The value under `key`, if any.
+    /// The value under `key`, if any. Takes no lock (an optimistic read validated
+    /// by the entry's generation, as [`SharedMap::get`]).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
         self.check_key(key)?;
-        let m = &self.inner;
-        let h = m.hash_bytes(key);
-        let l = m.lock(m.geo.shard_of(h))?;
-        Ok(match m.find(&l, h, key) {
-            Probe::Found(slot) => Some(m.read_value_bytes(l.shard, slot)),
-            Probe::Absent(_) => None,
-        })
+        let mut v = self.value_buf();
+        let found = self.inner.raw_get(key, &mut v)?;
+        Ok(found.then_some(v))
     }
 
-    /// Whether `key` is in the map.
+    /// Whether `key` is in the map (as [`get`](Self::get), without a lock).
     pub fn contains_key(&self, key: &[u8]) -> Result<bool, MapError> {
         self.check_key(key)?;
-        let m = &self.inner;
-        let h = m.hash_bytes(key);
-        let l = m.lock(m.geo.shard_of(h))?;
-        Ok(matches!(m.find(&l, h, key), Probe::Found(_)))
+        let mut v = self.value_buf();
+        self.inner.raw_get(key, &mut v)
     }
 
     /// Removes `key`; returns its value, if it was there.
     pub fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
         self.check_key(key)?;
-        let m = &self.inner;
-        let h = m.hash_bytes(key);
-        let l = m.lock(m.geo.shard_of(h))?;
-        let Probe::Found(slot) = m.find(&l, h, key) else {
-            return Ok(None);
-        };
-        let old = m.read_value_bytes(l.shard, slot);
-        m.remove_slot(&l, slot);
-        Ok(Some(old))
+        let mut old = self.value_buf();
+        let found = self.inner.raw_remove(key, &mut old)?;
+        Ok(found.then_some(old))
     }
 
     /// Changes the value under `key` in place, under the shard's lock (see
     /// [`SharedMap::update`]): `f` gets a copy, and the result is stored as one
-    /// undoable write. Returns whether `key` was there.
+    /// undoable write (if `f` panics, the map is unchanged). Returns whether `key`
+    /// was there.
     pub fn update(&self, key: &[u8], f: impl FnOnce(&mut [u8])) -> Result<bool, MapError> {
         self.check_key(key)?;
-        let m = &self.inner;
-        let h = m.hash_bytes(key);
-        let l = m.lock(m.geo.shard_of(h))?;
-        match m.find(&l, h, key) {
-            Probe::Found(slot) => {
-                let mut v = m.read_value_bytes(l.shard, slot);
-                f(&mut v);
-                m.write_value_logged_bytes(&l, slot, &v);
-                Ok(true)
-            }
-            Probe::Absent(_) => Ok(false),
-        }
+        let mut buf = self.value_buf();
+        self.inner.raw_update(key, &mut buf, f)
     }
 
     /// Applies `f` to the value under `key`, or to `default` if `key` is absent
@@ -210,52 +186,21 @@ impl BytesMap {
     ) -> Result<Vec<u8>, MapError> {
         self.check_key(key)?;
         self.check_value(default)?;
-        let m = &self.inner;
-        let h = m.hash_bytes(key);
-        let l = m.lock(m.geo.shard_of(h))?;
-        match m.find(&l, h, key) {
-            Probe::Found(slot) => {
-                let mut v = m.read_value_bytes(l.shard, slot);
-                f(&mut v);
-                m.write_value_logged_bytes(&l, slot, &v);
-                Ok(v)
-            }
-            Probe::Absent(Some(slot))
-                if l.head.len.load(Ordering::Relaxed) < m.geo.shard_capacity =>
-            {
-                let mut v = default.to_vec();
-                f(&mut v);
-                m.fill_bytes(&l, slot, h, key, &v);
-                Ok(v)
-            }
-            Probe::Absent(_) => {
-                drop(l);
-                Err(m.full())
-            }
-        }
+        let mut v = default.to_vec();
+        self.inner.raw_upsert(key, &mut v, f)?;
+        Ok(v)
     }
 
     /// The entries as `(key, value)` byte vectors, a snapshot taken shard by shard
     /// (see [`SharedMap::to_vec`]). Unordered.
     #[allow(clippy::type_complexity)] // a pair of byte vectors, spelled out
     pub fn to_vec(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MapError> {
-        let m = &self.inner;
-        let mut v = Vec::with_capacity(m.len());
-        for s in 0..m.geo.shards {
-            let l = m.lock(s)?;
-            for slot in 0..m.geo.slots {
-                if m.state(m.entry(s, slot)).load(Ordering::Relaxed) == FULL {
-                    v.push((m.read_key_bytes(s, slot), m.read_value_bytes(s, slot)));
-                }
-            }
-            drop(l);
-        }
-        Ok(v)
+        self.inner.raw_collect(|k, v| (k.to_vec(), v.to_vec()))
     }
 
     /// Removes every entry (shard by shard, each under its lock).
     pub fn clear(&self) -> Result<(), MapError> {
-        self.inner.clear()
+        self.inner.raw_clear()
     }
 
     /// Number of entries (see [`SharedMap::len`]).
@@ -379,159 +324,6 @@ impl fmt::Debug for BytesMap {
     }
 }
 
-/// The byte-level steps, mirroring the typed ones of `SharedMap` (same offsets,
-/// same commit points).
-impl SharedMap<Untyped, Untyped> {
-    #[inline]
-    fn hash_bytes(&self, key: &[u8]) -> u64 {
-        hash_key(self.seed, key)
-    }
-
-    /// The value of an entry (as `read_value`).
-    fn read_value_bytes(&self, s: u64, slot: u64) -> Vec<u8> {
-        let n = self.geo.value_size as usize;
-        let mut v = vec![0u8; n];
-        // SAFETY: the value (`value_size` bytes at `value_offset`) lies inside the
-        // entry (checked geometry); `v` is a distinct allocation of that length.
-        unsafe {
-            ptr::copy_nonoverlapping(
-                self.entry(s, slot).add(self.geo.value_offset as usize),
-                v.as_mut_ptr(),
-                n,
-            )
-        };
-        v
-    }
-
-    /// The key of an entry (as `read_key`).
-    fn read_key_bytes(&self, s: u64, slot: u64) -> Vec<u8> {
-        let n = self.geo.key_size as usize;
-        let mut k = vec![0u8; n];
-        // SAFETY: the key (`key_size` bytes at offset 8) lies inside the entry.
-        unsafe {
-            ptr::copy_nonoverlapping(
-                self.entry(s, slot).add(KEY_OFFSET as usize),
-                k.as_mut_ptr(),
-                n,
-            )
-        };
-        k
-    }
-
-    /// Replaces the value of a full entry (as `write_value_logged`): 1, 2, 4 or 8
-    /// bytes with one atomic store, other sizes through the undo record.
-    fn write_value_logged_bytes(&self, l: &Locked<'_>, slot: u64, value: &[u8]) {
-        let dst = self.entry(l.shard, slot);
-        // SAFETY: the value lies inside the entry, at a multiple of 8 from a
-        // 128-aligned base (aligned for any atomic of its size); atomics may alias
-        // memory other processes change; we hold the shard lock.
-        let val = unsafe { dst.add(self.geo.value_offset as usize) };
-        match *value {
-            [a] => {
-                // SAFETY: see above (1-byte aligned).
-                let w = unsafe { &*val.cast::<AtomicU8>() };
-                w.store(a, Ordering::Release);
-            }
-            [a, b] => {
-                // SAFETY: see above (2-byte aligned).
-                let w = unsafe { &*val.cast::<AtomicU16>() };
-                w.store(u16::from_ne_bytes([a, b]), Ordering::Release);
-            }
-            [a, b, c, d] => {
-                // SAFETY: see above (4-byte aligned).
-                let w = unsafe { &*val.cast::<AtomicU32>() };
-                w.store(u32::from_ne_bytes([a, b, c, d]), Ordering::Release);
-            }
-            [a, b, c, d, e, f, g, h] => {
-                // SAFETY: see above (8-byte aligned).
-                let w = unsafe { &*val.cast::<AtomicU64>() };
-                w.store(
-                    u64::from_ne_bytes([a, b, c, d, e, f, g, h]),
-                    Ordering::Release,
-                );
-            }
-            _ => {
-                let n = value.len();
-                // SAFETY: as `write_value_undoable`: the saved value and the entry's
-                // value are `value_size` (= `n`, checked by the caller) bytes inside
-                // the mapping and do not overlap; `value` is a slice of ours; we
-                // hold the shard lock.
-                unsafe {
-                    ptr::copy_nonoverlapping(val, self.undo_value(l.shard), n);
-                    l.head.undo_slot.store(slot, Ordering::Relaxed);
-                    l.head.undo_valid.store(1, Ordering::Release);
-                    // The value is written only after the undo record is complete.
-                    compiler_fence(Ordering::SeqCst);
-                    ptr::copy_nonoverlapping(value.as_ptr(), val, n);
-                }
-                l.head.undo_valid.store(0, Ordering::Release);
-            }
-        }
-    }
-
-    /// Fills a free slot (as `fill`); the state word, written last, is the commit
-    /// point.
-    fn fill_bytes(&self, l: &Locked<'_>, slot: u64, h: u64, key: &[u8], value: &[u8]) {
-        let e = self.entry(l.shard, slot);
-        let state = self.state(e);
-        let was_tombstone = state.load(Ordering::Relaxed) != EMPTY;
-        // SAFETY: hash, key and value (`key_size`/`value_size` bytes, the lengths
-        // of the slices, checked by the caller) lie inside the entry; the entry is
-        // not full, so no reader looks at them; we hold the shard lock.
-        unsafe {
-            ptr::write(e.add(4).cast::<u32>(), (h >> 32) as u32);
-            ptr::copy_nonoverlapping(key.as_ptr(), e.add(KEY_OFFSET as usize), key.len());
-            ptr::copy_nonoverlapping(
-                value.as_ptr(),
-                e.add(self.geo.value_offset as usize),
-                value.len(),
-            );
-        }
-        state.store(FULL, Ordering::Release);
-        let head = l.head;
-        head.len
-            .store(head.len.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        if was_tombstone {
-            let t = head.tombstones.load(Ordering::Relaxed);
-            head.tombstones
-                .store(t.saturating_sub(1), Ordering::Relaxed);
-        }
-    }
-
-    /// Removes the full entry in `slot` (as the second half of `remove`).
-    fn remove_slot(&self, l: &Locked<'_>, slot: u64) {
-        let mask = self.geo.slots - 1;
-        // The commit point.
-        self.state(self.entry(l.shard, slot))
-            .store(TOMBSTONE, Ordering::Release);
-        let head = l.head;
-        head.len.store(
-            head.len.load(Ordering::Relaxed).saturating_sub(1),
-            Ordering::Relaxed,
-        );
-        let mut tombstones = head.tombstones.load(Ordering::Relaxed) + 1;
-        // A tombstone followed by an empty slot ends every probe path through it:
-        // walk back along the run, one valid store at a time.
-        if self
-            .state(self.entry(l.shard, (slot + 1) & mask))
-            .load(Ordering::Relaxed)
-            == EMPTY
-        {
-            let mut s = slot;
-            for _ in 0..self.geo.slots {
-                let st = self.state(self.entry(l.shard, s));
-                if st.load(Ordering::Relaxed) != TOMBSTONE {
-                    break;
-                }
-                st.store(EMPTY, Ordering::Release);
-                tombstones = tombstones.saturating_sub(1);
-                s = s.wrapping_sub(1) & mask;
-            }
-        }
-        head.tombstones.store(tombstones, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,6 +396,14 @@ mod tests {
     fn sizes_are_checked_and_a_byte_map_opens_as_typed() {
         let n = name("sizes");
         let raw = BytesMap::create(&n, 5, 3, 10).unwrap();
+        // Map layout 2: a value of at most 8 bytes at 8, the key after it at 16,
+        // entries of 16-byte units.
+        assert!(
+            raw.entry_dtype()
+                .ends_with("'offsets': [0, 4, 16, 8], 'itemsize': 32}"),
+            "{}",
+            raw.entry_dtype()
+        );
         assert!(matches!(
             raw.insert(b"abcd", b"xyz"),
             Err(MapError::Segment(Error::TypeMismatch { .. }))
