@@ -12,10 +12,11 @@ use ndarray::{
 };
 
 use crate::element::Element;
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Error, Result};
 use crate::format::control::{flags, ObjectKind, COUNTERS, MUTEX_OFFSET};
 use crate::format::descr::Descr;
 use crate::format::dtype::Dtype;
+use crate::format::Corruption;
 use crate::segment::handle::sealed;
 use crate::segment::{
     self, Create, KindSpec, Mapping, Open, Options, Segment, Source, Spec, Target,

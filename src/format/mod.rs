@@ -40,6 +40,7 @@ pub(crate) const CONTROL_SIZE: usize = PAGE;
 
 pub(crate) mod containers;
 pub(crate) mod control;
+mod corruption;
 pub(crate) mod descr;
 pub(crate) mod describe;
 pub(crate) mod dtype;
@@ -48,8 +49,8 @@ pub(crate) mod objects;
 #[cfg(test)]
 mod proptests;
 
-pub use crate::error::Corruption;
 pub use control::{ControlError, ControlFields, ObjectKind};
+pub use corruption::Corruption;
 pub use descr::{Descr, DescrField};
 pub use dtype::{Dtype, FieldType, RecordDescr, RecordField, UnknownDtype, MAX_FIELD_DIMS};
 pub use npy::{HeaderError, Layout, NpyHeader};

@@ -14,13 +14,14 @@ use bytemuck::{Pod, Zeroable};
 use ndarray::Ix1;
 
 use crate::array::SharedArray;
-use crate::error::{Corruption, Error};
+use crate::error::Error;
 use crate::format::containers::{
     entry_state::{self, BUSY, EMPTY, FULL, TOMBSTONE},
     hash_key, MapGeometry, MAP_REPAIRS_COUNTER, MAP_VERSION, SHARD_HEAD_FIXED,
 };
 use crate::format::control::{ControlError, ObjectKind};
 use crate::format::objects::ParamsError;
+use crate::format::Corruption;
 use crate::segment::handle::sealed;
 use crate::segment::{Create, KindSpec, Mapping, Open, Options, Segment, Source};
 use crate::sync::{check_mutex_in_file, LockError, LockFailure, RawMutexGuard, RawRobustMutex};

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use super::ring::{Ring, RingHeader, Step};
 use super::QueueError;
-use crate::error::{Corruption, Error};
+use crate::error::Error;
 use crate::format::control::ObjectKind;
 use crate::format::dtype::Dtype;
 use crate::format::objects::{
     ParamsError, QueueGeometry, MAX_MEMBERS, MEMBER_TABLE_BYTES, MIN_CAPACITY, QUEUE_VERSION,
 };
+use crate::format::Corruption;
 use crate::segment::liveness::Liveness;
 use crate::segment::{self, KindSpec, Mapping, Options, Spec, Target};
 use crate::sync::members::{self, Member, MemberTable, Membership};

@@ -273,7 +273,7 @@ impl Mapping {
                 let actual = crate::sys::fs::fstat(&self.file).map_or(0, |i| i.size);
                 Err(Error::corrupt(
                     label,
-                    crate::error::Corruption::Truncated {
+                    crate::format::Corruption::Truncated {
                         needed: (offset + range.len()) as u64,
                         actual,
                     },

@@ -25,9 +25,10 @@ use super::huge::{file_backing, Backing};
 use super::liveness::{self, Hold};
 use super::registry::Registration;
 use super::{check_name, map_errno, Mapping, Namespace};
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Error, Result};
 use crate::format::control::ObjectKind;
 use crate::format::describe::{describe, DescribeError, Description};
+use crate::format::Corruption;
 use crate::sys::fs::{self, Access, FileInfo, FileKind};
 use crate::sys::proc;
 

@@ -356,7 +356,7 @@ impl BadMutex {
         match self {
             BadMutex::Corrupt { kind } => LockFailure::Segment(crate::error::Error::corrupt(
                 label,
-                crate::error::Corruption::Lock { offset, kind },
+                crate::format::Corruption::Lock { offset, kind },
             )),
             BadMutex::Unknown => LockFailure::Unsupported(
                 "this C library's pthread_mutex_t layout is unknown, so a mutex in a file cannot be validated",
