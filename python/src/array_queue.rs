@@ -462,6 +462,7 @@ impl ArrayQueue {
 }
 
 lifecycle_methods!(ArrayQueue);
+crate::queue::byte_queue_state_methods!(ArrayQueue);
 
 #[pymethods]
 impl ArrayQueue {
@@ -519,46 +520,6 @@ impl ArrayQueue {
     /// `get(timeout=0)`: `Empty` at once if there is no array.
     fn get_nowait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.get_impl(py, Some(0.0))
-    }
-
-    /// Shuts the queue down for every process (see `Queue.shutdown`).
-    fn shutdown(&self) -> PyResult<()> {
-        lock(&*self.q()?).close();
-        Ok(())
-    }
-
-    /// Whether the queue was shut down (by any process).
-    #[getter]
-    fn is_shutdown(&self) -> PyResult<bool> {
-        Ok(lock(&*self.q()?).is_closed())
-    }
-
-    /// Arrays in the queue now (a snapshot).
-    fn __len__(&self) -> PyResult<usize> {
-        Ok(lock(&*self.q()?).len())
-    }
-
-    /// Arrays in the queue now (`multiprocessing.Queue.qsize`; a snapshot).
-    fn qsize(&self) -> PyResult<usize> {
-        self.__len__()
-    }
-
-    /// Whether the queue is empty now (a snapshot).
-    fn empty(&self) -> PyResult<bool> {
-        Ok(self.__len__()? == 0)
-    }
-
-    /// Whether the queue is full now (a snapshot).
-    fn full(&self) -> PyResult<bool> {
-        let q = self.q()?;
-        let q = lock(&*q);
-        Ok(q.len() >= q.capacity())
-    }
-
-    /// The most arrays it holds.
-    #[getter]
-    fn capacity(&self) -> PyResult<usize> {
-        Ok(lock(&*self.q()?).capacity())
     }
 
     /// The most data bytes of one array (`a.nbytes`) it takes for sure (a

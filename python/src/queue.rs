@@ -558,6 +558,7 @@ impl ByteQueue {
 }
 
 lifecycle_methods!(ByteQueue);
+byte_queue_state_methods!(ByteQueue);
 
 #[pymethods]
 impl ByteQueue {
@@ -647,46 +648,6 @@ impl ByteQueue {
         self.get(py, Some(0.0))
     }
 
-    /// Shuts the queue down for every process (see `Queue.shutdown`).
-    fn shutdown(&self) -> PyResult<()> {
-        lock(&*self.q()?).close();
-        Ok(())
-    }
-
-    /// Whether the queue was shut down.
-    #[getter]
-    fn is_shutdown(&self) -> PyResult<bool> {
-        Ok(lock(&*self.q()?).is_closed())
-    }
-
-    /// Messages in the queue now.
-    fn __len__(&self) -> PyResult<usize> {
-        Ok(lock(&*self.q()?).len())
-    }
-
-    /// Messages in the queue now (a snapshot).
-    fn qsize(&self) -> PyResult<usize> {
-        self.__len__()
-    }
-
-    /// Whether the queue is empty now.
-    fn empty(&self) -> PyResult<bool> {
-        Ok(self.__len__()? == 0)
-    }
-
-    /// Whether the queue is full now.
-    fn full(&self) -> PyResult<bool> {
-        let q = self.q()?;
-        let q = lock(&*q);
-        Ok(q.len() >= q.capacity())
-    }
-
-    /// The most messages it holds.
-    #[getter]
-    fn capacity(&self) -> PyResult<usize> {
-        Ok(lock(&*self.q()?).capacity())
-    }
-
     /// The largest message it takes.
     #[getter]
     fn max_message(&self) -> PyResult<usize> {
@@ -700,3 +661,53 @@ impl ByteQueue {
         }
     }
 }
+
+/// The state methods of a queue of byte messages (`ByteQueue`, and `ArrayQueue`
+/// over one), for a type whose `q()` gives its `Arc<Mutex<ByteQueue>>`.
+macro_rules! byte_queue_state_methods {
+    ($ty:ident) => {
+        #[pymethods]
+        impl $ty {
+            /// Shuts the queue down for every process (see `Queue.shutdown`).
+            fn shutdown(&self) -> PyResult<()> {
+                lock(&*self.q()?).close();
+                Ok(())
+            }
+
+            /// Whether the queue was shut down (by any process).
+            #[getter]
+            fn is_shutdown(&self) -> PyResult<bool> {
+                Ok(lock(&*self.q()?).is_closed())
+            }
+
+            /// Messages in the queue now (a snapshot).
+            fn __len__(&self) -> PyResult<usize> {
+                Ok(lock(&*self.q()?).len())
+            }
+
+            /// Messages in the queue now (`multiprocessing.Queue.qsize`; a snapshot).
+            fn qsize(&self) -> PyResult<usize> {
+                self.__len__()
+            }
+
+            /// Whether the queue is empty now (a snapshot).
+            fn empty(&self) -> PyResult<bool> {
+                Ok(self.__len__()? == 0)
+            }
+
+            /// Whether the queue is full now (a snapshot).
+            fn full(&self) -> PyResult<bool> {
+                let q = self.q()?;
+                let q = lock(&*q);
+                Ok(q.len() >= q.capacity())
+            }
+
+            /// The most messages it holds.
+            #[getter]
+            fn capacity(&self) -> PyResult<usize> {
+                Ok(lock(&*self.q()?).capacity())
+            }
+        }
+    };
+}
+pub(crate) use byte_queue_state_methods;

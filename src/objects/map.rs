@@ -225,7 +225,11 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
 
     /// Creates map `name` of geometry `geo` (also `BytesMap`'s way in, with the
     /// sizes it was given: one layout for both).
-    fn create_geo(opts: &Options, name: Option<&str>, geo: MapGeometry) -> Result<Self, MapError> {
+    pub(super) fn create_geo(
+        opts: &Options,
+        name: Option<&str>,
+        geo: MapGeometry,
+    ) -> Result<Self, MapError> {
         let len = usize::try_from(geo.data_len).map_err(|_| ParamsError::TooLarge {
             capacity: geo.slots * geo.shards,
             stride: geo.stride,

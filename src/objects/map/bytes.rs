@@ -258,42 +258,10 @@ impl Create<(usize, usize, usize)> for BytesMap {
         name: Option<&str>,
         (key_size, value_size, capacity): (usize, usize, usize),
     ) -> Result<Self, MapError> {
-        // As `SharedMap::create_map`, with the sizes given.
+        // The typed map's constructor with the sizes given: one layout for both.
         let geo = MapGeometry::new(key_size as u64, value_size as u64, capacity as u64)?;
-        let len = usize::try_from(geo.data_len).map_err(|_| ParamsError::TooLarge {
-            capacity: geo.slots * geo.shards,
-            stride: geo.stride,
-            max: usize::MAX as u64,
-        })?;
-        let seed = random_seed();
-        let kind = KindSpec {
-            kind: ObjectKind::Map,
-            version: MAP_VERSION,
-            params: geo.to_params(seed),
-        };
-        let mut init_error = None;
-        let seg =
-            SharedArray::<u8, Ix1>::create_named_or_anonymous(opts, name, kind, &[len], |data| {
-                let base: *mut u8 = data.as_mut_ptr();
-                for s in 0..geo.shards {
-                    // SAFETY: as in `SharedMap::create_map`: the data area is
-                    // `data_len` zeroed private bytes, page aligned; each shard head
-                    // lies at a 128-aligned offset inside it, its mutex first.
-                    let r = unsafe {
-                        let head = base.add(geo.head_offset(s) as usize).cast::<ShardHead>();
-                        RawRobustMutex::init_at(ptr::addr_of_mut!((*head).mutex))
-                    };
-                    if let Err(e) = r {
-                        init_error = Some(e.into_failure());
-                        return;
-                    }
-                }
-            })?;
-        if let Some(e) = init_error {
-            return Err(MapError::Lock(e));
-        }
         Ok(BytesMap {
-            inner: SharedMap::attach(seg)?,
+            inner: SharedMap::create_geo(opts, name, geo)?,
         })
     }
 }
