@@ -194,6 +194,15 @@ impl Shared {
         }
     }
 
+    /// Wakes the drivers waiting in [`next_work`](Self::next_work), so that
+    /// they look at the lanes again (jobs now wait behind a task in one).
+    pub(crate) fn wake_idle(&self) {
+        let wake = lock(&self.queue).idle > 0;
+        if wake {
+            self.ready.notify_all();
+        }
+    }
+
     /// Up to `room` more jobs for driver `slot`, but no more than its share of
     /// the queue (so that the other workers get theirs).
     fn take_jobs(&self, room: usize) -> Vec<Arc<Job>> {
@@ -713,6 +722,71 @@ mod tests {
     fn job() -> Arc<Job> {
         let task = TaskFn::unary(ident).offsets().unwrap();
         Job::new(3, task, vec![1, 2, 3], None)
+    }
+
+    /// Jobs that start to wait behind a long task in one lane are taken back by a
+    /// driver that was already asleep when they got there. The idle driver
+    /// (slot 1) looks at the lanes while lane 0 is empty and sleeps with no
+    /// timeout; then lane 0's driver takes two jobs from the queue into its lane
+    /// (as `fill` does: no new job in the queue, so nobody is woken by one), and
+    /// its worker never takes them. The sleeper must wake, take them back and
+    /// get the first. (The pool's flake: `tasks_children_never_hold_the_pool_hostage`
+    /// waited forever for a task queued behind a task that sleeps, whenever the
+    /// other driver had looked at that lane just before it was filled.)
+    #[test]
+    fn jobs_queued_behind_a_task_after_an_idle_driver_looked_are_taken_back() {
+        let shared = Shared::new(2, Launch::Spawn, true);
+        let lane = shared.lanes[0].clone();
+        lock(&lane.state).sender = Some(lane::Sender::new(Arc::new(
+            crate::process::lane::LaneMem::heap(),
+        )));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thief = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(match shared.next_work(1) {
+                    Work::Job(j) => Some(j),
+                    Work::Sweep(_) | Work::Stop => None,
+                });
+            })
+        };
+        // The thief sleeps (it found lane 0 empty: no timeout).
+        while lock(&shared.queue).idle == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let (a, b) = (job(), job());
+        {
+            let mut st = lock(&lane.state);
+            for j in [&a, &b] {
+                let (tramp, func) = j.task.get();
+                let sender = st.sender.as_mut().unwrap();
+                let started = j.start_with(&lane, |p| sender.push(tramp, func, p));
+                let Start::Sent(id) = started else {
+                    panic!("not sent")
+                };
+                st.sent.push_back(Sent {
+                    id,
+                    job: j.clone(),
+                    socket: false,
+                });
+            }
+            st.sender.as_mut().unwrap().publish();
+            lane.set_depth(&st);
+        }
+        let got = rx.recv_timeout(Duration::from_secs(10));
+        let second_queued = lock(&shared.queue)
+            .jobs
+            .front()
+            .is_some_and(|j| Arc::ptr_eq(j, &b));
+        shared.close(); // lets a thief that never woke end (the test then fails)
+        thief.join().unwrap();
+        let got = got
+            .expect("the idle driver slept on while jobs waited in the other lane")
+            .expect("a job, not a sweep or the end");
+        assert!(Arc::ptr_eq(&got, &a), "the first job, in order");
+        assert!(second_queued, "the second is back at the head of the queue");
+        assert_eq!(lane.depth(), 0, "both were taken back");
     }
 
     /// A job whose worker died before beginning it goes back to the head of the

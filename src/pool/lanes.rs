@@ -118,8 +118,23 @@ impl Lane {
     }
 
     /// Records `sent.len()` for [`depth`](Self::depth); call under the lock.
+    ///
+    /// When jobs start to wait behind another (the depth reaches 2), wakes the
+    /// idle drivers: one that looked at this lane before (in `next_work`), found
+    /// nothing to take back and went to sleep without a timeout would otherwise
+    /// sleep on while those jobs stay stuck behind a long task (a driver takes
+    /// jobs from the queue into its lane, and the depth it then stores is seen
+    /// only by the drivers that look later). The depth is stored before the
+    /// queue's lock is taken to look for sleepers, and a driver reads it under
+    /// that lock before it sleeps: it either sees the new depth or is woken.
     pub(crate) fn set_depth(&self, st: &LaneState) {
-        self.depth.store(st.sent.len(), Ordering::Relaxed);
+        let depth = st.sent.len();
+        let before = self.depth.swap(depth, Ordering::Relaxed);
+        if before < 2 && depth >= 2 {
+            if let Some(shared) = self.shared.upgrade() {
+                shared.wake_idle();
+            }
+        }
     }
 
     /// Puts jobs taken back from the lane at the head of the pool's queue, in
