@@ -13,6 +13,19 @@ use crate::format::Corruption;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a segment name was rejected (before any syscall).
+///
+/// ```
+/// use shmarray::{admin::NameProblem, ndarray::Ix1, Error, SharedArray};
+/// let problem = |name: &str| match SharedArray::<u8, Ix1>::create(name, 1) {
+///     Err(Error::InvalidName { problem, .. }) => Some(problem),
+///     _ => None,
+/// };
+/// assert_eq!(problem("a/b"), Some(NameProblem::Slash));
+/// assert_eq!(problem(".."), Some(NameProblem::Dots));
+/// assert_eq!(problem(""), Some(NameProblem::Empty));
+/// assert_eq!(problem(&"x".repeat(256)), Some(NameProblem::TooLong));
+/// assert_eq!(NameProblem::Slash.to_string(), "it contains '/'");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NameProblem {
@@ -45,6 +58,29 @@ impl std::fmt::Display for NameProblem {
 
 /// Why a directory is not used for segments (the rule every directory of a
 /// [`Namespace`](crate::Namespace) must pass; see its docs).
+///
+/// ```
+/// use std::os::unix::fs::PermissionsExt;
+/// use shmarray::{admin::DirectoryProblem, Error, Namespace};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("doc-dir-problem-{}", std::process::id()));
+/// std::fs::create_dir(&dir)?;
+/// let link = dir.with_extension("link");
+/// std::os::unix::fs::symlink(&dir, &link)?;
+/// // Writable by all and not sticky: anyone could replace a segment in it.
+/// std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+/// let problem = |p: &std::path::Path| match Namespace::at(p) {
+///     Err(Error::DirectoryRefused { problem, .. }) => Some(problem),
+///     _ => None,
+/// };
+/// assert!(matches!(problem(&dir), Some(DirectoryProblem::SharedWritable { .. })));
+/// assert_eq!(problem(&link), Some(DirectoryProblem::Symlink)); // not followed
+/// std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+/// assert!(Namespace::at(&dir).is_ok());
+/// std::fs::remove_file(&link)?;
+/// std::fs::remove_dir(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DirectoryProblem {

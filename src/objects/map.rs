@@ -31,6 +31,32 @@ mod bytes;
 pub use bytes::BytesMap;
 
 /// Why a map operation, create or open did not succeed.
+///
+/// ```
+/// use shmarray::{containers::MapError, Error, SharedMap};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-map-error-{}", std::process::id());
+/// // One shard (capacity < 2048): the capacity is exact.
+/// let m = SharedMap::<u64, u64>::create(&name, 2)?;
+/// m.insert(1, 10)?;
+/// m.insert(2, 20)?;
+/// match m.insert(3, 30) {
+///     Err(MapError::Full { capacity, len }) => assert_eq!((capacity, len), (2, 2)),
+///     other => panic!("expected Full, got {other:?}"),
+/// }
+/// assert_eq!(m.insert(1, 11)?, Some(10)); // a key that is there needs no room
+/// // Parameters out of range are refused before anything is created...
+/// assert!(matches!(
+///     SharedMap::<u64, u64>::create(&format!("{name}-empty"), 0),
+///     Err(MapError::Params(_))
+/// ));
+/// // ...and what goes wrong with the segment itself is an `Error`.
+/// assert!(matches!(
+///     SharedMap::<u64, u64>::open(&format!("{name}-missing")),
+///     Err(MapError::Segment(Error::NotFound { .. }))
+/// ));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MapError {

@@ -84,6 +84,25 @@ pub struct SegmentInfo {
 
 /// What `inspect` saw of a segment's read-write lock (the array lock's write side
 /// and the readers registered with it).
+///
+/// ```
+/// use shmarray::admin::{Liveness, ReaderInfo, RwLockInfo};
+/// use shmarray::{ndarray::Ix1, LockResultExt, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-rwlock-info-{}", std::process::id());
+/// let a = SharedArray::<f64, Ix1>::create(&name, 8)?;
+/// let no_one: Option<RwLockInfo> = a.info()?.rwlock;
+/// assert_eq!(no_one.map(|rw| (rw.writer, rw.readers.len())), Some(("free", 0)));
+///
+/// let r = a.read().recover(|w| w.fill(0.0))?; // a read lock: this handle registers
+/// let rw = a.info()?.rwlock.expect("a segment with a control block");
+/// assert_eq!(rw.writer, "free");
+/// let me: &ReaderInfo = &rw.readers[0];
+/// assert_eq!((me.pid, me.holds, me.liveness), (std::process::id(), 1, Liveness::Alive));
+/// drop(r);
+/// assert_eq!(a.info()?.rwlock.map(|rw| rw.readers[0].holds), Some(0));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RwLockInfo {
@@ -94,7 +113,8 @@ pub struct RwLockInfo {
     pub readers: Vec<ReaderInfo>,
 }
 
-/// One registered reading handle of a read-write lock.
+/// One registered reading handle of a read-write lock; [`RwLockInfo`] shows one
+/// being registered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReaderInfo {
@@ -110,6 +130,25 @@ pub struct ReaderInfo {
 }
 
 /// What a container segment (a map or vec) holds, as `shmarray ls`/`inspect` show.
+///
+/// ```
+/// use shmarray::admin::Contents;
+/// use shmarray::{ndarray::Ix1, Segment, SharedArray, SharedMap, SharedVec};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let n = |s: &str| format!("doc-contents-{s}-{}", std::process::id());
+/// let map = SharedMap::<u64, f32>::create(&n("map"), 100)?;
+/// map.insert(7, 0.5)?;
+/// let vec = SharedVec::<u16>::create(&n("vec"), 10)?;
+/// vec.push(1)?;
+/// vec.push(2)?;
+/// let array = SharedArray::<u8, Ix1>::create(&n("array"), 4)?;
+///
+/// let Some(Contents::Map(m)) = map.info()?.contents else { panic!("a map") };
+/// assert_eq!((m.len, m.capacity, m.key_size, m.value_size), (1, 100, 8, 4));
+/// assert_eq!(vec.info()?.contents.map(|c| c.occupancy()), Some((2, 10)));
+/// assert!(array.info()?.contents.is_none()); // arrays are not containers
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Contents {
@@ -130,6 +169,23 @@ impl Contents {
 }
 
 /// A map's occupancy and where numpy finds its entries (`FORMAT.md`).
+///
+/// ```
+/// use shmarray::{admin::{Contents, MapContents}, Segment, SharedMap};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-map-contents-{}", std::process::id());
+/// let m = SharedMap::<u32, [u8; 24]>::create(&name, 3000)?;
+/// m.insert(1, [9; 24])?;
+/// let Some(Contents::Map(c)) = m.info()?.contents else { panic!("a map") };
+/// let c: MapContents = c;
+/// assert_eq!((c.len, c.capacity, c.shards), (1, 3000, m.shards() as u64));
+/// assert_eq!(c.seed, m.seed());
+/// // Where numpy finds the entries: `entry_count` of `entry_stride` bytes.
+/// assert_eq!(c.entry_count, c.shards * c.slots_per_shard);
+/// assert!(c.value_offset + c.value_size <= c.entry_stride);
+/// assert_eq!(c.key_offset, 8); // values over 8 bytes: the key follows the state word
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MapContents {
@@ -167,6 +223,23 @@ pub struct MapContents {
 }
 
 /// A vec's occupancy and where its length is.
+///
+/// ```
+/// use std::os::unix::fs::FileExt;
+/// use shmarray::{admin::Contents, Segment, SharedVec};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-vec-contents-{}", std::process::id());
+/// let v = SharedVec::<f64>::create(&name, 100)?;
+/// v.push(1.5)?;
+/// let info = v.info()?;
+/// let Some(Contents::Vec(c)) = info.contents else { panic!("a vec") };
+/// assert_eq!((c.len, c.capacity, c.repairs), (1, 100, 0));
+/// // Another language reads the length where `len_offset` says: a little-endian u64.
+/// let mut len = [0u8; 8];
+/// std::fs::File::open(&info.path)?.read_exact_at(&mut len, c.len_offset)?;
+/// assert_eq!(u64::from_le_bytes(len), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VecContents {

@@ -29,6 +29,22 @@ pub(crate) const CREATOR_BYTE: u64 = LOCK_BASE + 1;
 pub(crate) const MEMBER_BASE: u64 = LOCK_BASE + 1024;
 
 /// Whether a process (a creator, a member) is alive, as far as can be known.
+///
+/// Known from a lock the kernel releases when the process closes its handle or
+/// dies, never from a pid (which another process may have by now). [`Usage`] shows
+/// a creator that is gone while its segment is still in use.
+///
+/// ```
+/// use shmarray::{admin::{inspect, Liveness}, atomic::SharedAtomicU32, Namespace};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-liveness-{}", std::process::id());
+/// let _flag = SharedAtomicU32::create(&name, 0)?;
+/// let creator = inspect(&Namespace::default_dir()?, &name)?.creator;
+/// assert_eq!(creator, Some(Liveness::Alive)); // this process holds the creator's lock
+/// // Tables print it as a word; `Unknown` is never taken for `Dead`.
+/// assert_eq!(creator.map(|l| l.to_string()).as_deref(), Some("alive"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Liveness {
     /// It holds its lock: alive.
@@ -66,6 +82,29 @@ impl fmt::Display for Liveness {
 }
 
 /// Whether any process has a segment open.
+///
+/// ```
+/// use shmarray::admin::{self, Liveness, Usage};
+/// use shmarray::{ndarray::Ix1, Namespace, Options, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-usage-{}", std::process::id());
+/// let ns = Namespace::default_dir()?;
+/// let state = || -> shmarray::Result<_> {
+///     let info = admin::inspect(&ns, &name)?;
+///     Ok((info.usage, info.creator))
+/// };
+/// // Persistent: the name outlives its creator's handle.
+/// let creator: SharedArray<u8, Ix1> = Options::new().persistent(true).create(&name, 16)?;
+/// let other = SharedArray::<u8, Ix1>::open(&name)?;
+/// assert_eq!(state()?, (Usage::InUse, Some(Liveness::Alive)));
+/// drop(creator);
+/// assert_eq!(state()?, (Usage::InUse, Some(Liveness::Dead))); // `other` has it open
+/// drop(other);
+/// assert_eq!(state()?, (Usage::Idle, Some(Liveness::Dead)));
+/// assert!(!admin::inspect(&ns, &name)?.is_garbage()); // persistent: `gc` keeps it
+/// admin::remove(&name)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Usage {
     /// At least one handle is open somewhere.

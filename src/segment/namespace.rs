@@ -37,6 +37,21 @@ pub(crate) struct NsDir {
 }
 
 /// One directory of a [`Namespace`] ([`Namespace::directories`]).
+///
+/// ```
+/// use shmarray::{admin::Directory, Namespace};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ns = Namespace::default_dir()?;
+/// let dirs: Vec<Directory> = ns.directories();
+/// // The first is where ordinary segments go; huge-page directories follow.
+/// assert_eq!(dirs[0].path, ns.path());
+/// for d in &dirs {
+///     if let (Some(size), Some(free)) = (d.size, d.free) {
+///         assert!(free <= size, "{}: {free} of {size} bytes free", d.path.display());
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Directory {
@@ -52,6 +67,19 @@ pub struct Directory {
 
 /// A directory that was not taken into a namespace, and why
 /// ([`Namespace::refused`]).
+///
+/// ```
+/// use shmarray::Namespace;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ns = Namespace::default_dir()?;
+/// // What `shmarray doctor` lists: huge-page mounts left out, and why.
+/// for r in ns.refused() {
+///     println!("not used: {} ({})", r.path.display(), r.problem);
+///     // A refused directory is not part of the namespace.
+///     assert!(ns.directories().iter().all(|d| d.path != r.path));
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RefusedDirectory {

@@ -153,6 +153,28 @@ pub fn remove(name: impl AsRef<OsStr>) -> Result<()> {
 }
 
 /// What [`collect_garbage`] did.
+///
+/// ```
+/// use shmarray::{admin, ndarray::Ix1, Namespace, Options, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A directory of its own, so that the example collects nobody else's garbage.
+/// let dir = std::env::temp_dir().join(format!("doc-gc-{}", std::process::id()));
+/// std::fs::create_dir(&dir)?;
+/// let ns = Namespace::at(&dir)?;
+/// let live: SharedArray<u8, Ix1> = Options::new().namespace(ns.clone()).create("live", 16)?;
+/// // A copy of its file is a segment nobody has open, as a killed creator leaves one.
+/// std::fs::copy(live.path().expect("a named segment"), dir.join("left"))?;
+///
+/// let dry: admin::GcReport = admin::find_garbage(&ns)?; // removes nothing
+/// assert_eq!(dry.removed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["left"]);
+/// assert!(dir.join("left").exists());
+/// let report = admin::collect_garbage(&ns)?;
+/// assert_eq!((report.removed.len(), report.undecided.len(), report.failed.len()), (1, 0, 0));
+/// assert_eq!(ns.entries()?, ["live"]); // the segment in use is kept
+/// drop(live);
+/// std::fs::remove_dir(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct GcReport {
