@@ -80,6 +80,23 @@ pub(crate) mod state {
 /// What object a segment holds. Recorded in the control block, so no object poses
 /// as another: a queue is never opened as an array, and `shmarray ls` reads the
 /// kind from here.
+///
+/// ```
+/// use shmarray::{format::ObjectKind, ndarray::Ix1, Error, Queue, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-object-kind-{}", std::process::id());
+/// let q = Queue::<u64>::create(&name, 8)?;
+/// assert_eq!(q.control().map(|c| c.kind), Some(ObjectKind::Queue));
+/// // The queue's slots are bytes of an array, but it does not open as one.
+/// match SharedArray::<u8, Ix1>::open(&name) {
+///     Err(Error::KindMismatch { expected, found, .. }) => {
+///         assert_eq!((expected, found), (ObjectKind::Array, ObjectKind::Queue))
+///     }
+///     other => panic!("expected KindMismatch, got {other:?}"),
+/// }
+/// assert_eq!(ObjectKind::from_code(ObjectKind::Queue.code()), Some(ObjectKind::Queue));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ObjectKind {
@@ -159,7 +176,26 @@ impl fmt::Display for ObjectKind {
     }
 }
 
-/// Why a control block does not match its header or cannot be read.
+/// Why a control block does not match its header or cannot be read; opening such
+/// a segment is [`Error::Corrupt`](crate::Error::Corrupt) with
+/// [`Corruption::Control`](crate::format::Corruption::Control).
+///
+/// ```
+/// use std::os::unix::fs::FileExt;
+/// use shmarray::format::{ControlError, ControlFields};
+/// use shmarray::{atomic::SharedAtomicU64, Segment};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-control-error-{}", std::process::id());
+/// let a = SharedAtomicU64::create(&name, 0)?;
+/// let info = a.info()?;
+/// let mut block = [0u8; 152];
+/// a.file().read_exact_at(&mut block, info.layout.control_offset as u64)?;
+/// assert_eq!(ControlFields::decode(&block)?, a.control());
+/// // A forged object kind (bytes 12..16 of the block):
+/// block[12..16].copy_from_slice(&99u32.to_le_bytes());
+/// assert_eq!(ControlFields::decode(&block), Err(ControlError::UnknownKind(99)));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
@@ -188,6 +224,21 @@ pub enum ControlError {
 }
 
 /// The control block's fields, as a plain copy.
+///
+/// ```
+/// use shmarray::format::{Dtype, ObjectKind};
+/// use shmarray::{ndarray::Ix2, Options, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-control-fields-{}", std::process::id());
+/// let a: SharedArray<f32, Ix2> = Options::new().persistent(true).create(&name, (3, 4))?;
+/// let c = a.control().expect("a segment of this crate has a control block");
+/// assert_eq!((c.kind, c.dtype(), c.ndim), (ObjectKind::Array, Some(Dtype::F32), 2));
+/// assert_eq!(c.creator_pid, std::process::id());
+/// assert_eq!(c.data_len, 3 * 4 * 4);
+/// assert!(c.is_persistent());
+/// a.unlink()?; // persistent: remove the name by hand
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ControlFields {
     /// Layout version of the control block (3).

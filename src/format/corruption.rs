@@ -5,6 +5,33 @@ use super::control::ControlError;
 use super::npy::HeaderError;
 
 /// What is wrong with a segment that exists but cannot be used.
+///
+/// ```
+/// use shmarray::{admin, format::Corruption, ndarray::Ix1, Error, Namespace, Options, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A directory of its own for the damaged copy.
+/// let dir = std::env::temp_dir().join(format!("doc-corruption-{}", std::process::id()));
+/// std::fs::create_dir(&dir)?;
+/// let ns = Namespace::at(&dir)?;
+/// let a: SharedArray<u8, Ix1> = Options::new().namespace(ns.clone()).create("whole", 8192)?;
+/// std::fs::copy(a.path().expect("a named segment"), dir.join("cut"))?;
+/// std::fs::OpenOptions::new().write(true).open(dir.join("cut"))?.set_len(4096)?;
+///
+/// let err = admin::inspect(&ns, "cut").unwrap_err();
+/// assert!(matches!(
+///     err,
+///     Error::Corrupt { problem: Corruption::Truncated { actual: 4096, .. }, .. }
+/// ), "{err}");
+/// // Opening it is the same error, and nothing is mapped.
+/// assert!(matches!(
+///     Options::new().namespace(ns.clone()).open::<SharedArray<u8, Ix1>>("cut"),
+///     Err(Error::Corrupt { .. })
+/// ));
+/// std::fs::remove_file(dir.join("cut"))?;
+/// drop(a);
+/// std::fs::remove_dir(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Corruption {

@@ -44,6 +44,17 @@ pub enum Descr {
 }
 
 /// One entry of a structured dtype's descriptor.
+///
+/// ```
+/// use shmarray::format::{Descr, DescrField};
+/// let d = Descr::from_literal("[('id', '<u4'), ('', '|V4'), ('pos', '<f8', (3,))]")?;
+/// let f: &[DescrField] = d.fields();
+/// assert_eq!((f[0].name.as_str(), f[0].itemsize()), ("id", Some(4)));
+/// assert!(f[1].is_padding());
+/// assert_eq!((f[2].shape.as_slice(), f[2].itemsize()), (&[3][..], Some(24)));
+/// assert_eq!(d.itemsize(), Some(32));
+/// # Ok::<(), shmarray::format::HeaderError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DescrField {
     /// The field's name; empty for padding.

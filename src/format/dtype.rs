@@ -264,6 +264,13 @@ impl fmt::Display for Dtype {
 }
 
 /// A string that names no supported element type (see [`Dtype::from_name`]).
+///
+/// ```
+/// use shmarray::format::{Dtype, UnknownDtype};
+/// assert_eq!("float32".parse::<Dtype>(), Ok(Dtype::F32)); // numpy's name
+/// assert_eq!("<f8".parse::<Dtype>(), Ok(Dtype::F64)); // an NPY descriptor
+/// assert_eq!("f128".parse::<Dtype>(), Err(UnknownDtype("f128".into())));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown element type {0:?} (expected one of i8, i16, i32, i64, u8, u16, u32, u64, f16, f32, f64, bool, c64, c128, their numpy names or NPY descriptors)")]
 pub struct UnknownDtype(pub String);
@@ -287,6 +294,14 @@ pub const MAX_FIELD_DIMS: usize = 8;
 /// The type of one field of a record: an element type (possibly an array of them,
 /// `[f32; 3]` is `<f4` of shape `(3,)`) or padding ([`Pad`](crate::element::Pad)).
 /// [`RecordMember::TYPE`](crate::element::RecordMember::TYPE) gives it for a Rust type.
+///
+/// ```
+/// use shmarray::{element::{Pad, RecordMember}, format::{Dtype, FieldType}};
+/// let t = <[[f32; 3]; 2] as RecordMember>::TYPE;
+/// assert_eq!(t, FieldType::scalar(Dtype::F32).array(3).array(2));
+/// assert_eq!((t.element(), t.shape(), t.size()), (Some(Dtype::F32), &[2, 3][..], 24));
+/// assert!(<Pad<4> as RecordMember>::TYPE.is_padding());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FieldType {
     elem: Option<Dtype>,
@@ -371,6 +386,12 @@ impl FieldType {
 }
 
 /// One field of a [`RecordDescr`]: its name, byte offset and type.
+///
+/// ```
+/// use shmarray::format::{Dtype, FieldType, RecordField};
+/// let f = RecordField::new("r#type", 8, FieldType::scalar(Dtype::U16));
+/// assert_eq!((f.name(), f.offset(), f.field_type().size()), ("type", 8, 2));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RecordField {
     name: &'static str,
@@ -413,6 +434,21 @@ impl RecordField {
 
 /// The static description of a record type (what [`record!`](crate::record)
 /// declares): a numpy structured dtype with fixed field names, types and offsets.
+///
+/// ```
+/// use shmarray::{element::Element, format::Descr, record};
+/// record! {
+///     #[derive(Debug, Default)]
+///     pub struct Particle { pub x: f32, pub y: f32, pub mass: f64 }
+/// }
+/// let r = Particle::DTYPE.record().expect("a record type");
+/// assert_eq!((r.size(), r.align()), (16, 8));
+/// let fields: Vec<_> = r.fields().iter().map(|f| (f.name(), f.offset())).collect();
+/// assert_eq!(fields, [("x", 0), ("y", 4), ("mass", 8)]);
+/// // What the header says, and numpy reads:
+/// assert_eq!(r.descr(), Descr::from_literal("[('x', '<f4'), ('y', '<f4'), ('mass', '<f8')]")?);
+/// # Ok::<(), shmarray::format::HeaderError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RecordDescr {
     name: &'static str,

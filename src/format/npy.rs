@@ -33,6 +33,15 @@ pub(crate) fn header_window(data_offset: usize) -> usize {
 }
 
 /// Why a header could not be built or parsed.
+///
+/// ```
+/// use shmarray::format::{Descr, HeaderError};
+/// // A descriptor as a header holds it, cut short:
+/// let err = Descr::from_literal("[('x', '<f4'), ('y',").unwrap_err();
+/// assert!(matches!(err, HeaderError::Syntax(_)), "{err}");
+/// // Opening a segment whose header is bad is `Error::Corrupt` with
+/// // `Corruption::Header(_)` (see `Corruption`).
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HeaderError {
@@ -80,6 +89,19 @@ pub enum HeaderError {
 }
 
 /// The three fields of an NPY header dictionary.
+///
+/// ```
+/// use shmarray::format::Descr;
+/// use shmarray::{ndarray::{Ix2, Order}, Options, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-npy-header-{}", std::process::id());
+/// let a: SharedArray<u16, Ix2> = Options::new().order(Order::ColumnMajor).create(&name, (2, 5))?;
+/// let h = a.info()?.layout.header;
+/// // What numpy reads: dtype '<u2', shape (2, 5), column-major.
+/// assert_eq!(h.descr, Descr::Simple("<u2".into()));
+/// assert_eq!((h.shape.as_slice(), h.fortran_order), (&[2, 5][..], true));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NpyHeader {
     /// The `descr` value: a type string (`<f8`) or a record's fields.
@@ -91,6 +113,21 @@ pub struct NpyHeader {
 }
 
 /// Where everything lives in a segment, derived from its header with checked arithmetic.
+///
+/// ```
+/// use shmarray::format::Dtype;
+/// use shmarray::{ndarray::Ix2, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-layout-{}", std::process::id());
+/// let a = SharedArray::<f64, Ix2>::create(&name, (10, 3))?;
+/// let l = a.info()?.layout;
+/// assert_eq!((l.dtype, l.itemsize, l.len, l.data_len), (Some(Dtype::F64), 8, 30, 240));
+/// assert_eq!(l.data_offset % 4096, 0); // the data starts on a page
+/// // Then the control block, on a page of its own after the data.
+/// assert!(l.control_offset >= l.data_end() && l.control_offset % 4096 == 0);
+/// assert_eq!(l.total_len() as u64, a.info()?.file_size);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// NPY major version of the header.

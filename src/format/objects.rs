@@ -69,6 +69,20 @@ pub struct QueueGeometry {
 }
 
 /// Why queue or barrier parameters are refused.
+///
+/// ```
+/// use shmarray::{format::ParamsError, queue::QueueError, Queue};
+/// let name = format!("doc-params-error-{}", std::process::id());
+/// match Queue::<u64>::create(&name, (1 << 32) + 1) {
+///     Err(QueueError::Params(ParamsError::Capacity { capacity, max, .. })) => {
+///         assert_eq!((capacity, max), ((1 << 32) + 1, 1 << 32))
+///     }
+///     other => panic!("expected a capacity error, got {other:?}"),
+/// }
+/// // Nothing was created: the name is free.
+/// assert_eq!(Queue::<u64>::create(&name, 1)?.capacity(), 2); // (small ones round up)
+/// # Ok::<(), QueueError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParamsError {
