@@ -39,6 +39,21 @@ const BROKEN_TIMEOUT: u32 = u32::MAX;
 const BROKEN_ABORT: u32 = u32::MAX - 1;
 
 /// Why a barrier wait failed. The barrier stays broken until `reset`.
+///
+/// ```
+/// use std::time::Duration;
+/// use shmarray::{sync::BarrierError, Barrier};
+/// let b = Barrier::create(&format!("doc-barrier-error-{}", std::process::id()), 2)?;
+/// // The other party never comes: this wait times out and breaks the barrier...
+/// let timeout = Duration::from_millis(10);
+/// assert_eq!(b.wait_timeout(timeout), Err(BarrierError::Timeout(timeout)));
+/// assert!(b.is_broken());
+/// // ...for every participant, until it is reset.
+/// assert!(matches!(b.wait(), Err(BarrierError::Broken)));
+/// b.reset();
+/// assert!(!b.is_broken());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BarrierError {
@@ -373,6 +388,23 @@ mod loom_tests {
 }
 
 /// Why a barrier could not be created or joined.
+///
+/// ```
+/// use shmarray::{sync::{BarrierError, BarrierOpenError}, Barrier, Error};
+/// let name = format!("doc-barrier-open-{}", std::process::id());
+/// let first = Barrier::create(&name, 2)?; // the creator joins
+/// let second = Barrier::open(&name)?; // e.g. another process
+/// assert!(matches!(
+///     Barrier::open(&name),
+///     Err(BarrierOpenError::Barrier(BarrierError::TooManyParticipants { parties: 2 }))
+/// ));
+/// assert!(matches!(
+///     Barrier::open(&format!("{name}-missing")),
+///     Err(BarrierOpenError::Segment(Error::NotFound { .. }))
+/// ));
+/// # drop((first, second));
+/// # Ok::<(), BarrierOpenError>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BarrierOpenError {

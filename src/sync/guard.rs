@@ -183,6 +183,32 @@ impl<'a, T: Element, D: Dimension> TryFrom<ArrayGuard<'a, T, D>> for ArrayReadGu
 
 /// A locked [`SharedValue`](crate::SharedValue); derefs to the value.
 ///
+/// ```
+/// use shmarray::{LockError, SharedValue};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let total = SharedValue::<u64>::create(&format!("doc-value-guard-{}", std::process::id()), 40)?;
+/// {
+///     let mut g = total.lock().map_err(LockError::into_failure)?;
+///     *g += 1; // a read-modify-write no other process sees half done
+///     *g += 1;
+/// } // unlocked here
+/// // A holder that dies holding the lock: here a thread that forgets its guard
+/// // and exits; a process killed with `kill -9` is the same.
+/// std::thread::scope(|s| {
+///     s.spawn(|| std::mem::forget(total.lock()));
+/// });
+/// match total.lock() {
+///     Err(LockError::OwnerDied(mut g)) => {
+///         assert!(g.owner_died());
+///         assert_eq!(*g, 42); // as the dead holder left it: check, repair, then
+///         g.mark_consistent();
+///     }
+///     _ => panic!("expected OwnerDied"),
+/// }
+/// assert_eq!(total.get().map_err(LockError::into_failure)?, 42);
+/// # Ok(()) }
+/// ```
+///
 /// # Threads
 /// Not `Send` (the thread that locked unlocks), but `Sync`, as
 /// [`ArrayGuard`].

@@ -75,6 +75,30 @@ pub enum LockError<G> {
 }
 
 /// Why a lock was not acquired, without any guard: composes with `?`.
+///
+/// ```
+/// use shmarray::{sync::LockFailure, LockError, SharedValue};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let v = SharedValue::<u32>::create(&format!("doc-lock-failure-{}", std::process::id()), 0)?;
+/// let held = v.lock().map_err(LockError::into_failure)?;
+/// // Locking again from the same thread is an error, not a hang.
+/// assert!(matches!(v.lock(), Err(LockError::Failed(LockFailure::Deadlock))));
+/// // Another thread that must not wait is told the lock is held.
+/// std::thread::scope(|s| {
+///     let r = s.spawn(|| matches!(v.try_lock(), Err(LockError::Failed(LockFailure::WouldBlock))));
+///     assert!(r.join().unwrap());
+/// });
+/// drop(held);
+///
+/// // A holder died and the guard that came with it was dropped unrepaired: the
+/// // lock is lost for good (the segment must be re-created).
+/// std::thread::scope(|s| {
+///     s.spawn(|| std::mem::forget(v.lock()));
+/// });
+/// assert!(matches!(v.lock().map_err(LockError::into_failure), Err(LockFailure::OwnerDied)));
+/// assert!(matches!(v.lock(), Err(LockError::Failed(LockFailure::NotRecoverable))));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LockFailure {
@@ -200,6 +224,30 @@ impl<G> std::error::Error for LockError<G> {
 
 /// A guard of a robust lock: it can tell whether the previous holder died and
 /// declare the data repaired. Implemented by the crate's guards.
+///
+/// ```
+/// use shmarray::{ndarray::Ix1, sync::{LockFailure, RobustGuard}, LockError, SharedArray, SharedValue};
+/// // One repair policy for every kind of lock: take the guard, whoever died.
+/// fn take<G: RobustGuard>(r: Result<G, LockError<G>>) -> Result<G, LockFailure> {
+///     match r {
+///         Ok(g) => Ok(g),
+///         Err(LockError::OwnerDied(mut g)) => {
+///             g.mark_consistent(); // (a real policy would check the data first)
+///             Ok(g)
+///         }
+///         Err(other) => Err(other.into_failure()), // `Failed(_)`
+///     }
+/// }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let n = |s: &str| format!("doc-robust-guard-{s}-{}", std::process::id());
+/// let a = SharedArray::<f32, Ix1>::create(&n("array"), 4)?;
+/// let v = SharedValue::<i64>::create(&n("value"), 0)?;
+/// take(a.lock())?.fill(1.0);
+/// *take(v.lock())? = 7;
+/// assert_eq!(a.lock().map_err(LockError::into_failure)?.sum(), 4.0);
+/// assert_eq!(v.get().map_err(LockError::into_failure)?, 7);
+/// # Ok(()) }
+/// ```
 pub trait RobustGuard: sealed::Sealed {
     /// Whether the previous holder died and the data is not yet marked consistent.
     fn owner_died(&self) -> bool;
@@ -213,6 +261,33 @@ pub(crate) mod sealed {
 }
 
 /// `recover` on lock results: the short path for "repair and go on".
+///
+/// ```
+/// use shmarray::{ndarray::Ix1, LockResultExt, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let a = SharedArray::<u32, Ix1>::create(&format!("doc-recover-{}", std::process::id()), 4)?;
+/// // A writer that dies halfway (a thread that forgets its guard and exits; a
+/// // process killed with `kill -9` is the same):
+/// std::thread::scope(|s| {
+///     s.spawn(|| {
+///         let mut g = a.lock().recover(|_| {}).unwrap();
+///         g[0] = 1;
+///         std::mem::forget(g);
+///     });
+/// });
+/// let mut repairs = 0;
+/// // The next locker repairs (here: starts over), and goes on with its guard.
+/// let mut g = a.lock().recover(|g| {
+///     repairs += 1;
+///     g.fill(0);
+/// })?;
+/// g[1] = 5;
+/// assert_eq!((repairs, g.sum()), (1, 5));
+/// drop(g);
+/// // Reads recover the same way, into a read guard.
+/// assert_eq!(a.read().recover(|_| unreachable!("nobody died"))?.sum(), 5);
+/// # Ok(()) }
+/// ```
 pub trait LockResultExt<G> {
     /// What a recovered result gives: the guard the operation promised (for a
     /// read, the read guard the repaired write guard turns into).

@@ -7,6 +7,17 @@ use crate::sync::Wait;
 use crate::sys::futex::{self as sys, FutexWait};
 
 /// The wait ended because its deadline passed.
+///
+/// ```
+/// use std::time::Duration;
+/// use shmarray::{sync::TimedOut, Event};
+/// let ready = Event::create(&format!("doc-timed-out-{}", std::process::id()))?;
+/// // Nobody sets it: the wait gives up.
+/// assert_eq!(ready.wait_timeout(Duration::from_millis(10)), Err(TimedOut));
+/// ready.set();
+/// assert_eq!(ready.wait_timeout(Duration::from_millis(10)), Ok(()));
+/// # Ok::<(), shmarray::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("timed out")]
 pub struct TimedOut;
