@@ -45,6 +45,23 @@ use std::path::PathBuf;
 use crate::sys::mounts;
 
 /// Whether a segment should be on huge pages (see [`crate::Options::huge_pages`]).
+///
+/// ```
+/// use shmarray::{huge::HugePages, ndarray::Ix1, Error, Options, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = format!("doc-huge-pages-{}", std::process::id());
+/// assert_eq!(HugePages::default(), HugePages::Off);
+/// // Require: huge pages, or an error saying what is missing (nothing is created).
+/// let required: Result<SharedArray<u8, Ix1>, Error> =
+///     Options::new().huge_pages(HugePages::Require).create(&name, 1 << 21);
+/// match required {
+///     Ok(a) => assert!(a.backing().is_huge() && a.backing().fallback.is_none()),
+///     Err(Error::HugePagesUnavailable { missing, .. }) => println!("no huge pages: {missing}"),
+///     Err(Error::NoSpace { .. } | Error::DirectoryRefused { .. }) => {} // pool empty, directory refused
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HugePages {
@@ -63,6 +80,13 @@ pub enum HugePages {
 }
 
 /// What kind of pages back a segment.
+///
+/// ```
+/// use shmarray::huge::{huge_page_support, PageKind};
+/// assert_eq!(PageKind::HugeTlb.to_string(), "hugetlb pages");
+/// // The mounts that can hold huge-page segments are never of base pages.
+/// assert!(huge_page_support().mounts.iter().all(|m| m.kind != PageKind::Base));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PageKind {
@@ -86,6 +110,23 @@ impl fmt::Display for PageKind {
 }
 
 /// The pages backing a segment.
+///
+/// ```
+/// use shmarray::huge::{Backing, PageKind};
+/// use shmarray::{ndarray::Ix1, Namespace, Segment, SharedArray};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let a = SharedArray::<u8, Ix1>::create(&format!("doc-backing-{}", std::process::id()), 4096)?;
+/// let b: &Backing = a.backing();
+/// // Huge pages not asked for: the pages of the namespace's first directory.
+/// assert_eq!(b, &Namespace::default_dir()?.directories()[0].backing);
+/// assert!(b.fallback.is_none()); // nothing asked for, nothing fell back
+/// if b.kind == PageKind::Base {
+///     // (/dev/shm on most machines)
+///     assert!(!b.is_huge());
+///     assert_eq!(b.to_string(), "4 KiB base pages");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Backing {
@@ -162,6 +203,16 @@ pub(crate) fn human_size(bytes: u64) -> String {
 }
 
 /// A mount that can hold huge-page segments.
+///
+/// ```
+/// use shmarray::huge::{huge_page_support, HugeMount};
+/// let mounts: Vec<HugeMount> = huge_page_support().mounts;
+/// for m in &mounts {
+///     // As `shmarray doctor` lists them.
+///     println!("{} {} ({}), writable: {}", m.path.display(), m.kind, m.options, m.writable);
+///     assert!(m.kind.to_string().contains("huge") && m.page_size.is_power_of_two());
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HugeMount {
@@ -183,6 +234,16 @@ pub struct HugeMount {
 }
 
 /// A hugetlb pool (`/sys/kernel/mm/hugepages/hugepages-<size>kB`).
+///
+/// ```
+/// use shmarray::huge::{huge_page_support, HugePool};
+/// let support = huge_page_support();
+/// let pools: &[HugePool] = &support.pools; // empty where the kernel has no hugetlb
+/// for p in pools {
+///     println!("{} KiB pages: {} of {} free", p.page_size >> 10, p.free, p.total);
+///     assert_eq!(support.free_pages(p.page_size), Some(p.free));
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HugePool {

@@ -11,6 +11,20 @@ use nix::errno::Errno;
 
 /// How a populated range will be used (see
 /// [`SharedArray::populate`](crate::SharedArray::populate)).
+///
+/// ```
+/// use shmarray::{huge::Populate, ndarray::Ix1, Error, Options, SharedArray};
+/// # fn main() -> Result<(), shmarray::Error> {
+/// let name = format!("doc-populate-kind-{}", std::process::id());
+/// let a = SharedArray::<f64, Ix1>::create(&name, 1 << 16)?;
+/// // Before a kernel writes the whole array: write-fault its pages now.
+/// let _done = a.populate(0..a.len(), Populate::Write)?; // false before Linux 5.14
+/// // A read-only handle can only read-fault.
+/// let ro: SharedArray<f64, Ix1> = Options::new().read_only(true).open(&name)?;
+/// assert!(matches!(ro.populate(0..ro.len(), Populate::Write), Err(Error::ReadOnly { .. })));
+/// let _done = ro.populate(0..ro.len(), Populate::Read)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Populate {
