@@ -21,6 +21,27 @@ use crate::process::{with_attached, Location, Part, TaskError, TaskFn};
 use crate::segment::Segment as _;
 
 /// How to cut an array into parts.
+///
+/// ```
+/// use shmarray::{ndarray::{ArrayView, Axis, Ix1}, pool::{Partition, Pool}, SharedArray};
+///
+/// fn part_len(part: ArrayView<'_, u8, Ix1>) -> usize {
+///     part.len()
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     shmarray::init(); // in a worker, this runs the worker loop and exits
+///     let a = SharedArray::<u8, Ix1>::create(&format!("doc-partition-{}", std::process::id()), 10_000)?;
+///     let pool = Pool::new(2)?;
+///     let per_worker = pool.map_chunks(&a, Axis(0), Partition::PerWorker, part_len)?;
+///     assert_eq!(per_worker.len(), 2);
+///     let five = pool.map_chunks(&a, Axis(0), Partition::Parts(5), part_len)?;
+///     assert_eq!(five.len(), 5);
+///     // Either way, every index is in exactly one part.
+///     assert_eq!((per_worker.iter().sum::<usize>(), five.iter().sum::<usize>()), (10_000, 10_000));
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Partition {

@@ -81,6 +81,31 @@ impl<R: DeserializeOwned> Chunk<R> {
 }
 
 /// The result of [`Pool::submit`] (Python's `concurrent.futures.Future`).
+///
+/// ```
+/// use std::time::Duration;
+/// use shmarray::pool::{Pool, TaskError};
+///
+/// fn nap(ms: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(ms));
+///     ms
+/// }
+///
+/// fn main() -> Result<(), TaskError> {
+///     shmarray::init(); // in a worker, this runs the worker loop and exits
+///     let pool = Pool::new(1)?;
+///     let long = pool.submit(nap, 300)?;
+///     let queued = pool.submit(nap, 0)?; // one worker: waits behind `long`
+///     assert!(queued.cancel()); // it never runs
+///     assert!(matches!(queued.result(), Err(TaskError::Cancelled { .. })));
+///     // A timeout leaves the task running: ask again.
+///     let waited = long.result_timeout(Duration::from_millis(1));
+///     assert!(matches!(waited, Err(TaskError::Timeout(_))));
+///     assert_eq!(long.result()?, 300);
+///     assert!(long.done());
+///     Ok(())
+/// }
+/// ```
 #[must_use = "a TaskFuture does nothing unless its result is collected (or it is cancelled)"]
 #[derive(Debug)]
 pub struct TaskFuture<R> {
@@ -145,6 +170,31 @@ pub fn as_completed<R: DeserializeOwned>(
 }
 
 /// The result of [`Pool::map_async`] (Python's `AsyncResult`).
+///
+/// ```
+/// use std::time::Duration;
+/// use shmarray::pool::{MapResult, Pool, TaskError};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> Result<(), TaskError> {
+///     shmarray::init(); // in a worker, this runs the worker loop and exits
+///     let pool = Pool::new(2)?;
+///     // Submitted in chunks of 2; the caller goes on meanwhile.
+///     let r: MapResult<u64> = pool.map_async(square, (1..=6).collect(), 2)?;
+///     let all = loop {
+///         match r.get_timeout(Duration::from_millis(50)) {
+///             Err(TaskError::Timeout(_)) => continue, // nothing is lost: ask again
+///             other => break other?,
+///         }
+///     };
+///     assert_eq!(all, [1, 4, 9, 16, 25, 36]); // in input order
+///     assert!(r.ready());
+///     Ok(())
+/// }
+/// ```
 #[must_use = "a MapResult does nothing unless its results are collected"]
 #[derive(Debug)]
 pub struct MapResult<R> {
@@ -215,6 +265,32 @@ impl<R: DeserializeOwned> MapResult<R> {
 
 /// Iterator of [`Pool::imap`] / [`Pool::imap_unordered`]: yields
 /// `(input index, result)`.
+///
+/// ```
+/// use shmarray::pool::{Pool, TaskError};
+///
+/// fn checked_half(x: u32) -> Result<u32, String> {
+///     if x % 2 == 0 { Ok(x / 2) } else { Err(format!("{x} is odd")) }
+/// }
+///
+/// fn main() -> Result<(), TaskError> {
+///     shmarray::init(); // in a worker, this runs the worker loop and exits
+///     let pool = Pool::new(2)?;
+///     // Inputs are submitted as the iterator is consumed (chunks of 2 here), so an
+///     // endless input works; each item carries its input's index.
+///     let mut halves = pool.imap(checked_half, (0..).step_by(3), 2);
+///     let first: Vec<(usize, Result<u32, String>)> =
+///         halves.by_ref().take(3).map(|(i, r)| r.map(|h| (i, h))).collect::<Result<_, _>>()?;
+///     assert_eq!(first[0], (0, Ok(0)));
+///     assert_eq!(first[1], (1, Err("3 is odd".into())));
+///     assert_eq!(first[2], (2, Ok(3)));
+///     // Unordered: as the workers finish them.
+///     let mut any: Vec<_> = pool.imap_unordered(checked_half, [2, 4, 8], 1).collect();
+///     any.sort_by_key(|(i, _)| *i);
+///     assert_eq!(any.into_iter().map(|(_, r)| r.unwrap().unwrap()).collect::<Vec<_>>(), [1, 2, 4]);
+///     Ok(())
+/// }
+/// ```
 #[must_use = "iterators are lazy: nothing is submitted until it is iterated"]
 pub struct Imap<'p, A, R, I> {
     pub(crate) pool: &'p Pool,

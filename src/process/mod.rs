@@ -57,6 +57,28 @@ pub(crate) use zygote::ForkServer;
 ///
 /// Note that spawning a [`Process`] starts a launcher thread (see
 /// [`Process::start_with`]), after which this process is multithreaded.
+///
+/// ```
+/// use shmarray::pool::{Pool, StartMethod, TaskError};
+///
+/// fn double(x: i32) -> i32 {
+///     2 * x
+/// }
+///
+/// fn main() -> Result<(), TaskError> {
+///     shmarray::init(); // Spawn (the default) re-executes this program as the workers
+///     assert_eq!(StartMethod::default(), StartMethod::Spawn);
+///     // Fork while this process has one thread...
+///     let forked = Pool::with_method(1, StartMethod::Fork)?;
+///     assert_eq!(forked.map(double, [1, 2])?, [2, 4]);
+///     // ...but not once it has more (the pool's own threads count).
+///     let again = Pool::with_method(1, StartMethod::Fork);
+///     assert!(matches!(again, Err(TaskError::NotSingleThreaded { .. })));
+///     let spawned = Pool::with_method(1, StartMethod::Spawn)?;
+///     assert_eq!(spawned.map(double, [3])?, [6]);
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartMethod {
