@@ -191,6 +191,22 @@ impl Barrier {
     /// Breaks the barrier for every participant: waiters and later `wait`s fail
     /// with [`BarrierError::Aborted`] until [`reset`](Self::reset) (Python's
     /// `Barrier.abort`).
+    ///
+    /// ```
+    /// use shmarray::{sync::BarrierError, Barrier};
+    /// let name = format!("doc-barrier-abort-{}", std::process::id());
+    /// let b = Barrier::create(&name, 2)?;
+    /// let other = Barrier::open(&name)?; // e.g. another process
+    /// std::thread::scope(|s| {
+    ///     let waiter = s.spawn(|| other.wait()); // waiting, or about to
+    ///     b.abort();
+    ///     assert_eq!(waiter.join().unwrap(), Err(BarrierError::Aborted));
+    /// });
+    /// assert!(b.is_broken());
+    /// b.reset(); // when nobody is inside `wait`
+    /// assert!(!b.is_broken());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn abort(&self) {
         self.state().abort()
     }

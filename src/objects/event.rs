@@ -74,6 +74,19 @@ impl Event {
     }
 
     /// Clears the event.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmarray::Event;
+    /// let go = Event::create(&format!("doc-event-clear-{}", std::process::id()))?;
+    /// go.set();
+    /// assert!(go.is_set());
+    /// go.wait(); // returns at once while set, for every waiter
+    /// go.clear();
+    /// assert!(!go.is_set());
+    /// assert!(go.wait_timeout(Duration::from_millis(1)).is_err()); // waits again
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     pub fn clear(&self) {
         self.raw().clear()
     }
@@ -90,6 +103,18 @@ impl Event {
     }
 
     /// Waits until the event is set, at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmarray::{Event, Segment};
+    /// let ready = Event::create(&format!("doc-event-wait-{}", std::process::id()))?;
+    /// let other = Event::open(ready.name().unwrap())?; // as another process would
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| other.set());
+    ///     assert_eq!(ready.wait_timeout(Duration::from_secs(10)), Ok(()));
+    /// });
+    /// # Ok::<(), shmarray::Error>(())
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> std::result::Result<(), TimedOut> {
         self.raw().wait(Some(timeout))
     }

@@ -399,6 +399,20 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
     /// map is unchanged). Returns whether `key` was there. `f` must not use this
     /// map (an operation that needs the same shard's lock fails with
     /// `Lock(Deadlock)`).
+    ///
+    /// ```
+    /// use shmarray::{containers::MapError, sync::LockFailure, SharedMap};
+    /// let m = SharedMap::<u32, [f32; 4]>::create(&format!("doc-map-update-{}", std::process::id()), 10)?;
+    /// m.insert(1, [0.0; 4])?;
+    /// assert!(m.update(&1, |v| v[2] = 0.5)?);
+    /// assert!(!m.update(&2, |_| unreachable!())?); // absent: `f` is not called
+    /// assert_eq!(m.get(&1)?, Some([0.0, 0.0, 0.5, 0.0]));
+    /// // `f` must not call back into the map: an error, not a hang.
+    /// let mut inner = None;
+    /// m.update(&1, |_| inner = Some(m.insert(1, [9.0; 4])))?;
+    /// assert!(matches!(inner, Some(Err(MapError::Lock(LockFailure::Deadlock)))));
+    /// # Ok::<(), MapError>(())
+    /// ```
     pub fn update(&self, key: &K, f: impl FnOnce(&mut V)) -> Result<bool, MapError> {
         let mut v = V::zeroed();
         self.raw_update(
@@ -411,6 +425,22 @@ impl<K: Pod + Eq + Hash, V: Pod> SharedMap<K, V> {
     /// Applies `f` to the value under `key`, or to `default` if `key` is absent
     /// (inserting it), atomically; returns the value stored. Python's
     /// `d[k] = f(d.get(k, default))` in one step (counters: `upsert(k, 0, |n| *n += 1)`).
+    ///
+    /// ```
+    /// use shmarray::{containers::FixedStr, SharedMap};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let name = format!("doc-map-upsert-{}", std::process::id());
+    /// let counts = SharedMap::<FixedStr<8>, u64>::create(&name, 100)?;
+    /// // Every process counts into the same map; no count is lost.
+    /// for word in "a rose is a rose".split(' ') {
+    ///     counts.upsert(FixedStr::new(word)?, 0, |n| *n += 1)?;
+    /// }
+    /// let mut all: Vec<(String, u64)> =
+    ///     counts.to_vec()?.into_iter().map(|(k, n)| (k.as_str().to_string(), n)).collect();
+    /// all.sort();
+    /// assert_eq!(all, [("a".into(), 2), ("is".into(), 1), ("rose".into(), 2)]);
+    /// # Ok(()) }
+    /// ```
     pub fn upsert(&self, key: K, default: V, f: impl FnOnce(&mut V)) -> Result<V, MapError> {
         let mut out = default;
         self.raw_upsert(

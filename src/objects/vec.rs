@@ -251,6 +251,16 @@ impl<T: Element> SharedVec<T> {
     }
 
     /// Appends `value`; returns its index. `Err(Full)` if the vec is full.
+    ///
+    /// ```
+    /// use shmarray::{containers::VecError, SharedVec};
+    /// let stack = SharedVec::<u32>::create(&format!("doc-vec-push-{}", std::process::id()), 2)?;
+    /// assert_eq!((stack.push(7)?, stack.push(8)?), (0, 1));
+    /// assert!(matches!(stack.push(9), Err(VecError::Full { .. })));
+    /// assert_eq!(stack.pop()?, Some(8));
+    /// assert_eq!((stack.get(0)?, stack.get(1)?), (Some(7), None));
+    /// # Ok::<(), VecError>(())
+    /// ```
     pub fn push(&self, value: T) -> Result<usize, VecError> {
         let mut g = self.lock()?;
         let len = self.len_locked();
@@ -268,6 +278,19 @@ impl<T: Element> SharedVec<T> {
 
     /// Appends all of `values`, or nothing if they do not fit (`Err(Full)`); one
     /// commit, so other processes see all of them or none.
+    ///
+    /// ```
+    /// use shmarray::{containers::VecError, SharedVec};
+    /// let v = SharedVec::<f64>::create(&format!("doc-vec-extend-{}", std::process::id()), 4)?;
+    /// v.extend_from_slice(&[1.0, 2.0, 3.0])?;
+    /// assert!(matches!(v.extend_from_slice(&[4.0, 5.0]), Err(VecError::Full { .. })));
+    /// assert_eq!(v.len(), 3); // all or nothing
+    /// assert_eq!(v.set(0, 10.0)?, 1.0);
+    /// v.truncate(2)?;
+    /// assert_eq!(v.to_vec()?, [10.0, 2.0]);
+    /// assert_eq!(v.iter()?.sum::<f64>(), 12.0);
+    /// # Ok::<(), VecError>(())
+    /// ```
     pub fn extend_from_slice(&self, values: &[T]) -> Result<(), VecError> {
         let mut g = self.lock()?;
         let len = self.len_locked();
