@@ -262,6 +262,14 @@ mod sealed {
 /// A type that can be a field of a [`record!`](crate::record): any [`Element`]
 /// (numbers, [`Bool`], complex, `f16`, other records), arrays of them
 /// (`[f32; 3]`, `[[f64; 2]; 2]`: numpy subarray fields), and [`Pad`]. Sealed.
+///
+/// ```
+/// use shmarray::element::{Bool, Pad, RecordMember};
+/// use shmarray::format::{Dtype, FieldType};
+/// assert_eq!(<f64 as RecordMember>::TYPE, FieldType::scalar(Dtype::F64));
+/// assert_eq!(<[Bool; 4] as RecordMember>::TYPE.shape(), &[4]); // numpy: ('flags', '?', (4,))
+/// assert_eq!(<Pad<3> as RecordMember>::TYPE, FieldType::padding(3));
+/// ```
 pub trait RecordMember: sealed::Sealed + bytemuck::Pod {
     /// The field's NPY type.
     const TYPE: FieldType;

@@ -70,6 +70,21 @@ pub struct DistArray<'c> {
 }
 
 /// How [`DistArray::exchange_halos`] synchronises the ranks of a node.
+///
+/// ```no_run
+/// // no_run: an MPI program is started by `mpirun`, which `cargo test --doc` is not.
+/// use shmarray::mpi::{DistArray, HaloSync, NodeComm};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let universe = shmarray::mpi::rsmpi::initialize().ok_or("MPI already initialised")?;
+/// let nodes = NodeComm::new(&universe.world())?;
+/// let mut u = DistArray::new(&nodes, "heat", (256, 256))?;
+/// assert_eq!(u.halo_sync(), HaloSync::Neighbours); // the default
+/// // A step that reads rows beyond the neighbouring ones needs the whole node
+/// // current: every rank switches, as for any collective.
+/// u.set_halo_sync(HaloSync::NodeBarrier);
+/// u.exchange_halos()?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HaloSync {

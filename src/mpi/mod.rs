@@ -53,6 +53,21 @@ pub use node_array::NodeArray;
 pub const PRETEND_NODES_ENV: &str = "SHMARRAY_MPI_PRETEND_NODES";
 
 /// Errors of the [`NodeComm`], [`NodeArray`] and [`DistArray`] operations.
+///
+/// ```no_run
+/// // no_run: an MPI program is started by `mpirun`, which `cargo test --doc` is not.
+/// use shmarray::mpi::{DistArray, MpiError, NodeComm};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let universe = shmarray::mpi::rsmpi::initialize().ok_or("MPI already initialised")?;
+/// let nodes = NodeComm::new(&universe.world())?;
+/// // Every node holds one or more rows: fewer rows than nodes is refused (on
+/// // every rank alike, so no rank is left waiting in a collective).
+/// match DistArray::new(&nodes, "tiny", (0, 8)) {
+///     Err(MpiError::TooFewRows { rows, nodes: n }) => assert_eq!((rows, n), (0, nodes.node_count())),
+///     other => panic!("expected TooFewRows, got {:?}", other.err()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MpiError {
