@@ -425,29 +425,7 @@ impl<'a> Ring<'a> {
     /// races. `None` does not mean full: call `claim_put`.
     #[inline(always)]
     pub(crate) fn try_claim_put_one(&self, me: u32) -> Option<Claimed<'a>> {
-        let head = &self.hdr.head.0;
-        let pos = head.load(Ordering::Relaxed);
-        let slot = self.claimed(pos);
-        if slot.head().seq.load(Ordering::Acquire) != pos {
-            return None;
-        }
-        let intent = self.hdr.intents.get(me as usize)?;
-        intent.announce(true, pos, 1);
-        // SeqCst: waiters rely on it (see "Waiting and waking").
-        if head
-            .compare_exchange(
-                pos,
-                pos.wrapping_add(1),
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            intent.clear(true);
-            return None;
-        }
-        dekker_fence();
-        Some(slot)
+        self.try_claim_one::<true>(me)
     }
 
     /// One attempt at claiming the single position at `tail` for consuming, if its
@@ -455,15 +433,29 @@ impl<'a> Ring<'a> {
     /// does not mean empty: call `claim_get`.
     #[inline(always)]
     pub(crate) fn try_claim_get_one(&self, me: u32) -> Option<Claimed<'a>> {
-        let tail = &self.hdr.tail.0;
-        let pos = tail.load(Ordering::Relaxed);
+        self.try_claim_one::<false>(me)
+    }
+
+    /// The one attempt of `try_claim_put_one` (`PUT`) and `try_claim_get_one`: the
+    /// two sides differ only in their index (`head`/`tail`) and in the stamp that
+    /// makes the slot theirs (its position when free, position + 1 when published).
+    #[inline(always)]
+    fn try_claim_one<const PUT: bool>(&self, me: u32) -> Option<Claimed<'a>> {
+        let index = if PUT {
+            &self.hdr.head.0
+        } else {
+            &self.hdr.tail.0
+        };
+        let pos = index.load(Ordering::Relaxed);
         let slot = self.claimed(pos);
-        if slot.head().seq.load(Ordering::Acquire) != pos.wrapping_add(1) {
+        let ready = if PUT { pos } else { pos.wrapping_add(1) };
+        if slot.head().seq.load(Ordering::Acquire) != ready {
             return None;
         }
         let intent = self.hdr.intents.get(me as usize)?;
-        intent.announce(false, pos, 1);
-        if tail
+        intent.announce(PUT, pos, 1);
+        // SeqCst: waiters rely on it (see "Waiting and waking").
+        if index
             .compare_exchange(
                 pos,
                 pos.wrapping_add(1),
@@ -472,7 +464,7 @@ impl<'a> Ring<'a> {
             )
             .is_err()
         {
-            intent.clear(false);
+            intent.clear(PUT);
             return None;
         }
         dekker_fence();
